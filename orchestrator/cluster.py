@@ -1,0 +1,198 @@
+"""The cluster description (`cluster.toml`): which devices exist and how to reach their Triton.
+
+Example::
+
+    name = "local"
+    model_repository = "model_repository"      # relative to this file
+
+    [[device]]
+    id = "cpu0"
+    class = "cpu-1t"          # device class: profiles are measured per class
+    kind = "cpu"              # cpu | gpu
+    memory_mb = 4096
+    cost_per_hour = 0.05      # optional
+    [device.embedded]         # an embedded tritonserver started by the orchestrator ...
+    cores = [0]               # optional CPU pinning (taskset)
+    threads = 1               # onnxruntime intra-op threads per instance
+    http_port = 8100          # optional; grpc = http+1, metrics = http+2
+    # gpu = 0                 # GPU index, for kind = "gpu"
+
+    [[device]]
+    id = "gpu0"
+    class = "gpu-h100"
+    kind = "gpu"
+    memory_mb = 80000
+    url = "grpc://triton-gpu:8001"   # ... or a Triton that runs elsewhere (http:// or grpc://)
+    config = "ort-gpu"               # the model config to load there (see exporters/triton_repo.py)
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from orchestrator.errors import UserError
+
+DEVICE_KINDS = ("cpu", "gpu")
+
+
+@dataclass(frozen=True)
+class EmbeddedSpec:
+    """How to start an embedded tritonserver for a device."""
+
+    cores: tuple[int, ...] = ()
+    threads: int = 1
+    http_port: int | None = None
+    gpu: int | None = None
+
+
+@dataclass(frozen=True)
+class Device:
+    id: str
+    device_class: str
+    kind: str  # "cpu" | "gpu"
+    memory_mb: float
+    cost_per_hour: float = 0.0
+    embedded: EmbeddedSpec | None = None
+    url: str | None = None  # remote Triton: http://host:port or grpc://host:port
+    config: str | None = None  # model config name to load with (None: the repository's default for the kind)
+
+    @property
+    def is_remote(self) -> bool:
+        return self.url is not None
+
+
+@dataclass
+class Cluster:
+    name: str
+    devices: list[Device]
+    model_repository: Path | None = None
+    source: Path | None = None
+
+    def device(self, device_id: str) -> Device:
+        for d in self.devices:
+            if d.id == device_id:
+                return d
+        raise UserError(f"unknown device {device_id!r}; the cluster has {[d.id for d in self.devices]}")
+
+    def device_classes(self) -> dict[str, list[Device]]:
+        out: dict[str, list[Device]] = {}
+        for d in self.devices:
+            out.setdefault(d.device_class, []).append(d)
+        return out
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Cluster":
+        p = Path(path)
+        try:
+            raw = tomllib.loads(p.read_text())
+        except FileNotFoundError:
+            raise UserError(f"{p}: cluster file not found") from None
+        except tomllib.TOMLDecodeError as e:
+            raise UserError(f"{p}: not valid TOML ({e})") from None
+        return cls.from_dict(raw, source=p)
+
+    @classmethod
+    def from_dict(cls, raw: dict, source: Path | None = None) -> "Cluster":
+        where = str(source) if source else "cluster"
+        devices_raw = raw.get("device", [])
+        if not isinstance(devices_raw, list) or not devices_raw:
+            raise UserError(f"{where}: no [[device]] entries")
+        devices = [_parse_device(d, i, where) for i, d in enumerate(devices_raw)]
+        seen: set[str] = set()
+        ports: dict[int, str] = {}
+        for d in devices:
+            if d.id in seen:
+                raise UserError(f"{where}: device {d.id!r}: duplicate id")
+            seen.add(d.id)
+            if d.embedded and d.embedded.http_port is not None:
+                for port in range(d.embedded.http_port, d.embedded.http_port + 3):
+                    if port in ports:
+                        raise UserError(f"{where}: device {d.id!r}: field 'http_port': ports overlap device {ports[port]!r}")
+                    ports[port] = d.id
+        repo = raw.get("model_repository")
+        repo_path = None
+        if repo is not None:
+            repo_path = Path(repo)
+            if not repo_path.is_absolute() and source is not None:
+                repo_path = (source.parent / repo_path).resolve()
+        return cls(name=str(raw.get("name", source.stem if source else "cluster")), devices=devices,
+                   model_repository=repo_path, source=source)
+
+
+def _parse_device(d: dict, index: int, where: str) -> Device:
+    if not isinstance(d, dict):
+        raise UserError(f"{where}: device #{index + 1}: not a table")
+    dev_id = d.get("id")
+    if not isinstance(dev_id, str) or not dev_id:
+        raise UserError(f"{where}: device #{index + 1}: field 'id' is missing or not a string")
+    name = f"{where}: device {dev_id!r}"
+
+    def need(key: str, typ, required: bool = True):
+        if key not in d:
+            if required:
+                raise UserError(f"{name}: field {key!r} is missing")
+            return None
+        value = d[key]
+        if not isinstance(value, typ) or isinstance(value, bool):
+            raise UserError(f"{name}: field {key!r} has a bad value {value!r}")
+        return value
+
+    allowed = {"id", "class", "kind", "memory_mb", "cost_per_hour", "embedded", "url", "config"}
+    unknown = set(d) - allowed
+    if unknown:
+        raise UserError(f"{name}: unknown field {sorted(unknown)[0]!r} (allowed: {sorted(allowed)})")
+    device_class = need("class", str)
+    kind = need("kind", str)
+    if kind not in DEVICE_KINDS:
+        raise UserError(f"{name}: field 'kind' must be one of {DEVICE_KINDS}, not {kind!r}")
+    memory_mb = need("memory_mb", (int, float))
+    if memory_mb <= 0:
+        raise UserError(f"{name}: field 'memory_mb' must be positive, not {memory_mb!r}")
+    cost = need("cost_per_hour", (int, float), required=False) or 0.0
+    if cost < 0:
+        raise UserError(f"{name}: field 'cost_per_hour' must not be negative")
+    url = need("url", str, required=False)
+    config = need("config", str, required=False)
+    emb_raw = d.get("embedded")
+    if (url is None) == (emb_raw is None):
+        raise UserError(f"{name}: give exactly one of 'url' (a remote Triton) or [device.embedded]")
+    embedded = None
+    if url is not None:
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "grpc") or not parsed.hostname or not parsed.port:
+            raise UserError(f"{name}: field 'url' must look like http://host:port or grpc://host:port, not {url!r}")
+    else:
+        embedded = _parse_embedded(emb_raw, name, kind)
+    return Device(id=dev_id, device_class=device_class, kind=kind, memory_mb=float(memory_mb),
+                  cost_per_hour=float(cost), embedded=embedded, url=url, config=config)
+
+
+def _parse_embedded(e, name: str, kind: str) -> EmbeddedSpec:
+    if not isinstance(e, dict):
+        raise UserError(f"{name}: field 'embedded' must be a table")
+    unknown = set(e) - {"cores", "threads", "http_port", "gpu"}
+    if unknown:
+        raise UserError(f"{name}: unknown field 'embedded.{sorted(unknown)[0]}'")
+    cores = e.get("cores", [])
+    if not isinstance(cores, list) or not all(isinstance(c, int) and c >= 0 for c in cores):
+        raise UserError(f"{name}: field 'embedded.cores' must be a list of core numbers, not {cores!r}")
+    ncpu = os.cpu_count() or 1
+    bad = [c for c in cores if c >= ncpu]
+    if bad:
+        raise UserError(f"{name}: field 'embedded.cores' names core {bad[0]}, but this machine has {ncpu}")
+    threads = e.get("threads", 1)
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise UserError(f"{name}: field 'embedded.threads' must be a positive integer, not {threads!r}")
+    port = e.get("http_port")
+    if port is not None and (not isinstance(port, int) or not 1024 <= port <= 65533):
+        raise UserError(f"{name}: field 'embedded.http_port' must be an integer in 1024..65533, not {port!r}")
+    gpu = e.get("gpu")
+    if gpu is not None and kind != "gpu":
+        raise UserError(f"{name}: field 'embedded.gpu' is only for kind = \"gpu\"")
+    if kind == "gpu" and gpu is None:
+        gpu = 0
+    return EmbeddedSpec(cores=tuple(cores), threads=threads, http_port=port, gpu=gpu)

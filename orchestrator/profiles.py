@@ -1,0 +1,124 @@
+"""Profile records: measured latency and throughput per variant x device class x batch size.
+
+`profiles.json` holds a list of `ProfileRecord`s; a CSV with the same columns is written beside it
+for people. The profiler (orchestrator/profiler.py) produces them; the planner reads them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from orchestrator.errors import UserError
+from orchestrator.files import write_atomic
+
+
+@dataclass(frozen=True)
+class ProfileRecord:
+    variant: str
+    device_class: str
+    batch_size: int
+    instances: int  # Triton model instances
+    threads: int  # onnxruntime intra-op threads per instance
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    throughput_rps: float  # inferences (images) per second at this batch size
+    samples: int  # number of timed requests behind the percentiles
+    triton_version: str = ""
+    measured_at: str = ""
+    source: str = "triton"  # triton | perf_analyzer | published | synthetic
+    note: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, int, int, int]:
+        return (self.variant, self.device_class, self.batch_size, self.instances, self.threads)
+
+
+_FIELDS = [f.name for f in fields(ProfileRecord)]
+_INT_FIELDS = {"batch_size", "instances", "threads", "samples"}
+_FLOAT_FIELDS = {"p50_ms", "p95_ms", "p99_ms", "throughput_rps"}
+
+
+def _coerce(d: dict, where: str) -> ProfileRecord:
+    missing = [k for k in _FIELDS[:10] if k not in d]
+    if missing:
+        raise UserError(f"{where}: missing field {missing[0]!r}")
+    try:
+        vals = {k: (int(d[k]) if k in _INT_FIELDS else float(d[k]) if k in _FLOAT_FIELDS else str(d[k]))
+                for k in _FIELDS if k in d}
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{where}: bad value ({e})") from None
+    return ProfileRecord(**vals)
+
+
+@dataclass
+class ProfileSet:
+    """A set of records, at most one per key (a newer measurement replaces an older one)."""
+
+    records: list[ProfileRecord]
+
+    def __post_init__(self) -> None:
+        by_key: dict[tuple, ProfileRecord] = {}
+        for r in self.records:
+            by_key[r.key] = r
+        self.records = list(by_key.values())
+
+    def add(self, record: ProfileRecord) -> None:
+        self.records = [r for r in self.records if r.key != record.key] + [record]
+
+    def has(self, key: tuple) -> bool:
+        return any(r.key == key for r in self.records)
+
+    def for_pair(self, variant: str, device_class: str) -> list[ProfileRecord]:
+        """Records of one (variant, device class), ordered by batch size."""
+        return sorted((r for r in self.records if r.variant == variant and r.device_class == device_class),
+                      key=lambda r: (r.instances, r.threads, r.batch_size))
+
+    def device_classes(self) -> set[str]:
+        return {r.device_class for r in self.records}
+
+    def variants(self) -> set[str]:
+        return {r.variant for r in self.records}
+
+    def to_json(self) -> str:
+        return json.dumps({"records": [asdict(r) for r in self.sorted()]}, indent=2) + "\n"
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=_FIELDS)
+        w.writeheader()
+        for r in self.sorted():
+            w.writerow(asdict(r))
+        return buf.getvalue()
+
+    def sorted(self) -> list[ProfileRecord]:
+        return sorted(self.records, key=lambda r: r.key)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write JSON atomically, and a CSV for people beside it (same stem)."""
+        p = Path(path)
+        write_atomic(p, self.to_json())
+        write_atomic(p.with_suffix(".csv"), self.to_csv())
+        return p
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ProfileSet":
+        p = Path(path)
+        try:
+            raw = json.loads(p.read_text())
+        except FileNotFoundError:
+            raise UserError(f"{p}: profiles file not found (run `orchestrator profile` first)") from None
+        except json.JSONDecodeError as e:
+            raise UserError(f"{p}: not valid JSON ({e})") from None
+        if not isinstance(raw, dict) or not isinstance(raw.get("records"), list):
+            raise UserError(f"{p}: expected an object with a 'records' list")
+        return cls([_coerce(d, f"{p}: record #{i + 1}") for i, d in enumerate(raw["records"])])
+
+    @classmethod
+    def load_or_empty(cls, path: str | os.PathLike) -> "ProfileSet":
+        return cls.load(path) if Path(path).exists() else cls([])
