@@ -1,0 +1,177 @@
+"""Model control on one Triton server through `tritonclient`: load with a config override, unload, inspect.
+
+A load-time config override *replaces* the model's whole configuration, so the override is built
+from the repository's own config (`config.pbtxt`, or `configs/<name>.pbtxt`), with only the
+instance group, thread parameter and batching changed. Where the repository is not readable from
+here (a remote server's own disk), the model is loaded once with its default config, which is then
+read back from the server and used as the base.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.protobuf import json_format, text_format
+
+from orchestrator.errors import UserError
+
+THREADS_PARAMETER = "intra_op_threads"
+
+
+@dataclass(frozen=True)
+class InstanceConfig:
+    """How a variant is instantiated on a device."""
+
+    kind: str = "cpu"  # cpu | gpu
+    count: int = 1  # Triton instances
+    threads: int = 1  # onnxruntime intra-op threads per instance
+    gpus: tuple[int, ...] = ()  # GPU indices, for kind "gpu"
+    max_batch_size: int | None = None  # cap below the repository's max_batch_size
+    queue_delay_us: int | None = None  # Triton dynamic-batcher delay; None keeps the repository's
+    config_name: str | None = None  # base config: configs/<name>.pbtxt (None: config.pbtxt)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("cpu", "gpu"):
+            raise UserError(f"instance kind must be 'cpu' or 'gpu', not {self.kind!r}")
+        if self.count < 1 or self.threads < 1:
+            raise UserError(f"instance count and threads must be >= 1 (got {self.count} x {self.threads})")
+
+
+def read_repository_config(model_repository: str | os.PathLike, model: str, config_name: str | None = None) -> dict:
+    """The model's config from the repository as Triton's JSON form (model_config.proto field names)."""
+    from tritonclient.grpc import model_config_pb2
+
+    model_dir = Path(model_repository) / model
+    path = model_dir / "configs" / f"{config_name}.pbtxt" if config_name else model_dir / "config.pbtxt"
+    if config_name and not path.is_file():
+        path = model_dir / "config.pbtxt"  # Triton's own fallback for --model-config-name
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UserError(f"model {model!r}: no config at {path}") from None
+    try:
+        msg = text_format.Parse(text, model_config_pb2.ModelConfig())
+    except text_format.ParseError as e:
+        raise UserError(f"{path}: not a valid Triton model config ({e})") from None
+    return json_format.MessageToDict(msg, preserving_proto_field_name=True)
+
+
+def apply_instance_config(base: dict, inst: InstanceConfig) -> dict:
+    """A full model config: `base` with the instance group, threads and batching set from `inst`."""
+    cfg = json.loads(json.dumps(base))  # deep copy
+    group: dict = {"kind": "KIND_GPU" if inst.kind == "gpu" else "KIND_CPU", "count": inst.count}
+    if inst.kind == "gpu" and inst.gpus:
+        group["gpus"] = list(inst.gpus)
+    cfg["instance_group"] = [group]
+    params = cfg.setdefault("parameters", {})
+    params[THREADS_PARAMETER] = {"string_value": str(inst.threads)}
+    if inst.max_batch_size is not None:
+        repo_max = int(cfg.get("max_batch_size", 0))
+        if repo_max and inst.max_batch_size > repo_max:
+            raise UserError(f"model {cfg.get('name')!r}: batch cap {inst.max_batch_size} exceeds the "
+                            f"repository's max_batch_size {repo_max}")
+        cfg["max_batch_size"] = inst.max_batch_size
+    if inst.queue_delay_us is not None:
+        cfg.setdefault("dynamic_batching", {})["max_queue_delay_microseconds"] = str(inst.queue_delay_us)
+    return cfg
+
+
+class ModelControl:
+    """Load/unload/inspect models on one Triton server (gRPC by default)."""
+
+    def __init__(self, url: str, protocol: str = "grpc", model_repository: str | os.PathLike | None = None,
+                 name: str | None = None, timeout_s: float = 120.0):
+        if protocol not in ("grpc", "http"):
+            raise UserError(f"protocol must be 'grpc' or 'http', not {protocol!r}")
+        self.url = url
+        self.protocol = protocol
+        self.model_repository = Path(model_repository) if model_repository else None
+        self.name = name or url
+        self.timeout_s = timeout_s
+        if protocol == "grpc":
+            import tritonclient.grpc as client_module
+        else:
+            import tritonclient.http as client_module
+        self._errors = client_module.InferenceServerException
+        self._client = client_module.InferenceServerClient(url=url)
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except self._errors as e:
+            raise UserError(f"{self.name}: {what} failed: {e.message() or e}") from None
+        except Exception as e:  # connection refused and the like, raised by the transport
+            raise UserError(f"{self.name}: {what} failed: Triton at {self.url} does not answer ({e})") from None
+
+    def _json(self, fn, *args, **kwargs):
+        if self.protocol == "grpc":
+            return fn(*args, as_json=True, **kwargs)
+        return fn(*args, **kwargs)
+
+    # -- health ----------------------------------------------------------------------------
+    def is_live(self) -> bool:
+        try:
+            return bool(self._client.is_server_live())
+        except Exception:
+            return False
+
+    def server_version(self) -> str:
+        meta = self._call("server metadata", self._json, self._client.get_server_metadata)
+        return str(meta.get("version", ""))
+
+    # -- model control ---------------------------------------------------------------------
+    def base_config(self, model: str, config_name: str | None = None) -> dict:
+        if self.model_repository is not None and (self.model_repository / model).is_dir():
+            return read_repository_config(self.model_repository, model, config_name)
+        if not self.is_model_ready(model):
+            self._call(f"load of {model!r}", self._client.load_model, model)
+        return self.model_config(model)
+
+    def load(self, model: str, inst: InstanceConfig | None = None) -> dict:
+        """Load (or reload) `model` with `inst`; returns the config Triton now runs."""
+        if inst is None:
+            self._call(f"load of {model!r}", self._client.load_model, model)
+        else:
+            config = apply_instance_config(self.base_config(model, inst.config_name), inst)
+            self._call(f"load of {model!r}", self._client.load_model, model, config=json.dumps(config))
+        return self.model_config(model)
+
+    def unload(self, model: str, wait_s: float = 30.0) -> None:
+        """Unload `model`; Triton unloads in the background, so wait (up to `wait_s`) until it is gone."""
+        self._call(f"unload of {model!r}", self._client.unload_model, model)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            state = next((m.get("state") for m in self.index() if m.get("name") == model), None)
+            if state not in ("READY", "UNLOADING"):
+                return
+            time.sleep(0.05)
+        raise UserError(f"{self.name}: unload of {model!r} did not finish within {wait_s:.0f} s")
+
+    def index(self) -> list[dict]:
+        """The repository index: every model the server knows, with its state and reason."""
+        idx = self._call("repository index", self._json, self._client.get_model_repository_index)
+        return list(idx.get("models", [])) if isinstance(idx, dict) else list(idx)
+
+    def loaded(self) -> dict[str, str]:
+        """Models that are loaded and ready, with their version."""
+        return {m["name"]: m.get("version", "") for m in self.index() if m.get("state") == "READY"}
+
+    def is_model_ready(self, model: str) -> bool:
+        try:
+            return bool(self._client.is_model_ready(model))
+        except Exception:
+            return False
+
+    def model_config(self, model: str) -> dict:
+        cfg = self._call(f"config of {model!r}", self._json, self._client.get_model_config, model)
+        return cfg.get("config", cfg)
+
+    def statistics(self, model: str = "") -> dict:
+        return self._call("statistics", self._json, self._client.get_inference_statistics, model)
+
+    def close(self) -> None:
+        self._client.close()

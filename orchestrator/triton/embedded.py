@@ -1,0 +1,251 @@
+"""An embedded Triton server: a `tritonserver` process this orchestrator starts and owns.
+
+It runs in explicit model-control mode (the orchestrator decides what is loaded), on chosen or
+free ports, optionally pinned to CPU cores, with a shared-memory prefix of its own so that several
+servers can share one machine. No process outlives its owner: the server runs in its own process
+group (stopped as a whole, python-backend stubs included), gets SIGTERM if the owning thread dies
+(PR_SET_PDEATHSIG: start servers from a long-lived thread), and every live server is stopped at exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+from orchestrator.errors import UserError
+from orchestrator.triton.binary import find_triton
+
+_LIVE: set["EmbeddedServer"] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def _stop_all_at_exit() -> None:
+    with _LIVE_LOCK:
+        servers = list(_LIVE)
+    for s in servers:
+        s.stop()
+
+
+atexit.register(_stop_all_at_exit)
+
+
+def port_is_free(port: int, host: str = "0.0.0.0") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports that are free right now (the OS picks them)."""
+    socks, ports = [], []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+            ports.append(s.getsockname()[1])
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
+def _child_setup(cores: tuple[int, ...]):
+    def setup() -> None:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: die with the owner
+        if cores:
+            os.sched_setaffinity(0, cores)
+
+    return setup
+
+
+class EmbeddedServer:
+    """A tritonserver process over a model repository."""
+
+    def __init__(
+        self,
+        model_repository: str | os.PathLike,
+        *,
+        http_port: int | None = None,
+        cores: Iterable[int] = (),
+        threads: int = 1,
+        gpu: int | None = None,
+        name: str = "triton",
+        load: Iterable[str] = (),
+        run_dir: str | os.PathLike | None = None,
+        startup_timeout_s: float = 60.0,
+        binary: str | None = None,
+    ):
+        self.model_repository = Path(model_repository).resolve()
+        self.requested_http_port = http_port
+        self.cores = tuple(cores)
+        self.threads = threads
+        self.gpu = gpu
+        self.name = name
+        self.load_at_start = tuple(load)
+        self.startup_timeout_s = startup_timeout_s
+        self._binary = binary
+        self._run_dir = Path(run_dir) if run_dir else None
+        self._proc: subprocess.Popen | None = None
+        self._log_file = None
+        self.log_path: Path | None = None
+        self.http_port = self.grpc_port = self.metrics_port = 0
+        self.shm_prefix = ""
+
+    # -- addresses -------------------------------------------------------------------------
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> "EmbeddedServer":
+        if self.is_running():
+            return self
+        if not self.model_repository.is_dir():
+            raise UserError(f"{self.name}: model repository {self.model_repository} does not exist")
+        install = find_triton(self._binary)
+        if self.requested_http_port is not None:
+            ports = [self.requested_http_port + i for i in range(3)]
+            busy = [p for p in ports if not port_is_free(p)]
+            if busy:
+                raise UserError(f"{self.name}: port {busy[0]} is already in use (http/grpc/metrics need {ports})")
+        else:
+            ports = free_ports(3)
+        self.http_port, self.grpc_port, self.metrics_port = ports
+        self.shm_prefix = f"orch_{self.name}_{uuid.uuid4().hex[:8]}_"
+        run_dir = self._run_dir or Path(tempfile.mkdtemp(prefix=f"triton-{self.name}-"))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = run_dir / f"{self.name}.log"
+        args = [
+            str(install.binary),
+            f"--model-repository={self.model_repository}",
+            f"--backend-directory={install.backend_dir}",
+            "--model-control-mode=explicit",
+            f"--http-port={self.http_port}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-port={self.metrics_port}",
+            "--exit-on-error=false",
+            "--strict-readiness=false",
+            "--exit-timeout-secs=5",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
+            "--log-verbose=0",
+        ]
+        if self.gpu is not None:
+            args.append("--model-config-name=gpu")
+        args += [f"--load-model={m}" for m in self.load_at_start]
+        env = install.environment()
+        env["OMP_NUM_THREADS"] = str(self.threads)
+        if self.gpu is None:
+            env["CUDA_VISIBLE_DEVICES"] = ""
+        else:
+            env["CUDA_VISIBLE_DEVICES"] = str(self.gpu)
+        self._log_file = open(self.log_path, "ab")
+        self._proc = subprocess.Popen(args, stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      env=env, start_new_session=True, preexec_fn=_child_setup(self.cores))
+        with _LIVE_LOCK:
+            _LIVE.add(self)
+        try:
+            self._wait_live()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_live(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        url = f"http://{self.http_url}/v2/health/live"
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise UserError(f"{self.name}: tritonserver exited with code {self._proc.returncode} during start-up; "
+                                f"log tail: {self.log_tail(8, one_line=True)}")
+            try:
+                with urllib.request.urlopen(url, timeout=1) as r:
+                    if r.status == 200 and self._models_settled():
+                        return
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            time.sleep(0.1)
+        raise UserError(f"{self.name}: tritonserver not live after {self.startup_timeout_s:.0f} s; "
+                        f"log tail: {self.log_tail(8, one_line=True)}")
+
+    def _models_settled(self) -> bool:
+        """True once the models asked for at start-up are no longer loading."""
+        if not self.load_at_start:
+            return True
+        req = urllib.request.Request(f"http://{self.http_url}/v2/repository/index", data=b"{}", method="POST")
+        with urllib.request.urlopen(req, timeout=2) as r:
+            states = {m["name"]: m.get("state", "") for m in json.loads(r.read())}
+        return all(states.get(m) not in ("LOADING", "") for m in self.load_at_start if m in states)
+
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the server and everything it started; idempotent."""
+        proc = self._proc
+        if proc is not None:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+                try:
+                    proc.wait(timeout=timeout_s)
+                except subprocess.TimeoutExpired:
+                    pass
+            try:  # stubs may linger after tritonserver itself exits
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        self._proc = None
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        with _LIVE_LOCK:
+            _LIVE.discard(self)
+
+    def __enter__(self) -> "EmbeddedServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = f"pid {self.pid}, http {self.http_url}" if self.is_running() else "stopped"
+        return f"EmbeddedServer({self.name!r}, {state})"
+
+    # -- diagnostics -----------------------------------------------------------------------
+    def log_tail(self, lines: int = 40, one_line: bool = False) -> str:
+        if not self.log_path or not self.log_path.exists():
+            return "(no log)"
+        text = self.log_path.read_text(errors="replace").splitlines()[-lines:]
+        return " | ".join(t.strip() for t in text if t.strip()) if one_line else "\n".join(text)

@@ -1,0 +1,113 @@
+"""The Triton servers of a cluster: one per device, embedded or remote, started and stopped together.
+
+`server_for_device` is the factory (embedded spec -> EmbeddedServer, url -> RemoteServer);
+`ClusterRuntime` holds the servers of a whole cluster file and hands out `ModelControl`s and the
+endpoints that shims route to.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from orchestrator.cluster import Cluster, Device
+from orchestrator.errors import UserError
+from orchestrator.triton.control import InstanceConfig, ModelControl
+from orchestrator.triton.embedded import EmbeddedServer
+from orchestrator.triton.remote import RemoteServer
+
+Server = EmbeddedServer | RemoteServer
+
+
+def server_for_device(device: Device, model_repository: str | os.PathLike, run_dir: str | os.PathLike | None = None) -> Server:
+    """The (not yet started) server of one device."""
+    if device.url is not None:
+        return RemoteServer(device.url, name=device.id)
+    spec = device.embedded
+    return EmbeddedServer(model_repository, http_port=spec.http_port, cores=spec.cores, threads=spec.threads,
+                          gpu=spec.gpu, name=device.id, run_dir=run_dir)
+
+
+def instance_config_for(device: Device, instances: int = 1, threads: int | None = None,
+                        max_batch_size: int | None = None) -> InstanceConfig:
+    """The InstanceConfig that loads a variant on `device` (kind, GPU index and base config follow the device)."""
+    if threads is None:
+        threads = device.embedded.threads if device.embedded else 1
+    gpus = (device.embedded.gpu,) if device.embedded and device.embedded.gpu is not None else ()
+    config_name = device.config or ("gpu" if device.kind == "gpu" else None)
+    return InstanceConfig(kind=device.kind, count=instances, threads=threads, gpus=gpus,
+                          max_batch_size=max_batch_size, config_name=config_name)
+
+
+class ClusterRuntime:
+    """Servers for every device of a cluster. Use as a context manager; stop() stops only what it started."""
+
+    def __init__(self, cluster: Cluster, model_repository: str | os.PathLike | None = None,
+                 run_dir: str | os.PathLike | None = None):
+        repo = model_repository or cluster.model_repository
+        if repo is None:
+            raise UserError(f"{cluster.source or 'cluster'}: no model_repository given")
+        self.cluster = cluster
+        self.model_repository = Path(repo)
+        self.servers: dict[str, Server] = {
+            d.id: server_for_device(d, self.model_repository, Path(run_dir) / d.id if run_dir else None)
+            for d in cluster.devices
+        }
+        self._controls: dict[str, ModelControl] = {}
+        self._lock = threading.Lock()
+
+    def start(self, device_ids: list[str] | None = None) -> "ClusterRuntime":
+        """Start (or attach to) the servers; on a failure the ones started here are stopped again."""
+        started = []
+        try:
+            for dev_id in device_ids or list(self.servers):
+                server = self.servers[dev_id]
+                if not server.is_running():
+                    server.start()
+                    started.append(server)
+        except BaseException:
+            for s in started:
+                s.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        with self._lock:
+            for ctl in self._controls.values():
+                ctl.close()
+            self._controls.clear()
+        for server in self.servers.values():
+            server.stop()
+
+    def __enter__(self) -> "ClusterRuntime":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def control(self, device_id: str) -> ModelControl:
+        """A ModelControl for the device's server (cached; ModelControl is safe to share)."""
+        with self._lock:
+            if device_id not in self._controls:
+                server = self.servers.get(device_id)
+                if server is None:
+                    raise UserError(f"unknown device {device_id!r}; the cluster has {sorted(self.servers)}")
+                if isinstance(server, RemoteServer):
+                    self._controls[device_id] = server.control(self.model_repository)
+                else:
+                    self._controls[device_id] = ModelControl(server.grpc_url, "grpc", self.model_repository,
+                                                             name=device_id)
+            return self._controls[device_id]
+
+    def endpoints(self) -> dict[str, dict[str, str | None]]:
+        """Where shims send requests: {device_id: {"grpc": "host:port" | None, "http": ... | None}}."""
+        return {dev_id: {"grpc": s.grpc_url, "http": s.http_url} for dev_id, s in self.servers.items()}
+
+    def load(self, device_id: str, variant: str, instances: int = 1, threads: int | None = None,
+             max_batch_size: int | None = None) -> dict:
+        inst = instance_config_for(self.cluster.device(device_id), instances, threads, max_batch_size)
+        return self.control(device_id).load(variant, inst)
+
+    def unload(self, device_id: str, variant: str) -> None:
+        self.control(device_id).unload(variant)
