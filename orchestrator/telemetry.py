@@ -1,0 +1,190 @@
+"""What a client shim saw, per family per second, for the control plane and for Prometheus.
+
+No clock of its own (times are passed in, Unix seconds) and no I/O: the shim posts `report()`
+to the control plane (POST /api/v1/telemetry, shape in docs/shim.md) and serves
+`prometheus_text()`; the simulator can feed the same counters. Thread-safe.
+
+Counting rules, per request:
+  arrivals         accepted by the client (inputs valid)
+  completions      answered with outputs, in time or late
+  met              completions within the deadline (or with no deadline)
+  deadline_misses  answered past the deadline or dropped because it could not be met
+  drops            answered without being served (subset of deadline_misses)
+  errors           answered with an error (device failed, retry impossible or failed too)
+  retries          calls re-sent to another route after a device failed
+Latency histogram and served-variant counts cover completions. Latency is end to end: from
+`infer` to the answer.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from dataclasses import dataclass, field
+
+# Upper bounds of the latency histogram buckets (ms); one more bucket catches the rest.
+LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+STATUSES = ("ok", "deadline_miss", "error")
+METRIC_PREFIX = "orchestrator_shim"
+
+
+@dataclass
+class Counts:
+    """Counters of one family over one interval (a second, or since start)."""
+
+    arrivals: int = 0
+    completions: int = 0
+    met: int = 0
+    deadline_misses: int = 0
+    drops: int = 0
+    errors: int = 0
+    retries: int = 0
+    latency_ms_hist: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
+    latency_ms_sum: float = 0.0
+    served: dict[str, int] = field(default_factory=dict)  # variant -> completions
+
+    def to_dict(self) -> dict:
+        return {"arrivals": self.arrivals, "completions": self.completions, "met": self.met,
+                "deadline_misses": self.deadline_misses, "drops": self.drops, "errors": self.errors,
+                "retries": self.retries, "latency_ms_hist": list(self.latency_ms_hist),
+                "latency_ms_sum": round(self.latency_ms_sum, 3), "served": dict(sorted(self.served.items()))}
+
+
+class Telemetry:
+    """Per (family, second) counters, plus running totals for Prometheus.
+
+    Seconds older than `keep_s` are discarded when new ones open, so a client nobody drains
+    holds a bounded window.
+    """
+
+    def __init__(self, keep_s: int = 300):
+        self.keep_s = keep_s
+        self._lock = threading.Lock()
+        self._seconds: dict[tuple[str, int], Counts] = {}
+        self._totals: dict[str, Counts] = {}
+        self._served_routes: dict[tuple[str, str, str], int] = {}  # (family, device, variant) -> completions
+
+    # --- recording ------------------------------------------------------------------------
+
+    def _at(self, family: str, now: float) -> tuple[Counts, Counts]:
+        sec = int(now)
+        key = (family, sec)
+        c = self._seconds.get(key)
+        if c is None:
+            c = self._seconds[key] = Counts()
+            cutoff = sec - self.keep_s
+            for k in [k for k in self._seconds if k[1] < cutoff]:
+                del self._seconds[k]
+        total = self._totals.get(family)
+        if total is None:
+            total = self._totals[family] = Counts()
+        return c, total
+
+    def record_arrival(self, family: str, now: float) -> None:
+        with self._lock:
+            for c in self._at(family, now):
+                c.arrivals += 1
+
+    def record_retry(self, family: str, now: float) -> None:
+        with self._lock:
+            for c in self._at(family, now):
+                c.retries += 1
+
+    def record_result(self, family: str, now: float, *, status: str, served: bool, deadline_met: bool,
+                      latency_ms: float, variant: str = "", device_id: str = "") -> None:
+        """One answered request. `served`: it came with outputs (possibly late)."""
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        with self._lock:
+            for c in self._at(family, now):
+                if status == "error":
+                    c.errors += 1
+                    continue
+                if not deadline_met:
+                    c.deadline_misses += 1
+                if served:
+                    c.completions += 1
+                    c.met += deadline_met
+                    c.latency_ms_hist[bisect.bisect_left(LATENCY_BUCKETS_MS, latency_ms)] += 1
+                    c.latency_ms_sum += latency_ms
+                    c.served[variant] = c.served.get(variant, 0) + 1
+                else:
+                    c.drops += 1
+            if served and status != "error":
+                key = (family, device_id, variant)
+                self._served_routes[key] = self._served_routes.get(key, 0) + 1
+
+    # --- reading --------------------------------------------------------------------------
+
+    def snapshot(self) -> list[dict]:
+        """Every retained (family, second), oldest first; nothing is removed."""
+        with self._lock:
+            return [self._row(k, c) for k, c in sorted(self._seconds.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
+
+    def drain(self, now: float) -> list[dict]:
+        """Remove and return the finished seconds (those before the current one), oldest first."""
+        current = int(now)
+        with self._lock:
+            done = sorted((k for k in self._seconds if k[1] < current), key=lambda k: (k[1], k[0]))
+            return [self._row(k, self._seconds.pop(k)) for k in done]
+
+    def totals(self) -> dict[str, dict]:
+        """Counters per family since the client started."""
+        with self._lock:
+            return {f: c.to_dict() for f, c in sorted(self._totals.items())}
+
+    def report(self, now: float, client_id: str) -> dict:
+        """The POST body for the control plane: the finished seconds, drained."""
+        return {"client_id": client_id, "sent_at": round(now, 3), "interval_s": 1,
+                "latency_buckets_ms": list(LATENCY_BUCKETS_MS), "seconds": self.drain(now)}
+
+    @staticmethod
+    def _row(key: tuple[str, int], c: Counts) -> dict:
+        return {"family": key[0], "second": key[1], **c.to_dict()}
+
+    def prometheus_text(self) -> str:
+        """Running totals in the Prometheus text exposition format (version 0.0.4)."""
+        p = METRIC_PREFIX
+        lines: list[str] = []
+        with self._lock:
+            totals = sorted(self._totals.items())
+            routes = sorted(self._served_routes.items())
+
+            def counter(name: str, help_text: str, attr: str) -> None:
+                lines.append(f"# HELP {p}_{name} {help_text}")
+                lines.append(f"# TYPE {p}_{name} counter")
+                for fam, c in totals:
+                    lines.append(f'{p}_{name}{{family="{_esc(fam)}"}} {getattr(c, attr)}')
+
+            counter("requests_total", "Requests accepted by the client.", "arrivals")
+            counter("met_total", "Requests answered with outputs within their deadline.", "met")
+            counter("deadline_misses_total", "Requests answered late or dropped as unable to meet the deadline.",
+                    "deadline_misses")
+            counter("drops_total", "Requests dropped before sending because the deadline could not be met.", "drops")
+            counter("errors_total", "Requests answered with an error.", "errors")
+            counter("retries_total", "Calls re-sent to another route after a device failed.", "retries")
+
+            lines.append(f"# HELP {p}_completions_total Requests answered with outputs, by serving route.")
+            lines.append(f"# TYPE {p}_completions_total counter")
+            for (fam, dev, var), n in routes:
+                lines.append(f'{p}_completions_total{{family="{_esc(fam)}",device="{_esc(dev)}",'
+                             f'variant="{_esc(var)}"}} {n}')
+
+            lines.append(f"# HELP {p}_latency_seconds End-to-end latency of completed requests.")
+            lines.append(f"# TYPE {p}_latency_seconds histogram")
+            for fam, c in totals:
+                cumulative = 0
+                for bound, n in zip(LATENCY_BUCKETS_MS, c.latency_ms_hist):
+                    cumulative += n
+                    lines.append(f'{p}_latency_seconds_bucket{{family="{_esc(fam)}",le="{bound / 1000:g}"}} '
+                                 f'{cumulative}')
+                cumulative += c.latency_ms_hist[-1]
+                lines.append(f'{p}_latency_seconds_bucket{{family="{_esc(fam)}",le="+Inf"}} {cumulative}')
+                lines.append(f'{p}_latency_seconds_sum{{family="{_esc(fam)}"}} {c.latency_ms_sum / 1000:.6f}')
+                lines.append(f'{p}_latency_seconds_count{{family="{_esc(fam)}"}} {cumulative}')
+        return "\n".join(lines) + "\n"
+
+
+def _esc(value: str) -> str:
+    """Escape a Prometheus label value."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
