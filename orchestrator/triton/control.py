@@ -80,6 +80,12 @@ def apply_instance_config(base: dict, inst: InstanceConfig) -> dict:
     return cfg
 
 
+def one_line(message: str) -> str:
+    """Triton's message without the python-backend traceback it may carry ("At: <stack>")."""
+    head = message.split("\nAt:")[0]
+    return " ".join(head.split())
+
+
 class ModelControl:
     """Load/unload/inspect models on one Triton server (gRPC by default)."""
 
@@ -103,7 +109,10 @@ class ModelControl:
         try:
             return fn(*args, **kwargs)
         except self._errors as e:
-            raise UserError(f"{self.name}: {what} failed: {e.message() or e}") from None
+            message = one_line(e.message() or str(e))
+            if e.status() == "StatusCode.UNAVAILABLE":
+                message = f"Triton at {self.url} does not answer ({message})"
+            raise UserError(f"{self.name}: {what} failed: {message}") from None
         except Exception as e:  # connection refused and the like, raised by the transport
             raise UserError(f"{self.name}: {what} failed: Triton at {self.url} does not answer ({e})") from None
 

@@ -1,0 +1,212 @@
+"""The variant profiler: latency percentiles and throughput per variant x device class x batch size.
+
+Measured on live Triton servers through `tritonclient` (gRPC, the path the shim uses), after a
+warm-up, with `instances` closed-loop clients so that every model instance is kept busy. Each
+finished record is saved at once (atomically), so an interrupted run resumes where it stopped and
+never corrupts the file. perf_analyzer CSV output can be imported instead of measuring.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from orchestrator.catalog import Catalog, Variant
+from orchestrator.errors import UserError
+from orchestrator.profiles import ProfileRecord, ProfileSet
+from orchestrator.triton.runtime import ClusterRuntime
+
+DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16)
+MIN_SAMPLES_FOR_P99 = 100  # below this the p99 is little more than the maximum
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
+    configs: tuple[tuple[int, int], ...] = ((1, 1),)  # (instances, threads) per device class
+    warmup_requests: int = 3
+    min_samples: int = MIN_SAMPLES_FOR_P99
+    max_seconds: float = 20.0  # per record: stop sampling after this long, with what was gathered
+    force: bool = False  # re-measure records that already exist
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def make_batch(variant: Variant, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """A random input batch matching the catalog's input spec."""
+    rng = np.random.default_rng(seed)
+    return {t.name: rng.standard_normal((batch_size, *t.shape)).astype(t.numpy_dtype) for t in variant.inputs}
+
+
+def measure(grpc_url: str, variant: Variant, batch_size: int, concurrency: int,
+            warmup: int, min_samples: int, max_seconds: float) -> tuple[list[float], float]:
+    """Per-request latencies (ms) and throughput (inferences/s) of closed-loop clients on one model."""
+    import tritonclient.grpc as grpcclient
+
+    batch = make_batch(variant, batch_size)
+    outputs = [grpcclient.InferRequestedOutput(t.name) for t in variant.outputs]
+    latencies: list[float] = []
+    lock = threading.Lock()
+    errors: list[str] = []
+    stop_at = [0.0]
+
+    def inputs():
+        ins = []
+        for name, arr in batch.items():
+            spec = next(t for t in variant.inputs if t.name == name)
+            inp = grpcclient.InferInput(name, list(arr.shape), spec.dtype)
+            inp.set_data_from_numpy(arr)
+            ins.append(inp)
+        return ins
+
+    def worker(n_warmup: int) -> None:
+        client = grpcclient.InferenceServerClient(grpc_url)
+        try:
+            req = inputs()
+            for _ in range(n_warmup):
+                client.infer(variant.name, req, outputs=outputs)
+            barrier.wait()
+            go.wait()
+            while True:
+                with lock:
+                    if len(latencies) >= min_samples or time.perf_counter() > stop_at[0]:
+                        return
+                t0 = time.perf_counter()
+                client.infer(variant.name, req, outputs=outputs)
+                dt = (time.perf_counter() - t0) * 1000
+                with lock:
+                    latencies.append(dt)
+        except Exception as e:  # reported once below; the barrier must not hang the others
+            errors.append(str(e))
+            barrier.abort()
+        finally:
+            client.close()
+
+    barrier = threading.Barrier(concurrency + 1)  # all warmed up ...
+    go = threading.Event()  # ... then the clock starts for everyone at once
+    threads = [threading.Thread(target=worker, args=(warmup,), daemon=True) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    try:
+        barrier.wait()
+    except threading.BrokenBarrierError:
+        pass
+    t_start = time.perf_counter()
+    stop_at[0] = t_start + max_seconds
+    go.set()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t_start
+    if errors or not latencies:
+        why = errors[0] if errors else "no request completed"
+        raise UserError(f"{variant.name} at batch {batch_size}: inference failed: {why}")
+    throughput = len(latencies) * batch_size / elapsed if elapsed > 0 else 0.0
+    return latencies, throughput
+
+
+def profile_cluster(runtime: ClusterRuntime, catalog: Catalog, variants: Iterable[str], out: str | os.PathLike,
+                    settings: ProfileSettings = ProfileSettings(),
+                    progress: Callable[[str], None] = print) -> ProfileSet:
+    """Profile every variant on one device of each device class; saves after every record."""
+    out = Path(out)
+    profiles = ProfileSet.load_or_empty(out)
+    variants = [catalog.get(v) for v in variants]
+    for v in variants:
+        too_big = [b for b in settings.batch_sizes if b > v.max_batch_size]
+        if too_big:
+            raise UserError(f"batch size {too_big[0]} exceeds {v.name}'s max_batch_size {v.max_batch_size}")
+    classes = runtime.cluster.device_classes()
+    jobs = [(cls, devs[0], v, cfg) for cls, devs in classes.items() for v in variants for cfg in settings.configs]
+    total = len(jobs) * len(settings.batch_sizes)
+    done = 0
+    for device_class, device, variant, (instances, threads) in jobs:
+        keys = [(variant.name, device_class, b, instances, threads) for b in settings.batch_sizes]
+        todo = [b for b, k in zip(settings.batch_sizes, keys) if settings.force or not profiles.has(k)]
+        done += len(settings.batch_sizes) - len(todo)
+        if not todo:
+            progress(f"[{done}/{total}] {variant.name} on {device_class} ({instances}x{threads}): already profiled")
+            continue
+        runtime.start([device.id])
+        ctl = runtime.control(device.id)
+        version = ctl.server_version()
+        was_loaded = variant.name in ctl.loaded()
+        runtime.load(device.id, variant.name, instances=instances, threads=threads)
+        try:
+            for b in todo:
+                lat, thr = measure(runtime.servers[device.id].grpc_url, variant, b, concurrency=instances,
+                                   warmup=settings.warmup_requests, min_samples=settings.min_samples,
+                                   max_seconds=settings.max_seconds)
+                note = "" if len(lat) >= MIN_SAMPLES_FOR_P99 else (
+                    f"only {len(lat)} samples: p99 is close to the maximum latency")
+                rec = ProfileRecord(variant=variant.name, device_class=device_class, batch_size=b,
+                                    instances=instances, threads=threads, p50_ms=percentile(lat, 50),
+                                    p95_ms=percentile(lat, 95), p99_ms=percentile(lat, 99),
+                                    throughput_rps=thr, samples=len(lat), triton_version=version,
+                                    measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                    source="triton", note=note)
+                profiles.add(rec)
+                profiles.save(out)
+                done += 1
+                progress(f"[{done}/{total}] {variant.name} on {device_class} ({instances}x{threads}) batch {b}: "
+                         f"p50 {rec.p50_ms:.1f} ms  p99 {rec.p99_ms:.1f} ms  {thr:.1f} inf/s  ({len(lat)} samples)"
+                         + (f"  [{note}]" if note else ""))
+        finally:
+            if not was_loaded:
+                ctl.unload(variant.name)
+    return profiles
+
+
+# perf_analyzer's CSV (`perf_analyzer -f out.csv`): latencies in microseconds, one row per concurrency.
+_PA_COLUMNS = ("Concurrency", "Inferences/Second", "p50 latency", "p95 latency", "p99 latency")
+
+
+def import_perf_analyzer_csv(path: str | os.PathLike, variant: str, device_class: str, batch_size: int,
+                             instances: int = 1, threads: int = 1, concurrency: int | None = None) -> ProfileRecord:
+    """One record from a perf_analyzer CSV: the row of `concurrency` (default: the first row)."""
+    p = Path(path)
+    try:
+        rows = list(csv.DictReader(p.read_text().splitlines()))
+    except FileNotFoundError:
+        raise UserError(f"{p}: perf_analyzer CSV not found") from None
+    if not rows:
+        raise UserError(f"{p}: no data rows")
+    missing = [c for c in _PA_COLUMNS if c not in rows[0]]
+    if missing:
+        raise UserError(f"{p}: missing column {missing[0]!r} (is this `perf_analyzer -f` output?)")
+    if concurrency is None:
+        row, line = rows[0], 2
+    else:
+        found = [(r, i + 2) for i, r in enumerate(rows) if r["Concurrency"].strip() == str(concurrency)]
+        if not found:
+            raise UserError(f"{p}: no row with Concurrency {concurrency}")
+        row, line = found[0]
+    try:
+        us = {c: float(row[c]) for c in _PA_COLUMNS}
+    except ValueError as e:
+        raise UserError(f"{p}: line {line}: bad number ({e})") from None
+    return ProfileRecord(variant=variant, device_class=device_class, batch_size=batch_size, instances=instances,
+                         threads=threads, p50_ms=us["p50 latency"] / 1000, p95_ms=us["p95 latency"] / 1000,
+                         p99_ms=us["p99 latency"] / 1000, throughput_rps=us["Inferences/Second"], samples=0,
+                         measured_at=datetime.fromtimestamp(p.stat().st_mtime, timezone.utc).isoformat(timespec="seconds"),
+                         source="perf_analyzer", note=f"imported from {p.name}, concurrency {row['Concurrency']}")
+
+
+def best_batch_under_slo(records: list[ProfileRecord], slo_ms: float, latency_fraction: float = 1.0,
+                         percentile_field: str = "p99_ms") -> ProfileRecord | None:
+    """The record with the largest throughput whose tail latency fits in slo_ms * latency_fraction."""
+    fitting = [r for r in records if getattr(r, percentile_field) <= slo_ms * latency_fraction]
+    return max(fitting, key=lambda r: r.throughput_rps, default=None)

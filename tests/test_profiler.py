@@ -1,0 +1,135 @@
+"""The profiler on a live embedded Triton, the perf_analyzer import and the `profile` command."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from orchestrator.catalog import Catalog
+from orchestrator.cli import main
+from orchestrator.cluster import Cluster
+from orchestrator.errors import UserError
+from orchestrator.profiler import ProfileSettings, import_perf_analyzer_csv, percentile, profile_cluster
+from orchestrator.profiles import ProfileSet
+from orchestrator.triton.runtime import ClusterRuntime
+
+
+@pytest.fixture
+def cluster(model_repo, tmp_path):
+    path = tmp_path / "cluster.toml"
+    path.write_text(f"""
+model_repository = "{model_repo}"
+[[device]]
+id = "cpu0"
+class = "cpu-1t"
+kind = "cpu"
+memory_mb = 2048
+embedded = {{ threads = 1 }}
+""")
+    return Cluster.load(path)
+
+
+def test_profile_resnet18_batches_then_resume_after_interruption(cluster, model_repo, tmp_path):
+    out = tmp_path / "profiles.json"
+    catalog = Catalog.load(model_repo)
+    settings = ProfileSettings(batch_sizes=(1, 2, 4), min_samples=20, max_seconds=10)
+    lines: list[str] = []
+
+    def stop_after_first(line: str) -> None:
+        lines.append(line)
+        if len(lines) == 1:
+            raise KeyboardInterrupt  # a user's Ctrl-C in the middle of the run
+
+    runtime = ClusterRuntime(cluster)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            profile_cluster(runtime, catalog, ["resnet18"], out, settings, progress=stop_after_first)
+        partial = ProfileSet.load(out)  # the file is whole: valid JSON with the one finished record
+        assert [r.batch_size for r in partial.records] == [1]
+        first = partial.records[0]
+
+        lines.clear()
+        profiles = profile_cluster(runtime, catalog, ["resnet18"], out, settings, progress=lines.append)
+    finally:
+        runtime.stop()
+    assert len(lines) == 2  # only batches 2 and 4 were measured on the second run
+    recs = sorted(profiles.records, key=lambda r: r.batch_size)
+    assert [r.batch_size for r in recs] == [1, 2, 4]
+    assert recs[0] == first  # the resumed run kept the finished record as it was
+    for r in recs:
+        assert 0 < r.p50_ms <= r.p95_ms <= r.p99_ms
+        assert r.samples >= 20 and r.throughput_rps > 0
+        assert r.triton_version == "2.51.0" and r.measured_at and (r.instances, r.threads) == (1, 1)
+    # Latency grows with batch size (a batch of 4 does four images' work on one thread).
+    assert recs[0].p50_ms < recs[1].p50_ms < recs[2].p50_ms
+    reloaded = ProfileSet.load(out)
+    assert sorted(reloaded.records, key=lambda r: r.batch_size) == recs
+    csv_lines = out.with_suffix(".csv").read_text().splitlines()
+    assert csv_lines[0].startswith("variant,device_class,batch_size") and len(csv_lines) == 4
+
+
+def test_profile_command_and_show(cluster, tmp_path, capsys):
+    out = tmp_path / "p.json"
+    code = main(["profile", "--cluster", str(cluster.source), "--variants", "resnet18", "--batch-sizes", "1,2",
+                 "--samples", "10", "--out", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "[2/2] resnet18 on cpu-1t (1x1) batch 2" in text
+    assert main(["profile", "--show", "--out", str(out), "--slo", "10000"]) == 0
+    table = capsys.readouterr().out
+    row = next(line for line in table.splitlines() if line.startswith("resnet18"))
+    assert row.split()[:4] == ["resnet18", "cpu-1t", "1x1", "2"]  # with a huge SLO, the larger batch wins
+    assert main(["profile", "--show", "--out", str(out), "--slo", "1"]) == 0
+    assert "none" in capsys.readouterr().out  # nothing meets a 1 ms SLO
+
+
+def test_profile_rejects_batch_above_max_batch_size(cluster, model_repo, tmp_path):
+    with pytest.raises(UserError, match="batch size 64 exceeds resnet18's max_batch_size"):
+        profile_cluster(ClusterRuntime(cluster), Catalog.load(model_repo), ["resnet18"], tmp_path / "p.json",
+                        ProfileSettings(batch_sizes=(64,)))
+    assert not (tmp_path / "p.json").exists()
+
+
+PA_CSV = """Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,Server Compute Input,Server Compute Infer,Server Compute Output,Client Recv,p50 latency,p90 latency,p95 latency,p99 latency
+1,69.6,10,200,50,30,13000,20,5,13936,18682,19673,21859
+2,120.5,10,220,900,30,13100,20,5,16000,19000,21000,25000
+"""
+
+
+def test_import_perf_analyzer_csv(tmp_path, capsys):
+    src = tmp_path / "pa.csv"
+    src.write_text(PA_CSV)
+    rec = import_perf_analyzer_csv(src, "resnet50", "gpu-h100", batch_size=4, concurrency=2)
+    assert (rec.p50_ms, rec.p95_ms, rec.p99_ms, rec.throughput_rps) == (16.0, 21.0, 25.0, 120.5)
+    assert rec.source == "perf_analyzer" and "concurrency 2" in rec.note
+    out = tmp_path / "profiles.json"
+    assert main(["profile", "--import-perf-analyzer", str(src), "--variant", "resnet50", "--device-class", "gpu-h100",
+                 "--batch-size", "4", "--out", str(out)]) == 0
+    records = json.loads(out.read_text())["records"]
+    assert len(records) == 1 and records[0]["p99_ms"] == pytest.approx(21.859)
+
+
+def test_import_perf_analyzer_bad_files(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("Concurrency,Inferences/Second\n1,5\n")
+    with pytest.raises(UserError, match="missing column 'p50 latency'"):
+        import_perf_analyzer_csv(bad, "v", "c", 1)
+    with pytest.raises(UserError, match="not found"):
+        import_perf_analyzer_csv(tmp_path / "nope.csv", "v", "c", 1)
+    good = tmp_path / "good.csv"
+    good.write_text(PA_CSV)
+    with pytest.raises(UserError, match="no row with Concurrency 7"):
+        import_perf_analyzer_csv(good, "v", "c", 1, concurrency=7)
+
+
+def test_profile_command_errors_are_one_line(tmp_path, capsys):
+    assert main(["profile", "--show", "--out", str(tmp_path / "missing.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "profiles file not found" in err and err.count("\n") == 1
+
+
+def test_percentile_nearest_rank():
+    values = list(range(1, 101))
+    assert (percentile(values, 50), percentile(values, 99), percentile(values, 100)) == (50, 99, 100)
+    assert percentile([7.0], 99) == 7.0

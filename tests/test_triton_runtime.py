@@ -1,0 +1,196 @@
+"""The Triton runtime against real tritonserver processes (from the nvidia-pytriton wheel)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from orchestrator.cluster import Cluster
+from orchestrator.errors import UserError
+from orchestrator.triton.control import InstanceConfig, ModelControl
+from orchestrator.triton.embedded import EmbeddedServer
+from orchestrator.triton.gpu import gpu_inventory
+from orchestrator.triton.remote import RemoteServer
+from orchestrator.triton.runtime import ClusterRuntime
+
+
+def group_processes(pgid: int) -> list[tuple[int, str]]:
+    """(pid, cmdline) of every live process in a process group."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            out.append((int(entry), cmd))
+    return out
+
+
+def infer(url: str, model: str, batch: np.ndarray) -> np.ndarray:
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        inp = grpcclient.InferInput("input", list(batch.shape), "FP32")
+        inp.set_data_from_numpy(batch)
+        return client.infer(model, [inp]).as_numpy("logits")
+    finally:
+        client.close()
+
+
+def test_two_embedded_servers_serve_different_variants_at_once(model_repo):
+    batch = np.random.default_rng(1).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    results: dict[str, np.ndarray] = {}
+    errors: list[Exception] = []
+    with EmbeddedServer(model_repo, name="a", load=["resnet18"]) as a, \
+            EmbeddedServer(model_repo, name="b", load=["resnet34"]) as b:
+        assert a.http_port != b.http_port and a.shm_prefix != b.shm_prefix
+        assert ModelControl(a.grpc_url).loaded() == {"resnet18": "1"}
+        assert ModelControl(b.grpc_url).loaded() == {"resnet34": "1"}
+        pgids = [a.pid, b.pid]
+
+        def call(server, model):
+            try:
+                for _ in range(3):
+                    results[model] = infer(server.grpc_url, model, batch)
+            except Exception as e:  # surfaced by the assertion below
+                errors.append(e)
+
+        threads = [threading.Thread(target=call, args=(a, "resnet18")), threading.Thread(target=call, args=(b, "resnet34"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        assert results["resnet18"].shape == results["resnet34"].shape == (2, 1000)
+        assert not np.allclose(results["resnet18"], results["resnet34"])  # two different models answered
+        assert all(group_processes(p) for p in pgids)  # server + stub processes exist while running
+    for pgid in pgids:
+        assert group_processes(pgid) == [], "a tritonserver or stub process outlived its server"
+
+
+def test_override_with_two_cpu_instances_then_unload(model_repo):
+    with EmbeddedServer(model_repo, name="inst") as server:
+        ctl = ModelControl(server.grpc_url, model_repository=model_repo)
+        config = ctl.load("resnet18", InstanceConfig(kind="cpu", count=2, threads=1))
+        assert [(g["kind"], g["count"]) for g in config["instance_group"]] == [("KIND_CPU", 2)]
+        assert config["parameters"]["intra_op_threads"]["string_value"] == "1"
+        # The repository's other fields survive the override (an override replaces the whole config).
+        assert config["backend"] == "python" and int(config["max_batch_size"]) >= 16
+        # Each python-backend instance is a stub process of its own: two instances, two stubs.
+        stubs = [cmd for _, cmd in group_processes(server.pid) if "triton_python_backend_stub" in cmd and "resnet18" in cmd]
+        assert len(stubs) == 2, stubs
+        out = infer(server.grpc_url, "resnet18", np.zeros((1, 3, 224, 224), np.float32))
+        assert out.shape == (1, 1000)
+        stats = ctl.statistics("resnet18")["model_stats"][0]
+        assert int(stats["inference_stats"]["success"]["count"]) == 1
+        ctl.unload("resnet18")
+        states = {m["name"]: m.get("state") for m in ctl.index()}
+        assert states["resnet18"] == "UNAVAILABLE"
+        assert "resnet18" not in ctl.loaded()
+        assert not [cmd for _, cmd in group_processes(server.pid) if "resnet18" in cmd]
+
+
+def test_cluster_runtime_loads_per_device_and_reports_endpoints(model_repo, tmp_path):
+    toml = tmp_path / "cluster.toml"
+    toml.write_text(f"""
+model_repository = "{model_repo}"
+[[device]]
+id = "cpu0"
+class = "cpu-1t"
+kind = "cpu"
+memory_mb = 2048
+embedded = {{ cores = [0], threads = 1 }}
+""")
+    cluster = Cluster.load(toml)
+    with ClusterRuntime(cluster) as rt:
+        config = rt.load("cpu0", "resnet18", max_batch_size=4)
+        assert int(config["max_batch_size"]) == 4
+        ep = rt.endpoints()["cpu0"]
+        assert ep["grpc"] and ep["http"]
+        assert infer(ep["grpc"], "resnet18", np.zeros((4, 3, 224, 224), np.float32)).shape == (4, 1000)
+        with pytest.raises(InferenceServerException, match="batch"):
+            infer(ep["grpc"], "resnet18", np.zeros((5, 3, 224, 224), np.float32))
+        pid = rt.servers["cpu0"].pid
+        assert os.sched_getaffinity(pid) == {0}
+    assert group_processes(pid) == []
+
+
+# -- bad input: each fails with one clear line and leaves the rest as it was ---------------------
+
+def test_port_in_use_is_reported_and_nothing_is_started(model_repo):
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        server = EmbeddedServer(model_repo, http_port=port, name="busy")
+        with pytest.raises(UserError, match=f"port {port} is already in use"):
+            server.start()
+        assert server.pid is None
+
+
+def test_missing_binary_is_reported(model_repo, tmp_path):
+    server = EmbeddedServer(model_repo, binary=str(tmp_path / "no-such-tritonserver"))
+    with pytest.raises(UserError, match="tritonserver binary not found"):
+        server.start()
+
+
+def test_corrupt_model_fails_to_load_and_other_models_stay_loaded(model_repo, tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copytree(Path(model_repo) / "resnet18", repo / "resnet18")
+    shutil.copytree(Path(model_repo) / "resnet18", repo / "broken", ignore=shutil.ignore_patterns("model.onnx"))
+    (repo / "broken" / "1" / "model.onnx").write_bytes(b"this is not an onnx file")
+    for cfg in [repo / "broken" / "config.pbtxt", *(repo / "broken" / "configs").glob("*.pbtxt")]:
+        cfg.write_text(cfg.read_text().replace('"resnet18"', '"broken"'))
+    with EmbeddedServer(repo, name="corrupt", load=["resnet18"]) as server:
+        ctl = ModelControl(server.grpc_url, model_repository=repo)
+        with pytest.raises(UserError, match="load of 'broken' failed") as err:
+            ctl.load("broken", InstanceConfig())
+        assert "\n" not in str(err.value)
+        assert ctl.loaded() == {"resnet18": "1"}
+        assert infer(server.grpc_url, "resnet18", np.zeros((1, 3, 224, 224), np.float32)).shape == (1, 1000)
+
+
+def test_remote_server_that_does_not_answer(model_repo):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound but not listening: connections are refused
+        remote = RemoteServer(f"grpc://127.0.0.1:{port}", name="gpu9", connect_timeout_s=1)
+        with pytest.raises(UserError, match=r"gpu9: Triton at grpc://127.0.0.1:\d+ does not answer"):
+            remote.start()
+        with pytest.raises(UserError, match="gpu9: .*does not answer"):
+            remote.control().loaded()
+
+
+@pytest.mark.parametrize("body, message", [
+    ('id = "x"\nclass = "c"\nkind = "tpu"\nmemory_mb = 1\nurl = "grpc://h:1"', "device 'x': field 'kind' must be one of"),
+    ('id = "x"\nclass = "c"\nkind = "cpu"\nurl = "grpc://h:1"', "device 'x': field 'memory_mb' is missing"),
+    ('id = "x"\nclass = "c"\nkind = "cpu"\nmemory_mb = 1', "device 'x': give exactly one of 'url'"),
+    ('id = "x"\nclass = "c"\nkind = "cpu"\nmemory_mb = 1\nurl = "ftp://h"', "device 'x': field 'url' must look like"),
+    ('id = "x"\nclass = "c"\nkind = "cpu"\nmemory_mb = 1\nembedded = { threads = 0 }', "field 'embedded.threads'"),
+    ('id = "x"\nclass = "c"\nkind = "cpu"\nmemory_mb = 1\nurl = "grpc://h:1"\ncolour = 3', "unknown field 'colour'"),
+])
+def test_cluster_file_errors_name_file_device_and_field(tmp_path, body, message):
+    path = tmp_path / "bad.toml"
+    path.write_text("[[device]]\n" + body + "\n")
+    with pytest.raises(UserError) as err:
+        Cluster.load(path)
+    assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_gpu_inventory_without_gpu_never_raises():
+    gpus, note = gpu_inventory()
+    if not gpus:  # this machine: no driver; the note says why instead of an NVML exception
+        assert note
