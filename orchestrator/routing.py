@@ -38,8 +38,9 @@ class SmoothWeightedRoundRobin(Generic[K]):
 
 
 class DeviceHealth:
-    """Which devices recently failed a call. A failed device is skipped for `cooldown_s`, then
-    tried again (the next call decides); a successful call clears it at once."""
+    """Which devices (or any other keys, e.g. "device/variant") recently failed a call. A failed
+    key is skipped for `cooldown_s`, then tried again (the next call decides); a successful
+    call clears it at once."""
 
     def __init__(self, cooldown_s: float = 2.0):
         self.cooldown_s = cooldown_s
@@ -84,13 +85,13 @@ class RoutingTable:
         """The family's routes that carry traffic (weight > 0)."""
         return list(self._check(family).weights)
 
-    def pick(self, family: str, healthy: Callable[[str], bool] = lambda device_id: True,
+    def pick(self, family: str, healthy: Callable[[Route], bool] = lambda route: True,
              exclude_devices: Iterable[str] = ()) -> Route | None:
         """The next route of `family`, skipping devices in `exclude_devices` and, while any
-        healthy one is left, unhealthy devices. None when the family has no route left."""
+        healthy one is left, unhealthy routes. None when the family has no route left."""
         rr = self._check(family)
         excluded = set(exclude_devices)
-        route = rr.pick(lambda r: r.device_id not in excluded and healthy(r.device_id))
+        route = rr.pick(lambda r: r.device_id not in excluded and healthy(r))
         if route is None:  # every remaining device is marked unhealthy: try them anyway
             route = rr.pick(lambda r: r.device_id not in excluded)
         return route

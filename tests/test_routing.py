@@ -37,9 +37,9 @@ def test_unhealthy_devices_are_skipped_until_their_cooldown_ends():
     table = RoutingTable(static_plan({"resnet": [("cpu0", "resnet18", 3), ("cpu1", "resnet50", 1)]}))
     health = DeviceHealth(cooldown_s=2.0)
     health.mark_failed("cpu0", now=10.0)
-    assert {table.pick("resnet", lambda d: health.healthy(d, 11.0)).device_id for _ in range(20)} == {"cpu1"}
+    assert {table.pick("resnet", lambda r: health.healthy(r.device_id, 11.0)).device_id for _ in range(20)} == {"cpu1"}
     assert health.failures == {"cpu0": 1}
-    counts = Counter(table.pick("resnet", lambda d: health.healthy(d, 12.0)).device_id for _ in range(400))
+    counts = Counter(table.pick("resnet", lambda r: health.healthy(r.device_id, 12.0)).device_id for _ in range(400))
     assert counts == {"cpu0": 300, "cpu1": 100}
     health.mark_failed("cpu0", now=20.0)
     health.mark_ok("cpu0")
@@ -48,7 +48,7 @@ def test_unhealthy_devices_are_skipped_until_their_cooldown_ends():
 
 def test_when_every_device_is_unhealthy_routes_are_tried_anyway_and_exclusions_hold():
     table = RoutingTable(static_plan({"resnet": [("cpu0", "resnet18", 1), ("cpu1", "resnet50", 1)]}))
-    assert table.pick("resnet", lambda d: False) is not None
+    assert table.pick("resnet", lambda r: False) is not None
     assert {table.pick("resnet", exclude_devices={"cpu0"}).device_id for _ in range(5)} == {"cpu1"}
     assert table.pick("resnet", exclude_devices={"cpu0", "cpu1"}) is None
 

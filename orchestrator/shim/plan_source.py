@@ -1,0 +1,102 @@
+"""Where a client gets its plan: in process, or from the control plane over HTTP.
+
+The control plane serves ``GET {url}/api/v1/plan`` as::
+
+    {"plan": Plan.to_dict(),
+     "endpoints": {device_id: {"grpc": "host:port", "http": "host:port", "device_class": "cpu-1t"}},
+     "catalog": {"variants": [...]}}      # optional, same shape as variants.json
+
+and takes the client's telemetry at ``POST {url}/api/v1/telemetry`` (body: Telemetry.report()).
+docs/shim.md describes both.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from orchestrator.catalog import Catalog, Variant
+from orchestrator.plan import Plan
+
+PLAN_PATH = "/api/v1/plan"
+TELEMETRY_PATH = "/api/v1/telemetry"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """How to reach one device's Triton."""
+
+    grpc: str  # host:port
+    http: str = ""
+    device_class: str = ""  # selects the device's profiles, when known
+
+
+def _strip_scheme(address: str) -> str:
+    for scheme in ("grpc://", "http://", "https://"):
+        if address.startswith(scheme):
+            return address[len(scheme):]
+    return address
+
+
+def parse_endpoints(raw: Mapping[str, str | Mapping]) -> dict[str, Endpoint]:
+    """{device_id: "host:port"} (gRPC) or {device_id: {"grpc": ..., "http": ..., "device_class": ...}}."""
+    out = {}
+    for device_id, value in raw.items():
+        if isinstance(value, str):
+            out[device_id] = Endpoint(grpc=_strip_scheme(value))
+        elif isinstance(value, Mapping) and isinstance(value.get("grpc"), str):
+            out[device_id] = Endpoint(grpc=_strip_scheme(value["grpc"]), http=_strip_scheme(value.get("http", "")),
+                                      device_class=str(value.get("device_class", "")))
+        else:
+            raise ValueError(f"endpoint of device {device_id!r}: expected 'host:port' or "
+                             f"{{'grpc': 'host:port', ...}}, got {value!r}")
+    return out
+
+
+@dataclass(frozen=True)
+class PublishedPlan:
+    plan: Plan
+    endpoints: dict[str, Endpoint]
+    catalog: Catalog | None = None
+
+
+class ControlPlane:
+    """The control plane's plan and telemetry endpoints."""
+
+    def __init__(self, url: str, timeout_s: float = 5.0):
+        self.url = (url if "://" in url else f"http://{url}").rstrip("/")
+        self.timeout_s = timeout_s
+
+    def fetch_plan(self) -> PublishedPlan:
+        """GET the current plan; ConnectionError when unreachable, ValueError when malformed."""
+        where = self.url + PLAN_PATH
+        try:
+            with urllib.request.urlopen(where, timeout=self.timeout_s) as resp:
+                body = json.loads(resp.read())
+        except (urllib.error.URLError, OSError) as e:
+            raise ConnectionError(f"control plane {where}: {getattr(e, 'reason', e)}") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"control plane {where}: not JSON ({e})") from None
+        try:
+            plan = Plan.from_dict(body["plan"])
+            endpoints = parse_endpoints(body["endpoints"])
+            catalog = None
+            if body.get("catalog"):
+                catalog = Catalog({d["name"]: Variant.from_dict(d) for d in body["catalog"]["variants"]})
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"control plane {where}: malformed plan response (missing or bad field {e})") from None
+        return PublishedPlan(plan, endpoints, catalog)
+
+    def post_telemetry(self, body: dict) -> None:
+        """POST one telemetry report; ConnectionError when it does not go through."""
+        where = self.url + TELEMETRY_PATH
+        req = urllib.request.Request(where, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                resp.read()
+        except (urllib.error.URLError, OSError) as e:
+            raise ConnectionError(f"control plane {where}: {getattr(e, 'reason', e)}") from None

@@ -1,0 +1,187 @@
+"""One route's worker: a queue, the batching policy, and a gRPC client to one Triton.
+
+The worker thread runs the policy (orchestrator/batching.py) on its queue and sends each
+batch with `async_infer`, so it keeps deciding (and dropping hopeless requests) while batches
+are in flight, at most `max_in_flight` at a time. Answers go back through the `RouteOwner`
+callbacks (the Client), which also handles failures (retry on another route).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+
+from orchestrator.batching import Policy
+from orchestrator.catalog import TensorSpec
+
+
+@dataclass(frozen=True)
+class RouteKey:
+    """A (device, variant) route at one endpoint; a changed endpoint is a new route."""
+
+    device_id: str
+    variant: str
+    url: str  # gRPC host:port
+
+    def __str__(self) -> str:
+        return f"{self.device_id}/{self.variant}@{self.url}"
+
+
+@dataclass(eq=False)
+class ShimRequest:
+    """One caller's request, from `infer` to its answer. Times are time.monotonic() seconds."""
+
+    id: int
+    family: str
+    inputs: dict[str, np.ndarray]  # one sample each, no batch dimension
+    batched: bool  # the caller gave a leading batch dimension of 1: answer with one too
+    arrival_s: float
+    deadline_s: float | None
+    serve_late: bool
+    future: Future
+    plan_version: int
+    tried: list[str] = field(default_factory=list)  # device ids that failed it
+
+
+class RouteOwner(Protocol):
+    def answer_served(self, worker: "RouteWorker", batch: list[ShimRequest], outputs: dict[str, np.ndarray],
+                      now: float) -> None: ...
+
+    def answer_dropped(self, worker: "RouteWorker", request: ShimRequest, now: float) -> None: ...
+
+    def batch_failed(self, worker: "RouteWorker", batch: list[ShimRequest], error: Exception) -> None: ...
+
+
+class RouteWorker:
+    """Queue + policy + one gRPC client for one (device, variant) route."""
+
+    def __init__(self, key: RouteKey, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...],
+                 policy: Policy, owner: RouteOwner, *, max_in_flight: int = 1, call_timeout_s: float = 30.0):
+        self.key = key
+        self.input_specs = inputs
+        self.output_specs = outputs
+        self.policy = policy
+        self.owner = owner
+        self.max_in_flight = max(1, max_in_flight)
+        self.call_timeout_s = call_timeout_s
+        self.batches_sent = 0
+        self.requests_sent = 0
+        self._queue: dict[int, ShimRequest] = {}  # arrival order
+        self._in_flight = 0
+        self._draining = False
+        self._stopped = False
+        self._cond = threading.Condition()
+        self._client = grpcclient.InferenceServerClient(key.url)
+        self._requested = [grpcclient.InferRequestedOutput(s.name) for s in outputs]
+        self._thread = threading.Thread(target=self._run, name=f"shim-route-{key}", daemon=True)
+        self._thread.start()
+
+    # --- called by the client -------------------------------------------------------------
+
+    def submit(self, request: ShimRequest) -> None:
+        with self._cond:
+            if self._stopped:
+                raise RuntimeError(f"route {self.key} has stopped")
+            self._queue[request.id] = request
+            self._cond.notify()
+
+    def set_batch_cap(self, batch_cap: int) -> None:
+        with self._cond:
+            if hasattr(self.policy, "batch_cap"):
+                self.policy.batch_cap = batch_cap
+            self._cond.notify()
+
+    def latency_s(self, batch_size: int) -> float:
+        """The policy's predicted latency of a batch (0 when it has no model)."""
+        model = getattr(self.policy, "model", None)
+        return model.seconds(batch_size) if model is not None else 0.0
+
+    def drain(self) -> None:
+        """Take no more requests from routing; finish the queue, then stop."""
+        with self._cond:
+            self._draining = True
+            self._cond.notify()
+
+    def join(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def queued(self) -> int:
+        with self._cond:
+            return len(self._queue) + self._in_flight
+
+    # --- the worker thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while True:
+                        if self._draining and not self._queue and self._in_flight == 0:
+                            self._stopped = True
+                            return
+                        now = time.monotonic()
+                        d = self.policy.decide(list(self._queue.values()), now,
+                                               can_send=self._in_flight < self.max_in_flight)
+                        dropped = [self._queue.pop(i) for i in d.drop]
+                        batch = [self._queue.pop(i) for i in d.send]
+                        if batch:
+                            self._in_flight += 1
+                        if dropped or batch:
+                            break
+                        self._cond.wait(None if d.wake_at is None else max(0.0, d.wake_at - now))
+                for r in dropped:
+                    self.owner.answer_dropped(self, r, now)
+                if batch:
+                    self._send(batch)
+        finally:
+            self._client.close()
+
+    def _send(self, batch: list[ShimRequest]) -> None:
+        started = time.monotonic()
+        try:
+            inputs = []
+            for spec in self.input_specs:
+                arr = np.stack([r.inputs[spec.name] for r in batch])
+                inp = grpcclient.InferInput(spec.name, list(arr.shape), spec.dtype)
+                inp.set_data_from_numpy(arr)
+                inputs.append(inp)
+            self.batches_sent += 1
+            self.requests_sent += len(batch)
+            self._client.async_infer(self.key.variant, inputs, callback=lambda result, error: self._done(
+                batch, started, result, error), outputs=self._requested, client_timeout=self.call_timeout_s)
+        except Exception as e:  # the call could not even start
+            self._done(batch, started, None, e)
+
+    def _done(self, batch: list[ShimRequest], started: float, result, error) -> None:
+        now = time.monotonic()
+        outputs: dict[str, np.ndarray] = {}
+        if error is None:
+            try:
+                for spec in self.output_specs:
+                    arr = result.as_numpy(spec.name)
+                    if arr is None or arr.shape[0] != len(batch):
+                        raise RuntimeError(f"output {spec.name!r} missing or not batch {len(batch)} "
+                                           f"(got {None if arr is None else arr.shape})")
+                    outputs[spec.name] = arr
+            except Exception as e:
+                error = e
+        with self._cond:
+            self._in_flight -= 1
+            if error is None:
+                self.policy.observe(len(batch), now - started)
+            self._cond.notify()
+        if error is None:
+            self.owner.answer_served(self, batch, outputs, now)
+        else:
+            self.owner.batch_failed(self, batch, error)
