@@ -1,0 +1,85 @@
+"""Exhaustive search over concrete hosting, the yardstick the MILP is tested against.
+
+For every way of giving each *named* device a set of options (at most one config per variant,
+within its memory) it solves the remaining linear program in the flows (GLOP) with the MILP's own
+objective (`milp.Weights`), and keeps the best. Exponential: for instances of a few devices and
+variants only. With no current plan, devices of one group are interchangeable, so it enumerates
+multisets of hosting sets per group instead of sequences.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from ortools.linear_solver import pywraplp
+
+from orchestrator.planner.capacity import Option
+from orchestrator.planner.milp import weights_for
+from orchestrator.planner.problem import Group, Problem
+
+
+def hosting_sets(g: Group) -> list[tuple[Option, ...]]:
+    """Every set of options one device of g can host (including the empty set)."""
+    out = []
+    for k in range(len(g.options) + 1):
+        for combo in itertools.combinations(g.options, k):
+            if len({o.variant for o in combo}) == k and sum(o.memory_mb for o in combo) <= g.memory_mb:
+                out.append(combo)
+    return out
+
+
+def exhaustive_best(prob: Problem) -> tuple[float, dict[str, tuple[Option, ...]]]:
+    """The best objective over all concrete hostings, and one hosting that reaches it."""
+    w = weights_for(prob)
+    per_group = []
+    for g in prob.groups:
+        sets = hosting_sets(g)
+        if prob.request.current is None:
+            per_group.append(list(itertools.combinations_with_replacement(sets, len(g.devices))))
+        else:
+            per_group.append(list(itertools.product(sets, repeat=len(g.devices))))
+    best, best_hosting = -float("inf"), {}
+    for choice in itertools.product(*per_group):
+        hosting = {d.id: sets for g, group_choice in zip(prob.groups, choice)
+                   for d, sets in zip(g.devices, group_choice)}
+        value = _fixed_hosting_value(prob, w, hosting)
+        if value > best + 1e-12:
+            best, best_hosting = value, hosting
+    return best, best_hosting
+
+
+def _fixed_hosting_value(prob: Problem, w, hosting: dict[str, tuple[Option, ...]]) -> float:
+    group_of = {d.id: g for g in prob.groups for d in g.devices}
+    fixed = 0.0
+    for dev, opts in hosting.items():
+        if opts:
+            fixed -= w.device_cost(group_of[dev])
+        if prob.request.current is not None:
+            cur = prob.current.get(dev, set())
+            fixed -= sum(w.load(o) for o in opts if o.key not in cur)
+    lp = pywraplp.Solver.CreateSolver("GLOP")
+    inf = lp.infinity()
+    u = prob.utilisation_cap
+    obj = lp.Objective()
+    demand_rows, floor_rows = {}, {}
+    for f in prob.families:
+        unserved = lp.NumVar(0.0, inf, "")
+        demand_rows[f] = lp.Constraint(prob.demand[f], prob.demand[f])
+        demand_rows[f].SetCoefficient(unserved, 1.0)
+        obj.SetCoefficient(unserved, -w.served)
+        fl = prob.request.accuracy_floor.get(f)
+        if fl is not None and fl.kind == "average":
+            floor_rows[f] = lp.Constraint(0.0, inf)
+    for dev, opts in hosting.items():
+        time_row = lp.Constraint(-inf, u)
+        for o in opts:
+            x = lp.NumVar(0.0, inf, "")
+            time_row.SetCoefficient(x, 1.0 / o.capacity_rps)
+            demand_rows[o.family].SetCoefficient(x, 1.0)
+            obj.SetCoefficient(x, w.flow(o) - w.served)
+            if o.family in floor_rows:
+                floor_rows[o.family].SetCoefficient(x, o.accuracy - prob.request.accuracy_floor[o.family].value)
+    obj.SetMaximization()
+    if lp.Solve() != pywraplp.Solver.OPTIMAL:
+        return -float("inf")
+    return obj.Value() + fixed

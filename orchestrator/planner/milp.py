@@ -1,0 +1,298 @@
+"""The exact planner: a linear MILP (OR-Tools, SCIP) over groups of interchangeable devices.
+
+Formulation (docs/planner.md has it in math). Devices that share class, memory and cost form a
+group g of N_g devices. In each group:
+
+* `n[g,o]` (integer): how many devices of g are *dedicated* to option o (a variant with an
+  instance config) and `xd[g,o]` (continuous) the throughput they serve together:
+  xd <= U * cap_o * n.
+* `S_g` *shared* slots: devices that may host several options, with binaries `y[g,s,o]`, flows
+  `xs[g,s,o]`, memory sum(mem_o * y) <= M_g and time sum(xs / cap_o) <= U.
+* sum_o n[g,o] <= N_g - S_g.
+
+Why this is exact: fix which options each device hosts; what is left is a linear program in the
+flows whose rows are one time-row per device and one demand row per family (plus one row per
+average-accuracy floor). A basic optimal solution has at most as many non-zero flows as rows, so
+at most R = #families + #average floors devices carry more than one flow. Giving every group
+S_g = min(N_g, R) shared slots therefore loses no optimum, and all other devices host one option:
+for those, only the count matters. When N_g <= R the slots *are* the group's devices, by name.
+
+Objective (maximised), each term normalised so that the weights state the priority:
+  served_weight * served / D  +  sum acc_o * x / (100 D)  -  switching  -  device cost
+(cost mode: served_weight * served / D - cost / C_total + 1e-3 * (accuracy - switching)).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from ortools.linear_solver import pywraplp
+
+from orchestrator.errors import UserError
+from orchestrator.plan import Plan, SolverInfo
+from orchestrator.planner.assemble import assemble
+from orchestrator.planner.capacity import Option
+from orchestrator.planner.problem import Group, Problem
+
+_STATUS = {pywraplp.Solver.OPTIMAL: "OPTIMAL", pywraplp.Solver.FEASIBLE: "FEASIBLE",
+           pywraplp.Solver.INFEASIBLE: "INFEASIBLE", pywraplp.Solver.UNBOUNDED: "UNBOUNDED",
+           pywraplp.Solver.ABNORMAL: "ABNORMAL", pywraplp.Solver.NOT_SOLVED: "NOT_SOLVED"}
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Objective coefficients shared by the MILP and the exhaustive check (so both optimise the same)."""
+
+    served: float  # per rps served
+    accuracy: float  # per (accuracy percent x rps)
+    switch: float  # per unit of `switch_penalty`
+    device: float  # per $/h of a device in use
+    switch_cost: float
+    max_memory_mb: float
+    utilisation_cap: float
+
+    def flow(self, o: Option) -> float:
+        """Objective gain per rps routed to option o."""
+        return self.served + self.accuracy * o.accuracy
+
+    def load(self, o: Option) -> float:
+        """Objective loss for loading o on one device that does not host it now."""
+        size = o.memory_mb / self.max_memory_mb if self.max_memory_mb > 0 else 1.0
+        return self.switch * self.switch_cost * size * self.utilisation_cap * o.capacity_rps * o.accuracy
+
+    def device_cost(self, g: Group) -> float:
+        return self.device * g.cost_per_hour
+
+
+def weights_for(prob: Problem) -> Weights:
+    opts = prob.request.options
+    demand = sum(prob.demand.values()) or 1.0
+    total_cost = sum(d.cost_per_hour for g in prob.groups for d in g.devices)
+    max_mem = max((o.memory_mb for g in prob.groups for o in g.options), default=1.0)
+    if opts.objective == "cost":
+        tie = 1e-3
+        return Weights(served=opts.served_weight / demand, accuracy=tie / (100 * demand), switch=tie / (100 * demand),
+                       device=1.0 / total_cost if total_cost > 0 else 0.0, switch_cost=opts.switch_cost,
+                       max_memory_mb=max_mem, utilisation_cap=opts.utilisation_cap)
+    return Weights(served=opts.served_weight / demand, accuracy=1.0 / (100 * demand), switch=1.0 / (100 * demand),
+                   device=opts.device_cost_weight / total_cost if total_cost > 0 else 0.0,
+                   switch_cost=opts.switch_cost, max_memory_mb=max_mem, utilisation_cap=opts.utilisation_cap)
+
+
+def shared_slots(prob: Problem) -> int:
+    """R: how many devices can carry more than one flow in a basic optimal solution."""
+    override = prob.request.options.shared_devices
+    if override is not None:
+        return override
+    floors = sum(1 for f in prob.families
+                 if (fl := prob.request.accuracy_floor.get(f)) is not None and fl.kind == "average")
+    return len(prob.families) + floors
+
+
+def solve_milp(prob: Problem) -> Plan:
+    t0 = time.perf_counter()
+    opts = prob.request.options
+    w = weights_for(prob)
+    u = opts.utilisation_cap
+    solver = pywraplp.Solver.CreateSolver("SCIP")
+    if solver is None:
+        raise UserError("OR-Tools was built without SCIP; the MILP planner needs it")
+    inf = solver.infinity()
+    objective = solver.Objective()
+    family_flow: dict[str, list] = {f: [] for f in prob.families}
+    floor_rows: dict[str, pywraplp.Constraint] = {}
+    for f in prob.families:
+        fl = prob.request.accuracy_floor.get(f)
+        if fl is not None and fl.kind == "average":
+            floor_rows[f] = solver.Constraint(0.0, inf, f"floor_{f}")
+    cost_on = w.device > 0
+    r = shared_slots(prob)
+    built = []  # per group: (group, concrete, slots [(y, xs)], dedicated {o: (n, xd)})
+    for gi, g in enumerate(prob.groups):
+        if not g.options:
+            built.append((g, False, [], {}))
+            continue
+        n_dev = len(g.devices)
+        n_slots = min(n_dev, r)
+        concrete = n_slots == n_dev
+        slots = []
+        for s in range(n_slots):
+            cur = prob.current.get(g.devices[s].id, set()) if concrete else set()
+            time_row = solver.Constraint(-inf, u, f"time_{gi}_{s}")
+            mem_row = solver.Constraint(-inf, g.memory_mb, f"mem_{gi}_{s}")
+            ys, xs = {}, {}
+            z = solver.BoolVar(f"z_{gi}_{s}") if cost_on else None
+            if z is not None:
+                objective.SetCoefficient(z, -w.device_cost(g))
+            for oi, o in enumerate(g.options):
+                y = solver.BoolVar(f"y_{gi}_{s}_{oi}")
+                x = solver.NumVar(0.0, u * o.capacity_rps, f"xs_{gi}_{s}_{oi}")
+                ys[o], xs[o] = y, x
+                _link(solver, x, y, u * o.capacity_rps)
+                time_row.SetCoefficient(x, 1.0 / o.capacity_rps)
+                mem_row.SetCoefficient(y, o.memory_mb)
+                objective.SetCoefficient(x, w.flow(o))
+                if concrete and o.key not in cur and prob.request.current is not None:
+                    objective.SetCoefficient(y, -w.load(o))
+                if z is not None:
+                    _link(solver, y, z, 1.0)
+                family_flow[o.family].append(x)
+                if o.family in floor_rows:
+                    floor_rows[o.family].SetCoefficient(x, o.accuracy - prob.request.accuracy_floor[o.family].value)
+            _one_config_per_variant(solver, ys)
+            slots.append((ys, xs))
+        if not concrete:
+            # slots are interchangeable: order them by how many options they host
+            for (ya, _), (yb, _) in zip(slots, slots[1:]):
+                row = solver.Constraint(0.0, inf)
+                for y in ya.values():
+                    row.SetCoefficient(y, 1.0)
+                for y in yb.values():
+                    row.SetCoefficient(y, -1.0)
+        dedicated = {}
+        spare = n_dev - n_slots
+        if spare > 0:
+            count_row = solver.Constraint(-inf, spare, f"count_{gi}")
+            for oi, o in enumerate(g.options):
+                n = solver.IntVar(0, spare, f"n_{gi}_{oi}")
+                x = solver.NumVar(0.0, u * o.capacity_rps * spare, f"xd_{gi}_{oi}")
+                _link(solver, x, n, u * o.capacity_rps)
+                count_row.SetCoefficient(n, 1.0)
+                objective.SetCoefficient(x, w.flow(o))
+                if cost_on:
+                    objective.SetCoefficient(n, -w.device_cost(g))
+                family_flow[o.family].append(x)
+                if o.family in floor_rows:
+                    floor_rows[o.family].SetCoefficient(x, o.accuracy - prob.request.accuracy_floor[o.family].value)
+                dedicated[o] = (n, x)
+        if not concrete and prob.request.current is not None:
+            _group_switching(solver, objective, prob, g, gi, slots, dedicated, w)
+        built.append((g, concrete, slots, dedicated))
+    for f, flows in family_flow.items():
+        # served + unserved = demand; the objective charges unserved (equivalent to paying for
+        # served, minus a constant) so that the relative gap measures the accuracy terms
+        unserved = solver.NumVar(0.0, prob.demand[f], f"unserved_{f}")
+        row = solver.Constraint(prob.demand[f], prob.demand[f], f"demand_{f}")
+        row.SetCoefficient(unserved, 1.0)
+        objective.SetCoefficient(unserved, -w.served)
+        for x in flows:
+            row.SetCoefficient(x, 1.0)
+            objective.SetCoefficient(x, objective.GetCoefficient(x) - w.served)
+    objective.SetMaximization()
+    params = pywraplp.MPSolverParameters()
+    params.SetDoubleParam(pywraplp.MPSolverParameters.RELATIVE_MIP_GAP, opts.relative_gap)
+    solver.SetTimeLimit(int(opts.time_limit_s * 1000))
+    t1 = time.perf_counter()
+    status = solver.Solve(params)
+    t2 = time.perf_counter()
+    name = _STATUS.get(status, str(status))
+    if status not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
+        info = SolverInfo(status=name, time_ms=(t2 - t0) * 1000, solver="SCIP")
+        return assemble(prob, "milp", {}, info, notes=(f"solver returned {name}; nothing is placed",))
+    obj = objective.Value()
+    bound = objective.BestBound()
+    gap = abs(bound - obj) / max(abs(obj), 1e-9) if status == pywraplp.Solver.FEASIBLE else 0.0
+    hosted = {}
+    loads = 0
+    for g, concrete, slots, dedicated in built:
+        got, n_loads = _assign(prob, g, concrete, slots, dedicated)
+        hosted.update(got)
+        loads += n_loads
+    t3 = time.perf_counter()
+    info = SolverInfo(status=name, objective=obj, gap=gap, time_ms=(t3 - t0) * 1000, solver="SCIP")
+    n_vars = solver.NumVariables()
+    notes = (f"MILP: {n_vars} variables, {solver.NumConstraints()} constraints, "
+             f"build {1000 * (t1 - t0):.1f} ms, solve {1000 * (t2 - t1):.1f} ms, assign {1000 * (t3 - t2):.1f} ms",
+             f"shared slots per group: min(devices, {r}); new loads: {loads}")
+    return assemble(prob, "milp", hosted, info, notes=notes)
+
+
+def _link(solver, x, y, scale: float) -> None:
+    """x <= scale * y"""
+    row = solver.Constraint(-solver.infinity(), 0.0)
+    row.SetCoefficient(x, 1.0)
+    row.SetCoefficient(y, -scale)
+
+
+def _one_config_per_variant(solver, ys: dict[Option, object]) -> None:
+    by_variant: dict[str, list] = {}
+    for o, y in ys.items():
+        by_variant.setdefault(o.variant, []).append(y)
+    for vs in by_variant.values():
+        if len(vs) > 1:
+            row = solver.Constraint(-solver.infinity(), 1.0)
+            for y in vs:
+                row.SetCoefficient(y, 1.0)
+
+
+def _group_switching(solver, objective, prob: Problem, g: Group, gi: int, slots, dedicated, w: Weights) -> None:
+    """Loads in a counted group: max(0, hosts of o - devices of g hosting o now), a lower bound that
+    the assignment step meets whenever current hosts are not needed twice."""
+    for oi, o in enumerate(g.options):
+        hosts = [ys[o] for ys, _ in slots]
+        if o in dedicated:
+            hosts.append(dedicated[o][0])
+        cur = sum(1 for d in g.devices if o.key in prob.current.get(d.id, ()))
+        if cur == 0:
+            for h in hosts:
+                objective.SetCoefficient(h, objective.GetCoefficient(h) - w.load(o))
+        else:
+            load = solver.NumVar(0.0, solver.infinity(), f"load_{gi}_{oi}")
+            row = solver.Constraint(-solver.infinity(), float(cur))  # hosts - load <= cur
+            for h in hosts:
+                row.SetCoefficient(h, 1.0)
+            row.SetCoefficient(load, -1.0)
+            objective.SetCoefficient(load, -w.load(o))
+
+
+def _assign(prob: Problem, g: Group, concrete: bool, slots, dedicated) -> tuple[dict, int]:
+    """Name the devices: slot sets and dedicated counts -> device id -> [(option, served)].
+
+    Prefers devices that already host what they are given (stability). Placements that serve
+    nothing are kept only where the device hosts them now (no reload, memory was reserved)."""
+    out: dict[str, list] = {}
+    cur = {d.id: prob.current.get(d.id, set()) for d in g.devices}
+    slot_sets = []
+    for ys, xs in slots:
+        chosen = [(o, xs[o].solution_value()) for o in ys if ys[o].solution_value() > 0.5]
+        slot_sets.append(chosen)
+    if concrete:
+        for d, chosen in zip(g.devices, slot_sets):
+            out[d.id] = chosen
+    else:
+        free = [d.id for d in g.devices]
+        order = {d: i for i, d in enumerate(free)}
+        want: list[tuple[Option, int, float]] = []
+        for o, (n, x) in dedicated.items():
+            k = int(round(n.solution_value()))
+            if k > 0:
+                want.append((o, k, x.solution_value() / k))
+        # 1. dedicated options onto devices hosting exactly that option now
+        remaining = []
+        for o, k, per in want:
+            exact = [d for d in free if cur[d] == {o.key}][:k]
+            for d in exact:
+                out[d] = [(o, per)]
+                free.remove(d)
+            remaining.append((o, k - len(exact), per))
+        # 2. shared slots onto the free device that already hosts most of their set
+        for chosen in sorted((c for c in slot_sets if c), key=len, reverse=True):
+            keys = {o.key for o, _ in chosen}
+            best = max(free, key=lambda d: (len(keys & cur[d]), -len(cur[d] - keys), -order[d]))
+            out[best] = chosen
+            free.remove(best)
+        # 3. the rest of the dedicated counts: current hosts first, then empty devices, then others
+        needed = {o.key for o, k, _ in remaining if k > 0}
+        for o, k, per in remaining:
+            pick = sorted(free, key=lambda d: (o.key not in cur[d], bool(cur[d] & needed), len(cur[d]),
+                                               order[d]))[:k]
+            for d in pick:
+                out[d] = [(o, per)]
+                free.remove(d)
+    loads = 0
+    for d in list(out):
+        kept = [(o, s) for o, s in out[d] if s > 1e-9 or o.key in cur[d]]
+        loads += sum(1 for o, _ in kept if o.key not in cur[d])
+        out[d] = kept
+    return out, loads
