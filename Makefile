@@ -13,12 +13,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[export,dev]'
 	touch $(STAMP)
 
-# Debian's chromium + chromedriver for the web UI's browser test (installed when missing; needs root).
+# Debian packages the tests use, installed when missing (needs root): chromium + chromedriver for the
+# web UI's browser test, docker-compose (client only) to validate deploy/ compose files.
 system-deps:
-	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v docker-compose >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ]; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
-	else echo "install Debian's chromium and chromium-driver (sudo apt-get install chromium chromium-driver)"; exit 1; fi
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver docker-compose >/dev/null; \
+	else echo "install Debian's chromium, chromium-driver and docker-compose (sudo apt-get install chromium chromium-driver docker-compose)"; exit 1; fi
 
 demo: $(STAMP)
 	$(BIN)/orchestrator export

@@ -19,7 +19,8 @@ from google.protobuf import json_format, text_format
 
 from orchestrator.errors import UserError
 
-THREADS_PARAMETER = "intra_op_threads"
+THREADS_PARAMETER = "intra_op_threads"  # read by our python-backend model.py
+ORT_BACKEND_THREADS_PARAMETER = "intra_op_thread_count"  # read by Triton's onnxruntime backend
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,10 @@ def apply_instance_config(base: dict, inst: InstanceConfig) -> dict:
         group["gpus"] = list(inst.gpus)
     cfg["instance_group"] = [group]
     params = cfg.setdefault("parameters", {})
-    params[THREADS_PARAMETER] = {"string_value": str(inst.threads)}
+    if cfg.get("backend") == "onnxruntime" or cfg.get("platform") == "onnxruntime_onnx":
+        params[ORT_BACKEND_THREADS_PARAMETER] = {"string_value": str(inst.threads)}
+    else:
+        params[THREADS_PARAMETER] = {"string_value": str(inst.threads)}
     if inst.max_batch_size is not None:
         repo_max = int(cfg.get("max_batch_size", 0))
         if repo_max and inst.max_batch_size > repo_max:
