@@ -194,3 +194,18 @@ def test_gpu_inventory_without_gpu_never_raises():
     gpus, note = gpu_inventory()
     if not gpus:  # this machine: no driver; the note says why instead of an NVML exception
         assert note
+
+
+def test_override_sets_the_thread_parameter_each_backend_reads():
+    from orchestrator.triton.control import apply_instance_config
+
+    python_cfg = apply_instance_config({"name": "m", "backend": "python", "max_batch_size": 32},
+                                       InstanceConfig(count=3, threads=2, max_batch_size=8))
+    assert python_cfg["parameters"] == {"intra_op_threads": {"string_value": "2"}}
+    assert python_cfg["instance_group"] == [{"kind": "KIND_CPU", "count": 3}] and python_cfg["max_batch_size"] == 8
+    ort_cfg = apply_instance_config({"name": "m", "backend": "onnxruntime", "max_batch_size": 32},
+                                    InstanceConfig(kind="gpu", gpus=(1,), threads=4))
+    assert ort_cfg["parameters"] == {"intra_op_thread_count": {"string_value": "4"}}
+    assert ort_cfg["instance_group"] == [{"kind": "KIND_GPU", "count": 1, "gpus": [1]}]
+    with pytest.raises(UserError, match="exceeds the repository's max_batch_size 32"):
+        apply_instance_config({"name": "m", "max_batch_size": 32}, InstanceConfig(max_batch_size=64))
