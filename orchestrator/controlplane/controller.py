@@ -1,0 +1,173 @@
+"""The controller loop: telemetry -> demand estimate -> re-plan when needed -> apply.
+
+Every tick (default 1 s) it
+  1. takes the finished telemetry seconds, writes them to the history and feeds the estimators;
+  2. checks the devices' health;
+  3. re-plans when one of these holds, and says which in the decision log:
+       - there is demand but no plan yet,
+       - a family's estimated demand left the hysteresis band around what the plan was made for,
+       - the deadline-miss rate over the last seconds exceeds the trigger,
+       - a device went down or came back,
+       - the operator changed a setting (SLO, floor, demand override);
+     demand and miss triggers wait for the minimum dwell time since the last plan change, so noise
+     does not reshuffle the cluster. A re-plan that comes out as the current plan is a "hold".
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+
+from orchestrator.controlplane.demand import DemandTracker
+from orchestrator.controlplane.executor import ApplyBusy, ApplyFailed
+from orchestrator.controlplane.service import ControlPlane
+from orchestrator.errors import UserError
+
+log = logging.getLogger("orchestrator.controller")
+
+MISS_WINDOW_S = 5
+MIN_BAND_RPS = 1.0  # demand changes smaller than this never trigger a re-plan
+
+
+class Controller:
+    def __init__(self, cp: ControlPlane, clock=time.time):
+        self.cp = cp
+        self.clock = clock
+        self.tracker = DemandTracker(cp.config.estimator)
+        self._misses: dict[str, deque[tuple[int, int]]] = {}  # family -> (misses, arrivals) per second
+        self._live: dict[str, bool] | None = None
+        self.last_change = 0.0  # when the controller last tried a re-plan
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.ticks = 0
+
+    # -- thread ----------------------------------------------------------------------------
+    def start(self) -> "Controller":
+        self._thread = threading.Thread(target=self._run, name="controller", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.cp.wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            woken = self.cp.wake.wait(self.cp.config.tick_s)
+            if self._stop.is_set():
+                return
+            self.cp.wake.clear()
+            try:
+                self.tick(settings_changed=woken)
+            except Exception:  # noqa: BLE001 - the loop must survive; the log has the details
+                log.exception("controller tick failed")
+
+    # -- one tick --------------------------------------------------------------------------
+    def tick(self, settings_changed: bool = False) -> str | None:
+        """Run one control step; returns the re-plan reason when it re-planned."""
+        now = self.clock()
+        self.ticks += 1
+        if self.tracker.estimator != self.cp.config.estimator:
+            self.tracker = DemandTracker(self.cp.config.estimator)
+        self._ingest(now)
+        self.tracker.set_horizon(max(2.0, self.cp.executor.last_apply_s + self.cp.config.tick_s))
+        self.cp.estimates = self.tracker.estimates()
+        health_reason = self._health_change()
+        if not self.cp.config.auto or self.cp.executor.busy:
+            return None
+        reason = health_reason or ("operator changed a setting" if settings_changed else None)
+        urgent = reason is not None
+        if reason is None:
+            reason = self._demand_reason() or self._miss_reason()
+        if reason is None:
+            return None
+        if not urgent and self.cp.plan is not None and now - self.last_change < self.cp.config.dwell_s:
+            return None
+        self.last_change = now
+        self._replan(reason)
+        return reason
+
+    def _ingest(self, now: float) -> None:
+        rows = self.cp.intake.flush(int(now) - self.cp.config.lateness_s)
+        if not rows:
+            return
+        plan = self.cp.plan
+        acc = {v.name: v.accuracy for v in self.cp.catalog.variants.values()}
+        history = []
+        for fs in rows:
+            self.tracker.observe(fs.family, fs.second, fs.arrivals)
+            window = self._misses.setdefault(fs.family, deque(maxlen=MISS_WINDOW_S))
+            misses = fs.deadline_misses + fs.errors
+            window.append((misses, fs.arrivals))
+            served_acc = sum(acc.get(v, 0.0) * n for v, n in fs.served.items())
+            mean_acc = served_acc / fs.completions if fs.completions else 0.0
+            eff = mean_acc * fs.met / fs.arrivals if fs.arrivals else 0.0
+            capacity = 0.0
+            if plan is not None:
+                fam_variants = {v.name for v in self.cp.catalog.families().get(fs.family, [])}
+                capacity = sum(p.capacity_rps for p in plan.placements if p.variant in fam_variants)
+            history.append({"second": fs.second, "family": fs.family, "arrivals": fs.arrivals,
+                            "estimate": self.tracker.estimate(fs.family) or 0.0, "capacity": round(capacity, 3),
+                            "completions": fs.completions, "met": fs.met, "misses": misses,
+                            "effective_accuracy": round(eff, 3), "plan_version": plan.version if plan else None,
+                            "mix": fs.served})
+        self.cp.store.record_history(history)
+
+    def _health_change(self) -> str | None:
+        live = {}
+        for dev in self.cp.device_ids():
+            try:
+                live[dev] = self.cp.runtime.control(dev).is_live()
+            except UserError:
+                live[dev] = False
+        before, self._live = self._live, live
+        self.cp.down = {d for d, ok in live.items() if not ok}
+        if before is None:
+            return None
+        changed = [f"{d} {'came back' if ok else 'went down'}" for d, ok in live.items() if before.get(d) != ok]
+        if changed:
+            self.cp.store.record_decision("health", "; ".join(changed))
+            return "device health changed: " + "; ".join(changed)
+        return None
+
+    def _demand_reason(self) -> str | None:
+        plan = self.cp.plan
+        demand = self.cp.planning_demand()
+        if plan is None:
+            active = {f: d for f, d in demand.items() if d > 0}
+            if active:
+                return "first plan for demand " + ", ".join(f"{f} {d:.1f} rps" for f, d in active.items())
+            return None
+        h = self.cp.config.hysteresis
+        for fam, est in sorted(demand.items()):
+            planned = plan.families[fam].demand_rps if fam in plan.families else 0.0
+            low, high = planned * (1 - h), planned * (1 + h)
+            if abs(est - planned) >= MIN_BAND_RPS and not low <= est <= high:
+                return (f"{fam}: demand {est:.1f} rps left the band {low:.1f}..{high:.1f} rps "
+                        f"around the planned {planned:.1f} rps")
+        return None
+
+    def _miss_reason(self) -> str | None:
+        for fam, window in sorted(self._misses.items()):
+            misses = sum(m for m, _ in window)
+            arrivals = sum(a for _, a in window)
+            if arrivals >= 10 and misses / arrivals > self.cp.config.miss_rate_trigger:
+                return (f"{fam}: {misses / arrivals:.0%} of requests missed the deadline over the last "
+                        f"{len(window)} s (trigger {self.cp.config.miss_rate_trigger:.0%})")
+        return None
+
+    def _replan(self, reason: str) -> None:
+        self.cp.counters["replans"] += 1
+        try:
+            plan = self.cp.solve()
+            self.cp.apply(plan, reason=f"controller: {reason}", kind="replan")
+            for window in self._misses.values():
+                window.clear()  # misses under the old plan do not count against the new one
+        except ApplyBusy:
+            pass  # an operator's apply is running; the next tick looks again
+        except (ApplyFailed, UserError) as e:
+            self.cp.store.record_decision("error", f"controller: {reason}; re-plan failed: {e}")

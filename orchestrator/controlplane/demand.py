@@ -1,0 +1,125 @@
+"""Demand estimators: from a per-second arrival series to the request rate the planner should plan for.
+
+Three, pluggable by name (`make_estimator`):
+  window    windowed mean rate over the last `window_s` seconds (Model-Switching's monitor);
+  ewma      exponentially weighted moving average (Proteus's demand estimate);
+  forecast  linear trend over the recent window, projected `horizon_s` ahead, where the horizon is
+            how long a plan change takes (MArk's look-ahead), so that planning leads a rising spike
+            instead of trailing it. It never plans below the current windowed rate.
+Each estimator sees one family's series: `observe(second, arrivals)` for every second (missing
+seconds count as zero arrivals), `estimate()` for the rate.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+ESTIMATORS = ("window", "ewma", "forecast")
+
+
+class WindowedRate:
+    name = "window"
+
+    def __init__(self, window_s: int = 5):
+        self.window_s = window_s
+        self.samples: deque[tuple[int, float]] = deque(maxlen=max(window_s, 2))
+
+    def observe(self, second: int, arrivals: float) -> None:
+        self.samples.append((second, float(arrivals)))
+
+    def estimate(self) -> float:
+        if not self.samples:
+            return 0.0
+        recent = list(self.samples)[-self.window_s:]
+        return sum(a for _, a in recent) / len(recent)
+
+
+class Ewma:
+    name = "ewma"
+
+    def __init__(self, alpha: float = 0.3):
+        self.alpha = alpha
+        self.value: float | None = None
+
+    def observe(self, second: int, arrivals: float) -> None:
+        self.value = float(arrivals) if self.value is None else self.alpha * arrivals + (1 - self.alpha) * self.value
+
+    def estimate(self) -> float:
+        return self.value or 0.0
+
+
+class LinearForecast:
+    name = "forecast"
+
+    def __init__(self, window_s: int = 8, horizon_s: float = 3.0):
+        self.window_s = window_s
+        self.horizon_s = horizon_s  # updated by the controller to the measured plan-change time
+        self.samples: deque[tuple[int, float]] = deque(maxlen=window_s)
+
+    def observe(self, second: int, arrivals: float) -> None:
+        self.samples.append((second, float(arrivals)))
+
+    def estimate(self) -> float:
+        n = len(self.samples)
+        if n == 0:
+            return 0.0
+        xs = [s for s, _ in self.samples]
+        ys = [a for _, a in self.samples]
+        mean_y = sum(ys) / n
+        # the last few seconds' rate: the floor of the forecast (a falling trend does not under-plan)
+        recent = sum(ys[-3:]) / len(ys[-3:])
+        if n < 3:
+            return recent
+        mean_x = sum(xs) / n
+        sxx = sum((x - mean_x) ** 2 for x in xs)
+        slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sxx if sxx else 0.0
+        projected = mean_y + slope * (xs[-1] - mean_x + self.horizon_s)
+        return max(0.0, projected, recent) if slope > 0 else max(0.0, recent)
+
+
+def make_estimator(name: str):
+    if name == "window":
+        return WindowedRate()
+    if name == "ewma":
+        return Ewma()
+    if name == "forecast":
+        return LinearForecast()
+    raise ValueError(f"unknown demand estimator {name!r} (choose from {', '.join(ESTIMATORS)})")
+
+
+class DemandTracker:
+    """One estimator per family, fed second by second (gaps filled with zero arrivals)."""
+
+    def __init__(self, estimator: str = "forecast"):
+        make_estimator(estimator)  # reject a bad name now
+        self.estimator = estimator
+        self._per_family: dict[str, object] = {}
+        self._last_second: dict[str, int] = {}
+
+    def observe(self, family: str, second: int, arrivals: float) -> None:
+        est = self._per_family.get(family)
+        if est is None:
+            est = self._per_family[family] = make_estimator(self.estimator)
+        last = self._last_second.get(family)
+        if last is not None:
+            if second <= last:
+                return  # a late second already accounted as zero: ignore rather than rewrite the past
+            for gap in range(last + 1, min(second, last + 60)):
+                est.observe(gap, 0.0)
+        est.observe(second, arrivals)
+        self._last_second[family] = second
+
+    def set_horizon(self, seconds: float) -> None:
+        for est in self._per_family.values():
+            if isinstance(est, LinearForecast):
+                est.horizon_s = seconds
+
+    def families(self) -> list[str]:
+        return sorted(self._per_family)
+
+    def estimate(self, family: str) -> float | None:
+        est = self._per_family.get(family)
+        return None if est is None else est.estimate()
+
+    def estimates(self) -> dict[str, float]:
+        return {f: round(e.estimate(), 3) for f, e in sorted(self._per_family.items())}

@@ -1,0 +1,116 @@
+"""Shared set-up of the control-plane tests: a cluster of embedded Tritons, profiles, a running control plane."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.catalog import Catalog
+from orchestrator.cluster import Cluster
+from orchestrator.controlplane.app import HttpServer, create_app
+from orchestrator.controlplane.controller import Controller
+from orchestrator.controlplane.service import ControlPlane, ControlPlaneConfig
+from orchestrator.controlplane.store import Store
+from orchestrator.profiles import ProfileRecord, ProfileSet
+from orchestrator.triton.runtime import ClusterRuntime
+
+TOKEN = "test-token"
+DEVICE_CLASS = "cpu-1t"
+# batch-1 latency (ms) on one core, roughly what this machine measures; batching is about linear on CPU
+BATCH1_MS = {"resnet18": 40.0, "resnet34": 90.0, "resnet50": 95.0, "resnet101": 180.0, "resnet152": 240.0}
+
+
+def synthetic_profiles(catalog: Catalog, batches=(1, 2, 4, 8)) -> ProfileSet:
+    """Profiles shaped like this machine's (source "synthetic"): tests must not spend minutes profiling."""
+    records = []
+    for name in catalog.variants:
+        base = BATCH1_MS[name]
+        for b in batches:
+            lat = base * (0.8 * b + 0.2)
+            records.append(ProfileRecord(variant=name, device_class=DEVICE_CLASS, batch_size=b, instances=1,
+                                         threads=1, p50_ms=lat, p95_ms=lat * 1.1, p99_ms=lat * 1.2,
+                                         throughput_rps=b * 1000.0 / lat, samples=50, source="synthetic"))
+    return ProfileSet(records)
+
+
+def cluster_for(model_repo: Path, devices: int = 2, memory_mb: int = 700) -> Cluster:
+    raw = {"name": "test", "model_repository": str(model_repo),
+           "device": [{"id": f"cpu{i}", "class": DEVICE_CLASS, "kind": "cpu", "memory_mb": memory_mb,
+                       "embedded": {"threads": 1}} for i in range(devices)]}
+    return Cluster.from_dict(raw)
+
+
+@dataclass
+class Running:
+    cp: ControlPlane
+    runtime: ClusterRuntime
+    http: HttpServer
+    controller: Controller | None
+
+    @property
+    def url(self) -> str:
+        return self.http.url
+
+
+@contextlib.contextmanager
+def running_control_plane(model_repo: Path, db_path: str = ":memory:", runtime: ClusterRuntime | None = None,
+                          controller: bool = False, **config):
+    """A control plane over `runtime` (or fresh embedded servers, stopped at the end)."""
+    catalog = Catalog.load(model_repo)
+    own_runtime = runtime is None
+    if runtime is None:
+        runtime = ClusterRuntime(cluster_for(model_repo), model_repo).start()
+    cfg = ControlPlaneConfig(token=TOKEN, db_path=db_path, **{"drain_s": 0.2, **config})
+    store = Store(db_path)
+    cp = ControlPlane(runtime.cluster, catalog, synthetic_profiles(catalog), runtime, store, cfg)
+    http = HttpServer(create_app(cp), port=0).start()
+    ctl = Controller(cp).start() if controller else None
+    try:
+        cp.resume()
+        yield Running(cp, runtime, http, ctl)
+    finally:
+        if ctl is not None:
+            ctl.stop()
+        http.stop()
+        store.close()
+        if own_runtime:
+            runtime.stop()
+
+
+def call(url: str, method: str = "GET", body=None, token: str | None = TOKEN, raw: bytes | None = None,
+         timeout: float = 120) -> tuple[int, dict]:
+    """One HTTP call; returns (status, JSON body) for 2xx and error answers alike."""
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            text = resp.read()
+            status = resp.status
+    except urllib.error.HTTPError as e:
+        text = e.read()
+        status = e.code
+    try:
+        return status, json.loads(text)
+    except json.JSONDecodeError:
+        return status, {"text": text.decode(errors="replace")}
+
+
+def copy_repository(src: Path, dst: Path, variants: list[str]) -> Path:
+    """A copy of part of a model repository (symlinked model files), to corrupt one variant safely."""
+    dst.mkdir(parents=True, exist_ok=True)
+    catalog = Catalog.load(src)
+    kept = Catalog({n: v for n, v in catalog.variants.items() if n in variants})
+    for name in variants:
+        shutil.copytree(src / name, dst / name, symlinks=True,
+                        copy_function=lambda s, d: Path(d).symlink_to(Path(s).resolve()))
+    kept.save(dst)
+    return dst
