@@ -149,12 +149,19 @@ class ProteusPolicy:
     an overloaded queue is served one near-deadline request at a time in tiny batches; with it
     throughput stays near the batch cap's (simulated at 600 rps on a 430 rps device, deadline
     50 ms: miss rate 0.33 instead of 0.70). Below capacity both choose the same batches.
+
+    `max_hold_s` (default None: as long as the deadline allows, as in Proteus) bounds how long
+    a queue is held past its oldest arrival. Holding only pays when more requests arrive in the
+    meantime; with a generous deadline and light load an unbounded hold makes every answer come
+    just before its deadline.
     """
 
     name = "proteus"
 
-    def __init__(self, model: LatencyModel, batch_cap: int, *, slack_s: float = 0.0, pass_over: bool = True):
+    def __init__(self, model: LatencyModel, batch_cap: int, *, slack_s: float = 0.0, pass_over: bool = True,
+                 max_hold_s: float | None = None):
         self.pass_over = pass_over
+        self.max_hold_s = max_hold_s
         if batch_cap < 1:
             raise ValueError(f"batch_cap must be >= 1, got {batch_cap}")
         self.model = model
@@ -221,6 +228,8 @@ class ProteusPolicy:
             ids = [r.id for r in feasible] + [r.id for r in no_deadline[:fill - best]]
             return Decision(send=tuple(ids), drop=tuple(drop))
         send_by = d0 - self._cost(best)  # hold until the last moment this batch still meets d0
+        if self.max_hold_s is not None:
+            send_by = min(send_by, min(r.arrival_s for r in feasible) + self.max_hold_s)
         if now + EPS_S >= send_by:
             return Decision(send=tuple(r.id for r in feasible), drop=tuple(drop))
         return Decision(drop=tuple(drop), wake_at=send_by if wake is None else min(wake, send_by))
@@ -301,10 +310,10 @@ Policy = ProteusPolicy | AimdPolicy | NoBatchingPolicy
 
 
 def make_policy(name: str, *, model: LatencyModel, batch_cap: int, slo_s: float | None,
-                slack_s: float = 0.0) -> Policy:
+                slack_s: float = 0.0, max_hold_s: float | None = None) -> Policy:
     """Build a policy by name ("proteus", "aimd", "none") for one route."""
     if name == "proteus":
-        return ProteusPolicy(model, batch_cap, slack_s=slack_s)
+        return ProteusPolicy(model, batch_cap, slack_s=slack_s, max_hold_s=max_hold_s)
     if name == "aimd":
         return AimdPolicy(batch_cap, slo_s if slo_s is not None else math.inf)
     if name == "none":

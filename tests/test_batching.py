@@ -88,6 +88,13 @@ def test_proteus_holds_a_lone_request_until_its_deadline_forces_a_send(req):
     assert p.decide([r], now=d.wake_at).send == (1,)
 
 
+def test_proteus_hold_can_be_bounded(req):
+    p = ProteusPolicy(profiled_model(), batch_cap=16, max_hold_s=0.010)
+    r = req(1, 0.5, 10.0)
+    assert p.decide([r], now=0.5).wake_at == pytest.approx(0.51)
+    assert p.decide([r], now=0.51).send == (1,)
+
+
 def test_proteus_sends_largest_batch_that_meets_the_earliest_deadline(req):
     p = ProteusPolicy(profiled_model(), batch_cap=16, pass_over=False)
     # earliest deadline 20 ms away: 5 + 2b <= 20 -> b = 7

@@ -75,6 +75,7 @@ class ShimConfig:
     policy: str = "proteus"  # proteus | aimd | none (batching.py)
     percentile: str = "p95"  # which profiled latency the policy plans with
     slack_ms: float = 2.0  # margin for RPC overhead the profiles do not include
+    max_hold_ms: float | None = None  # proteus: hold a queue at most this long (None: as the deadline allows)
     max_in_flight: int | None = None  # batches in flight per route; None: the placement's instance count
     call_timeout_s: float = 30.0  # a Triton call taking longer fails (and may be retried)
     health_cooldown_s: float = 2.0  # a failed device is skipped this long
@@ -201,7 +202,8 @@ class Client:
                                                    instances=placement.instances if placement else None,
                                                    threads=placement.threads if placement else None)
         policy = make_policy(self.config.policy, model=model, batch_cap=cap,
-                             slo_s=slo_ms / 1000.0 if slo_ms > 0 else None, slack_s=self.config.slack_ms / 1000.0)
+                             slo_s=slo_ms / 1000.0 if slo_ms > 0 else None, slack_s=self.config.slack_ms / 1000.0,
+                             max_hold_s=None if self.config.max_hold_ms is None else self.config.max_hold_ms / 1000.0)
         in_flight = self.config.max_in_flight or (placement.instances if placement else 1)
         return RouteWorker(key, variant.inputs, variant.outputs, policy, self, max_in_flight=in_flight,
                            call_timeout_s=self.config.call_timeout_s)
