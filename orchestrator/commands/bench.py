@@ -1,0 +1,97 @@
+"""`orchestrator bench`: run policies on one trace against the live Triton cluster and compare them."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from orchestrator.catalog import Catalog
+from orchestrator.cluster import Cluster
+from orchestrator.errors import UserError
+from orchestrator.profiles import ProfileSet
+from orchestrator.trace import read_trace
+
+DEFAULT_POLICIES = "milp,model-switching,clipper-ha,clipper-ht,infaas"
+
+
+def parse_policies(text: str) -> list[str]:
+    from orchestrator.planner import POLICIES
+
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    if not names:
+        raise UserError("--policies is empty")
+    for p in names:
+        if p not in POLICIES:
+            raise UserError(f"--policies: unknown policy {p!r}; choose from {', '.join(POLICIES)}")
+    return names
+
+
+def parse_slo(items: list[str] | None, trace) -> dict[str, float]:
+    """--slo family=ms (repeatable); default per family: the median deadline of its requests."""
+    slo = {f: float(np.median(trace.deadline_ms[trace.family == f])) for f in trace.families()}
+    for item in items or []:
+        fam, sep, ms = item.partition("=")
+        try:
+            value = float(ms)
+        except ValueError:
+            value = -1.0
+        if not sep or not fam or value <= 0:
+            raise UserError(f"--slo expects FAMILY=MS with a positive number, not {item!r}")
+        slo[fam] = value
+    return slo
+
+
+def add_control_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--estimator", choices=("window", "ewma", "forecast"), default="forecast",
+                   help="demand estimator of the controller (default forecast)")
+    p.add_argument("--dwell", type=float, default=10.0, help="least seconds between plan changes (default 10)")
+    p.add_argument("--hysteresis", type=float, default=0.25,
+                   help="re-plan when demand leaves planned x (1 +- h) (default 0.25)")
+    p.add_argument("--batching", choices=("proteus", "aimd", "none"), default="proteus",
+                   help="the shim's batching policy (default proteus)")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", help="compare planner policies live on one trace (results table + plots)",
+                       description=__doc__)
+    p.add_argument("--trace", required=True, help="trace CSV (orchestrator trace generate)")
+    p.add_argument("--policies", default=DEFAULT_POLICIES, help=f"comma-separated (default {DEFAULT_POLICIES})")
+    p.add_argument("--cluster", default="cluster.toml", help="cluster file (default cluster.toml)")
+    p.add_argument("--profiles", default="profiles.json", help="profiles of the cluster's device classes")
+    p.add_argument("--repository", help="model repository (default: the cluster file's)")
+    p.add_argument("--slo", action="append", metavar="FAMILY=MS",
+                   help="SLO per family (default: the median deadline in the trace)")
+    p.add_argument("--out", default="runs/bench", help="output folder (default runs/bench)")
+    add_control_flags(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from orchestrator.bench import BenchConfig, run_bench
+    from orchestrator.controlplane.service import ControlPlaneConfig
+    from orchestrator.evaluation import markdown_table, summarise
+    from orchestrator.shim.client import ShimConfig
+
+    policies = parse_policies(args.policies)
+    cluster = Cluster.load(args.cluster)
+    repo = Path(args.repository) if args.repository else cluster.model_repository
+    if repo is None:
+        raise UserError(f"{args.cluster}: no model_repository; give --repository")
+    cluster = replace(cluster, model_repository=repo)
+    catalog = Catalog.load(repo)
+    profiles = ProfileSet.load(args.profiles)
+    trace = read_trace(args.trace, known_families=catalog.families())
+    if not len(trace):
+        raise UserError(f"{args.trace}: the trace holds no requests")
+    slo = parse_slo(args.slo, trace)
+    config = BenchConfig(control=ControlPlaneConfig(estimator=args.estimator, dwell_s=args.dwell,
+                                                    hysteresis=args.hysteresis),
+                         shim=ShimConfig(policy=args.batching))
+    runs = run_bench(trace, cluster, catalog, profiles, policies, slo, args.out, config)
+    print()
+    print(markdown_table([summarise(r) for r in runs]))
+    print(f"results, per-request outcomes and plots in {args.out}/")
+    return 0

@@ -1,0 +1,286 @@
+"""Per-request outcomes of a run and the metrics over them, shared by the live bench and the simulator.
+
+Both the live bench (orchestrator/bench.py) and the simulator (orchestrator/simulator.py)
+produce a `Run`: one `Outcomes` row per request of the trace, plus the plan changes the
+run made (`PlanEvent`). `summarise` computes the same metrics from either, so a live number
+and a simulated number mean the same thing. docs/evaluation.md defines each metric.
+
+A request's status is one of:
+  ok       answered within its deadline
+  late     answered after its deadline
+  dropped  answered at once with a deadline miss (the batching policy saw it could not make it)
+  error    the call failed (after the shim's retry), or its model was unloaded under it
+  unserved no route: the plan serves none of its family's traffic
+Only "ok" counts as deadline met.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from orchestrator.errors import UserError
+from orchestrator.files import write_atomic
+
+STATUSES = ("ok", "late", "dropped", "error", "unserved")
+ANSWERED = ("ok", "late")  # statuses that carry a model output
+WORST_WINDOW_S = 10.0
+OUTCOME_COLUMNS = ("arrival_s", "family", "deadline_ms", "status", "latency_ms", "variant", "device", "accuracy")
+
+
+@dataclass
+class Outcomes:
+    """One row per request, columns as arrays. Times are seconds from the start of the trace."""
+
+    arrival_s: np.ndarray  # float64
+    family: np.ndarray  # object (str)
+    deadline_ms: np.ndarray  # float64
+    status: np.ndarray  # object, one of STATUSES
+    latency_ms: np.ndarray  # float64: arrival to answer (NaN when the request got no answer at all)
+    variant: np.ndarray  # object: the variant that served it ("" when none)
+    device: np.ndarray  # object ("" when none)
+    accuracy: np.ndarray  # float64: the serving variant's top-1 accuracy, percent (0 when not served)
+
+    def __post_init__(self) -> None:
+        n = len(self.arrival_s)
+        for name in OUTCOME_COLUMNS:
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"outcome column {name} has {len(getattr(self, name))} rows, expected {n}")
+        order = np.argsort(self.arrival_s, kind="stable")
+        if np.any(order != np.arange(n)):
+            for name in OUTCOME_COLUMNS:
+                setattr(self, name, np.asarray(getattr(self, name))[order])
+
+    def __len__(self) -> int:
+        return len(self.arrival_s)
+
+    @property
+    def met(self) -> np.ndarray:
+        """Deadline met: answered, and within the deadline."""
+        return self.status == "ok"
+
+    @property
+    def answered(self) -> np.ndarray:
+        return (self.status == "ok") | (self.status == "late")
+
+    @property
+    def effective(self) -> np.ndarray:
+        """Per request: variant accuracy if the deadline was met, else 0 (percent)."""
+        return np.where(self.met, self.accuracy, 0.0)
+
+    @classmethod
+    def from_rows(cls, rows: list[dict]) -> "Outcomes":
+        cols = {c: [r[c] for r in rows] for c in OUTCOME_COLUMNS}
+        return cls(arrival_s=np.array(cols["arrival_s"], dtype=np.float64),
+                   family=np.array(cols["family"], dtype=object),
+                   deadline_ms=np.array(cols["deadline_ms"], dtype=np.float64),
+                   status=np.array(cols["status"], dtype=object),
+                   latency_ms=np.array([math.nan if v is None else v for v in cols["latency_ms"]], dtype=np.float64),
+                   variant=np.array(cols["variant"], dtype=object), device=np.array(cols["device"], dtype=object),
+                   accuracy=np.array(cols["accuracy"], dtype=np.float64))
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(OUTCOME_COLUMNS)
+        for a, f, d, s, lat, v, dev, acc in zip(self.arrival_s.tolist(), self.family.tolist(),
+                                                 self.deadline_ms.tolist(), self.status.tolist(),
+                                                 self.latency_ms.tolist(), self.variant.tolist(),
+                                                 self.device.tolist(), self.accuracy.tolist()):
+            w.writerow((f"{a:.6f}", f, f"{d:g}", s, "" if math.isnan(lat) else f"{lat:.3f}", v, dev, f"{acc:g}"))
+        return buf.getvalue()
+
+    @classmethod
+    def read_csv(cls, path: str | os.PathLike) -> "Outcomes":
+        p = Path(path)
+        try:
+            rows = list(csv.DictReader(io.StringIO(p.read_text())))
+        except FileNotFoundError:
+            raise UserError(f"{p}: outcomes file not found") from None
+        try:
+            return cls(arrival_s=np.array([float(r["arrival_s"]) for r in rows]),
+                       family=np.array([r["family"] for r in rows], dtype=object),
+                       deadline_ms=np.array([float(r["deadline_ms"]) for r in rows]),
+                       status=np.array([r["status"] for r in rows], dtype=object),
+                       latency_ms=np.array([float(r["latency_ms"]) if r["latency_ms"] else math.nan for r in rows]),
+                       variant=np.array([r["variant"] for r in rows], dtype=object),
+                       device=np.array([r["device"] for r in rows], dtype=object),
+                       accuracy=np.array([float(r["accuracy"]) for r in rows]))
+        except (KeyError, ValueError) as e:
+            raise UserError(f"{p}: malformed outcomes file ({e})") from None
+
+
+@dataclass(frozen=True)
+class PlanEvent:
+    """A plan taking effect during a run (routes switched to it)."""
+
+    time_s: float  # seconds from the start of the trace (0 for the initial plan)
+    version: int
+    loads: int  # (device, variant) models loaded (or reloaded) for it
+    unloads: int
+    demand_rps: dict[str, float]  # the demand it was planned for
+    routes: dict[str, list[tuple[str, str, float]]]  # family -> (device, variant, weight)
+    decided_s: float | None = None  # when the re-plan was decided (loads happen in between)
+    reason: str = ""
+
+
+@dataclass
+class Run:
+    """What one policy did on one trace: every request's outcome and the plans it went through."""
+
+    policy: str
+    outcomes: Outcomes
+    plans: list[PlanEvent] = field(default_factory=list)
+    duration_s: float = 0.0  # length of the trace (the window metrics are computed over)
+    mode: str = "live"  # live | simulated
+    notes: list[str] = field(default_factory=list)
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        write_atomic(d / f"{self.policy}.requests.csv", self.outcomes.to_csv())
+        meta = {"policy": self.policy, "duration_s": self.duration_s, "mode": self.mode, "notes": self.notes,
+                "plans": [asdict(p) for p in self.plans]}
+        write_atomic(d / f"{self.policy}.plans.json", json.dumps(meta, indent=1) + "\n")
+        return d
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, policy: str) -> "Run":
+        d = Path(directory)
+        outcomes = Outcomes.read_csv(d / f"{policy}.requests.csv")
+        try:
+            meta = json.loads((d / f"{policy}.plans.json").read_text())
+        except FileNotFoundError:
+            raise UserError(f"{d / f'{policy}.plans.json'}: not found") from None
+        plans = [PlanEvent(**{**p, "routes": {f: [tuple(r) for r in rs] for f, rs in p["routes"].items()}})
+                 for p in meta["plans"]]
+        return cls(policy, outcomes, plans, float(meta["duration_s"]), meta.get("mode", "live"), meta.get("notes", []))
+
+
+# --- metrics --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The results-table row of one run."""
+
+    policy: str
+    requests: int
+    duration_s: float
+    offered_rps: float  # arrivals per second
+    served_rps: float  # answered (ok or late) per second
+    goodput_rps: float  # answered within the deadline per second
+    effective_accuracy: float  # mean over ALL requests of accuracy x deadline met, percent
+    worst_window_accuracy: float  # the lowest effective accuracy of any 10-s window, percent
+    served_accuracy: float  # mean accuracy of the answered requests, percent
+    miss_ratio: float  # share of requests whose deadline was not met (late, dropped, error, unserved)
+    drop_ratio: float  # share dropped by the batching policy
+    error_ratio: float  # share failed or unserved
+    p50_ms: float  # latency percentiles of answered requests
+    p99_ms: float
+    switches: int  # model loads after the initial plan
+    plan_changes: int  # plans that took effect after the initial one
+
+    def row(self) -> dict:
+        return asdict(self)
+
+
+def summarise(run: Run, window_s: float = WORST_WINDOW_S) -> Summary:
+    o = run.outcomes
+    n = len(o)
+    duration = run.duration_s or (float(o.arrival_s[-1]) if n else 0.0)
+    duration = max(duration, 1e-9)
+    met = o.met
+    answered = o.answered
+    lat = o.latency_ms[answered]
+    p50, p99 = (float(np.percentile(lat, 50)), float(np.percentile(lat, 99))) if len(lat) else (math.nan, math.nan)
+    later = run.plans[1:]
+    return Summary(
+        policy=run.policy, requests=n, duration_s=round(duration, 3), offered_rps=n / duration,
+        served_rps=float(answered.sum()) / duration, goodput_rps=float(met.sum()) / duration,
+        effective_accuracy=float(o.effective.mean()) if n else 0.0,
+        worst_window_accuracy=worst_window_accuracy(o, window_s, duration),
+        served_accuracy=float(o.accuracy[answered].mean()) if answered.any() else 0.0,
+        miss_ratio=float(1.0 - met.mean()) if n else 0.0,
+        drop_ratio=float((o.status == "dropped").mean()) if n else 0.0,
+        error_ratio=float(((o.status == "error") | (o.status == "unserved")).mean()) if n else 0.0,
+        p50_ms=p50, p99_ms=p99, switches=sum(p.loads for p in later), plan_changes=len(later))
+
+
+def per_second(o: Outcomes, duration_s: float, bin_s: float = 1.0) -> dict[str, np.ndarray]:
+    """Per bin of arrival time: arrivals, answered, met, and the sum of effective accuracy."""
+    nbins = max(1, math.ceil(duration_s / bin_s))
+    idx = np.minimum((o.arrival_s // bin_s).astype(np.int64), nbins - 1)
+    return {"arrivals": np.bincount(idx, minlength=nbins).astype(np.float64),
+            "answered": np.bincount(idx, weights=o.answered.astype(np.float64), minlength=nbins),
+            "met": np.bincount(idx, weights=o.met.astype(np.float64), minlength=nbins),
+            "effective_sum": np.bincount(idx, weights=o.effective, minlength=nbins)}
+
+
+def worst_window_accuracy(o: Outcomes, window_s: float = WORST_WINDOW_S, duration_s: float | None = None) -> float:
+    """The lowest effective accuracy over any window of `window_s` seconds (sliding in 1-s steps,
+    by arrival time) that holds requests; the whole run's when it is shorter than one window."""
+    if not len(o):
+        return 0.0
+    duration = duration_s if duration_s is not None else float(o.arrival_s[-1])
+    bins = per_second(o, duration, 1.0)
+    w = max(1, int(round(window_s)))
+    if len(bins["arrivals"]) <= w:
+        return float(o.effective.mean())
+    kernel = np.ones(w)
+    arrivals = np.convolve(bins["arrivals"], kernel, mode="valid")
+    eff = np.convolve(bins["effective_sum"], kernel, mode="valid")
+    ok = arrivals > 0
+    return float(np.min(eff[ok] / arrivals[ok])) if ok.any() else 0.0
+
+
+def variant_mix(o: Outcomes, duration_s: float, bin_s: float = 1.0) -> dict[str, np.ndarray]:
+    """Answered requests per bin, per serving variant."""
+    nbins = max(1, math.ceil(duration_s / bin_s))
+    out = {}
+    for v in sorted(set(o.variant[o.answered].tolist())):
+        keep = o.answered & (o.variant == v)
+        idx = np.minimum((o.arrival_s[keep] // bin_s).astype(np.int64), nbins - 1)
+        out[v] = np.bincount(idx, minlength=nbins).astype(np.float64)
+    return out
+
+
+# --- the results table ----------------------------------------------------------------------
+
+TABLE_COLUMNS = [  # (field, header, format)
+    ("policy", "policy", "{}"),
+    ("offered_rps", "offered rps", "{:.1f}"),
+    ("served_rps", "served rps", "{:.1f}"),
+    ("goodput_rps", "in-deadline rps", "{:.1f}"),
+    ("effective_accuracy", "eff. accuracy %", "{:.2f}"),
+    ("worst_window_accuracy", "worst 10-s eff. acc. %", "{:.2f}"),
+    ("served_accuracy", "served accuracy %", "{:.2f}"),
+    ("miss_ratio", "miss ratio", "{:.3f}"),
+    ("p50_ms", "p50 ms", "{:.1f}"),
+    ("p99_ms", "p99 ms", "{:.1f}"),
+    ("switches", "switches", "{}"),
+]
+
+
+def markdown_table(summaries: list[Summary]) -> str:
+    head = "| " + " | ".join(h for _, h, _ in TABLE_COLUMNS) + " |"
+    rule = "|" + "|".join("---" if f == "policy" else "---:" for f, _, _ in TABLE_COLUMNS) + "|"
+    rows = ["| " + " | ".join(fmt.format(getattr(s, f)) for f, _, fmt in TABLE_COLUMNS) + " |" for s in summaries]
+    return "\n".join([head, rule, *rows]) + "\n"
+
+
+def csv_table(summaries: list[Summary]) -> str:
+    buf = io.StringIO()
+    fields = list(Summary.__dataclass_fields__)
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    for s in summaries:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in s.row().items()})
+    return buf.getvalue()

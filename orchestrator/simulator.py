@@ -1,0 +1,573 @@
+"""A discrete-event simulator of the serving system: replays a trace against a modelled cluster.
+
+It runs the *same* decision code as the live system and models only what the hardware does:
+
+* planner (orchestrator/planner `make_plan`, any policy), re-planned on the control plane's
+  controller ticks: the same `Controller` object's demand tracker (controlplane/demand.py) and
+  re-plan rule (hysteresis band, miss-rate trigger, dwell time; controlplane/controller.py),
+  run over a view of the simulated state (`_ControlView`), with the live telemetry's lateness;
+* routing: `RoutingTable` (smooth weighted round-robin over the plan's routes);
+* batching: the shim's policy objects (`batching.make_policy`, same ShimConfig defaults:
+  Proteus, p95 latency model, 2 ms slack, one batch in flight per Triton instance);
+* plan changes as the executor makes them (`executor.compute_diff`): load what is new (a
+  configurable delay per model, from its size; devices in parallel, models on one device in
+  turn), then switch routes; old routes drain their queues and are unloaded `drain_s` later.
+
+What is modelled: a device runs batches on `instances` lanes of the placement (a batch waits for
+a free lane of its device, FIFO); a batch of b takes the profiled p50 latency at b, or, with
+`noise`, a lognormal draw whose median is p50 and whose 99th percentile is p99 (both interpolated
+in b by `LatencyModel`). Network and RPC time are folded into the profiles (they are measured
+through Triton). docs/evaluation.md states what is not modelled.
+
+Output: a `Run` of per-request `Outcomes` in the live bench's shape (orchestrator/evaluation.py).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from orchestrator.batching import EPS_S, WAKE_PAST_S, LatencyModel, make_policy
+from orchestrator.catalog import Catalog
+from orchestrator.cluster import Cluster
+from orchestrator.controlplane.controller import MISS_WINDOW_S, Controller
+from orchestrator.controlplane.executor import LoadedModel, compute_diff
+from orchestrator.controlplane.service import ControlPlane, ControlPlaneConfig
+from orchestrator.evaluation import Outcomes, PlanEvent, Run
+from orchestrator.plan import Placement, Plan
+from orchestrator.planner import PlannerOptions, PlanRequest, make_plan
+from orchestrator.profiles import ProfileSet
+from orchestrator.routing import SmoothWeightedRoundRobin
+from orchestrator.shim.client import ShimConfig
+from orchestrator.trace import Trace
+
+Z99 = 2.3263478740408408  # standard normal 99th percentile
+STATUS_NAMES = ("ok", "late", "dropped", "error", "unserved")
+OK, LATE, DROPPED, ERROR, UNSERVED = range(5)
+
+# event kinds (the heap orders by time, then sequence number)
+_DONE, _WAKE, _TICK, _SWITCH, _UNLOAD = range(5)
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """How the simulated system is set up. Defaults follow the live system's defaults."""
+
+    shim: ShimConfig = ShimConfig()  # batching policy, percentile, slack, in-flight per route
+    estimator: str = "forecast"  # demand estimator (controlplane/demand.py)
+    tick_s: float = 1.0  # controller tick
+    replan: bool = True  # False: keep the initial plan for the whole trace
+    dwell_s: float = 10.0  # least time between two plan changes (control plane default)
+    hysteresis: float = 0.25  # re-plan when demand leaves [planned x (1-h), planned x (1+h)]
+    miss_rate_trigger: float = 0.05  # re-plan when the miss rate over the controller's window exceeds this
+    lateness_s: int = 2  # the controller sees a second's telemetry this long after it ends (as live)
+    load_fixed_s: float = 1.0  # model-load delay: fixed part ...
+    load_s_per_gb: float = 4.0  # ... plus this per GB of the variant's ONNX file
+    drain_s: float = 2.0  # old routes drain this long after a switch before their models unload
+    noise: bool = True  # service times drawn from the p50..p99 spread (False: p50 exactly)
+    seed: int = 0
+    planner: PlannerOptions = PlannerOptions()
+
+
+class _Req:
+    """One simulated request; what the batching policy reads (the `Queued` protocol)."""
+
+    __slots__ = ("id", "arrival_s", "deadline_s", "serve_late")
+
+    def __init__(self, rid: int, arrival_s: float, deadline_s: float):
+        self.id = rid
+        self.arrival_s = arrival_s
+        self.deadline_s = deadline_s
+        self.serve_late = False
+
+
+class _Device:
+    __slots__ = ("id", "busy", "waiting")
+
+    def __init__(self, device_id: str):
+        self.id = device_id
+        self.busy = 0  # lanes running a batch
+        self.waiting: deque = deque()  # (route, batch, sent_at) waiting for a lane
+
+
+class _Route:
+    """One (device, variant) route: queue, batching policy, service-time model."""
+
+    __slots__ = ("key", "device", "variant_index", "device_index", "policy", "queue", "in_flight",
+                 "max_in_flight", "lanes", "median_s", "sigma", "wake_at", "retired", "placement")
+
+    def __init__(self, key, device: _Device, variant_index: int, device_index: int):
+        self.key = key
+        self.device = device
+        self.variant_index = variant_index
+        self.device_index = device_index
+        self.queue: dict[int, _Req] = {}
+        self.in_flight = 0
+        self.wake_at: float | None = None
+        self.retired = False
+
+
+@dataclass
+class _Pending:
+    """A plan being applied: decided, loading, switching at `switch_at`."""
+
+    plan: Plan
+    decided_s: float
+    loads: int
+    unloads: int
+    reason: str
+
+
+class _ControlView:
+    """What the control plane's `Controller` reads of a `ControlPlane`, backed by the simulation.
+
+    The controller's decision methods (`_demand_reason`, `_miss_reason`) and
+    `ControlPlane.planning_demand` run unchanged on it. (They are entangled with the live control
+    plane's I/O; a pure "re-plan rule" function in controller.py would make this view unnecessary.)
+    """
+
+    def __init__(self, config: ControlPlaneConfig, families: list[str]):
+        self.config = config
+        self.plan: Plan | None = None
+        self.estimates: dict[str, float] = {}
+        self._families = families
+
+    def families(self) -> list[str]:
+        return self._families
+
+    def demand_override(self) -> dict[str, float]:
+        return {}
+
+    def planning_demand(self, override: dict[str, float] | None = None) -> dict[str, float]:
+        return ControlPlane.planning_demand(self, override)  # type: ignore[arg-type]
+
+
+@dataclass
+class SimStats:
+    events: int = 0
+    batches: int = 0
+    solves: int = 0
+    solve_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+class Simulator:
+    """Replays traces against one modelled cluster; `run(trace, policy)` returns a `Run`."""
+
+    def __init__(self, catalog: Catalog, cluster: Cluster, profiles: ProfileSet, slo_ms: dict[str, float],
+                 config: SimConfig = SimConfig()):
+        self.catalog = catalog
+        self.cluster = cluster
+        self.profiles = profiles
+        self.slo_ms = dict(slo_ms)
+        self.config = config
+        self.device_class = {d.id: d.device_class for d in cluster.devices}
+        self.variants = sorted(catalog.variants)
+        self.variant_index = {v: i for i, v in enumerate(self.variants)}
+        self.devices = [d.id for d in cluster.devices]
+        self.device_index = {d: i for i, d in enumerate(self.devices)}
+        self._service_cache: dict[tuple, tuple[list[float], list[float]]] = {}
+
+    # --- models of the hardware ---------------------------------------------------------------
+
+    def load_delay_s(self, variant: str) -> float:
+        """Seconds to load one variant on a device (fixed part + size term)."""
+        v = self.catalog.variants.get(variant)
+        size_gb = v.onnx_bytes / 1e9 if v is not None else 0.0
+        return self.config.load_fixed_s + self.config.load_s_per_gb * size_gb
+
+    def _service(self, variant: str, device_class: str, instances: int, threads: int, cap: int):
+        """Per batch size 0..cap: (median seconds, lognormal sigma)."""
+        key = (variant, device_class, instances, threads, cap)
+        hit = self._service_cache.get(key)
+        if hit is None:
+            records = self.profiles.for_pair(variant, device_class)
+            p50 = LatencyModel.from_profiles(records, "p50", instances=instances, threads=threads)
+            p99 = LatencyModel.from_profiles(records, "p99", instances=instances, threads=threads)
+            med, sig = [0.0], [0.0]
+            for b in range(1, cap + 1):
+                m = p50.seconds(b)
+                hi = p99.seconds(b)
+                med.append(m)
+                sig.append(math.log(hi / m) / Z99 if self.config.noise and m > 0 and hi > m else 0.0)
+            hit = self._service_cache[key] = (med, sig)
+        return hit
+
+    # --- the run --------------------------------------------------------------------------------
+
+    def initial_demand(self, trace: Trace, window_s: float = 5.0) -> dict[str, float]:
+        """The rate of each family over the trace's first `window_s` seconds: what an operator (or
+        a controller watching before the run) would provision the first plan for."""
+        w = min(window_s, max(trace.duration_s, 1e-9))
+        return {f: float(np.sum((trace.family == f) & (trace.time_s < w))) / w for f in trace.families()}
+
+    def plan_for(self, policy: str, demand: dict[str, float], current: Plan | None) -> Plan:
+        req = PlanRequest(catalog=self.catalog, cluster=self.cluster, profiles=self.profiles,
+                          slo_ms={f: s for f, s in self.slo_ms.items() if f in demand}, demand_rps=dict(demand),
+                          current=current, options=self.config.planner)
+        return make_plan(req, policy)
+
+    def run(self, trace: Trace, policy: str, initial_demand: dict[str, float] | None = None,
+            duration_s: float | None = None) -> Run:
+        return _Simulation(self, trace, policy, initial_demand, duration_s).run()
+
+
+class _Simulation:
+    """The state of one simulated run (one policy on one trace)."""
+
+    def __init__(self, sim: Simulator, trace: Trace, policy: str, initial_demand: dict[str, float] | None,
+                 duration_s: float | None):
+        self.sim = sim
+        self.cfg = sim.config
+        self.trace = trace
+        self.policy = policy
+        self.duration_s = duration_s if duration_s is not None else math.ceil(trace.duration_s)
+        self.rng = random.Random(self.cfg.seed)
+        self.stats = SimStats()
+        self.heap: list = []
+        self.seq = 0
+        n = len(trace)
+        self.status = [ERROR] * n
+        self.finish = [math.nan] * n
+        self.served_by = [-1] * n  # route variant index
+        self.served_on = [-1] * n  # device index
+        self.devices = {d: _Device(d) for d in sim.devices}
+        self.routes: dict[tuple[str, str], _Route] = {}
+        self.retired: list[_Route] = []
+        # per family: weighted round-robin over indices into `pickable` (the routing.py algorithm
+        # RoutingTable runs, keyed by small ints: Route objects hash slowly)
+        self.rr: dict[str, SmoothWeightedRoundRobin[int]] = {}
+        self.rr_routes: dict[str, list[_Route]] = {}
+        self.plan: Plan | None = None
+        self.pending: _Pending | None = None
+        self.events: list[PlanEvent] = []
+        self.version = 0
+        families = trace.families()
+        nsec = max(1, math.ceil(self.duration_s)) + 1
+        self.arrivals_per_second = {
+            f: np.bincount(np.minimum(trace.time_s[trace.family == f].astype(np.int64), nsec - 1), minlength=nsec)
+            for f in families}
+        self.family_of = trace.family.tolist()
+        self.misses: dict[tuple[str, int], int] = {}  # (family, second answered) -> deadline misses
+        cfg = self.cfg
+        self.view = _ControlView(ControlPlaneConfig(tick_s=cfg.tick_s, drain_s=cfg.drain_s, dwell_s=cfg.dwell_s,
+                                                    hysteresis=cfg.hysteresis, miss_rate_trigger=cfg.miss_rate_trigger,
+                                                    estimator=cfg.estimator, policy=policy,
+                                                    lateness_s=cfg.lateness_s), families)
+        self.controller = Controller(self.view)  # type: ignore[arg-type]
+        self.last_apply_s = 0.0  # how long the last plan change with loads took (the forecaster's horizon)
+
+    # --- event plumbing ---------------------------------------------------------------------
+
+    def push(self, t: float, kind: int, payload) -> None:
+        self.seq += 1
+        heapq.heappush(self.heap, (t, self.seq, kind, payload))
+
+    # --- plans ------------------------------------------------------------------------------
+
+    def _loaded_now(self) -> dict[str, dict[str, LoadedModel]]:
+        out: dict[str, dict[str, LoadedModel]] = {d: {} for d in self.sim.devices}
+        if self.plan is not None:
+            for p in self.plan.placements:
+                out[p.device_id][p.variant] = LoadedModel(p.device_id, p.variant, p.instances, p.threads)
+        return out
+
+    def _install(self, plan: Plan, now: float, decided_s: float | None, loads: int, unloads: int,
+                 reason: str) -> None:
+        """Switch routing to `plan` (its models are loaded); retire routes it no longer uses."""
+        self.version += 1
+        plan = plan.with_version(self.version)
+        wanted: dict[tuple[str, str], Placement] = {}
+        for fp in plan.families.values():
+            for r in fp.routes:
+                if r.weight > 0:
+                    p = plan.placement(r.device_id, r.variant)
+                    wanted[(r.device_id, r.variant)] = p or Placement(r.device_id, r.variant, 8)
+        routes: dict[tuple[str, str], _Route] = {}
+        for key, p in wanted.items():
+            old = self.routes.get(key)
+            if old is not None and old.placement.instances == p.instances and old.placement.threads == p.threads:
+                old.placement = p
+                cap = self._cap(p)
+                if hasattr(old.policy, "batch_cap"):
+                    old.policy.batch_cap = cap
+                routes[key] = old
+            else:
+                routes[key] = self._new_route(p, plan)
+        for key, r in self.routes.items():
+            if routes.get(key) is not r:
+                r.retired = True
+                self.retired.append(r)
+                self.push(now + self.cfg.drain_s, _UNLOAD, r)
+        self.routes = routes
+        for family, fp in plan.families.items():
+            live = [r for r in fp.routes if r.weight > 0]
+            weights = {i: r.weight for i, r in enumerate(live)}
+            old = self.rr.get(family)
+            same = old is not None and [x.key for x in self.rr_routes[family]] == \
+                [(r.device_id, r.variant) for r in live] and old.weights == weights
+            if not same:  # as RoutingTable: unchanged routes keep their round-robin credit
+                self.rr[family] = SmoothWeightedRoundRobin(weights)
+            self.rr_routes[family] = [routes[(r.device_id, r.variant)] for r in live]
+        self.plan = plan
+        self.view.plan = plan
+        if decided_s is not None and loads:
+            self.last_apply_s = now - decided_s
+        self.events.append(PlanEvent(
+            time_s=round(now, 6), version=plan.version, loads=loads, unloads=unloads,
+            demand_rps={f: round(fp.demand_rps, 3) for f, fp in plan.families.items()},
+            routes={f: [(r.device_id, r.variant, round(r.weight, 4)) for r in fp.routes]
+                    for f, fp in plan.families.items()},
+            decided_s=None if decided_s is None else round(decided_s, 6), reason=reason))
+
+    def _cap(self, p: Placement) -> int:
+        v = self.sim.catalog.variants[p.variant]
+        cap = p.batch_cap
+        if v.max_batch_size > 0:
+            cap = min(cap, v.max_batch_size)
+        return max(1, cap)
+
+    def _new_route(self, p: Placement, plan: Plan) -> _Route:
+        shim = self.cfg.shim
+        cap = self._cap(p)
+        route = _Route((p.device_id, p.variant), self.devices[p.device_id], self.sim.variant_index[p.variant],
+                       self.sim.device_index[p.device_id])
+        cls = self.sim.device_class[p.device_id]
+        records = self.sim.profiles.for_pair(p.variant, cls)
+        model = (LatencyModel.from_profiles(records, shim.percentile, instances=p.instances, threads=p.threads)
+                 if records else LatencyModel.learned())
+        family = self.sim.catalog.variants[p.variant].family
+        slo = plan.families[family].slo_ms if family in plan.families else 0.0
+        route.policy = make_policy(shim.policy, model=model, batch_cap=cap,
+                                   slo_s=slo / 1000.0 if slo > 0 else None, slack_s=shim.slack_ms / 1000.0)
+        route.max_in_flight = shim.max_in_flight or p.instances
+        route.lanes = p.instances
+        route.placement = p
+        # service model for batch sizes up to the largest a policy may send (AIMD never exceeds the cap)
+        route.median_s, route.sigma = self.sim._service(p.variant, cls, p.instances, p.threads, cap)
+        return route
+
+    def _start_apply(self, target: Plan, now: float, reason: str) -> None:
+        diff = compute_diff(target, self._loaded_now(), self.plan, set(self.sim.catalog.variants))
+        if diff.is_empty:
+            return
+        per_device: dict[str, float] = {}
+        for p in diff.load + diff.reload:
+            per_device[p.device_id] = per_device.get(p.device_id, 0.0) + self.sim.load_delay_s(p.variant)
+        # loads run in parallel over devices; the shims pick the published plan up on their next
+        # poll (half a poll period on average)
+        delay = max(per_device.values(), default=0.0) + self.cfg.shim.poll_s / 2
+        self.pending = _Pending(target, now, len(diff.load) + len(diff.reload), len(diff.unload), reason)
+        self.push(now + delay, _SWITCH, None)
+
+    def _tick(self, now: float) -> None:
+        """One controller tick, as `Controller.tick`: ingest the telemetry seconds that are final,
+        update the estimates, and re-plan when the controller's rule says so (not while an apply
+        is in progress, and demand/miss triggers only after the dwell time)."""
+        ctl, view, cfg = self.controller, self.view, self.cfg
+        s = int(round(now)) - cfg.lateness_s - 1  # the second that became final at this tick
+        if s >= 0:
+            for f, counts in self.arrivals_per_second.items():
+                arrivals = int(counts[s]) if s < len(counts) else 0
+                ctl.tracker.observe(f, s, float(arrivals))
+                ctl._misses.setdefault(f, deque(maxlen=MISS_WINDOW_S)).append(
+                    (self.misses.pop((f, s), 0), arrivals))
+        ctl.tracker.set_horizon(max(2.0, self.last_apply_s + cfg.tick_s))
+        view.estimates = ctl.tracker.estimates()
+        if self.pending is not None or not cfg.replan:
+            return
+        reason = ctl._demand_reason() or ctl._miss_reason()
+        if reason is None or (view.plan is not None and now - ctl.last_change < cfg.dwell_s):
+            return
+        ctl.last_change = now
+        self.stats.solves += 1
+        t0 = time.perf_counter()
+        target = self.sim.plan_for(self.policy, view.planning_demand(), self.plan)
+        self.stats.solve_s += time.perf_counter() - t0
+        self._start_apply(target, now, reason)
+        for window in ctl._misses.values():
+            window.clear()  # as the controller: misses under the old plan do not count against the new one
+
+    # --- requests -----------------------------------------------------------------------------
+
+    def _drive(self, route: _Route, now: float) -> None:
+        """Ask the route's policy what to do now, and do it (drop, send, or schedule a wake-up)."""
+        policy = route.policy
+        queue = route.queue
+        while True:
+            d = policy.decide(queue.values(), now, route.in_flight < route.max_in_flight)
+            if d.drop:
+                status = self.status
+                finish = self.finish
+                for rid in d.drop:
+                    del queue[rid]
+                    status[rid] = DROPPED
+                    finish[rid] = now
+                    self._miss(rid, now)
+                    self.served_by[rid] = route.variant_index
+                    self.served_on[rid] = route.device_index
+            if d.send:
+                batch = [queue.pop(rid) for rid in d.send]
+                route.in_flight += 1
+                self._submit(route, batch, now)
+                continue
+            wake = d.wake_at
+            if wake is not None and queue:
+                if wake <= now:
+                    wake = now + WAKE_PAST_S
+                if route.wake_at is None or wake < route.wake_at - EPS_S:
+                    route.wake_at = wake
+                    self.push(wake, _WAKE, route)
+            return
+
+    def _submit(self, route: _Route, batch: list, now: float) -> None:
+        dev = route.device
+        self.stats.batches += 1
+        if dev.busy < route.lanes:
+            self._start(route, batch, now, now)
+        else:
+            dev.waiting.append((route, batch, now))
+
+    def _start(self, route: _Route, batch: list, sent_at: float, now: float) -> None:
+        dev = route.device
+        dev.busy += 1
+        b = len(batch)
+        if b >= len(route.median_s):  # beyond the modelled cap (should not happen): extend linearly
+            service = route.median_s[-1] * b / (len(route.median_s) - 1)
+        else:
+            service = route.median_s[b]
+            sigma = route.sigma[b]
+            if sigma > 0:
+                service *= math.exp(sigma * self.rng.gauss(0.0, 1.0))
+        self.push(now + service, _DONE, (route, batch, sent_at))
+
+    def _done(self, payload, now: float) -> None:
+        route, batch, sent_at = payload
+        dev = route.device
+        dev.busy -= 1
+        route.in_flight -= 1
+        route.policy.observe(len(batch), now - sent_at)
+        status, finish, by, on = self.status, self.finish, self.served_by, self.served_on
+        vi, di = route.variant_index, route.device_index
+        for r in batch:
+            rid = r.id
+            if now <= r.deadline_s + EPS_S:
+                status[rid] = OK
+            else:
+                status[rid] = LATE
+                self._miss(rid, now)
+            finish[rid] = now
+            by[rid] = vi
+            on[rid] = di
+        while dev.waiting and dev.busy < dev.waiting[0][0].lanes:
+            nroute, nbatch, nsent = dev.waiting.popleft()
+            self._start(nroute, nbatch, nsent, now)
+        if route.queue or not route.retired:
+            self._drive(route, now)
+
+    def _miss(self, rid: int, now: float) -> None:
+        key = (self.family_of[rid], int(now))
+        self.misses[key] = self.misses.get(key, 0) + 1
+
+    def _unload(self, route: _Route, now: float) -> None:
+        """A retired route's model unloads: whatever is still queued there fails."""
+        for rid in list(route.queue):
+            self._miss(rid, now)
+            self.status[rid] = ERROR
+            self.finish[rid] = now
+            self.served_by[rid] = route.variant_index
+            self.served_on[rid] = route.device_index
+        route.queue.clear()
+
+    # --- main loop ----------------------------------------------------------------------------
+
+    def run(self) -> Run:
+        sim, cfg, trace = self.sim, self.cfg, self.trace
+        demand0 = sim.initial_demand(trace)
+        plan0 = sim.plan_for(self.policy, demand0, None)
+        self.stats.solves += 1
+        self._install(plan0, 0.0, None, len(plan0.placements), 0, "initial plan")
+        self.controller.last_change = 0.0
+        for k in range(1, int(math.ceil(self.duration_s)) + 1):
+            if k * cfg.tick_s <= self.duration_s:
+                self.push(k * cfg.tick_s, _TICK, None)
+
+        times = trace.time_s.tolist()
+        deadlines = (trace.deadline_ms / 1000.0).tolist()
+        families = trace.family.tolist()
+        n = len(times)
+        heap = self.heap
+        pop = heapq.heappop
+        i = 0
+        events = 0
+        status = self.status
+        inf = math.inf
+        while i < n or heap:
+            t_next = times[i] if i < n else inf
+            if heap and heap[0][0] <= t_next:
+                now, _, kind, payload = pop(heap)
+                events += 1
+                if kind == _DONE:
+                    self._done(payload, now)
+                elif kind == _WAKE:
+                    route = payload
+                    if route.wake_at is not None and abs(route.wake_at - now) <= EPS_S:
+                        route.wake_at = None
+                        if route.queue:
+                            self._drive(route, now)
+                elif kind == _TICK:
+                    self._tick(now)
+                elif kind == _SWITCH:
+                    p = self.pending
+                    self.pending = None
+                    self._install(p.plan, now, p.decided_s, p.loads, p.unloads, p.reason)
+                elif kind == _UNLOAD:
+                    self._unload(payload, now)
+                continue
+            # the next event is an arrival
+            now = t_next
+            events += 1
+            fam = families[i]
+            rr = self.rr.get(fam)
+            k = rr.pick() if rr is not None else None
+            if k is None:
+                status[i] = UNSERVED
+                self.finish[i] = now
+                self._miss(i, now)
+            else:
+                route = self.rr_routes[fam][k]
+                route.queue[i] = _Req(i, now, now + deadlines[i])
+                # A busy route's policy can only drop hopeless requests (time-triggered: its wake-up
+                # and the next completion call it); skipping the call here changes no outcome.
+                if route.in_flight < route.max_in_flight:
+                    self._drive(route, now)
+            i += 1
+        self.stats.events = events
+        return self._result()
+
+    def _result(self) -> Run:
+        sim, trace = self.sim, self.trace
+        arrival = trace.time_s
+        finish = np.array(self.finish, dtype=np.float64)
+        codes = np.array(self.status, dtype=np.int64)
+        by = np.array(self.served_by, dtype=np.int64)
+        on = np.array(self.served_on, dtype=np.int64)
+        names = np.array(sim.variants + [""], dtype=object)
+        devs = np.array(sim.devices + [""], dtype=object)
+        acc = np.array([sim.catalog.variants[v].accuracy for v in sim.variants] + [0.0])
+        answered = (codes == OK) | (codes == LATE)
+        outcomes = Outcomes(arrival_s=arrival.copy(), family=trace.family.copy(),
+                            deadline_ms=trace.deadline_ms.copy(),
+                            status=np.array(STATUS_NAMES, dtype=object)[codes],
+                            latency_ms=(finish - arrival) * 1000.0,
+                            variant=names[by], device=devs[on], accuracy=np.where(answered, acc[by], 0.0))
+        s = self.stats
+        notes = [f"simulated: {s.events} events, {s.batches} batches, {s.solves} plans solved "
+                 f"({s.solve_s:.2f} s in the planner)"]
+        return Run(self.policy, outcomes, self.events, float(self.duration_s), "simulated", notes)

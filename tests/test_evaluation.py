@@ -1,0 +1,77 @@
+"""Metrics over per-request outcomes (orchestrator/evaluation.py): hand-made runs with known answers."""
+
+import math
+
+import numpy as np
+import pytest
+
+from orchestrator.evaluation import (Outcomes, PlanEvent, Run, csv_table, markdown_table, summarise,
+                                     worst_window_accuracy)
+
+
+def outcomes(rows):
+    """rows: (arrival_s, status, latency_ms, variant, accuracy)."""
+    return Outcomes.from_rows([{"arrival_s": a, "family": "resnet", "deadline_ms": 100.0, "status": s,
+                                "latency_ms": lat, "variant": v, "device": "cpu0" if v else "", "accuracy": acc}
+                               for a, s, lat, v, acc in rows])
+
+
+def test_effective_accuracy_counts_every_request_and_only_met_deadlines():
+    o = outcomes([(0.1, "ok", 50.0, "resnet50", 76.0), (0.2, "ok", 60.0, "resnet18", 70.0),
+                  (0.3, "late", 150.0, "resnet50", 76.0), (0.4, "dropped", 1.0, "resnet50", 0.0),
+                  (0.5, "unserved", 0.0, "", 0.0)])
+    s = summarise(Run("x", o, duration_s=1.0))
+    assert s.effective_accuracy == pytest.approx((76.0 + 70.0) / 5)
+    assert s.miss_ratio == pytest.approx(3 / 5)
+    assert s.served_rps == pytest.approx(3.0)  # ok + late
+    assert s.goodput_rps == pytest.approx(2.0)
+    assert s.drop_ratio == pytest.approx(1 / 5)
+    assert s.error_ratio == pytest.approx(1 / 5)
+    assert s.served_accuracy == pytest.approx((76 + 70 + 76) / 3)
+    assert s.p50_ms == pytest.approx(60.0)  # percentiles over answered requests only
+
+
+def test_worst_window_finds_the_bad_ten_seconds():
+    rows = []
+    for sec in range(60):
+        good = not 30 <= sec < 40
+        rows.append((sec + 0.5, "ok" if good else "dropped", 10.0, "resnet50", 76.0 if good else 0.0))
+    o = outcomes(rows)
+    assert worst_window_accuracy(o, 10.0, 60.0) == pytest.approx(0.0)
+    assert summarise(Run("x", o, duration_s=60.0)).effective_accuracy == pytest.approx(76.0 * 50 / 60)
+    # a run shorter than the window: the whole run's figure
+    short = outcomes([(0.5, "ok", 10.0, "resnet50", 76.0), (1.5, "late", 200.0, "resnet50", 76.0)])
+    assert worst_window_accuracy(short, 10.0, 2.0) == pytest.approx(38.0)
+
+
+def test_switches_count_loads_after_the_initial_plan():
+    o = outcomes([(0.1, "ok", 10.0, "resnet50", 76.0)])
+    plans = [PlanEvent(0.0, 1, 2, 0, {"resnet": 5.0}, {}), PlanEvent(12.0, 2, 1, 1, {"resnet": 20.0}, {}),
+             PlanEvent(30.0, 3, 0, 0, {"resnet": 19.0}, {})]
+    s = summarise(Run("x", o, plans, 40.0))
+    assert (s.switches, s.plan_changes) == (1, 2)
+
+
+def test_outcomes_round_trip_through_files(tmp_path):
+    o = outcomes([(0.25, "ok", 12.5, "resnet18", 69.758), (0.5, "error", math.nan, "", 0.0)])
+    run = Run("milp", o, [PlanEvent(0.0, 1, 1, 0, {"resnet": 3.0}, {"resnet": [("cpu0", "resnet18", 1.0)]})], 1.0)
+    run.save(tmp_path)
+    back = Run.load(tmp_path, "milp")
+    assert back.outcomes.status.tolist() == ["ok", "error"]
+    assert back.outcomes.latency_ms[0] == pytest.approx(12.5) and math.isnan(back.outcomes.latency_ms[1])
+    assert back.plans[0].routes == {"resnet": [("cpu0", "resnet18", 1.0)]}
+    assert summarise(back) == summarise(run)
+
+
+def test_tables_have_one_row_per_run():
+    o = outcomes([(0.1, "ok", 10.0, "resnet50", 76.0)])
+    runs = [summarise(Run(p, o, duration_s=1.0)) for p in ("milp", "clipper-ha")]
+    md = markdown_table(runs)
+    assert md.count("\n") == 4 and "| milp |" in md and "| clipper-ha |" in md
+    assert csv_table(runs).splitlines()[0].startswith("policy,requests")
+
+
+def test_unsorted_rows_are_ordered_by_arrival():
+    o = outcomes([(2.0, "ok", 1.0, "a", 1.0), (1.0, "late", 1.0, "b", 2.0)])
+    assert o.arrival_s.tolist() == [1.0, 2.0] and o.variant.tolist() == ["b", "a"]
+    assert np.array_equal(o.met, [False, True])

@@ -1,0 +1,110 @@
+"""The discrete-event simulator (orchestrator/simulator.py): pure, fast, no Triton."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from orchestrator import scenarios
+from orchestrator.batching import LatencyModel, SimRequest, make_policy, simulate_route
+from orchestrator.evaluation import summarise
+from orchestrator.simulator import SimConfig, Simulator
+from orchestrator.trace import Trace
+from orchestrator.workloads import ConstantRate, FamilyLoad, MarkovModulatedRate, StepRate, generate
+
+SLO = {"resnet": 300.0}
+
+
+def small(devices=2, **config):
+    sc = scenarios.small_resnet(devices=devices, slo_ms=300.0)
+    return sc, Simulator(sc.catalog, sc.cluster, sc.profiles, SLO, SimConfig(**config))
+
+
+def constant(rate, duration=30.0, seed=1):
+    return generate([FamilyLoad("resnet", ConstantRate(rate), 300.0)], duration, seed=seed)
+
+
+def test_every_request_gets_exactly_one_outcome_and_runs_are_deterministic():
+    _, sim = small()
+    trace = generate([FamilyLoad("resnet", MarkovModulatedRate((8.0, 40.0), (10.0, 5.0)), 300.0)], 60, seed=3)
+    a, b = sim.run(trace, "milp"), sim.run(trace, "milp")
+    assert len(a.outcomes) == len(trace)
+    assert set(a.outcomes.status.tolist()) <= {"ok", "late", "dropped", "error", "unserved"}
+    assert np.array_equal(a.outcomes.status, b.outcomes.status)
+    assert np.allclose(a.outcomes.latency_ms, b.outcomes.latency_ms, equal_nan=True)
+    answered = a.outcomes.answered
+    assert np.all(a.outcomes.latency_ms[answered] > 0)
+    assert np.all(a.outcomes.variant[answered] != "")
+
+
+def test_light_load_meets_every_deadline_with_the_planned_variants():
+    sc, sim = small(noise=False)
+    run = sim.run(constant(4.0), "clipper-ha")
+    s = summarise(run)
+    assert s.miss_ratio == 0.0
+    best = max(v.accuracy for v in sc.catalog.variants.values()
+               if v.name in set(run.outcomes.variant.tolist()))
+    assert s.effective_accuracy == pytest.approx(best)
+
+
+def test_overload_misses_deadlines_and_accuracy_scaling_serves_more():
+    _, sim = small()
+    trace = constant(40.0)  # well above what resnet50 serves on two one-core devices
+    ha, milp = summarise(sim.run(trace, "clipper-ha")), summarise(sim.run(trace, "milp"))
+    assert ha.miss_ratio > 0.3
+    assert milp.goodput_rps > ha.goodput_rps
+    assert milp.effective_accuracy > ha.effective_accuracy
+
+
+def test_a_demand_step_replans_after_the_dwell_and_switches_after_the_load_delay():
+    _, sim = small(load_fixed_s=3.0, load_s_per_gb=0.0, dwell_s=5.0)
+    trace = generate([FamilyLoad("resnet", StepRate((4.0, 40.0), 20.0), 300.0)], 50, seed=2)
+    run = sim.run(trace, "milp")
+    later = run.plans[1:]
+    assert later, "the step should trigger a re-plan"
+    with_loads = [p for p in later if p.loads]
+    assert with_loads and all(p.time_s - p.decided_s >= 3.0 for p in with_loads)
+    assert all(p.decided_s >= 20.0 for p in later)  # nothing to do before the step
+    # served variants: the fast one appears only after the first switch
+    first_switch = min(p.time_s for p in with_loads)
+    early = run.outcomes.arrival_s < first_switch
+    assert "resnet18" not in set(run.outcomes.variant[early].tolist())
+    assert "resnet18" in set(run.outcomes.variant[~early].tolist())
+
+
+def test_without_replanning_the_first_plan_stays():
+    _, sim = small(replan=False)
+    trace = generate([FamilyLoad("resnet", StepRate((4.0, 40.0), 20.0), 300.0)], 40, seed=2)
+    assert len(sim.run(trace, "milp").plans) == 1
+
+
+def test_one_route_matches_the_batching_modules_own_event_loop():
+    """The simulator drives the same policy objects as batching.simulate_route: with one device,
+    one static route and exact (p50) service times both give the same outcome per request."""
+    sc, sim = small(devices=1, noise=False, replan=False)
+    trace = constant(9.0, duration=60.0, seed=5)
+    run = sim.run(trace, "clipper-ha")
+    (placement,) = run.plans[0].routes["resnet"]
+    device, variant, _ = placement
+    records = sc.profiles.for_pair(variant, "cpu-1t")
+    p = next(p for p in sim.plan_for("clipper-ha", sim.initial_demand(trace), None).placements)
+    p50 = LatencyModel.from_profiles(records, "p50", instances=p.instances, threads=p.threads)
+    policy = make_policy("proteus", model=LatencyModel.from_profiles(records, "p95", instances=p.instances,
+                                                                     threads=p.threads),
+                         batch_cap=p.batch_cap, slo_s=0.3, slack_s=0.002)
+    arrivals = [SimRequest(i, t, t + 0.3) for i, t in enumerate(trace.time_s.tolist())]
+    ref = simulate_route(policy, arrivals, p50.seconds, max_in_flight=p.instances)
+    ref_met = np.zeros(len(trace), dtype=bool)
+    for o in ref.outcomes:
+        ref_met[o.id] = o.met
+    assert np.array_equal(run.outcomes.met, ref_met)
+
+
+def test_proteus_scale_runs_with_every_policy():
+    sc = scenarios.proteus_scale(devices=40)
+    sim = Simulator(sc.catalog, sc.cluster, sc.profiles, sc.slo_ms, SimConfig())
+    loads = [FamilyLoad(f, ConstantRate(d / 50), sc.slo_ms[f]) for f, d in sc.demand_rps.items()]
+    trace = generate(loads, 3.0, seed=0)
+    for policy in ("milp", "model-switching", "clipper-ha", "clipper-ht", "infaas"):
+        s = summarise(sim.run(trace, policy))
+        assert s.requests == len(trace) and 0.0 <= s.miss_ratio < 0.2, policy
