@@ -7,15 +7,12 @@ import json
 import shutil
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.catalog import Catalog
 from orchestrator.cluster import Cluster
-from orchestrator.controlplane.app import HttpServer, create_app
-from orchestrator.controlplane.controller import Controller
-from orchestrator.controlplane.service import ControlPlane, ControlPlaneConfig
-from orchestrator.controlplane.store import Store
+from orchestrator.controlplane.server import ControlPlaneServer
+from orchestrator.controlplane.service import ControlPlaneConfig
 from orchestrator.profiles import ProfileRecord, ProfileSet
 from orchestrator.triton.runtime import ClusterRuntime
 
@@ -45,41 +42,16 @@ def cluster_for(model_repo: Path, devices: int = 2, memory_mb: int = 700) -> Clu
     return Cluster.from_dict(raw)
 
 
-@dataclass
-class Running:
-    cp: ControlPlane
-    runtime: ClusterRuntime
-    http: HttpServer
-    controller: Controller | None
-
-    @property
-    def url(self) -> str:
-        return self.http.url
-
-
 @contextlib.contextmanager
 def running_control_plane(model_repo: Path, db_path: str = ":memory:", runtime: ClusterRuntime | None = None,
-                          controller: bool = False, **config):
-    """A control plane over `runtime` (or fresh embedded servers, stopped at the end)."""
-    catalog = Catalog.load(model_repo)
-    own_runtime = runtime is None
-    if runtime is None:
-        runtime = ClusterRuntime(cluster_for(model_repo), model_repo).start()
-    cfg = ControlPlaneConfig(token=TOKEN, db_path=db_path, **{"drain_s": 0.2, **config})
-    store = Store(db_path)
-    cp = ControlPlane(runtime.cluster, catalog, synthetic_profiles(catalog), runtime, store, cfg)
-    http = HttpServer(create_app(cp), port=0).start()
-    ctl = Controller(cp).start() if controller else None
-    try:
-        cp.resume()
-        yield Running(cp, runtime, http, ctl)
-    finally:
-        if ctl is not None:
-            ctl.stop()
-        http.stop()
-        store.close()
-        if own_runtime:
-            runtime.stop()
+                          controller: bool = False, devices: int = 2, **config):
+    """A started ControlPlaneServer over `runtime` (or fresh embedded servers, stopped at the end)."""
+    cluster = runtime.cluster if runtime is not None else cluster_for(model_repo, devices)
+    cfg = ControlPlaneConfig(token=TOKEN, db_path=str(db_path), **{"drain_s": 0.2, **config})
+    server = ControlPlaneServer(cluster, synthetic_profiles(Catalog.load(model_repo)), cfg, model_repository=model_repo,
+                                runtime=runtime, port=0, controller=controller)
+    with server:
+        yield server
 
 
 def call(url: str, method: str = "GET", body=None, token: str | None = TOKEN, raw: bytes | None = None,

@@ -15,6 +15,7 @@ from orchestrator.controlplane.auth import require_token
 from orchestrator.controlplane.executor import ApplyBusy
 from orchestrator.controlplane.intake import BadTelemetry
 from orchestrator.controlplane.metrics import prometheus_text
+from orchestrator.controlplane.planning import policies
 from orchestrator.controlplane.service import ControlPlane, NotFound
 from orchestrator.errors import UserError
 from orchestrator.plan import Plan
@@ -232,7 +233,6 @@ def update_controller():
             raise UserError(f"estimator must be one of {', '.join(ESTIMATORS)}, not {body['estimator']!r}")
         c.estimator = body["estimator"]
     if "policy" in body:
-        from orchestrator.controlplane.planning import policies
         if body["policy"] not in policies():
             raise UserError(f"policy must be one of {', '.join(policies())}, not {body['policy']!r}")
         c.policy = body["policy"]
@@ -273,6 +273,7 @@ def state():
         families=cp().family_settings(), estimates=cp().estimates,
         controller={"auto": cp().config.auto, "estimator": cp().config.estimator, "policy": cp().config.policy,
                     "busy": cp().executor.busy, "clients": cp().intake.active_clients(now)},
+        policies=policies(),
         decisions=cp().store.decisions(30),
         history=cp().store.history(since=int_arg("since", int(now) - 300)),
         switches=[d for d in cp().store.decisions(200, since=now - 3600) if d["kind"] in ("apply", "replan", "rollback")],
