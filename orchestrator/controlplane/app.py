@@ -71,7 +71,10 @@ class HttpServer:
 
     def __init__(self, app: Flask, host: str = "127.0.0.1", port: int = 8080):
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        self._server = make_server(host, port, app, threaded=True)
+        try:
+            self._server = make_server(host, port, app, threaded=True)
+        except OSError as e:
+            raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
         self.host = host
         self.port = self._server.server_port
         self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
