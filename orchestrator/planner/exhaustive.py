@@ -82,4 +82,25 @@ def _fixed_hosting_value(prob: Problem, w, hosting: dict[str, tuple[Option, ...]
     obj.SetMaximization()
     if lp.Solve() != pywraplp.Solver.OPTIMAL:
         return -float("inf")
-    return obj.Value() + fixed
+    return (obj.Value() + fixed) / w.scale
+
+
+def plan_value(prob: Problem, plan) -> float:
+    """The MILP objective of a concrete plan, from its placements and served throughputs
+    (loads counted against each named device's current hosting)."""
+    w = weights_for(prob)
+    group_of = {d.id: g for g in prob.groups for d in g.devices}
+    value = 0.0
+    used = set()
+    for p in plan.placements:
+        g = group_of.get(p.device_id)
+        if g is None:
+            continue  # reserved devices are carried, not planned
+        o = next(o for o in g.options if o.key == (p.variant, p.instances, p.threads))
+        value += p.served_rps * w.accuracy * o.accuracy
+        if prob.request.current is not None and o.key not in prob.current.get(p.device_id, set()):
+            value -= w.load(o)
+        used.add(p.device_id)
+    value -= sum(w.device_cost(group_of[d]) for d in used)
+    value -= w.served * sum(prob.demand[f] - plan.families[f].served_rps for f in prob.families)
+    return value / w.scale

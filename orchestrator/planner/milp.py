@@ -35,6 +35,7 @@ from orchestrator.planner.assemble import assemble
 from orchestrator.planner.capacity import Option
 from orchestrator.planner.problem import Group, Problem
 
+COST_MODE_TIE = 1e-2  # cost mode: accuracy and switching only break ties between equally cheap plans
 _STATUS = {pywraplp.Solver.OPTIMAL: "OPTIMAL", pywraplp.Solver.FEASIBLE: "FEASIBLE",
            pywraplp.Solver.INFEASIBLE: "INFEASIBLE", pywraplp.Solver.UNBOUNDED: "UNBOUNDED",
            pywraplp.Solver.ABNORMAL: "ABNORMAL", pywraplp.Solver.NOT_SOLVED: "NOT_SOLVED"}
@@ -51,6 +52,7 @@ class Weights:
     switch_cost: float
     max_memory_mb: float
     utilisation_cap: float
+    scale: float  # the objective is reported divided by this (normalised units)
 
     def flow(self, o: Option) -> float:
         """Objective gain per rps routed to option o."""
@@ -66,18 +68,20 @@ class Weights:
 
 
 def weights_for(prob: Problem) -> Weights:
+    """Normalised weights (served share, accuracy share, cost share) times `scale`, chosen so that
+    one accuracy point x rps is worth 1: the solver's reduced costs then separate variants whose
+    accuracies differ by a fraction of a point (normalised, they drown in its 1e-7 tolerances)."""
     opts = prob.request.options
     demand = sum(prob.demand.values()) or 1.0
     total_cost = sum(d.cost_per_hour for g in prob.groups for d in g.devices)
     max_mem = max((o.memory_mb for g in prob.groups for o in g.options), default=1.0)
-    if opts.objective == "cost":
-        tie = 1e-3
-        return Weights(served=opts.served_weight / demand, accuracy=tie / (100 * demand), switch=tie / (100 * demand),
-                       device=1.0 / total_cost if total_cost > 0 else 0.0, switch_cost=opts.switch_cost,
-                       max_memory_mb=max_mem, utilisation_cap=opts.utilisation_cap)
-    return Weights(served=opts.served_weight / demand, accuracy=1.0 / (100 * demand), switch=1.0 / (100 * demand),
-                   device=opts.device_cost_weight / total_cost if total_cost > 0 else 0.0,
-                   switch_cost=opts.switch_cost, max_memory_mb=max_mem, utilisation_cap=opts.utilisation_cap)
+    tie = COST_MODE_TIE if opts.objective == "cost" else 1.0  # weight of accuracy and switching
+    scale = 100.0 * demand / tie
+    device = (1.0 if opts.objective == "cost" else opts.device_cost_weight)
+    return Weights(served=scale * opts.served_weight / demand, accuracy=scale * tie / (100 * demand),
+                   switch=scale * tie / (100 * demand),
+                   device=scale * device / total_cost if total_cost > 0 else 0.0, switch_cost=opts.switch_cost,
+                   max_memory_mb=max_mem, utilisation_cap=opts.utilisation_cap, scale=scale)
 
 
 def shared_slots(prob: Problem) -> int:
@@ -108,17 +112,16 @@ def solve_milp(prob: Problem) -> Plan:
             floor_rows[f] = solver.Constraint(0.0, inf, f"floor_{f}")
     cost_on = w.device > 0
     r = shared_slots(prob)
-    built = []  # per group: (group, concrete, slots [(y, xs)], dedicated {o: (n, xd)})
+    with_current = prob.request.current is not None
+    built = []  # per group: (group, slot devices, slots [(y, xs)], pool devices, dedicated {o: (n, xd)})
     for gi, g in enumerate(prob.groups):
         if not g.options:
-            built.append((g, False, [], {}))
+            built.append((g, [], [], [], {}))
             continue
-        n_dev = len(g.devices)
-        n_slots = min(n_dev, r)
-        concrete = n_slots == n_dev
+        slot_devs, pool = split_devices(prob, g, r)
         slots = []
-        for s in range(n_slots):
-            cur = prob.current.get(g.devices[s].id, set()) if concrete else set()
+        for s, dev in enumerate(slot_devs):
+            cur = prob.current.get(dev.id, set())
             time_row = solver.Constraint(-inf, u, f"time_{gi}_{s}")
             mem_row = solver.Constraint(-inf, g.memory_mb, f"mem_{gi}_{s}")
             ys, xs = {}, {}
@@ -127,13 +130,14 @@ def solve_milp(prob: Problem) -> Plan:
                 objective.SetCoefficient(z, -w.device_cost(g))
             for oi, o in enumerate(g.options):
                 y = solver.BoolVar(f"y_{gi}_{s}_{oi}")
-                x = solver.NumVar(0.0, u * o.capacity_rps, f"xs_{gi}_{s}_{oi}")
+                big_m = min(u * o.capacity_rps, prob.demand[o.family])  # tighter than capacity alone
+                x = solver.NumVar(0.0, big_m, f"xs_{gi}_{s}_{oi}")
                 ys[o], xs[o] = y, x
-                _link(solver, x, y, u * o.capacity_rps)
+                _link(solver, x, y, big_m)
                 time_row.SetCoefficient(x, 1.0 / o.capacity_rps)
                 mem_row.SetCoefficient(y, o.memory_mb)
                 objective.SetCoefficient(x, w.flow(o))
-                if concrete and o.key not in cur and prob.request.current is not None:
+                if with_current and o.key not in cur:
                     objective.SetCoefficient(y, -w.load(o))
                 if z is not None:
                     _link(solver, y, z, 1.0)
@@ -142,21 +146,20 @@ def solve_milp(prob: Problem) -> Plan:
                     floor_rows[o.family].SetCoefficient(x, o.accuracy - prob.request.accuracy_floor[o.family].value)
             _one_config_per_variant(solver, ys)
             slots.append((ys, xs))
-        if not concrete:
-            # slots are interchangeable: order them by how many options they host
-            for (ya, _), (yb, _) in zip(slots, slots[1:]):
+        # slots that host the same now are interchangeable: order them by how many options they host
+        for s in range(len(slots) - 1):
+            if prob.current.get(slot_devs[s].id, set()) == prob.current.get(slot_devs[s + 1].id, set()):
                 row = solver.Constraint(0.0, inf)
-                for y in ya.values():
+                for y in slots[s][0].values():
                     row.SetCoefficient(y, 1.0)
-                for y in yb.values():
+                for y in slots[s + 1][0].values():
                     row.SetCoefficient(y, -1.0)
         dedicated = {}
-        spare = n_dev - n_slots
-        if spare > 0:
-            count_row = solver.Constraint(-inf, spare, f"count_{gi}")
+        if pool:
+            count_row = solver.Constraint(-inf, len(pool), f"count_{gi}")
             for oi, o in enumerate(g.options):
-                n = solver.IntVar(0, spare, f"n_{gi}_{oi}")
-                x = solver.NumVar(0.0, u * o.capacity_rps * spare, f"xd_{gi}_{oi}")
+                n = solver.IntVar(0, len(pool), f"n_{gi}_{oi}")
+                x = solver.NumVar(0.0, min(u * o.capacity_rps * len(pool), prob.demand[o.family]), f"xd_{gi}_{oi}")
                 _link(solver, x, n, u * o.capacity_rps)
                 count_row.SetCoefficient(n, 1.0)
                 objective.SetCoefficient(x, w.flow(o))
@@ -166,9 +169,9 @@ def solve_milp(prob: Problem) -> Plan:
                 if o.family in floor_rows:
                     floor_rows[o.family].SetCoefficient(x, o.accuracy - prob.request.accuracy_floor[o.family].value)
                 dedicated[o] = (n, x)
-        if not concrete and prob.request.current is not None:
-            _group_switching(solver, objective, prob, g, gi, slots, dedicated, w)
-        built.append((g, concrete, slots, dedicated))
+            if with_current:
+                _pool_switching(solver, objective, prob, pool, gi, dedicated, w)
+        built.append((g, slot_devs, slots, pool, dedicated))
     for f, flows in family_flow.items():
         # served + unserved = demand; the objective charges unserved (equivalent to paying for
         # served, minus a constant) so that the relative gap measures the accuracy terms
@@ -190,13 +193,13 @@ def solve_milp(prob: Problem) -> Plan:
     if status not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
         info = SolverInfo(status=name, time_ms=(t2 - t0) * 1000, solver="SCIP")
         return assemble(prob, "milp", {}, info, notes=(f"solver returned {name}; nothing is placed",))
-    obj = objective.Value()
-    bound = objective.BestBound()
+    obj = objective.Value() / w.scale
+    bound = objective.BestBound() / w.scale
     gap = abs(bound - obj) / max(abs(obj), 1e-9) if status == pywraplp.Solver.FEASIBLE else 0.0
     hosted = {}
     loads = 0
-    for g, concrete, slots, dedicated in built:
-        got, n_loads = _assign(prob, g, concrete, slots, dedicated)
+    for g, slot_devs, slots, pool, dedicated in built:
+        got, n_loads = _assign(prob, g, slot_devs, slots, pool, dedicated)
         hosted.update(got)
         loads += n_loads
     t3 = time.perf_counter()
@@ -226,70 +229,63 @@ def _one_config_per_variant(solver, ys: dict[Option, object]) -> None:
                 row.SetCoefficient(y, 1.0)
 
 
-def _group_switching(solver, objective, prob: Problem, g: Group, gi: int, slots, dedicated, w: Weights) -> None:
-    """Loads in a counted group: max(0, hosts of o - devices of g hosting o now), a lower bound that
-    the assignment step meets whenever current hosts are not needed twice."""
-    for oi, o in enumerate(g.options):
-        hosts = [ys[o] for ys, _ in slots]
-        if o in dedicated:
-            hosts.append(dedicated[o][0])
-        cur = sum(1 for d in g.devices if o.key in prob.current.get(d.id, ()))
+def split_devices(prob: Problem, g: Group, r: int) -> tuple[list, list]:
+    """Which devices of g are shared slots (may host several options) and which form the pool of
+    single-option devices counted by `n`. Devices hosting several options now are always slots,
+    so every pool device hosts at most one option now and the pool's load count is exact."""
+    def current(d):
+        return prob.current.get(d.id, set())
+    multi = [d for d in g.devices if len(current(d)) >= 2]
+    n_slots = min(len(g.devices), max(r, len(multi)))
+    rest = sorted((d for d in g.devices if len(current(d)) < 2), key=lambda d: (len(current(d)), d.id))
+    slots = multi + rest[:n_slots - len(multi)]
+    slots.sort(key=lambda d: (sorted(current(d)), d.id))
+    return slots, rest[n_slots - len(multi):]
+
+
+def _pool_switching(solver, objective, prob: Problem, pool, gi: int, dedicated, w: Weights) -> None:
+    """Loads in the pool: max(0, n[o] - pool devices hosting exactly o now). Exact: each pool device
+    hosts at most one option now, so o goes to its current hosts first without conflicts."""
+    for oi, (o, (n, _)) in enumerate(dedicated.items()):
+        cur = sum(1 for d in pool if o.key in prob.current.get(d.id, ()))
         if cur == 0:
-            for h in hosts:
-                objective.SetCoefficient(h, objective.GetCoefficient(h) - w.load(o))
+            objective.SetCoefficient(n, objective.GetCoefficient(n) - w.load(o))
         else:
             load = solver.NumVar(0.0, solver.infinity(), f"load_{gi}_{oi}")
-            row = solver.Constraint(-solver.infinity(), float(cur))  # hosts - load <= cur
-            for h in hosts:
-                row.SetCoefficient(h, 1.0)
+            row = solver.Constraint(-solver.infinity(), float(cur))  # n - load <= cur
+            row.SetCoefficient(n, 1.0)
             row.SetCoefficient(load, -1.0)
             objective.SetCoefficient(load, -w.load(o))
 
 
-def _assign(prob: Problem, g: Group, concrete: bool, slots, dedicated) -> tuple[dict, int]:
-    """Name the devices: slot sets and dedicated counts -> device id -> [(option, served)].
-
-    Prefers devices that already host what they are given (stability). Placements that serve
-    nothing are kept only where the device hosts them now (no reload, memory was reserved)."""
+def _assign(prob: Problem, g: Group, slot_devs, slots, pool, dedicated) -> tuple[dict, int]:
+    """Name the devices: slots are devices already; pool counts go to devices that host the option
+    now, then to devices that host nothing usable, then to the rest (stability).
+    Placements that serve nothing are kept only where the device hosts them now."""
     out: dict[str, list] = {}
     cur = {d.id: prob.current.get(d.id, set()) for d in g.devices}
-    slot_sets = []
-    for ys, xs in slots:
-        chosen = [(o, xs[o].solution_value()) for o in ys if ys[o].solution_value() > 0.5]
-        slot_sets.append(chosen)
-    if concrete:
-        for d, chosen in zip(g.devices, slot_sets):
-            out[d.id] = chosen
-    else:
-        free = [d.id for d in g.devices]
-        order = {d: i for i, d in enumerate(free)}
-        want: list[tuple[Option, int, float]] = []
-        for o, (n, x) in dedicated.items():
-            k = int(round(n.solution_value()))
-            if k > 0:
-                want.append((o, k, x.solution_value() / k))
-        # 1. dedicated options onto devices hosting exactly that option now
-        remaining = []
-        for o, k, per in want:
-            exact = [d for d in free if cur[d] == {o.key}][:k]
-            for d in exact:
-                out[d] = [(o, per)]
-                free.remove(d)
-            remaining.append((o, k - len(exact), per))
-        # 2. shared slots onto the free device that already hosts most of their set
-        for chosen in sorted((c for c in slot_sets if c), key=len, reverse=True):
-            keys = {o.key for o, _ in chosen}
-            best = max(free, key=lambda d: (len(keys & cur[d]), -len(cur[d] - keys), -order[d]))
-            out[best] = chosen
-            free.remove(best)
-        # 3. the rest of the dedicated counts: current hosts first, then empty devices, then others
-        needed = {o.key for o, k, _ in remaining if k > 0}
-        for o, k, per in remaining:
-            pick = sorted(free, key=lambda d: (o.key not in cur[d], bool(cur[d] & needed), len(cur[d]),
-                                               order[d]))[:k]
-            for d in pick:
-                out[d] = [(o, per)]
-                free.remove(d)
+    for d, (ys, xs) in zip(slot_devs, slots):
+        out[d.id] = [(o, xs[o].solution_value()) for o in ys if ys[o].solution_value() > 0.5]
+    free = [d.id for d in pool]
+    order = {d: i for i, d in enumerate(free)}
+    usable = {o.key for o in g.options}
+    want = []
+    for o, (n, x) in dedicated.items():
+        k = int(round(n.solution_value()))
+        if k > 0:
+            want.append((o, k, x.solution_value() / k))
+    remaining = []
+    for o, k, per in want:
+        holders = [d for d in free if o.key in cur[d]][:k]
+        for d in holders:
+            out[d] = [(o, per)]
+            free.remove(d)
+        remaining.append((o, k - len(holders), per))
+    for o, k, per in remaining:
+        pick = sorted(free, key=lambda d: (bool(cur[d] & usable), order[d]))[:k]
+        for d in pick:
+            out[d] = [(o, per)]
+            free.remove(d)
     loads = 0
     for d in list(out):
         kept = [(o, s) for o, s in out[d] if s > 1e-9 or o.key in cur[d]]
