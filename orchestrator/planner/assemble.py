@@ -29,7 +29,7 @@ def assemble(prob: Problem, policy: str, hosted: dict[str, list[tuple[Option, fl
             rps = max(0.0, rps)
             placements.append(Placement(device_id=d.id, variant=opt.variant, batch_cap=opt.batch_cap,
                                         instances=opt.instances, threads=opt.threads,
-                                        capacity_rps=round(opt.capacity_rps, 6), served_rps=round(rps, 6)))
+                                        capacity_rps=opt.capacity_rps, served_rps=rps))
             served.setdefault(opt.family, []).append((d.id, opt, rps))
     families: dict[str, FamilyPlan] = {}
     for fam in sorted(req.demand_rps):
@@ -45,8 +45,8 @@ def assemble(prob: Problem, policy: str, hosted: dict[str, list[tuple[Option, fl
             reason = prob.no_option_reason.get(fam) or reasons.get(fam) or _capacity_reason(prob, fam, total)
         floor = req.accuracy_floor.get(fam)
         families[fam] = FamilyPlan(family=fam, slo_ms=float(req.slo_ms.get(fam, 0.0)), demand_rps=demand,
-                                   served_rps=round(total, 6), unserved_rps=round(unserved, 6), routes=routes,
-                                   effective_accuracy=round(acc, 6),
+                                   served_rps=total, unserved_rps=unserved, routes=routes,
+                                   effective_accuracy=acc,
                                    accuracy_floor=floor.value if floor else None, reason=reason)
     return Plan(version=0, policy=policy, placements=tuple(placements), families=families, solver=solver,
                 notes=tuple(notes))

@@ -82,7 +82,7 @@ def infaas(prob: Problem) -> Plan:
                       for p in prob.request.current.placements}
     for dev, keys in prob.current.items():
         g = group_of[dev]
-        usable = [o for o in g.options if o.key in keys and o.family in prob.demand]
+        usable = [o for o in _options(prob, g) if o.key in keys and o.family in prob.demand]
         if usable:
             assign[dev] = max(usable, key=lambda o: (served_now.get((dev, *o.key), 0.0), o.accuracy))
 
@@ -94,11 +94,11 @@ def infaas(prob: Problem) -> Plan:
         for d in g.devices:
             if d.id in assign:
                 continue
-            fams = [f for f in prob.families if any(o.family == f for o in g.options)]
+            fams = [f for f in prob.families if any(o.family == f for o in _options(prob, g))]
             if not fams:
                 continue
             f = max(fams, key=lambda f: (prob.demand[f] / max(cap(f), 1e-9), f))
-            assign[d.id] = _best(g, f, key=lambda o: (o.accuracy, o.capacity_rps))
+            assign[d.id] = _best(prob, g, f, key=lambda o: (o.accuracy, o.capacity_rps))
     # under load: cheapest downgrade (least accuracy lost per rps gained) until the load is met
     while True:
         short = [f for f in prob.families if cap(f) < prob.demand[f] - 1e-9]
@@ -106,7 +106,7 @@ def infaas(prob: Problem) -> Plan:
         for dev, o in assign.items():
             if o.family not in short:
                 continue
-            for alt in group_of[dev].options:
+            for alt in _options(prob, group_of[dev]):
                 if alt.family == o.family and alt.capacity_rps > o.capacity_rps:
                     rate = (o.accuracy - alt.accuracy) / (u * (alt.capacity_rps - o.capacity_rps))
                     moves.append((rate, -alt.capacity_rps, dev, alt.variant, alt))
@@ -119,7 +119,7 @@ def infaas(prob: Problem) -> Plan:
         moves = []
         for dev, o in assign.items():
             f = o.family
-            for alt in group_of[dev].options:
+            for alt in _options(prob, group_of[dev]):
                 if alt.family == f and alt.accuracy > o.accuracy:
                     after = cap(f) - u * o.capacity_rps + u * alt.capacity_rps
                     if after >= prob.demand[f] - 1e-9:
@@ -137,16 +137,23 @@ def infaas(prob: Problem) -> Plan:
 
 # --- shared helpers -------------------------------------------------------------------------
 
+def _options(prob: Problem, g: Group) -> list[Option]:
+    """A group's usable options; these policies have no notion of an average-accuracy floor, so
+    one of `value` is applied as a per-variant floor (for a single-variant policy it is the same)."""
+    floors = prob.request.accuracy_floor
+    return [o for o in g.options if o.family not in floors or o.accuracy >= floors[o.family].value]
+
+
 def _variants(prob: Problem, family: str) -> list[str]:
-    return sorted({o.variant for g in prob.groups for o in g.options if o.family == family})
+    return sorted({o.variant for g in prob.groups for o in _options(prob, g) if o.family == family})
 
 
 def _accuracy(prob: Problem, family: str, variant: str) -> float:
-    return next(o.accuracy for g in prob.groups for o in g.options if o.variant == variant)
+    return next(o.accuracy for g in prob.groups for o in _options(prob, g) if o.variant == variant)
 
 
-def _best(g: Group, family: str, key) -> Option:
-    return max((o for o in g.options if o.family == family), key=key)
+def _best(prob: Problem, g: Group, family: str, key) -> Option:
+    return max((o for o in _options(prob, g) if o.family == family), key=key)
 
 
 def _share(prob: Problem, families_here: list[str], family: str) -> float:
@@ -160,9 +167,9 @@ def _family_capacity(prob: Problem, family: str, variant: str) -> float:
     the other families in proportion to demand."""
     total = 0.0
     for g in prob.groups:
-        opts = [o for o in g.options if o.variant == variant]
+        opts = [o for o in _options(prob, g) if o.variant == variant]
         if opts:
-            fams = sorted({o.family for o in g.options})
+            fams = sorted({o.family for o in _options(prob, g)})
             total += len(g.devices) * prob.utilisation_cap * max(o.capacity_rps for o in opts) * \
                 _share(prob, fams, family)
     return total
@@ -175,7 +182,7 @@ def _static_plan(prob: Problem, policy: str, choice: dict[str, str], t0: float, 
         for d in g.devices:
             free, here = g.memory_mb, []
             for f in sorted(choice, key=lambda f: -prob.demand[f]):
-                opts = [o for o in g.options if o.variant == choice[f]]
+                opts = [o for o in _options(prob, g) if o.variant == choice[f]]
                 if opts:
                     o = max(opts, key=lambda o: (o.capacity_rps, -o.memory_mb))
                     if o.memory_mb <= free:

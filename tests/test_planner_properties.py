@@ -1,0 +1,139 @@
+"""Property tests: on small random instances the MILP equals an exhaustive search over concrete
+hostings, never breaks memory/time/floors, and serves everything servable."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import strategies as st
+
+from orchestrator.catalog import Catalog
+from orchestrator.cluster import Cluster, Device
+from orchestrator.plan import Plan
+from orchestrator.planner import AccuracyFloor, PlannerOptions, PlanRequest, build_problem, make_plan
+from orchestrator.planner.exhaustive import exhaustive_best, hosting_sets, plan_value
+from orchestrator.profiles import ProfileRecord, ProfileSet
+from orchestrator.scenarios import make_variant
+
+from tests.planner_checks import check_plan
+
+EXACT = PlannerOptions(relative_gap=1e-9)
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def instances(draw, floors: bool = False):
+    n_fam = draw(st.integers(1, 2))
+    n_var = draw(st.integers(2, 4))
+    families = [f"f{i}" for i in range(n_fam)]
+    catalog = Catalog()
+    for i in range(n_var):
+        v = make_variant(families[i % n_fam], f"v{i}", draw(st.integers(600, 850)) / 10, 1.0, 1.0)
+        memory = draw(st.integers(100, 700))
+        catalog.add(dataclasses.replace(v, onnx_bytes=int((memory - 64) / 1.5 * 2**20)))
+    classes = [(f"c{j}", draw(st.integers(400, 1500))) for j in range(draw(st.integers(1, 2)))]
+    devices = [Device(id=f"d{k}", device_class=classes[k % len(classes)][0], kind="cpu",
+                      memory_mb=float(classes[k % len(classes)][1]), url=f"grpc://d{k}:8001")
+               for k in range(draw(st.integers(2, 4)))]
+    records = []
+    for v in catalog.variants.values():
+        for cls, _ in classes:
+            if draw(st.integers(0, 5)) == 0:
+                continue  # a missing pair
+            base = draw(st.integers(5, 80))
+            configs = [(1, 1, 1.0, 1.0)] + ([(2, 1, 1.8, 1.1)] if draw(st.booleans()) else [])
+            for inst, thr, slow, more in configs:
+                for b in (1, 2, 4):
+                    lat = base * (0.3 + 0.7 * b) * slow
+                    records.append(ProfileRecord(v.name, cls, b, inst, thr, lat, lat, lat * 1.1,
+                                                 b * 1000.0 / lat * more, 10))
+    slo = {f: float(draw(st.integers(60, 600))) for f in families}
+    demand = {f: float(draw(st.integers(0 if f != "f0" else 1, 300))) for f in families}
+    floor = {}
+    if floors and draw(st.booleans()):
+        f = families[0]
+        floor[f] = AccuracyFloor(draw(st.integers(600, 800)) / 10, draw(st.sampled_from(["variant", "average"])))
+    return PlanRequest(catalog=catalog, cluster=Cluster("random", devices), profiles=ProfileSet(records),
+                       slo_ms=slo, demand_rps=demand, accuracy_floor=floor, options=EXACT)
+
+
+def _search_size(req: PlanRequest) -> int:
+    prob = build_problem(req)
+    size = 1
+    for g in prob.groups:
+        size *= len(hosting_sets(g)) ** len(g.devices)
+    return size
+
+
+@SETTINGS
+@given(instances(floors=True))
+def test_milp_objective_equals_exhaustive_search(req):
+    assume(req.profiles.device_classes() >= {d.device_class for d in req.cluster.devices})
+    assume(_search_size(req) <= 5000)
+    plan = make_plan(req)
+    prob = build_problem(req)
+    best, _ = exhaustive_best(prob)
+    event(f"placements: {min(len(plan.placements), 4)}; multi-variant device: "
+          f"{any(len(plan.placements_on(d.id)) > 1 for d in req.cluster.devices)}; "
+          f"unserved: {any(f.unserved_rps > 1e-6 for f in plan.families.values())}")
+    assert plan.solver.status == "OPTIMAL"
+    assert abs(plan.solver.objective - best) <= 1e-6, (plan.solver.objective, best)
+    # the assembled plan (named devices, flows, weights) is worth exactly what the solver said
+    assert abs(plan_value(prob, plan) - best) <= 1e-6
+    check_plan(prob, plan)
+
+
+@SETTINGS
+@given(instances(), st.data())
+def test_with_a_current_plan_the_milp_is_exact_on_named_devices(req, data):
+    """With a current plan, loads are charged per named device. The MILP's figure equals the
+    value of the plan it returns, and no concrete hosting is better by more than the slots'
+    restriction allows; where every device is a slot (devices <= R) it is exact."""
+    assume(req.profiles.device_classes() >= {d.device_class for d in req.cluster.devices})
+    assume(_search_size(req) <= 3000)
+    first = make_plan(req)
+    factor = data.draw(st.sampled_from([0.5, 0.95, 1.05, 2.0, 3.0]))
+    req2 = dataclasses.replace(req, current=first, demand_rps={f: d * factor for f, d in req.demand_rps.items()})
+    plan = make_plan(req2)
+    prob = build_problem(req2)
+    best, _ = exhaustive_best(prob)
+    value = plan_value(prob, plan)
+    assert abs(plan.solver.objective - value) <= 1e-6
+    assert value <= best + 1e-6
+    slots_everywhere = all(len(g.devices) <= len(prob.families) for g in prob.groups if g.options)
+    if slots_everywhere:
+        assert abs(value - best) <= 1e-6
+    check_plan(prob, plan)
+
+
+@SETTINGS
+@given(instances())
+def test_infeasible_demand_serves_everything_servable(req):
+    """With far more demand than capacity, a single family is served at the cluster's full usable
+    capacity (each device on its highest-capacity option) and the rest is unserved, with a reason."""
+    assume(req.profiles.device_classes() >= {d.device_class for d in req.cluster.devices})
+    fam = sorted(req.slo_ms)[0]
+    req = dataclasses.replace(req, demand_rps={fam: 1e6})
+    prob = build_problem(req)
+    plan = make_plan(req)
+    u = req.options.utilisation_cap
+    servable = sum(len(g.devices) * u * max((o.capacity_rps for o in g.options if o.family == fam), default=0.0)
+                   for g in prob.groups)
+    fp = plan.families[fam]
+    assert abs(fp.served_rps - servable) <= 1e-6 * max(1.0, servable)
+    assert fp.unserved_rps > 0 and fp.reason
+    check_plan(prob, plan)
+
+
+@SETTINGS
+@given(instances(floors=True), st.sampled_from(["model-switching", "clipper-ha", "clipper-ht", "infaas"]))
+def test_baselines_give_valid_full_plans(req, policy):
+    assume(req.profiles.device_classes() >= {d.device_class for d in req.cluster.devices})
+    plan = make_plan(req, policy=policy)
+    assert isinstance(plan, Plan) and plan.policy == policy
+    check_plan(build_problem(req), plan)
+    # and never better than the exact planner on its own objective
+    milp = make_plan(req)
+    prob = build_problem(req)
+    assert plan_value(prob, plan) <= milp.solver.objective + 1e-6
