@@ -7,6 +7,8 @@ sum over routes of served x accuracy / demand; unserved demand comes with a reas
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from orchestrator.plan import FamilyPlan, Placement, Plan, Route, SolverInfo
 from orchestrator.planner.capacity import Option
 from orchestrator.planner.problem import Problem
@@ -23,7 +25,7 @@ def assemble(prob: Problem, policy: str, hosted: dict[str, list[tuple[Option, fl
     served: dict[str, list[tuple[str, Option, float]]] = {}
     for d in req.cluster.devices:
         if d.id in req.reserved and req.current is not None:
-            placements.extend(p for p in req.current.placements if p.device_id == d.id)
+            placements.extend(replace(p, served_rps=0.0) for p in req.current.placements if p.device_id == d.id)
             continue
         for opt, rps in sorted(hosted.get(d.id, []), key=lambda t: (t[0].family, t[0].accuracy, t[0].variant)):
             rps = max(0.0, rps)

@@ -1,0 +1,44 @@
+"""Nightly solver tests at scale (not in default CI): `make nightly` or
+`.venv/bin/python -m pytest -q -m nightly tests/test_planner_nightly.py`."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.planner import build_problem, make_plan
+from orchestrator.scenarios import proteus_scale, thousand_devices
+
+from tests.planner_checks import check_plan
+
+pytestmark = pytest.mark.nightly
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_proteus_scale_solves_to_optimality(seed):
+    s = proteus_scale(seed=seed)  # 40 devices x 4 classes, 46 variants, 9 families
+    req = s.request()
+    plan = make_plan(req)
+    assert plan.solver.status == "OPTIMAL"
+    check_plan(build_problem(req), plan)
+    assert all(f.unserved_rps < 1e-6 for f in plan.families.values())
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_thousand_devices_solve_to_optimality(seed):
+    s = thousand_devices(seed=seed)
+    req = s.request()
+    plan = make_plan(req)
+    assert plan.solver.status == "OPTIMAL"
+    check_plan(build_problem(req), plan)
+    assert len({p.device_id for p in plan.placements}) > 900
+
+
+def test_proteus_scale_overload_and_replan():
+    s = proteus_scale(seed=0)
+    base = make_plan(s.request())
+    spike = s.request(demand_rps={f: 3 * d for f, d in s.demand_rps.items()}, current=base)
+    plan = make_plan(spike)
+    assert plan.solver.status in ("OPTIMAL", "FEASIBLE")
+    assert plan.solver.gap < 1e-3
+    check_plan(build_problem(spike), plan)
+    assert sum(f.unserved_rps for f in plan.families.values()) > 0  # x3 is beyond this cluster
