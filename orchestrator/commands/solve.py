@@ -37,6 +37,8 @@ def register(sub) -> None:
     p.add_argument("--utilisation-cap", type=float, default=0.85, help="max time share of a device (default 0.85)")
     p.add_argument("--latency-fraction", type=float, default=0.5,
                    help="a batch qualifies when its p99 <= SLO x this (default 0.5)")
+    p.add_argument("--time-limit", type=float, default=2.0,
+                   help="solver time limit in s; past it the best plan found is returned with its gap (default 2)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(run=run)
 
@@ -91,7 +93,7 @@ def run(args) -> int:
         except (ValueError, KeyError, TypeError) as e:
             raise UserError(f"{args.current}: not a plan written by `orchestrator solve --json` ({e})") from None
     options = PlannerOptions(latency_fraction=args.latency_fraction, utilisation_cap=args.utilisation_cap,
-                             objective=args.objective)
+                             objective=args.objective, time_limit_s=args.time_limit)
     request = PlanRequest(catalog=catalog, cluster=cluster, profiles=profiles, slo_ms=slo, demand_rps=demand,
                           current=current, accuracy_floor=_floors(args.accuracy_floor),
                           drained=frozenset(args.drain), reserved=frozenset(args.reserve), options=options)

@@ -112,6 +112,7 @@ def solve_milp(prob: Problem) -> Plan:
             floor_rows[f] = solver.Constraint(0.0, inf, f"floor_{f}")
     cost_on = w.device > 0
     r = shared_slots(prob)
+    hint_vars, hint_values = [], []  # the current hosting, as a start SCIP completes (keeps re-plans stable)
     with_current = prob.request.current is not None
     built = []  # per group: (group, slot devices, slots [(y, xs)], pool devices, dedicated {o: (n, xd)})
     for gi, g in enumerate(prob.groups):
@@ -134,6 +135,9 @@ def solve_milp(prob: Problem) -> Plan:
                 x = solver.NumVar(0.0, big_m, f"xs_{gi}_{s}_{oi}")
                 ys[o], xs[o] = y, x
                 _link(solver, x, y, big_m)
+                if with_current:
+                    hint_vars.append(y)
+                    hint_values.append(1.0 if o.key in cur else 0.0)
                 time_row.SetCoefficient(x, 1.0 / o.capacity_rps)
                 mem_row.SetCoefficient(y, o.memory_mb)
                 objective.SetCoefficient(x, w.flow(o))
@@ -171,6 +175,9 @@ def solve_milp(prob: Problem) -> Plan:
                 dedicated[o] = (n, x)
             if with_current:
                 _pool_switching(solver, objective, prob, pool, gi, dedicated, w)
+                for o, (n, _) in dedicated.items():
+                    hint_vars.append(n)
+                    hint_values.append(float(sum(1 for d in pool if o.key in prob.current.get(d.id, ()))))
         built.append((g, slot_devs, slots, pool, dedicated))
     for f, flows in family_flow.items():
         # served + unserved = demand; the objective charges unserved (equivalent to paying for
@@ -186,6 +193,8 @@ def solve_milp(prob: Problem) -> Plan:
     params = pywraplp.MPSolverParameters()
     params.SetDoubleParam(pywraplp.MPSolverParameters.RELATIVE_MIP_GAP, opts.relative_gap)
     solver.SetTimeLimit(int(opts.time_limit_s * 1000))
+    if hint_vars:
+        solver.SetHint(hint_vars, hint_values)
     t1 = time.perf_counter()
     status = solver.Solve(params)
     t2 = time.perf_counter()

@@ -44,7 +44,7 @@ class PlannerOptions:
     switch_cost: float = 0.01  # a load costs this x (size / largest size) x the accuracy-weighted output of the device
     device_cost_weight: float = 0.0  # accuracy mode: weight of normalised $/h (priority 4); cost mode ignores it
     shared_devices: int | None = None  # devices per group that may host several variants; None = exact bound
-    time_limit_s: float = 10.0  # the plan then carries status FEASIBLE and the gap reached
+    time_limit_s: float = 2.0  # past it the plan carries status FEASIBLE and the gap reached
     relative_gap: float = 1e-6  # of the objective, ~0.001 effective-accuracy points
 
     def check(self) -> None:
@@ -56,6 +56,8 @@ class PlannerOptions:
             raise UserError(f"planner option objective must be one of {OBJECTIVES}, not {self.objective!r}")
         if self.switch_cost < 0 or self.device_cost_weight < 0 or self.served_weight <= 0:
             raise UserError("planner weights must not be negative (served_weight must be positive)")
+        if not self.time_limit_s > 0:
+            raise UserError(f"planner option time_limit_s must be positive, not {self.time_limit_s}")
         if self.shared_devices is not None and self.shared_devices < 0:
             raise UserError(f"planner option shared_devices must be >= 0, not {self.shared_devices}")
 
