@@ -29,6 +29,10 @@ log = logging.getLogger("orchestrator.controller")
 
 MISS_WINDOW_S = 5
 MIN_BAND_RPS = 1.0  # demand changes smaller than this never trigger a re-plan
+NOISE_SIGMAS = 2.0  # nor do changes within this many standard deviations of Poisson noise (sqrt of the rate)
+HEADROOM_STEP = 1.25  # a miss-triggered re-plan plans for this much more than the estimate ...
+HEADROOM_MAX = 2.0  # ... compounding up to this factor, and decays back to 1 while deadlines are met
+HEADROOM_DECAY = 0.98  # per tick without misses
 
 
 class Controller:
@@ -38,6 +42,8 @@ class Controller:
         self.tracker = DemandTracker(cp.config.estimator)
         self._misses: dict[str, deque[tuple[int, int]]] = {}  # family -> (misses, arrivals) per second
         self._live: dict[str, bool] | None = None
+        self.headroom: dict[str, float] = {}  # family -> factor over the estimate (grows on misses)
+        self.miss_family = ""  # the family the last miss-triggered reason names
         self.last_change = 0.0  # when the controller last tried a re-plan
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -75,18 +81,29 @@ class Controller:
             self.tracker = DemandTracker(self.cp.config.estimator)
         self._ingest(now)
         self.tracker.set_horizon(max(2.0, self.cp.executor.last_apply_s + self.cp.config.tick_s))
-        self.cp.estimates = self.tracker.estimates()
+        self._decay_headroom()
+        self.cp.estimates = {f: round(v * self.headroom.get(f, 1.0), 3) for f, v in self.tracker.estimates().items()}
         health_reason = self._health_change()
         if not self.cp.config.auto or self.cp.executor.busy:
             return None
         reason = health_reason or ("operator changed a setting" if settings_changed else None)
         urgent = reason is not None
+        missed = False
         if reason is None:
-            reason = self._demand_reason() or self._miss_reason()
+            reason = self._demand_reason()
+            if reason is None:
+                reason = self._miss_reason()
+                missed = reason is not None
         if reason is None:
             return None
         if not urgent and self.cp.plan is not None and now - self.last_change < self.cp.config.dwell_s:
             return None
+        if missed:  # the plan met the estimate on paper but not in practice: plan with headroom
+            fam = self.miss_family
+            self.headroom[fam] = min(HEADROOM_MAX, self.headroom.get(fam, 1.0) * HEADROOM_STEP)
+            est = self.tracker.estimate(fam) or 0.0
+            self.cp.estimates[fam] = round(est * self.headroom[fam], 3)
+            reason += f"; planning with {self.headroom[fam]:.2f}x headroom"
         self.last_change = now
         self._replan(reason)
         return reason
@@ -146,19 +163,28 @@ class Controller:
         for fam, est in sorted(demand.items()):
             planned = plan.families[fam].demand_rps if fam in plan.families else 0.0
             low, high = planned * (1 - h), planned * (1 + h)
-            if abs(est - planned) >= MIN_BAND_RPS and not low <= est <= high:
+            noise = max(MIN_BAND_RPS, NOISE_SIGMAS * planned ** 0.5)
+            if abs(est - planned) >= noise and not low <= est <= high:
                 return (f"{fam}: demand {est:.1f} rps left the band {low:.1f}..{high:.1f} rps "
                         f"around the planned {planned:.1f} rps")
         return None
 
     def _miss_reason(self) -> str | None:
+        """Why the miss rate calls for a re-plan (and `miss_family` names the family), or None."""
         for fam, window in sorted(self._misses.items()):
             misses = sum(m for m, _ in window)
             arrivals = sum(a for _, a in window)
             if arrivals >= 10 and misses / arrivals > self.cp.config.miss_rate_trigger:
+                self.miss_family = fam
                 return (f"{fam}: {misses / arrivals:.0%} of requests missed the deadline over the last "
                         f"{len(window)} s (trigger {self.cp.config.miss_rate_trigger:.0%})")
         return None
+
+    def _decay_headroom(self) -> None:
+        for fam, factor in list(self.headroom.items()):
+            window = self._misses.get(fam)
+            if window and window[-1][0] == 0:
+                self.headroom[fam] = max(1.0, factor * HEADROOM_DECAY)
 
     def _replan(self, reason: str) -> None:
         self.cp.counters["replans"] += 1

@@ -1,7 +1,8 @@
 // The dashboard: polls /api/v1/state every second and draws it; controls call the REST API.
 "use strict";
 
-const PALETTE = ["#2f6fde", "#1a9b52", "#e08a1e", "#8e44ad", "#d23c3c", "#16a3a3", "#b5651d", "#5d6d7e"];
+// variants coloured from cheap (warm) to accurate (cool), in accuracy order
+const PALETTE = ["#f28e2b", "#e1b12c", "#59a14f", "#4e79a7", "#2b3f73", "#b07aa1", "#9c755f", "#76b7b2"];
 const state = { data: null, variantColors: {}, preview: null, settingsDrawn: false, family: null, busy: false };
 const $ = id => document.getElementById(id);
 

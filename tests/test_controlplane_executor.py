@@ -1,0 +1,142 @@
+"""The plan executor and restart against real embedded Triton servers: load-new-first order,
+rollback of a failed load, idempotency, and a restarted control plane that reloads nothing."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+sys.path.insert(0, str(Path(__file__).parent))
+from controlplane_helpers import cluster_for, copy_repository, running_control_plane  # noqa: E402
+
+from orchestrator.controlplane.executor import ApplyFailed  # noqa: E402
+from orchestrator.plan import FamilyPlan, Placement, Plan, Route, SolverInfo  # noqa: E402
+from orchestrator.triton.runtime import ClusterRuntime  # noqa: E402
+
+
+def plan_of(*pairs: tuple[str, str]) -> Plan:
+    """A hand-made plan: the executor carries out any plan, whoever made it."""
+    n = len(pairs)
+    return Plan(version=0, policy="manual",
+                placements=tuple(Placement(d, v, batch_cap=4, capacity_rps=10.0, served_rps=10.0 / n) for d, v in pairs),
+                families={"resnet": FamilyPlan("resnet", 500.0, 10.0, 10.0, 0.0,
+                                               tuple(Route(d, v, 1.0 / n) for d, v in pairs), 70.0)},
+                solver=SolverInfo("MANUAL"))
+
+
+def loaded(runtime: ClusterRuntime) -> dict[str, set[str]]:
+    return {d: set(runtime.control(d).loaded()) for d in runtime.servers}
+
+
+def loads_logged(runtime: ClusterRuntime, device: str, model: str) -> int:
+    """How often the device's tritonserver says it loaded `model` (its log, read back)."""
+    return runtime.servers[device].log_path.read_text(errors="replace").count(f"successfully loaded '{model}'")
+
+
+def infer_once(runtime: ClusterRuntime, device: str, model: str) -> None:
+    client = grpcclient.InferenceServerClient(runtime.servers[device].grpc_url)
+    try:
+        inp = grpcclient.InferInput("input", [1, 3, 224, 224], "FP32")
+        inp.set_data_from_numpy(np.zeros((1, 3, 224, 224), np.float32))
+        client.infer(model, [inp])
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def runtime(model_repo):
+    with ClusterRuntime(cluster_for(model_repo), model_repo) as rt:
+        yield rt
+
+
+@pytest.fixture
+def clean(runtime):
+    for dev in runtime.servers:
+        for model in runtime.control(dev).loaded():
+            runtime.unload(dev, model)
+    return runtime
+
+
+def test_loads_new_first_publishes_then_unloads_old(model_repo, clean):
+    events: list[str] = []
+    with running_control_plane(model_repo, runtime=clean) as s:
+        cp = s.cp
+        cp.apply(plan_of(("cpu0", "resnet18")), reason="test")
+        assert loaded(clean) == {"cpu0": {"resnet18"}, "cpu1": set()}
+        publish = cp.executor.publish
+
+        def watching_publish(plan):
+            # at the moment the new plan is published, the new model is READY and the old is still there
+            events.append(f"publish v{plan.version}: {sorted(loaded(clean)['cpu0'])}")
+            publish(plan)
+
+        cp.executor.publish = watching_publish
+        cp.executor.log = events.append
+        result = cp.apply(plan_of(("cpu0", "resnet34")), reason="test")
+        assert [e.split(" (")[0] for e in events] == [
+            "load resnet34 on cpu0", "publish v2: ['resnet18', 'resnet34']", "unload resnet18 on cpu0"]
+        assert loaded(clean) == {"cpu0": {"resnet34"}, "cpu1": set()}
+        assert result.plan.version == 2 and cp.plan.version == 2
+
+
+def test_failed_load_rolls_back_and_keeps_the_previous_plan(model_repo, tmp_path):
+    repo = copy_repository(model_repo, tmp_path / "repo", ["resnet18", "resnet34"])
+    broken = repo / "resnet34" / "1" / "model.onnx"
+    broken.unlink()
+    broken.write_bytes(b"this is not an ONNX model")
+    with ClusterRuntime(cluster_for(repo), repo) as rt, running_control_plane(repo, runtime=rt) as s:
+        s.cp.apply(plan_of(("cpu0", "resnet18")), reason="test")
+        before = s.cp.plan
+        with pytest.raises(ApplyFailed) as err:
+            s.cp.apply(plan_of(("cpu0", "resnet18"), ("cpu1", "resnet18"), ("cpu1", "resnet34")), reason="test")
+        message = str(err.value)
+        assert "resnet34" in message and "rolled back" in message and "Traceback" not in message
+        assert loaded(rt) == {"cpu0": {"resnet18"}, "cpu1": set()}  # resnet18 on cpu1 was loaded, then undone
+        assert s.cp.plan == before
+        assert s.cp.store.decisions(1)[0]["kind"] == "rollback"
+
+
+def test_applying_the_current_plan_changes_nothing(model_repo, clean):
+    with running_control_plane(model_repo, runtime=clean) as s:
+        first = s.cp.apply(plan_of(("cpu0", "resnet18"), ("cpu1", "resnet18")), reason="test")
+        loads = loads_logged(clean, "cpu0", "resnet18")
+        again = s.cp.apply(plan_of(("cpu0", "resnet18"), ("cpu1", "resnet18")), reason="test")
+        assert again.changed is False and again.plan.version == first.plan.version
+        assert s.cp.store.next_plan_version() == first.plan.version + 1
+        assert loads_logged(clean, "cpu0", "resnet18") == loads
+
+
+def test_restart_resumes_the_plan_and_reloads_nothing(model_repo, clean, tmp_path):
+    db = tmp_path / "state.sqlite"
+    target = plan_of(("cpu0", "resnet18"), ("cpu1", "resnet34"))
+    with running_control_plane(model_repo, db_path=db, runtime=clean) as s:
+        version = s.cp.apply(target, reason="test").plan.version
+    # the control plane is gone; the Triton servers (like remote ones) keep running
+    for dev, model in (("cpu0", "resnet18"), ("cpu1", "resnet34")):
+        infer_once(clean, dev, model)
+    counts = {m: loads_logged(clean, d, m) for d, m in (("cpu0", "resnet18"), ("cpu1", "resnet34"))}
+    with running_control_plane(model_repo, db_path=db, runtime=clean) as s:
+        assert s.cp.plan is not None and s.cp.plan.version == version
+        assert s.cp.plan.loaded_pairs() == target.loaded_pairs()
+        assert {m: loads_logged(clean, d, m) for d, m in (("cpu0", "resnet18"), ("cpu1", "resnet34"))} == counts
+        # statistics survive only when the model was not reloaded
+        stats = clean.control("cpu0").statistics("resnet18")
+        assert int(stats["model_stats"][0]["inference_count"]) >= 1
+        decision = s.cp.store.decisions(1)[0]
+        assert decision["kind"] == "reconcile" and "nothing to load" in decision["reason"]
+
+
+def test_restart_loads_only_what_the_servers_lost(model_repo, clean, tmp_path):
+    db = tmp_path / "state.sqlite"
+    with running_control_plane(model_repo, db_path=db, runtime=clean) as s:
+        s.cp.apply(plan_of(("cpu0", "resnet18"), ("cpu1", "resnet18")), reason="test")
+    clean.unload("cpu1", "resnet18")  # e.g. that server restarted meanwhile
+    kept = loads_logged(clean, "cpu0", "resnet18")
+    with running_control_plane(model_repo, db_path=db, runtime=clean) as s:
+        assert loaded(clean) == {"cpu0": {"resnet18"}, "cpu1": {"resnet18"}}
+        assert loads_logged(clean, "cpu0", "resnet18") == kept
+        assert "load resnet18@cpu1" in s.cp.store.decisions(1)[0]["reason"]
