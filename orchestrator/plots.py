@@ -26,11 +26,22 @@ def _duration(run: Run) -> float:
     return run.duration_s or (float(run.outcomes.arrival_s[-1]) if len(run.outcomes) else 1.0)
 
 
+MAX_LEGEND_VARIANTS = 8
+
+
 def plot_timeline(runs: list[Run], path: Path, bin_s: float = 1.0) -> Path:
+    """Stacked served variant mix under the demand line. Variants are coloured by accuracy (dark:
+    least accurate); with more than MAX_LEGEND_VARIANTS the legend names only demand and goodput."""
     fig, axes = plt.subplots(len(runs), 1, figsize=(10, 2.4 * len(runs) + 0.6), sharex=True, squeeze=False)
-    variants = sorted({v for r in runs for v in set(r.outcomes.variant[r.outcomes.answered].tolist())},
-                      key=lambda v: (len(v), v))
-    colors = {v: plt.cm.viridis(i / max(1, len(variants) - 1)) for i, v in enumerate(variants)}
+    accuracy: dict[str, float] = {}
+    for r in runs:
+        o = r.outcomes
+        for v, a in zip(o.variant[o.answered].tolist(), o.accuracy[o.answered].tolist()):
+            accuracy.setdefault(v, a)
+    variants = sorted(accuracy, key=lambda v: (accuracy[v], v))
+    lo, hi = (min(accuracy.values()), max(accuracy.values())) if accuracy else (0.0, 1.0)
+    colors = {v: plt.cm.viridis((accuracy[v] - lo) / (hi - lo) if hi > lo else 0.5) for v in variants}
+    few = len(variants) <= MAX_LEGEND_VARIANTS
     for ax, run in zip(axes[:, 0], runs):
         d = _duration(run)
         bins = per_second(run.outcomes, d, bin_s)
@@ -38,14 +49,17 @@ def plot_timeline(runs: list[Run], path: Path, bin_s: float = 1.0) -> Path:
         mix = variant_mix(run.outcomes, d, bin_s)
         stack = [mix[v] / bin_s for v in variants if v in mix]
         if stack:
-            ax.stackplot(x, *stack, labels=[v for v in variants if v in mix], colors=[colors[v] for v in variants
-                                                                                     if v in mix], alpha=0.55, step="post")
+            names = [v for v in variants if v in mix]
+            ax.stackplot(x, *stack, labels=names if few else None, colors=[colors[v] for v in names], alpha=0.55,
+                         step="post")
         ax.step(x, bins["arrivals"] / bin_s, where="post", color="black", lw=1.2, label="demand")
         ax.step(x, bins["met"] / bin_s, where="post", color="tab:red", lw=1.0, ls="--", label="in deadline")
         for p in run.plans[1:]:
             ax.axvline(p.time_s, color="gray", lw=0.6, alpha=0.6)
         ax.set_ylabel("req/s")
-        ax.set_title(f"{run.policy} ({run.mode})", fontsize=10, loc="left")
+        ax.set_xlim(0, d)
+        ax.set_title(f"{run.policy} ({run.mode})" + ("" if few else f": {len(mix)} variants served, coloured "
+                     f"by accuracy ({lo:.0f} % dark .. {hi:.0f} % light)"), fontsize=10, loc="left")
         ax.legend(fontsize=7, loc="upper right", ncol=4)
     axes[-1, 0].set_xlabel("time (s); gray lines: plan changes")
     fig.tight_layout()

@@ -1,0 +1,54 @@
+"""How fast the simulator runs: simulated requests per second of wall time (target >= 200,000).
+
+    .venv/bin/python benchmarks/simulator_bench.py [--duration 20] [--devices 40]
+
+Two cases, each with the planner, controller rule, routing and Proteus batching code running:
+  proteus-40   Proteus-scale cluster (40 devices, 4 classes, 46 variants in 9 families), constant
+               Poisson load at the scenario's demand (~39k req/s), noise on;
+  small-2      two one-core CPU devices (ResNets), the same per-request work on a small cluster.
+Wall time includes planning (the initial MILP solve and every re-plan). Not a timed test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from orchestrator import scenarios
+from orchestrator.evaluation import summarise
+from orchestrator.simulator import SimConfig, Simulator
+from orchestrator.workloads import ConstantRate, FamilyLoad, MarkovModulatedRate, generate
+
+
+def measure(name: str, sim: Simulator, trace, policy: str = "milp", repeats: int = 2) -> None:
+    best = None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run = sim.run(trace, policy)
+        wall = time.perf_counter() - started
+        best = wall if best is None else min(best, wall)
+    s = summarise(run)
+    print(f"{name:12s} {len(trace):>9,d} requests in {best:6.2f} s  ->  {len(trace) / best:>9,.0f} simulated req/s "
+          f"(effective accuracy {s.effective_accuracy:.2f} %, miss ratio {s.miss_ratio:.3f}; {run.notes[0]})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=float, default=20.0, help="simulated seconds (default 20)")
+    ap.add_argument("--devices", type=int, default=40)
+    args = ap.parse_args()
+
+    sc = scenarios.proteus_scale(devices=args.devices)
+    loads = [FamilyLoad(f, ConstantRate(d), sc.slo_ms[f]) for f, d in sc.demand_rps.items()]
+    trace = generate(loads, args.duration, seed=1)
+    measure(f"proteus-{args.devices}", Simulator(sc.catalog, sc.cluster, sc.profiles, sc.slo_ms, SimConfig()), trace)
+
+    small = scenarios.small_resnet(devices=2, slo_ms=300.0)
+    trace = generate([FamilyLoad("resnet", MarkovModulatedRate((10.0, 40.0), (20.0, 5.0)), 300.0)],
+                     args.duration * 200, seed=1)
+    measure("small-2", Simulator(small.catalog, small.cluster, small.profiles, {"resnet": 300.0}, SimConfig()),
+            trace)
+
+
+if __name__ == "__main__":
+    main()

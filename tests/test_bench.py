@@ -1,0 +1,65 @@
+"""The bench's and simulate command's pure parts: result mapping, flags, errors (no Triton)."""
+
+import numpy as np
+import pytest
+
+from orchestrator import scenarios
+from orchestrator.bench import initial_demand, outcome_row
+from orchestrator.cli import main
+from orchestrator.shim.client import Result
+from orchestrator.trace import Trace, write_trace
+
+CATALOG = scenarios.small_resnet().catalog
+
+
+def result(status, outputs=True, error=""):
+    return Result(status, {"logits": np.zeros(3)} if outputs else None, "resnet50", "cpu0", 42.0,
+                  status == "ok", error)
+
+
+@pytest.mark.parametrize("res, expected", [
+    (result("ok"), "ok"),
+    (result("deadline_miss"), "late"),
+    (result("deadline_miss", outputs=False, error="dropped: 3.0 ms left"), "dropped"),
+    (result("error", outputs=False, error="family 'resnet' has no route in plan version 2"), "unserved"),
+    (result("error", outputs=False, error="cpu0: unreachable"), "error"),
+    (None, "error"),
+])
+def test_shim_results_map_to_outcome_statuses(res, expected):
+    row = outcome_row(res, 1.5, "resnet", 300.0, CATALOG)
+    assert row["status"] == expected
+    assert row["accuracy"] == (CATALOG.variants["resnet50"].accuracy if expected in ("ok", "late") else 0.0)
+
+
+def test_initial_demand_is_the_rate_of_the_first_seconds():
+    trace = Trace(np.array([0.5, 1.0, 2.0, 4.0, 6.0, 9.0]), np.array(["a", "a", "b", "a", "a", "a"], dtype=object),
+                  np.full(6, 100.0))
+    assert initial_demand(trace, 5.0) == {"a": 3 / 5, "b": 1 / 5}
+
+
+def test_bench_rejects_an_unknown_policy(capsys, tmp_path):
+    trace = tmp_path / "t.csv"
+    write_trace(trace, Trace(np.array([0.1]), np.array(["resnet"], dtype=object), np.array([300.0])))
+    assert main(["bench", "--trace", str(trace), "--policies", "milp,oracle"]) == 2
+    assert "unknown policy 'oracle'" in capsys.readouterr().err
+
+
+def test_simulate_a_small_scenario_end_to_end(tmp_path, capsys):
+    out = tmp_path / "sim"
+    assert main(["simulate", "--scenario", "small-resnet", "--devices", "2", "--duration", "20",
+                 "--policies", "milp,clipper-ht", "--slo", "resnet=300", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "| milp |" in text and "| clipper-ht |" in text
+    for name in ("results.md", "results.csv", "milp.requests.csv", "clipper-ht.plans.json", "timeline.png",
+                 "accuracy.png", "latency_cdf.png"):
+        assert (out / name).exists(), name
+
+
+def test_simulate_needs_a_cluster_or_a_scenario(capsys):
+    assert main(["simulate", "--policies", "milp"]) == 2
+    assert "give --scenario" in capsys.readouterr().err
+
+
+def test_bad_slo_flag_is_a_clear_error(capsys):
+    assert main(["simulate", "--scenario", "small-resnet", "--duration", "5", "--slo", "resnet"]) == 2
+    assert "--slo expects FAMILY=MS" in capsys.readouterr().err
