@@ -32,13 +32,15 @@ def instances(draw, floors: bool = False):
         v = make_variant(families[i % n_fam], f"v{i}", draw(st.integers(600, 850)) / 10, 1.0, 1.0)
         memory = draw(st.integers(100, 700))
         catalog.add(dataclasses.replace(v, onnx_bytes=int((memory - 64) / 1.5 * 2**20)))
-    classes = [(f"c{j}", draw(st.integers(400, 1500))) for j in range(draw(st.integers(1, 2)))]
+    classes = [(f"c{j}", draw(st.integers(400, 1500)), draw(st.sampled_from([0.0, 0.5, 2.0])))
+               for j in range(draw(st.integers(1, 2)))]
     devices = [Device(id=f"d{k}", device_class=classes[k % len(classes)][0], kind="cpu",
-                      memory_mb=float(classes[k % len(classes)][1]), url=f"grpc://d{k}:8001")
+                      memory_mb=float(classes[k % len(classes)][1]), cost_per_hour=classes[k % len(classes)][2],
+                      url=f"grpc://d{k}:8001")
                for k in range(draw(st.integers(2, 4)))]
     records = []
     for v in catalog.variants.values():
-        for cls, _ in classes:
+        for cls, _, _ in classes:
             if draw(st.integers(0, 5)) == 0:
                 continue  # a missing pair
             base = draw(st.integers(5, 80))
@@ -54,8 +56,10 @@ def instances(draw, floors: bool = False):
     if floors and draw(st.booleans()):
         f = families[0]
         floor[f] = AccuracyFloor(draw(st.integers(600, 800)) / 10, draw(st.sampled_from(["variant", "average"])))
+    options = draw(st.sampled_from([EXACT, dataclasses.replace(EXACT, objective="cost"),
+                                    dataclasses.replace(EXACT, device_cost_weight=0.5)]))
     return PlanRequest(catalog=catalog, cluster=Cluster("random", devices), profiles=ProfileSet(records),
-                       slo_ms=slo, demand_rps=demand, accuracy_floor=floor, options=EXACT)
+                       slo_ms=slo, demand_rps=demand, accuracy_floor=floor, options=options)
 
 
 def _search_size(req: PlanRequest) -> int:

@@ -72,7 +72,11 @@ def weights_for(prob: Problem) -> Weights:
     one accuracy point x rps is worth 1: the solver's reduced costs then separate variants whose
     accuracies differ by a fraction of a point (normalised, they drown in its 1e-7 tolerances)."""
     opts = prob.request.options
-    demand = sum(prob.demand.values()) or 1.0
+    # shares are of what can be served at most (demand beyond the cluster's capacity must not
+    # dilute the served term below a device's cost)
+    servable = sum(len(g.devices) * opts.utilisation_cap * max((o.capacity_rps for o in g.options), default=0.0)
+                   for g in prob.groups)
+    demand = min(sum(prob.demand.values()), servable) or 1.0
     total_cost = sum(d.cost_per_hour for g in prob.groups for d in g.devices)
     max_mem = max((o.memory_mb for g in prob.groups for o in g.options), default=1.0)
     tie = COST_MODE_TIE if opts.objective == "cost" else 1.0  # weight of accuracy and switching
