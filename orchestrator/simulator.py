@@ -2,10 +2,10 @@
 
 It runs the *same* decision code as the live system and models only what the hardware does:
 
-* planner (orchestrator/planner `make_plan`, any policy), re-planned on the control plane's
-  controller ticks: the same `Controller` object's demand tracker (controlplane/demand.py) and
-  re-plan rule (hysteresis band, miss-rate trigger, dwell time; controlplane/controller.py),
-  run over a view of the simulated state (`_ControlView`), with the live telemetry's lateness;
+* planner (orchestrator/planner `make_plan`, any policy), re-planned by the control plane's own
+  `Controller.tick` (controlplane/controller.py: demand estimators, hysteresis band, miss
+  trigger and headroom, dwell time), run on a simulated clock over a stand-in for the control
+  plane (`_ControlView`) whose telemetry intake is fed from the simulated outcomes;
 * routing: `RoutingTable` (smooth weighted round-robin over the plan's routes);
 * batching: the shim's policy objects (`batching.make_policy`, same ShimConfig defaults:
   Proteus, p95 latency model, 2 ms slack, one batch in flight per Triton instance);
@@ -36,8 +36,9 @@ import numpy as np
 from orchestrator.batching import EPS_S, WAKE_PAST_S, LatencyModel, make_policy
 from orchestrator.catalog import Catalog
 from orchestrator.cluster import Cluster
-from orchestrator.controlplane.controller import MISS_WINDOW_S, Controller
+from orchestrator.controlplane.controller import Controller
 from orchestrator.controlplane.executor import LoadedModel, compute_diff
+from orchestrator.controlplane.intake import FamilySecond
 from orchestrator.controlplane.service import ControlPlane, ControlPlaneConfig
 from orchestrator.evaluation import Outcomes, PlanEvent, Run
 from orchestrator.plan import Placement, Plan
@@ -127,18 +128,61 @@ class _Pending:
 
 
 class _ControlView:
-    """What the control plane's `Controller` reads of a `ControlPlane`, backed by the simulation.
+    """Stands in for `ControlPlane` where `Controller.tick` reads or calls it, so that the real
+    controller runs unchanged on the simulated clock: telemetry seconds come from the simulated
+    outcomes, `solve` calls the planner, `apply` starts a simulated plan change, and the executor
+    is busy while one is in flight. History and decision records are dropped."""
 
-    The controller's decision methods (`_demand_reason`, `_miss_reason`) and
-    `ControlPlane.planning_demand` run unchanged on it. (They are entangled with the live control
-    plane's I/O; a pure "re-plan rule" function in controller.py would make this view unnecessary.)
-    """
-
-    def __init__(self, config: ControlPlaneConfig, families: list[str]):
+    def __init__(self, run: "_Simulation", config: ControlPlaneConfig, families: list[str]):
+        self._run = run
         self.config = config
+        self.catalog = run.sim.catalog
         self.plan: Plan | None = None
         self.estimates: dict[str, float] = {}
+        self.counters = {"replans": 0}
+        self.down: set[str] = set()
         self._families = families
+        self.intake = self
+        self.store = self
+        self.runtime = self
+        self.executor = self
+        self.last_apply_s = 0.0  # how long the last plan change with loads took (the forecaster's horizon)
+        self._flushed = 0  # seconds before this one were handed to the controller
+
+    # executor
+    @property
+    def busy(self) -> bool:
+        return self._run.pending is not None
+
+    # runtime: simulated devices do not fail
+    def control(self, device_id: str) -> "_ControlView":
+        return self
+
+    def is_live(self) -> bool:
+        return True
+
+    # store: nothing is persisted
+    def record_history(self, rows) -> None:
+        pass
+
+    def record_decision(self, *args, **kwargs) -> None:
+        pass
+
+    # intake: the telemetry seconds that are final
+    def flush(self, before_second: int) -> list[FamilySecond]:
+        rows = []
+        run = self._run
+        for second in range(self._flushed, max(self._flushed, before_second)):
+            for f, counts in run.arrivals_per_second.items():
+                arrivals = int(counts[second]) if second < len(counts) else 0
+                rows.append(FamilySecond(f, second, arrivals=arrivals,
+                                         deadline_misses=run.misses.pop((f, second), 0)))
+        self._flushed = max(self._flushed, before_second)
+        return rows
+
+    # the control plane itself
+    def device_ids(self) -> list[str]:
+        return list(self._run.sim.devices)
 
     def families(self) -> list[str]:
         return self._families
@@ -148,6 +192,17 @@ class _ControlView:
 
     def planning_demand(self, override: dict[str, float] | None = None) -> dict[str, float]:
         return ControlPlane.planning_demand(self, override)  # type: ignore[arg-type]
+
+    def solve(self) -> Plan:
+        run = self._run
+        run.stats.solves += 1
+        t0 = time.perf_counter()
+        plan = run.sim.plan_for(run.policy, self.planning_demand(), self.plan)
+        run.stats.solve_s += time.perf_counter() - t0
+        return plan
+
+    def apply(self, target: Plan, reason: str, kind: str = "apply") -> None:
+        self._run._start_apply(target, self._run.now, reason)
 
 
 @dataclass
@@ -256,14 +311,17 @@ class _Simulation:
             f: np.bincount(np.minimum(trace.time_s[trace.family == f].astype(np.int64), nsec - 1), minlength=nsec)
             for f in families}
         self.family_of = trace.family.tolist()
-        self.misses: dict[tuple[str, int], int] = {}  # (family, second answered) -> deadline misses
+        self.misses: dict[tuple[str, int], int] = {}  # (family, second answered) -> deadline misses + errors
+        self.now = 0.0
         cfg = self.cfg
-        self.view = _ControlView(ControlPlaneConfig(tick_s=cfg.tick_s, drain_s=cfg.drain_s, dwell_s=cfg.dwell_s,
-                                                    hysteresis=cfg.hysteresis, miss_rate_trigger=cfg.miss_rate_trigger,
-                                                    estimator=cfg.estimator, policy=policy,
-                                                    lateness_s=cfg.lateness_s), families)
-        self.controller = Controller(self.view)  # type: ignore[arg-type]
-        self.last_apply_s = 0.0  # how long the last plan change with loads took (the forecaster's horizon)
+        self.view = _ControlView(self, ControlPlaneConfig(tick_s=cfg.tick_s, drain_s=cfg.drain_s, dwell_s=cfg.dwell_s,
+                                                          hysteresis=cfg.hysteresis,
+                                                          miss_rate_trigger=cfg.miss_rate_trigger,
+                                                          estimator=cfg.estimator, policy=policy,
+                                                          lateness_s=cfg.lateness_s, auto=cfg.replan), families)
+        self.controller = Controller(self.view, clock=lambda: self.now)  # type: ignore[arg-type]
+        # as live, where the first plan is applied before the controller starts: no dwell after it
+        self.controller.last_change = -math.inf
 
     # --- event plumbing ---------------------------------------------------------------------
 
@@ -320,7 +378,7 @@ class _Simulation:
         self.plan = plan
         self.view.plan = plan
         if decided_s is not None and loads:
-            self.last_apply_s = now - decided_s
+            self.view.last_apply_s = now - decided_s
         self.events.append(PlanEvent(
             time_s=round(now, 6), version=plan.version, loads=loads, unloads=unloads,
             demand_rps={f: round(fp.demand_rps, 3) for f, fp in plan.families.items()},
@@ -369,32 +427,9 @@ class _Simulation:
         self.push(now + delay, _SWITCH, None)
 
     def _tick(self, now: float) -> None:
-        """One controller tick, as `Controller.tick`: ingest the telemetry seconds that are final,
-        update the estimates, and re-plan when the controller's rule says so (not while an apply
-        is in progress, and demand/miss triggers only after the dwell time)."""
-        ctl, view, cfg = self.controller, self.view, self.cfg
-        s = int(round(now)) - cfg.lateness_s - 1  # the second that became final at this tick
-        if s >= 0:
-            for f, counts in self.arrivals_per_second.items():
-                arrivals = int(counts[s]) if s < len(counts) else 0
-                ctl.tracker.observe(f, s, float(arrivals))
-                ctl._misses.setdefault(f, deque(maxlen=MISS_WINDOW_S)).append(
-                    (self.misses.pop((f, s), 0), arrivals))
-        ctl.tracker.set_horizon(max(2.0, self.last_apply_s + cfg.tick_s))
-        view.estimates = ctl.tracker.estimates()
-        if self.pending is not None or not cfg.replan:
-            return
-        reason = ctl._demand_reason() or ctl._miss_reason()
-        if reason is None or (view.plan is not None and now - ctl.last_change < cfg.dwell_s):
-            return
-        ctl.last_change = now
-        self.stats.solves += 1
-        t0 = time.perf_counter()
-        target = self.sim.plan_for(self.policy, view.planning_demand(), self.plan)
-        self.stats.solve_s += time.perf_counter() - t0
-        self._start_apply(target, now, reason)
-        for window in ctl._misses.values():
-            window.clear()  # as the controller: misses under the old plan do not count against the new one
+        """One controller tick: the control plane's `Controller.tick`, on the simulated clock."""
+        self.now = now
+        self.controller.tick()
 
     # --- requests -----------------------------------------------------------------------------
 
@@ -495,7 +530,6 @@ class _Simulation:
         plan0 = sim.plan_for(self.policy, demand0, None)
         self.stats.solves += 1
         self._install(plan0, 0.0, None, len(plan0.placements), 0, "initial plan")
-        # as live: the first plan is applied before the controller starts, so no dwell follows it
         for k in range(1, int(math.ceil(self.duration_s)) + 1):
             if k * cfg.tick_s <= self.duration_s:
                 self.push(k * cfg.tick_s, _TICK, None)
