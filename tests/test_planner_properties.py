@@ -4,6 +4,7 @@ hostings, never breaks memory/time/floors, and serves everything servable."""
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
@@ -19,7 +20,8 @@ from orchestrator.scenarios import make_variant
 from tests.planner_checks import check_plan
 
 EXACT = PlannerOptions(relative_gap=1e-9)
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# PLANNER_EXAMPLES=500 for a longer search (the default keeps the suite quick)
+SETTINGS = settings(max_examples=int(os.environ.get("PLANNER_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @st.composite
