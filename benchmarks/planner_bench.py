@@ -28,15 +28,17 @@ def pct(values: list[float], q: float) -> float:
 
 
 def run(label: str, cases, policy: str = "milp") -> None:
-    times, status, acc = [], Counter(), []
+    times, status, acc, gaps = [], Counter(), [], []
     for request in cases:
         t0 = time.perf_counter()
         plan = make_plan(request, policy=policy)
         times.append(1000 * (time.perf_counter() - t0))
         status[plan.solver.status] += 1
         acc.append(plan.effective_accuracy)
+        gaps.append(plan.solver.gap)
     print(f"{label:<44} n={len(times):<3} p50 {statistics.median(times):8.1f} ms  p95 {pct(times, 0.95):8.1f} ms  "
-          f"max {max(times):8.1f} ms  {dict(status)}  eff.acc {statistics.mean(acc):.2f} %", flush=True)
+          f"max {max(times):8.1f} ms  {dict(status)}  max gap {max(gaps):.1e}  eff.acc {statistics.mean(acc):.2f} %",
+          flush=True)
 
 
 def replans(scenario_fn, seeds, noise=(0.95, 1.05, 3.0)):
