@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.planner import build_problem, make_plan
+from orchestrator.planner import PlannerOptions, build_problem, make_plan
 from orchestrator.scenarios import proteus_scale, thousand_devices
 
 from tests.planner_checks import check_plan
@@ -36,7 +36,8 @@ def test_thousand_devices_solve_to_optimality(seed):
 def test_proteus_scale_overload_and_replan():
     s = proteus_scale(seed=0)
     base = make_plan(s.request())
-    spike = s.request(demand_rps={f: 3 * d for f, d in s.demand_rps.items()}, current=base)
+    spike = s.request(demand_rps={f: 3 * d for f, d in s.demand_rps.items()}, current=base,
+                      options=PlannerOptions(time_limit_s=20.0))
     plan = make_plan(spike)
     assert plan.solver.status in ("OPTIMAL", "FEASIBLE")
     assert plan.solver.gap < 1e-3
