@@ -23,6 +23,7 @@ from pathlib import Path
 from orchestrator.catalog import Catalog, TensorSpec, Variant
 from orchestrator.cluster import Cluster, Device
 from orchestrator.files import write_atomic
+from orchestrator.planner import PlanRequest
 from orchestrator.profiles import ProfileRecord, ProfileSet
 
 # (family, variant, top-1 %, GFLOPS, params in millions) -- torchvision ImageNet-1k V1 weights
@@ -104,7 +105,6 @@ class Scenario:
 
     def request(self, **overrides):
         """A `PlanRequest` for this scenario; keyword arguments replace its fields."""
-        from orchestrator.planner import PlanRequest  # the planner imports nothing from here
         base = PlanRequest(catalog=self.catalog, cluster=self.cluster, profiles=self.profiles,
                            slo_ms=dict(self.slo_ms), demand_rps=dict(self.demand_rps))
         return replace(base, **overrides)

@@ -10,7 +10,6 @@ Policies: "milp" (the exact planner) and the baselines "model-switching", "clipp
 
 from __future__ import annotations
 
-import time
 
 from orchestrator.errors import UserError
 from orchestrator.plan import Plan
