@@ -38,7 +38,7 @@ from orchestrator.profiles import ProfileSet
 from orchestrator.routing import DeviceHealth, RoutingTable
 from orchestrator.shim.inputs import check_inputs
 from orchestrator.shim.plan_source import ControlPlane, Endpoint, parse_endpoints
-from orchestrator.shim.worker import RouteKey, RouteWorker, ShimRequest
+from orchestrator.shim.worker import RouteKey, RouteStopped, RouteWorker, ShimRequest
 from orchestrator.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -259,10 +259,33 @@ class Client:
                 request = ShimRequest(request_id, family, arrays, batched, now,
                                       now + budget_ms / 1000.0 if budget_ms is not None else None,
                                       serve_late, future, table.plan.version)
-                self._workers[(route.device_id, route.variant)].submit(request)
-                return future
-        self._finish(future, family, missing, served=False)
+                worker = self._workers[(route.device_id, route.variant)]
+        if route is None:
+            self._finish(future, family, missing, served=False)
+        else:
+            self._submit(worker, request)
         return future
+
+    def _submit(self, worker: RouteWorker, request: ShimRequest) -> None:
+        """Hand a request to a route worker, outside the client lock (the worker may start the
+        send in this thread). A worker that drained and stopped meanwhile (a plan swap) gets it
+        routed again on the current plan."""
+        while True:
+            try:
+                worker.submit(request)
+                return
+            except RouteStopped:
+                with self._lock:
+                    route = None
+                    if self._table is not None and request.family in self._table.plan.families:
+                        route = self._table.pick(request.family, self._healthy(time.monotonic()))
+                    worker = self._workers[(route.device_id, route.variant)] if route else None
+                if worker is None:
+                    self._finish(request.future, request.family,
+                                 Result("error", None, "", "", (time.monotonic() - request.arrival_s) * 1000.0,
+                                        False, f"family {request.family!r} has no route any more", request.id,
+                                        request.plan_version), served=False)
+                    return
 
     def _count(self, key: str) -> None:
         with self._count_lock:
@@ -317,6 +340,7 @@ class Client:
         now = time.monotonic()
         unreachable, message = _describe_failure(worker.key, error)
         failed: list[ShimRequest] = []
+        retries: list[tuple[RouteWorker, ShimRequest]] = []
         with self._lock:
             self.health.mark_failed(worker.key.device_id if unreachable else
                                     f"{worker.key.device_id}/{worker.key.variant}", now)
@@ -329,7 +353,9 @@ class Client:
                     continue
                 self._count("retries")
                 self.telemetry.record_retry(r.family, time.time())
-                target.submit(r)
+                retries.append((target, r))
+        for target, r in retries:
+            self._submit(target, r)
         log.warning("shim %s: %s (%d requests)", self.client_id, message, len(batch))
         for r in failed:
             tried = f" (devices tried: {', '.join(r.tried)})" if len(r.tried) > 1 else ""

@@ -1,13 +1,15 @@
 """One route's worker: a queue, the batching policy, and a gRPC client to one Triton.
 
-The worker thread runs the policy (orchestrator/batching.py) on its queue and sends each
-batch with `async_infer`, so it keeps deciding (and dropping hopeless requests) while batches
-are in flight, at most `max_in_flight` at a time. Answers go back through the `RouteOwner`
+The batching policy (orchestrator/batching.py) runs on the queue whenever something changes (a
+request arrives, a batch returns, a timer the policy asked for fires); batches go out with
+`async_infer`, at most `max_in_flight` at a time, so deciding (and dropping hopeless requests)
+goes on while batches are in flight. Answers go back through the `RouteOwner`
 callbacks (the Client), which also handles failures (retry on another route).
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from concurrent.futures import Future
@@ -19,6 +21,10 @@ import tritonclient.grpc as grpcclient
 
 from orchestrator.batching import Policy
 from orchestrator.catalog import TensorSpec
+
+
+class RouteStopped(RuntimeError):
+    """The route's worker has drained and stopped: route the request again."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,7 @@ class RouteWorker:
         self._in_flight = 0
         self._draining = False
         self._stopped = False
+        self._wake_target = math.inf  # when the worker thread will wake next (-inf: it is awake)
         self._cond = threading.Condition()
         self._client = grpcclient.InferenceServerClient(key.url)
         self._requested = [grpcclient.InferRequestedOutput(s.name) for s in outputs]
@@ -85,11 +92,16 @@ class RouteWorker:
     # --- called by the client -------------------------------------------------------------
 
     def submit(self, request: ShimRequest) -> None:
+        """Queue a request. When the route has a free slot the policy runs right here, in the
+        caller's thread, so an immediate send costs no thread hop: call it holding no lock that
+        the answer callbacks take."""
         with self._cond:
             if self._stopped:
-                raise RuntimeError(f"route {self.key} has stopped")
+                raise RouteStopped(f"route {self.key} has stopped")
             self._queue[request.id] = request
-            self._cond.notify()
+            now = time.monotonic()
+            dropped, batch, _ = self._step(now)
+        self._act(dropped, batch, now)
 
     def set_batch_cap(self, batch_cap: int) -> None:
         with self._cond:
@@ -120,7 +132,28 @@ class RouteWorker:
         with self._cond:
             return len(self._queue) + self._in_flight
 
-    # --- the worker thread ----------------------------------------------------------------
+    # --- deciding and acting ---------------------------------------------------------------
+    # The policy runs under the lock wherever something changed: in `submit` (caller thread), in
+    # `_done` (gRPC callback thread) and in the worker thread, which exists for the timers the
+    # policy asks for (hold until, drop at). Sending and answering happen outside the lock.
+
+    def _step(self, now: float) -> tuple[list[ShimRequest], list[ShimRequest], float | None]:
+        """One policy decision (lock held): pop what it drops and the batch it sends; make sure
+        the worker thread wakes by the time the policy asked for (also returned)."""
+        d = self.policy.decide(list(self._queue.values()), now, can_send=self._in_flight < self.max_in_flight)
+        dropped = [self._queue.pop(i) for i in d.drop]
+        batch = [self._queue.pop(i) for i in d.send]
+        if batch:
+            self._in_flight += 1
+        if d.wake_at is not None and d.wake_at < self._wake_target:
+            self._cond.notify()
+        return dropped, batch, d.wake_at
+
+    def _act(self, dropped: list[ShimRequest], batch: list[ShimRequest], now: float) -> None:
+        for r in dropped:
+            self.owner.answer_dropped(self, r, now)
+        if batch:
+            self._send(batch)
 
     def _run(self) -> None:
         try:
@@ -131,19 +164,13 @@ class RouteWorker:
                             self._stopped = True
                             return
                         now = time.monotonic()
-                        d = self.policy.decide(list(self._queue.values()), now,
-                                               can_send=self._in_flight < self.max_in_flight)
-                        dropped = [self._queue.pop(i) for i in d.drop]
-                        batch = [self._queue.pop(i) for i in d.send]
-                        if batch:
-                            self._in_flight += 1
+                        self._wake_target = -math.inf  # awake: nobody needs to wake us
+                        dropped, batch, wake = self._step(now)
                         if dropped or batch:
                             break
-                        self._cond.wait(None if d.wake_at is None else max(0.0, d.wake_at - now))
-                for r in dropped:
-                    self.owner.answer_dropped(self, r, now)
-                if batch:
-                    self._send(batch)
+                        self._wake_target = math.inf if wake is None else wake
+                        self._cond.wait(None if wake is None else max(0.0, wake - now))
+                self._act(dropped, batch, now)
         finally:
             self._client.close()
 
@@ -152,7 +179,8 @@ class RouteWorker:
         try:
             inputs = []
             for spec in self.input_specs:
-                arr = np.stack([r.inputs[spec.name] for r in batch])
+                arr = (batch[0].inputs[spec.name][None] if len(batch) == 1
+                       else np.stack([r.inputs[spec.name] for r in batch]))
                 inp = grpcclient.InferInput(spec.name, list(arr.shape), spec.dtype)
                 inp.set_data_from_numpy(arr)
                 inputs.append(inp)
@@ -176,11 +204,16 @@ class RouteWorker:
                     outputs[spec.name] = arr
             except Exception as e:
                 error = e
+        dropped: list[ShimRequest] = []
+        follow: list[ShimRequest] = []
         with self._cond:
             self._in_flight -= 1
             if error is None:
                 self.policy.observe(len(batch), now - started)
-            self._cond.notify()
+                dropped, follow, _ = self._step(now)  # the next batch goes out before answering this one
+            else:
+                self._cond.notify()  # the worker thread carries on (no recursion through failing sends)
+        self._act(dropped, follow, now)
         if error is None:
             self.owner.answer_served(self, batch, outputs, now)
         else:
