@@ -12,7 +12,8 @@ Counting rules, per request:
   drops            answered without being served (subset of deadline_misses)
   errors           answered with an error (device failed, retry impossible or failed too)
   retries          calls re-sent to another route after a device failed
-Latency histogram and served-variant counts cover completions. Latency is end to end: from
+Latency histogram and served-variant counts cover completions (`served_met`: those in time,
+per variant, so effective accuracy = sum(accuracy[v] * served_met[v]) / arrivals). Latency is end to end: from
 `infer` to the answer.
 """
 
@@ -42,12 +43,14 @@ class Counts:
     latency_ms_hist: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
     latency_ms_sum: float = 0.0
     served: dict[str, int] = field(default_factory=dict)  # variant -> completions
+    served_met: dict[str, int] = field(default_factory=dict)  # variant -> completions within the deadline
 
     def to_dict(self) -> dict:
         return {"arrivals": self.arrivals, "completions": self.completions, "met": self.met,
                 "deadline_misses": self.deadline_misses, "drops": self.drops, "errors": self.errors,
                 "retries": self.retries, "latency_ms_hist": list(self.latency_ms_hist),
-                "latency_ms_sum": round(self.latency_ms_sum, 3), "served": dict(sorted(self.served.items()))}
+                "latency_ms_sum": round(self.latency_ms_sum, 3), "served": dict(sorted(self.served.items())),
+                "served_met": dict(sorted(self.served_met.items()))}
 
 
 class Telemetry:
@@ -108,6 +111,8 @@ class Telemetry:
                     c.latency_ms_hist[bisect.bisect_left(LATENCY_BUCKETS_MS, latency_ms)] += 1
                     c.latency_ms_sum += latency_ms
                     c.served[variant] = c.served.get(variant, 0) + 1
+                    if deadline_met:
+                        c.served_met[variant] = c.served_met.get(variant, 0) + 1
                 else:
                     c.drops += 1
             if served and status != "error":

@@ -32,6 +32,7 @@ def test_counts_per_family_per_second_follow_the_rules():
     assert (s100["arrivals"], s100["completions"], s100["met"], s100["deadline_misses"], s100["drops"],
             s100["errors"]) == (4, 2, 1, 2, 1, 0)
     assert s100["served"] == {"resnet18": 1, "resnet50": 1}
+    assert s100["served_met"] == {"resnet18": 1}
     hist = s100["latency_ms_hist"]
     assert len(hist) == len(LATENCY_BUCKETS_MS) + 1 and sum(hist) == 2
     assert hist[LATENCY_BUCKETS_MS.index(20)] == 1 and hist[LATENCY_BUCKETS_MS.index(200)] == 1
