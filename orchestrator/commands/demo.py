@@ -33,11 +33,11 @@ def register(sub) -> None:
     p.add_argument("--profiles", help="profiles.json (default: beside the cluster file; measured when missing)")
     p.add_argument("--db", default="runs/demo/state.sqlite", help="state file, started fresh (default runs/demo/state.sqlite)")
     p.add_argument("--low", type=float, help="calm request rate (default: from the profiles, ~10%% of capacity)")
-    p.add_argument("--high", type=float, help="spike request rate (default: from the profiles, ~70%% of capacity)")
+    p.add_argument("--high", type=float, help="spike request rate (default: from the profiles, ~55%% of capacity)")
     p.add_argument("--calm-s", type=float, default=45.0, help="seconds of calm between spikes (default 45)")
     p.add_argument("--spike-s", type=float, default=35.0, help="seconds a spike lasts (default 35)")
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (default: run until Ctrl-C)")
-    p.set_defaults(run=run, dwell=5.0)
+    p.set_defaults(run=run, dwell=8.0)
 
 
 def ensure_exported(repo: Path) -> Catalog:
@@ -76,7 +76,7 @@ def default_rates(catalog: Catalog, cluster: Cluster, profiles: ProfileSet, slo_
     capacity = sum(fastest.get(d.device_class, 0.0) * 0.85 for d in cluster.devices)
     if capacity <= 0:
         raise UserError(f"no variant meets a {slo_ms:g} ms SLO on this cluster's devices; give a larger --slo {FAMILY}=MS")
-    return round(max(1.0, 0.10 * capacity), 1), round(0.70 * capacity, 1)
+    return round(max(1.0, 0.10 * capacity), 1), round(0.55 * capacity, 1)
 
 
 def run(args) -> int:

@@ -31,8 +31,8 @@ MISS_WINDOW_S = 5
 MIN_BAND_RPS = 1.0  # demand changes smaller than this never trigger a re-plan
 NOISE_SIGMAS = 2.0  # nor do changes within this many standard deviations of Poisson noise (sqrt of the rate)
 HEADROOM_STEP = 1.25  # a miss-triggered re-plan plans for this much more than the estimate ...
-HEADROOM_MAX = 2.0  # ... compounding up to this factor, and decays back to 1 while deadlines are met
-HEADROOM_DECAY = 0.98  # per tick without misses
+HEADROOM_MAX = 1.5  # ... compounding up to this factor, and decays back to 1 while deadlines are met
+HEADROOM_DECAY = 0.97  # per tick without misses
 
 
 class Controller:
@@ -87,11 +87,15 @@ class Controller:
         if not self.cp.config.auto or self.cp.executor.busy:
             return None
         reason = health_reason or ("operator changed a setting" if settings_changed else None)
+        if reason is not None and self.cp.plan is None and not any(v > 0 for v in self.cp.planning_demand().values()):
+            reason = None  # nothing to plan for yet: an empty plan would only unload models
         urgent = reason is not None
         missed = False
         if reason is None:
             reason = self._demand_reason()
-            if reason is None:
+            if reason is not None:
+                self.headroom.clear()  # headroom learned from misses under the old demand does not carry over
+            else:
                 reason = self._miss_reason()
                 missed = reason is not None
         if reason is None:

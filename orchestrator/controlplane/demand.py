@@ -49,7 +49,12 @@ class Ewma:
 
 
 class LinearForecast:
+    """Least-squares trend over the window, projected `horizon_s` ahead (at most MAX_HORIZON_S),
+    never below the last 3 s' rate nor above MAX_GROWTH x the window's peak."""
+
     name = "forecast"
+    MAX_HORIZON_S = 5.0
+    MAX_GROWTH = 1.5
 
     def __init__(self, window_s: int = 8, horizon_s: float = 3.0):
         self.window_s = window_s
@@ -73,7 +78,8 @@ class LinearForecast:
         mean_x = sum(xs) / n
         sxx = sum((x - mean_x) ** 2 for x in xs)
         slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sxx if sxx else 0.0
-        projected = mean_y + slope * (xs[-1] - mean_x + self.horizon_s)
+        projected = mean_y + slope * (xs[-1] - mean_x + min(self.horizon_s, self.MAX_HORIZON_S))
+        projected = min(projected, self.MAX_GROWTH * max(ys))
         return max(0.0, projected, recent) if slope > 0 else max(0.0, recent)
 
 

@@ -158,16 +158,22 @@ function drawCharts(d) {
   const rows = d.history.filter(r => r.family === fam).sort((a, b) => a.second - b.second);
   const switches = d.switches.map(s => ({ ts: s.ts, label: `${s.kind}: ${s.reason}` }));
   const pts = f => rows.map(r => [r.second, f(r)]);
+  // per-second ratios are noisy at a few requests per second: draw them as 5-second rolling means
+  const rolling = (num, den) => rows.map((r, i) => {
+    const win = rows.slice(Math.max(0, i - 4), i + 1);
+    const d = win.reduce((a, x) => a + den(x), 0);
+    return [r.second, d ? win.reduce((a, x) => a + num(x), 0) / d : 0];
+  });
   Charts.lineChart($("chart-demand"), t0, t1, [
     { name: "arrivals", color: "#2f6fde", points: pts(r => r.arrivals) },
     { name: "estimate", color: "#8e44ad", points: pts(r => r.estimate), dashed: true },
     { name: "planned capacity", color: "#1a9b52", points: pts(r => r.capacity) },
   ], { switches });
   Charts.lineChart($("chart-accuracy"), t0, t1, [
-    { name: "effective accuracy", color: "#1a9b52", points: pts(r => r.effective_accuracy) },
+    { name: "effective accuracy (5 s mean)", color: "#1a9b52", points: rolling(r => r.effective_accuracy * r.arrivals, r => r.arrivals) },
   ], { yMax: 100, unit: "", switches });
   Charts.lineChart($("chart-misses"), t0, t1, [
-    { name: "deadline misses", color: "#d23c3c", points: pts(r => (r.arrivals ? 100 * r.misses / r.arrivals : 0)) },
+    { name: "deadline misses (5 s mean)", color: "#d23c3c", points: rolling(r => 100 * r.misses, r => r.arrivals) },
   ], { yMax: 100, unit: "", switches });
   const names = Object.keys(d.accuracy).sort((a, b) => d.accuracy[a] - d.accuracy[b]);
   const colors = Object.fromEntries(names.map(n => [n, colorOf(n)]));

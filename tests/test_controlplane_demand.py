@@ -1,0 +1,66 @@
+"""Demand estimators (pure): window, EWMA, and the look-ahead forecaster; the tracker's gap filling."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.controlplane.demand import DemandTracker, Ewma, LinearForecast, WindowedRate, make_estimator
+from orchestrator.controlplane.intake import BadTelemetry, TelemetryIntake
+
+
+def feed(est, series, start=100):
+    for i, v in enumerate(series):
+        est.observe(start + i, v)
+    return est.estimate()
+
+
+def test_window_is_the_mean_of_the_last_seconds():
+    assert feed(WindowedRate(window_s=4), [100, 100, 2, 4, 6, 8]) == pytest.approx(5.0)
+
+
+def test_ewma_follows_a_step_gradually():
+    est = feed(Ewma(alpha=0.5), [10, 10, 10, 30])
+    assert est == pytest.approx(20.0)
+
+
+def test_forecast_leads_a_rising_ramp_and_does_not_undershoot_a_fall():
+    ramp = [10, 12, 14, 16, 18, 20, 22, 24]
+    window = feed(WindowedRate(window_s=5), ramp)
+    forecast = feed(LinearForecast(window_s=8, horizon_s=3), ramp)
+    assert forecast == pytest.approx(24 + 2 * 3)  # the trend, three seconds ahead
+    assert forecast > ramp[-1] > window
+    fall = list(reversed(ramp))
+    assert feed(LinearForecast(window_s=8, horizon_s=3), fall) == pytest.approx((14 + 12 + 10) / 3)
+
+
+def test_forecast_is_bounded_by_the_window_peak():
+    est = feed(LinearForecast(window_s=8, horizon_s=30), [0, 0, 0, 0, 0, 0, 40, 40])
+    assert est <= 1.5 * 40
+
+
+def test_tracker_counts_missing_seconds_as_zero():
+    t = DemandTracker("window")
+    t.observe("resnet", 100, 10)
+    t.observe("resnet", 104, 10)  # 101..103 had no arrivals
+    assert t.estimate("resnet") == pytest.approx(20 / 5)
+    t.observe("resnet", 102, 50)  # late: the past is not rewritten
+    assert t.estimate("resnet") == pytest.approx(20 / 5)
+    assert t.estimate("bert") is None
+
+
+def test_unknown_estimator_is_refused():
+    with pytest.raises(ValueError, match="crystal"):
+        make_estimator("crystal")
+
+
+def test_intake_sums_shims_per_second_and_flushes_finished_seconds():
+    intake = TelemetryIntake()
+    row = {"family": "resnet", "second": 100, "arrivals": 3, "completions": 3, "met": 2, "deadline_misses": 1,
+           "served": {"resnet18": 3}}
+    intake.add({"client_id": "a", "seconds": [row]}, now=101.0)
+    intake.add({"client_id": "b", "seconds": [row, {**row, "second": 101}]}, now=102.0)
+    done = intake.flush(before_second=101)
+    assert [(f.second, f.arrivals, f.met, f.served) for f in done] == [(100, 6, 4, {"resnet18": 6})]
+    assert [f.second for f in intake.flush(before_second=200)] == [101]
+    with pytest.raises(BadTelemetry, match=r"seconds\[0\]\.family"):
+        intake.add({"seconds": [{"second": 1}]}, now=0)
