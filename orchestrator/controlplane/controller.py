@@ -124,9 +124,12 @@ class Controller:
             window = self._misses.setdefault(fs.family, deque(maxlen=MISS_WINDOW_S))
             misses = fs.deadline_misses + fs.errors
             window.append((misses, fs.arrivals))
-            served_acc = sum(acc.get(v, 0.0) * n for v, n in fs.served.items())
-            mean_acc = served_acc / fs.completions if fs.completions else 0.0
-            eff = mean_acc * fs.met / fs.arrivals if fs.arrivals else 0.0
+            if fs.served_met is not None:  # exact: accuracy of each in-time answer, over all arrivals
+                eff = sum(acc.get(v, 0.0) * n for v, n in fs.served_met.items()) / fs.arrivals if fs.arrivals else 0.0
+            else:  # older shims: the served mix's mean accuracy x the in-time share
+                served_acc = sum(acc.get(v, 0.0) * n for v, n in fs.served.items())
+                mean_acc = served_acc / fs.completions if fs.completions else 0.0
+                eff = mean_acc * fs.met / fs.arrivals if fs.arrivals else 0.0
             capacity = 0.0
             if plan is not None:
                 fam_variants = {v.name for v in self.cp.catalog.families().get(fs.family, [])}

@@ -4,7 +4,8 @@ Body (orchestrator/telemetry.py `Telemetry.report`, documented in docs/shim.md):
     {"client_id": "...", "sent_at": 1732350000.1, "interval_s": 1, "latency_buckets_ms": [...],
      "seconds": [{"family": "resnet", "second": 1732349999, "arrivals": 40, "completions": 39,
                   "met": 38, "deadline_misses": 2, "drops": 1, "errors": 0, "retries": 0,
-                  "latency_ms_hist": [...], "latency_ms_sum": 812.5, "served": {"resnet18": 39}}]}
+                  "latency_ms_hist": [...], "latency_ms_sum": 812.5, "served": {"resnet18": 39},
+                  "served_met": {"resnet18": 38}}]}
 Seconds are kept until the controller flushes them (a little after they end, so reports that
 arrive late from several shims still add up).
 """
@@ -32,7 +33,8 @@ class FamilySecond:
     drops: int = 0
     errors: int = 0
     retries: int = 0
-    served: dict[str, int] = field(default_factory=dict)
+    served: dict[str, int] = field(default_factory=dict)  # variant -> completions
+    served_met: dict[str, int] | None = None  # variant -> in-time completions (None: no shim reported it)
 
 
 def parse_report(body) -> list[dict]:
@@ -54,9 +56,11 @@ def parse_report(body) -> list[dict]:
             v = row.get(k, 0)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise BadTelemetry(f"{where}.{k} must be a non-negative integer, not {v!r}")
-        served = row.get("served", {})
-        if not isinstance(served, dict) or not all(isinstance(n, int) and n >= 0 for n in served.values()):
-            raise BadTelemetry(f"{where}.served must map variant names to counts")
+        for key in ("served", "served_met"):
+            served = row.get(key, {})
+            if not isinstance(served, dict) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                                                       for n in served.values()):
+                raise BadTelemetry(f"{where}.{key} must map variant names to counts")
     return seconds
 
 
@@ -81,6 +85,10 @@ class TelemetryIntake:
                     setattr(fs, k, getattr(fs, k) + int(row.get(k, 0)))
                 for var, n in row.get("served", {}).items():
                     fs.served[var] = fs.served.get(var, 0) + n
+                if "served_met" in row:
+                    fs.served_met = fs.served_met or {}
+                    for var, n in row["served_met"].items():
+                        fs.served_met[var] = fs.served_met.get(var, 0) + n
         return len(rows)
 
     def flush(self, before_second: int) -> list[FamilySecond]:
