@@ -64,6 +64,13 @@ def instances(draw, floors: bool = False):
                        slo_ms=slo, demand_rps=demand, accuracy_floor=floor, options=options)
 
 
+def _tol(objective: float) -> float:
+    """Objectives agree to 1e-5 relative (0.001 effective-accuracy points): served demand weighs 1e3
+    per share of what is servable, and the solvers' feasibility tolerances (1e-6) let flows overshoot
+    a row by that much, so small or heavily unserved instances carry a few 1e-6 of noise."""
+    return 1e-5 * max(1.0, abs(objective))
+
+
 def _search_size(req: PlanRequest) -> int:
     prob = build_problem(req)
     size = 1
@@ -84,9 +91,10 @@ def test_milp_objective_equals_exhaustive_search(req):
           f"{any(len(plan.placements_on(d.id)) > 1 for d in req.cluster.devices)}; "
           f"unserved: {any(f.unserved_rps > 1e-6 for f in plan.families.values())}")
     assert plan.solver.status == "OPTIMAL"
-    assert abs(plan.solver.objective - best) <= 1e-6, (plan.solver.objective, best)
+    tol = _tol(best)
+    assert abs(plan.solver.objective - best) <= tol, (plan.solver.objective, best)
     # the assembled plan (named devices, flows, weights) is worth exactly what the solver said
-    assert abs(plan_value(prob, plan) - best) <= 1e-6
+    assert abs(plan_value(prob, plan) - best) <= tol
     check_plan(prob, plan)
 
 
@@ -105,11 +113,12 @@ def test_with_a_current_plan_the_milp_is_exact_on_named_devices(req, data):
     prob = build_problem(req2)
     best, _ = exhaustive_best(prob)
     value = plan_value(prob, plan)
-    assert abs(plan.solver.objective - value) <= 1e-6
-    assert value <= best + 1e-6
+    tol = _tol(best)
+    assert abs(plan.solver.objective - value) <= tol
+    assert value <= best + tol
     slots_everywhere = all(len(g.devices) <= len(prob.families) for g in prob.groups if g.options)
     if slots_everywhere:
-        assert abs(value - best) <= 1e-6
+        assert abs(value - best) <= tol
     check_plan(prob, plan)
 
 
