@@ -289,7 +289,15 @@ class ControlPlane:
             return None
         with self._plan_lock:
             self._plan = last
-        result = self.executor.apply(last, None, self.device_ids())  # version kept: nothing new is decided
+        from orchestrator.controlplane.executor import ApplyFailed
+
+        try:
+            result = self.executor.apply(last, None, self.device_ids())  # version kept: nothing new is decided
+        except (ApplyFailed, UserError) as e:
+            # keep serving what is there; the controller re-plans when it sees the devices' health
+            self.store.record_decision("reconcile", f"resumed plan v{last.version}, but could not restore it: {e}",
+                                       last.version)
+            return None
         loaded = ", ".join(f"{v}@{d}" for d, v in result.diff.keep) or "nothing"
         self.store.record_decision("reconcile", f"resumed plan v{last.version}; already loaded: {loaded}; "
                                    f"{result.diff.summary() if result.diff.changes_models else 'nothing to load'}",
