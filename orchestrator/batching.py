@@ -6,9 +6,11 @@ milliseconds and converted at the edge (`LatencyModel.seconds`).
 
 The contract, one policy object per route:
 
-* ``decide(queue, now, can_send=True) -> Decision`` — `queue` holds the route's waiting requests
-  (anything with ``id``, ``arrival_s``, ``deadline_s`` (None: no deadline) and ``serve_late``);
-  `can_send` says whether the route has a free slot for a batch right now. The decision says
+* ``decide(queue, now, can_send=True, start_s=None) -> Decision`` — `queue` holds the route's
+  waiting requests (anything with ``id``, ``arrival_s``, ``deadline_s`` (None: no deadline) and
+  ``serve_late``); `can_send` says whether the route has a free slot for a batch right now;
+  `start_s`, when the device is still busy, when a batch sent now would start running (a
+  driver that queues one batch ahead at Triton, so the device never idles between batches). The decision says
   which ids to send as one batch now, which to answer at once as deadline misses, and when to
   call again if nothing else happens (a new arrival or a finished batch are the other reasons).
 * ``observe(batch_size, latency_s)`` — called after each batch completes.
@@ -171,8 +173,10 @@ class ProteusPolicy:
     def _cost(self, batch_size: int) -> float:
         return self.model.seconds(batch_size) + self.slack_s
 
-    def decide(self, queue: Iterable[Queued], now: float, can_send: bool = True) -> Decision:
+    def decide(self, queue: Iterable[Queued], now: float, can_send: bool = True,
+               start_s: float | None = None) -> Decision:
         cost1 = self._cost(1)
+        t0 = now if start_s is None else max(now, start_s)  # when a batch sent now would start running
         drop: list[int] = []
         late: list[Queued] = []  # hopeless but the caller wants them served anyway
         feasible: list[Queued] = []
@@ -181,7 +185,7 @@ class ProteusPolicy:
         for r in queue:
             if r.deadline_s is None:
                 no_deadline.append(r)
-            elif now + cost1 > r.deadline_s + EPS_S:
+            elif t0 + cost1 > r.deadline_s + EPS_S:
                 if r.serve_late:
                     late.append(r)
                 else:
@@ -202,7 +206,7 @@ class ProteusPolicy:
                 d0 = feasible[0].deadline_s
                 extra = 0
                 while len(batch) + extra < cap and extra < len(feasible) and \
-                        now + self._cost(len(batch) + extra + 1) <= d0 + EPS_S:
+                        t0 + self._cost(len(batch) + extra + 1) <= d0 + EPS_S:
                     extra += 1
                 batch += [r.id for r in feasible[:extra]]
             return Decision(send=tuple(batch), drop=tuple(drop), wake_at=wake)
@@ -217,13 +221,13 @@ class ProteusPolicy:
 
         d0 = feasible[0].deadline_s  # the binding (earliest) deadline
         assert d0 is not None
-        best, start = self._largest_batch(feasible, now)
+        best, start = self._largest_batch(feasible, t0)
         if best < len(feasible) or best == cap:  # the deadline or the cap binds: send now
             return Decision(send=tuple(r.id for r in feasible[start:start + best]), drop=tuple(drop))
         # Every feasible request fits and there is room for more.
         if no_deadline:  # requests without a deadline would rather go now: fill up and send
             fill = best
-            while fill < cap and fill - best < len(no_deadline) and now + self._cost(fill + 1) <= d0 + EPS_S:
+            while fill < cap and fill - best < len(no_deadline) and t0 + self._cost(fill + 1) <= d0 + EPS_S:
                 fill += 1
             ids = [r.id for r in feasible] + [r.id for r in no_deadline[:fill - best]]
             return Decision(send=tuple(ids), drop=tuple(drop))
@@ -236,7 +240,7 @@ class ProteusPolicy:
 
     def _largest_batch(self, feasible: list[Queued], now: float) -> tuple[int, int]:
         """(size, start): the largest batch of deadline-ordered requests that all meet their
-        deadlines if sent now. With `pass_over` it may skip the most urgent requests when that
+        deadlines if it starts running at `now`. With `pass_over` it may skip the most urgent requests when that
         serves more of them in one batch (they are dropped once hopeless)."""
         deadlines = [r.deadline_s for r in feasible]
         n = min(self.batch_cap, len(feasible))
@@ -271,7 +275,8 @@ class AimdPolicy:
         self.decrease = decrease
         self.limit = max(1.0, min(float(batch_cap), start))
 
-    def decide(self, queue: Iterable[Queued], now: float, can_send: bool = True) -> Decision:
+    def decide(self, queue: Iterable[Queued], now: float, can_send: bool = True,
+               start_s: float | None = None) -> Decision:
         if not can_send:
             return Decision()
         size = max(1, int(self.limit))
@@ -294,7 +299,8 @@ class NoBatchingPolicy:
 
     name = "none"
 
-    def decide(self, queue: Iterable[Queued], now: float, can_send: bool = True) -> Decision:
+    def decide(self, queue: Iterable[Queued], now: float, can_send: bool = True,
+               start_s: float | None = None) -> Decision:
         if not can_send:
             return Decision()
         for r in queue:

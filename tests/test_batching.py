@@ -218,3 +218,13 @@ def test_proteus_passes_over_the_most_urgent_request_when_a_bigger_batch_serves_
     queue = [req(0, 0.0, 0.008)] + [req(i, 0.0, 0.020) for i in range(1, 5)]
     assert p.decide(queue, now=0.0).send == (1, 2, 3, 4)
     assert ProteusPolicy(profiled_model(), 4, pass_over=False).decide(queue, now=0.0).send == (0,)
+
+
+def test_proteus_plans_from_when_a_busy_device_frees(req):
+    p = ProteusPolicy(profiled_model(), batch_cap=16)
+    queue = [req(1, 0.0, 0.030), req(2, 0.0, 0.050)]
+    d = p.decide(queue, now=0.0, start_s=0.025)  # starting at 25 ms, request 1 (7 ms alone) cannot make 30 ms
+    assert d.drop == (1,)
+    assert p.decide([req(2, 0.0, 0.045)], now=0.0, start_s=0.040).drop == (2,)  # 40 + 7 > 45
+    idle = p.decide([req(2, 0.0, 0.045)], now=0.0)  # an idle device may hold it until 45 - 7
+    assert idle.drop == () and idle.send == () and idle.wake_at == pytest.approx(0.038)

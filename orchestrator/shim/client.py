@@ -76,7 +76,7 @@ class ShimConfig:
     percentile: str = "p95"  # which profiled latency the policy plans with
     slack_ms: float = 2.0  # margin for RPC overhead the profiles do not include
     max_hold_ms: float | None = None  # proteus: hold a queue at most this long (None: as the deadline allows)
-    max_in_flight: int | None = None  # batches in flight per route; None: the placement's instance count
+    pipeline: int = 1  # batches waiting at Triton per route beyond its instances (0: none)
     call_timeout_s: float = 30.0  # a Triton call taking longer fails (and may be retried)
     health_cooldown_s: float = 2.0  # a failed device is skipped this long
     poll_s: float = 1.0  # control-plane source: how often to fetch the plan
@@ -204,8 +204,8 @@ class Client:
         policy = make_policy(self.config.policy, model=model, batch_cap=cap,
                              slo_s=slo_ms / 1000.0 if slo_ms > 0 else None, slack_s=self.config.slack_ms / 1000.0,
                              max_hold_s=None if self.config.max_hold_ms is None else self.config.max_hold_ms / 1000.0)
-        in_flight = self.config.max_in_flight or (placement.instances if placement else 1)
-        return RouteWorker(key, variant.inputs, variant.outputs, policy, self, max_in_flight=in_flight,
+        return RouteWorker(key, variant.inputs, variant.outputs, policy, self,
+                           instances=placement.instances if placement else 1, pipeline=self.config.pipeline,
                            call_timeout_s=self.config.call_timeout_s)
 
     # --- requests ---------------------------------------------------------------------------
@@ -213,7 +213,7 @@ class Client:
     def infer(self, family: str, inputs: Mapping[str, np.ndarray] | np.ndarray, deadline_ms: float | None = None,
               serve_late: bool = False) -> Result:
         """Send one request and wait for its Result. See `infer_async`."""
-        return self.infer_async(family, inputs, deadline_ms, serve_late).result()
+        return self._enqueue(family, inputs, deadline_ms, serve_late, blocking=True).result()
 
     async def ainfer(self, family: str, inputs: Mapping[str, np.ndarray] | np.ndarray,
                      deadline_ms: float | None = None, serve_late: bool = False) -> Result:
@@ -229,6 +229,10 @@ class Client:
         deadline_miss and no outputs, unless `serve_late`: then it is served and marked late.
         Raises ValueError for an unknown family or inputs that do not match the catalog.
         """
+        return self._enqueue(family, inputs, deadline_ms, serve_late, blocking=False)
+
+    def _enqueue(self, family: str, inputs: Mapping[str, np.ndarray] | np.ndarray, deadline_ms: float | None,
+                 serve_late: bool, *, blocking: bool) -> Future:
         if deadline_ms is not None and not deadline_ms > 0:
             raise ValueError(f"deadline_ms must be > 0, got {deadline_ms}")
         now = time.monotonic()
@@ -258,7 +262,7 @@ class Client:
                 budget_ms = deadline_ms if deadline_ms is not None else (slo if slo > 0 else None)
                 request = ShimRequest(request_id, family, arrays, batched, now,
                                       now + budget_ms / 1000.0 if budget_ms is not None else None,
-                                      serve_late, future, table.plan.version)
+                                      serve_late, future, table.plan.version, blocking=blocking)
                 worker = self._workers[(route.device_id, route.variant)]
         if route is None:
             self._finish(future, family, missing, served=False)

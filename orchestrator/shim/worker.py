@@ -1,9 +1,10 @@
 """One route's worker: a queue, the batching policy, and a gRPC client to one Triton.
 
 The batching policy (orchestrator/batching.py) runs on the queue whenever something changes (a
-request arrives, a batch returns, a timer the policy asked for fires); batches go out with
-`async_infer`, at most `max_in_flight` at a time, so deciding (and dropping hopeless requests)
-goes on while batches are in flight. Answers go back through the `RouteOwner`
+request arrives, a batch returns, a timer the policy asked for fires). At most `instances`
+batches run at Triton plus `pipeline` waiting there, so the device does not idle between
+batches; the policy is told when a batch sent now would start (`start_s`). Deciding (and
+dropping hopeless requests) goes on while batches are in flight. Answers go back through the `RouteOwner`
 callbacks (the Client), which also handles failures (retry on another route).
 """
 
@@ -52,6 +53,7 @@ class ShimRequest:
     serve_late: bool
     future: Future
     plan_version: int
+    blocking: bool = False  # the caller waits for the answer in `infer` (its thread may send the batch)
     tried: list[str] = field(default_factory=list)  # device ids that failed it
 
 
@@ -68,18 +70,22 @@ class RouteWorker:
     """Queue + policy + one gRPC client for one (device, variant) route."""
 
     def __init__(self, key: RouteKey, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...],
-                 policy: Policy, owner: RouteOwner, *, max_in_flight: int = 1, call_timeout_s: float = 30.0):
+                 policy: Policy, owner: RouteOwner, *, instances: int = 1, pipeline: int = 1,
+                 call_timeout_s: float = 30.0):
         self.key = key
         self.input_specs = inputs
         self.output_specs = outputs
         self.policy = policy
         self.owner = owner
-        self.max_in_flight = max(1, max_in_flight)
+        self.instances = max(1, instances)  # batches Triton runs at once on this route
+        self.max_in_flight = self.instances + max(0, pipeline)  # plus batches waiting at Triton
         self.call_timeout_s = call_timeout_s
         self.batches_sent = 0
         self.requests_sent = 0
         self._queue: dict[int, ShimRequest] = {}  # arrival order
         self._in_flight = 0
+        self._finish_at: dict[int, float] = {}  # id(batch) -> predicted finish, for batches in flight
+        self._last_done = -math.inf  # when the latest batch came back
         self._draining = False
         self._stopped = False
         self._wake_target = math.inf  # when the worker thread will wake next (-inf: it is awake)
@@ -101,7 +107,12 @@ class RouteWorker:
             self._queue[request.id] = request
             now = time.monotonic()
             dropped, batch, _ = self._step(now)
-        self._act(dropped, batch, now)
+        if request.blocking and any(r is request for r in batch):
+            for r in dropped:
+                self.owner.answer_dropped(self, r, now)
+            self._send(batch, wait=True)
+        else:
+            self._act(dropped, batch, now)
 
     def set_batch_cap(self, batch_cap: int) -> None:
         with self._cond:
@@ -140,11 +151,16 @@ class RouteWorker:
     def _step(self, now: float) -> tuple[list[ShimRequest], list[ShimRequest], float | None]:
         """One policy decision (lock held): pop what it drops and the batch it sends; make sure
         the worker thread wakes by the time the policy asked for (also returned)."""
-        d = self.policy.decide(list(self._queue.values()), now, can_send=self._in_flight < self.max_in_flight)
+        start = None  # every instance busy: a batch sent now starts when one frees (predicted)
+        if self._in_flight >= self.instances and self._finish_at:
+            start = sorted(self._finish_at.values())[self._in_flight - self.instances]
+        d = self.policy.decide(list(self._queue.values()), now, can_send=self._in_flight < self.max_in_flight,
+                               start_s=start)
         dropped = [self._queue.pop(i) for i in d.drop]
         batch = [self._queue.pop(i) for i in d.send]
         if batch:
             self._in_flight += 1
+            self._finish_at[id(batch)] = max(now, start or now) + self.latency_s(len(batch))
         if d.wake_at is not None and d.wake_at < self._wake_target:
             self._cond.notify()
         return dropped, batch, d.wake_at
@@ -174,7 +190,9 @@ class RouteWorker:
         finally:
             self._client.close()
 
-    def _send(self, batch: list[ShimRequest]) -> None:
+    def _send(self, batch: list[ShimRequest], wait: bool = False) -> None:
+        """Send a batch: asynchronously, or (`wait`) in this thread, for a caller that blocks
+        on a request of this batch anyway (one thread hop fewer on its way back)."""
         started = time.monotonic()
         try:
             inputs = []
@@ -186,10 +204,17 @@ class RouteWorker:
                 inputs.append(inp)
             self.batches_sent += 1
             self.requests_sent += len(batch)
-            self._client.async_infer(self.key.variant, inputs, callback=lambda result, error: self._done(
-                batch, started, result, error), outputs=self._requested, client_timeout=self.call_timeout_s)
-        except Exception as e:  # the call could not even start
+            if wait:
+                result = self._client.infer(self.key.variant, inputs, outputs=self._requested,
+                                            client_timeout=self.call_timeout_s)
+            else:
+                self._client.async_infer(self.key.variant, inputs, callback=lambda result, error: self._done(
+                    batch, started, result, error), outputs=self._requested, client_timeout=self.call_timeout_s)
+                return
+        except Exception as e:  # the call failed, or could not even start
             self._done(batch, started, None, e)
+            return
+        self._done(batch, started, result, None)
 
     def _done(self, batch: list[ShimRequest], started: float, result, error) -> None:
         now = time.monotonic()
@@ -208,9 +233,14 @@ class RouteWorker:
         follow: list[ShimRequest] = []
         with self._cond:
             self._in_flight -= 1
+            self._finish_at.pop(id(batch), None)
+            service_s = now - max(started, self._last_done)  # a pipelined batch waited for the one before
+            self._last_done = now
             if error is None:
-                self.policy.observe(len(batch), now - started)
+                self.policy.observe(len(batch), service_s)
                 dropped, follow, _ = self._step(now)  # the next batch goes out before answering this one
+                if self._draining:
+                    self._cond.notify()  # the worker thread stops once the queue and the flight are empty
             else:
                 self._cond.notify()  # the worker thread carries on (no recursion through failing sends)
         self._act(dropped, follow, now)
