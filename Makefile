@@ -22,7 +22,7 @@ system-deps:
 	else echo "install Debian's chromium, chromium-driver and docker-compose (sudo apt-get install chromium chromium-driver docker-compose)"; exit 1; fi
 
 demo: $(STAMP)
-	$(BIN)/orchestrator export
+	$(BIN)/orchestrator demo
 
 test: system-deps $(STAMP)
 	$(BIN)/python -m pytest -q
