@@ -8,7 +8,7 @@ It runs the *same* decision code as the live system and models only what the har
   plane (`_ControlView`) whose telemetry intake is fed from the simulated outcomes;
 * routing: `RoutingTable` (smooth weighted round-robin over the plan's routes);
 * batching: the shim's policy objects (`batching.make_policy`, same ShimConfig defaults:
-  Proteus, p95 latency model, 2 ms slack, one batch in flight per Triton instance);
+  Proteus, p95 latency model, 2 ms slack, batches in flight per route = Triton instances + `pipeline` (1));
 * plan changes as the executor makes them (`executor.compute_diff`): load what is new (a
   configurable delay per model, from its size; devices in parallel, models on one device in
   turn), then switch routes; old routes drain their queues and are unloaded `drain_s` later.
@@ -103,7 +103,8 @@ class _Route:
     """One (device, variant) route: queue, batching policy, service-time model."""
 
     __slots__ = ("key", "device", "variant_index", "device_index", "policy", "queue", "in_flight",
-                 "max_in_flight", "lanes", "median_s", "sigma", "wake_at", "retired", "placement")
+                 "max_in_flight", "lanes", "median_s", "sigma", "wake_at", "retired", "placement", "finish_at",
+                 "last_done", "model")
 
     def __init__(self, key, device: _Device, variant_index: int, device_index: int):
         self.key = key
@@ -114,6 +115,8 @@ class _Route:
         self.in_flight = 0
         self.wake_at: float | None = None
         self.retired = False
+        self.finish_at: dict[int, float] = {}  # id(batch) -> predicted finish (as the shim's worker keeps it)
+        self.last_done = -math.inf
 
 
 @dataclass
@@ -405,8 +408,11 @@ class _Simulation:
         family = self.sim.catalog.variants[p.variant].family
         slo = plan.families[family].slo_ms if family in plan.families else 0.0
         route.policy = make_policy(shim.policy, model=model, batch_cap=cap,
-                                   slo_s=slo / 1000.0 if slo > 0 else None, slack_s=shim.slack_ms / 1000.0)
-        route.max_in_flight = shim.max_in_flight or p.instances
+                                   slo_s=slo / 1000.0 if slo > 0 else None, slack_s=shim.slack_ms / 1000.0,
+                                   max_hold_s=None if shim.max_hold_ms is None else shim.max_hold_ms / 1000.0)
+        route.model = model
+        # as the shim's RouteWorker: `instances` batches run, `pipeline` more wait at Triton
+        route.max_in_flight = p.instances + max(0, shim.pipeline)
         route.lanes = p.instances
         route.placement = p
         # service model for batch sizes up to the largest a policy may send (AIMD never exceeds the cap)
@@ -438,7 +444,10 @@ class _Simulation:
         policy = route.policy
         queue = route.queue
         while True:
-            d = policy.decide(queue.values(), now, route.in_flight < route.max_in_flight)
+            start = None  # as the shim's worker: with every instance busy, a batch starts when one frees
+            if route.in_flight >= route.lanes and route.finish_at:
+                start = sorted(route.finish_at.values())[route.in_flight - route.lanes]
+            d = policy.decide(queue.values(), now, route.in_flight < route.max_in_flight, start_s=start)
             if d.drop:
                 status = self.status
                 finish = self.finish
@@ -452,6 +461,7 @@ class _Simulation:
             if d.send:
                 batch = [queue.pop(rid) for rid in d.send]
                 route.in_flight += 1
+                route.finish_at[id(batch)] = max(now, start or now) + route.model.seconds(len(batch))
                 self._submit(route, batch, now)
                 continue
             wake = d.wake_at
@@ -489,7 +499,9 @@ class _Simulation:
         dev = route.device
         dev.busy -= 1
         route.in_flight -= 1
-        route.policy.observe(len(batch), now - sent_at)
+        route.finish_at.pop(id(batch), None)
+        route.policy.observe(len(batch), now - max(sent_at, route.last_done))  # as the worker: minus pipeline wait
+        route.last_done = now
         status, finish, by, on = self.status, self.finish, self.served_by, self.served_on
         vi, di = route.variant_index, route.device_index
         for r in batch:

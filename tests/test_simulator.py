@@ -8,6 +8,7 @@ import pytest
 from orchestrator import scenarios
 from orchestrator.batching import LatencyModel, SimRequest, make_policy, simulate_route
 from orchestrator.evaluation import summarise
+from orchestrator.shim.client import ShimConfig
 from orchestrator.simulator import SimConfig, Simulator
 from orchestrator.trace import Trace
 from orchestrator.workloads import ConstantRate, FamilyLoad, MarkovModulatedRate, StepRate, generate
@@ -80,8 +81,11 @@ def test_without_replanning_the_first_plan_stays():
 
 def test_one_route_matches_the_batching_modules_own_event_loop():
     """The simulator drives the same policy objects as batching.simulate_route: with one device,
-    one static route and exact (p50) service times both give the same outcome per request."""
-    sc, sim = small(devices=1, noise=False, replan=False)
+    one static route, exact (p50) service times and no pipelining (simulate_route has none) both
+    give nearly the same outcome per request. (Not exactly: like the shim's worker, the simulator
+    tells the policy when a batch sent now would start, predicted from the p95 model, so a
+    request may be dropped a little earlier than simulate_route, which does not.)"""
+    sc, sim = small(devices=1, noise=False, replan=False, shim=ShimConfig(pipeline=0))
     trace = constant(9.0, duration=60.0, seed=5)
     run = sim.run(trace, "clipper-ha")
     (placement,) = run.plans[0].routes["resnet"]
@@ -97,7 +101,9 @@ def test_one_route_matches_the_batching_modules_own_event_loop():
     ref_met = np.zeros(len(trace), dtype=bool)
     for o in ref.outcomes:
         ref_met[o.id] = o.met
-    assert np.array_equal(run.outcomes.met, ref_met)
+    differ = int(np.sum(run.outcomes.met != ref_met))
+    assert differ <= 0.02 * len(trace), f"{differ} of {len(trace)} outcomes differ"
+    assert abs(run.outcomes.met.mean() - ref_met.mean()) <= 0.02
 
 
 def test_proteus_scale_runs_with_every_policy():
