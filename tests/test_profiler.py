@@ -78,8 +78,16 @@ def test_profile_command_and_show(cluster, tmp_path, capsys):
     assert "[2/2] resnet18 on cpu-1t (1x1) batch 2" in text
     assert main(["profile", "--show", "--out", str(out), "--slo", "10000"]) == 0
     table = capsys.readouterr().out
+    records = {r.batch_size: r for r in ProfileSet.load(out).records}
+    best = max(records.values(), key=lambda r: r.throughput_rps)  # with a huge SLO every batch fits
     row = next(line for line in table.splitlines() if line.startswith("resnet18"))
-    assert row.split()[:4] == ["resnet18", "cpu-1t", "1x1", "2"]  # with a huge SLO, the larger batch wins
+    assert row.split()[:4] == ["resnet18", "cpu-1t", "1x1", str(best.batch_size)]
+    # An SLO that batch 2's p99 does not fit in (latency fraction 1) leaves batch 1 as the best.
+    tight = (records[1].p99_ms + records[2].p99_ms) / 2
+    assert records[1].p99_ms < records[2].p99_ms
+    assert main(["profile", "--show", "--out", str(out), "--slo", str(tight), "--latency-fraction", "1"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("resnet18"))
+    assert row.split()[3] == "1"
     assert main(["profile", "--show", "--out", str(out), "--slo", "1"]) == 0
     assert "none" in capsys.readouterr().out  # nothing meets a 1 ms SLO
 
