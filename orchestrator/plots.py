@@ -50,7 +50,7 @@ def plot_timeline(runs: list[Run], path: Path, bin_s: float = 1.0) -> Path:
         stack = [mix[v] / bin_s for v in variants if v in mix]
         if stack:
             names = [v for v in variants if v in mix]
-            ax.stackplot(x, *stack, labels=names if few else None, colors=[colors[v] for v in names], alpha=0.55,
+            ax.stackplot(x, *stack, labels=names if few else (), colors=[colors[v] for v in names], alpha=0.55,
                          step="post")
         ax.step(x, bins["arrivals"] / bin_s, where="post", color="black", lw=1.2, label="demand")
         ax.step(x, bins["met"] / bin_s, where="post", color="tab:red", lw=1.0, ls="--", label="in deadline")

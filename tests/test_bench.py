@@ -63,3 +63,19 @@ def test_simulate_needs_a_cluster_or_a_scenario(capsys):
 def test_bad_slo_flag_is_a_clear_error(capsys):
     assert main(["simulate", "--scenario", "small-resnet", "--duration", "5", "--slo", "resnet"]) == 2
     assert "--slo expects FAMILY=MS" in capsys.readouterr().err
+
+
+def test_timeline_plot_with_many_variants_drops_the_variant_legend(tmp_path):
+    from orchestrator.evaluation import Outcomes, Run
+    from orchestrator.plots import plot_runs
+
+    n = 400
+    rng = np.random.default_rng(0)
+    variants = [f"v{i}" for i in range(12)]
+    pick = rng.integers(0, 12, n)
+    o = Outcomes(arrival_s=np.sort(rng.random(n) * 20), family=np.full(n, "f", dtype=object),
+                 deadline_ms=np.full(n, 100.0), status=np.full(n, "ok", dtype=object),
+                 latency_ms=rng.random(n) * 50, variant=np.array(variants, dtype=object)[pick],
+                 device=np.full(n, "d", dtype=object), accuracy=60.0 + pick)
+    paths = plot_runs([Run("milp", o, duration_s=20.0, mode="simulated")], tmp_path)
+    assert all(p.stat().st_size > 5_000 for p in paths)

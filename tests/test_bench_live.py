@@ -29,9 +29,10 @@ pytestmark = pytest.mark.slow
 POLICIES = ["milp", "clipper-ha", "clipper-ht"]
 SLO = {"resnet": 300.0}
 VARIANTS = ["resnet18", "resnet50"]  # the fast and the accurate end; profiling all five costs minutes
-# simulated vs live, per policy (the figures measured are in docs/results.md)
-MARGIN_ACCURACY = 15.0  # points of effective accuracy
-MARGIN_MISS = 0.15  # deadline-miss ratio
+# simulated vs live, per policy. Measured on a quiet machine: within 3.5 points and 0.05; with
+# other jobs on the 2 cores live latencies leave the profiles and the gap grows (docs/results.md)
+MARGIN_ACCURACY = 10.0  # points of effective accuracy
+MARGIN_MISS = 0.10  # deadline-miss ratio
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +78,10 @@ def test_every_request_has_one_outcome_and_results_are_written(bench):
 
 
 @pytest.mark.xfail(strict=False, reason=(
-    "On 2 shared cores the reactive MILP trails a 5-s burst by ~10 s (telemetry lateness, estimator, "
-    "model loads, shim poll) and its first plan, made for the calm rate, hosts one device only; "
-    "static Clipper-HT serves every burst from the start. See docs/results.md."))
+    "Not shown on 2 cores: the reactive MILP reaches new routes 6-10 s after a burst starts (telemetry "
+    "lateness, estimator, model loads, shim poll) while bursts last ~5 s, and it packs traffic onto one "
+    "device up to the 85 % utilisation cap; static Clipper-HT (ResNet-18 everywhere) absorbs every burst. "
+    "See docs/results.md, 'Reading the live numbers'."))
 def test_milp_beats_single_model_baselines_on_the_bursty_trace(bench):
     s = {p: summarise(r) for p, r in bench["runs"].items()}
     assert s["milp"].effective_accuracy >= s["clipper-ha"].effective_accuracy
