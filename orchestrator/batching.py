@@ -8,7 +8,8 @@ The contract, one policy object per route:
 
 * ``decide(queue, now, can_send=True, start_s=None) -> Decision`` — `queue` holds the route's
   waiting requests (anything with ``id``, ``arrival_s``, ``deadline_s`` (None: no deadline) and
-  ``serve_late``); `can_send` says whether the route has a free slot for a batch right now;
+  ``serve_late``), in arrival order: a `RouteQueue` (what the shim's worker and the simulator
+  keep: it also keeps the deadline order, so a decision costs no sort) or any iterable; `can_send` says whether the route has a free slot for a batch right now;
   `start_s`, when the device is still busy, when a batch sent now would start running (a
   driver that queues one batch ahead at Triton, so the device never idles between batches). The decision says
   which ids to send as one batch now, which to answer at once as deadline misses, and when to
@@ -36,9 +37,10 @@ from __future__ import annotations
 import bisect
 import heapq
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from itertools import islice
+from typing import NamedTuple, Protocol
 
 from orchestrator.profiles import ProfileRecord
 
@@ -56,11 +58,93 @@ class Queued(Protocol):
     serve_late: bool
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
+    """What a policy decided (immutable; a named tuple because one is built per call)."""
+
     send: tuple[int, ...] = ()  # ids of one batch to send now, in batch order
     drop: tuple[int, ...] = ()  # ids to answer at once with a deadline-miss result
     wake_at: float | None = None  # call decide again at this time (None: on the next arrival/completion)
+
+
+_NOTHING = Decision()
+
+
+class RouteQueue:
+    """A route's waiting requests: in arrival (insertion) order, and indexed by deadline.
+
+    Iterating yields the requests in insertion order, as a dict of them would. Alongside, the
+    requests with a deadline are kept sorted by (deadline, arrival, insertion) in
+    `by_deadline` / `deadline_keys`: an append when deadlines arrive in order (one SLO per
+    route, the usual case), a bisect insert otherwise; removing the most urgent is a delete
+    at the front. Requests without a deadline are kept apart, in insertion order
+    (`no_deadline`). A request's deadline must not change while it is queued; ids are unique.
+    """
+
+    __slots__ = ("_items", "_key_of", "deadline_keys", "by_deadline", "no_deadline", "_seq")
+
+    def __init__(self, requests: Iterable[Queued] = ()):
+        self._items: dict[int, Queued] = {}  # id -> request, insertion order
+        self._key_of: dict[int, tuple[float, float, int] | None] = {}  # id -> its deadline key (None: no deadline)
+        self.deadline_keys: list[tuple[float, float, int]] = []  # sorted (deadline, arrival, insertion seq)
+        self.by_deadline: list[Queued] = []  # the requests of `deadline_keys`, same order
+        self.no_deadline: dict[int, Queued] = {}  # id -> request without a deadline, insertion order
+        self._seq = 0
+        for r in requests:
+            self.add(r)
+
+    def add(self, r: Queued) -> None:
+        rid = r.id
+        if rid in self._items:
+            raise ValueError(f"request id {rid} is already queued")
+        self._items[rid] = r
+        self._seq += 1
+        if r.deadline_s is None:
+            self._key_of[rid] = None
+            self.no_deadline[rid] = r
+            return
+        key = (r.deadline_s, r.arrival_s, self._seq)
+        self._key_of[rid] = key
+        keys = self.deadline_keys
+        if not keys or key > keys[-1]:
+            keys.append(key)
+            self.by_deadline.append(r)
+        else:
+            i = bisect.bisect_right(keys, key)
+            keys.insert(i, key)
+            self.by_deadline.insert(i, r)
+
+    def pop(self, rid: int) -> Queued:
+        """Remove and return the request with id `rid` (KeyError if it is not queued)."""
+        r = self._items.pop(rid)
+        key = self._key_of.pop(rid)
+        if key is None:
+            del self.no_deadline[rid]
+        else:
+            keys = self.deadline_keys
+            i = 0 if keys[0] is key else bisect.bisect_left(keys, key)
+            del keys[i]
+            del self.by_deadline[i]
+        return r
+
+    def seq(self, i: int) -> int:
+        """Insertion number of ``by_deadline[i]`` (smaller: queued earlier)."""
+        return self.deadline_keys[i][2]
+
+    def clear(self) -> None:
+        self._items.clear()
+        self._key_of.clear()
+        self.deadline_keys.clear()
+        self.by_deadline.clear()
+        self.no_deadline.clear()
+
+    def __iter__(self) -> Iterator[Queued]:
+        return iter(self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, rid: object) -> bool:
+        return rid in self._items
 
 
 class LatencyModel:
@@ -78,6 +162,7 @@ class LatencyModel:
         self.learn = learn
         self.alpha = alpha
         self._sorted: list[tuple[int, float]] = sorted(self.points_ms.items())
+        self.revision = 0  # bumped whenever the points change (users may cache predictions per revision)
 
     @property
     def known(self) -> bool:
@@ -109,6 +194,7 @@ class LatencyModel:
         old = self.points_ms.get(batch_size)
         self.points_ms[batch_size] = latency_ms if old is None else old + self.alpha * (latency_ms - old)
         self._sorted = sorted(self.points_ms.items())
+        self.revision += 1
 
     @classmethod
     def learned(cls) -> "LatencyModel":
@@ -135,8 +221,18 @@ class LatencyModel:
         return cls({r.batch_size: getattr(r, f"{percentile}_ms") for r in chosen})
 
 
-def _by_deadline(r: Queued) -> tuple[float, float]:
-    return (r.deadline_s if r.deadline_s is not None else math.inf, r.arrival_s)
+class _CostTable(dict):
+    """Batch size -> predicted seconds + slack of one latency model, filled on first use."""
+
+    def __init__(self, model: LatencyModel, slack_s: float):
+        super().__init__()
+        self.model = model
+        self.slack_s = slack_s
+        self.revision = model.revision
+
+    def __missing__(self, batch_size: int) -> float:
+        c = self[batch_size] = self.model.seconds(batch_size) + self.slack_s
+        return c
 
 
 class ProteusPolicy:
@@ -156,6 +252,11 @@ class ProteusPolicy:
     a queue is held past its oldest arrival. Holding only pays when more requests arrive in the
     meantime; with a generous deadline and light load an unbounded hold makes every answer come
     just before its deadline.
+
+    Cost: with a `RouteQueue` a decision reads the deadline order as kept, so it costs the
+    hopeless requests it drops plus O(log n + batch cap), not a sort of the queue. Predicted
+    costs are cached per batch size (per revision of a learning model); `model` and `slack_s`
+    are fixed once the policy is built.
     """
 
     name = "proteus"
@@ -169,89 +270,106 @@ class ProteusPolicy:
         self.model = model
         self.batch_cap = batch_cap
         self.slack_s = slack_s
+        self._costs = _CostTable(model, slack_s)
 
-    def _cost(self, batch_size: int) -> float:
-        return self.model.seconds(batch_size) + self.slack_s
+    def _cost_table(self) -> "_CostTable":
+        """Predicted seconds + slack per batch size, for the model's current points."""
+        costs = self._costs
+        if costs.revision != self.model.revision or costs.model is not self.model or costs.slack_s != self.slack_s:
+            costs = self._costs = _CostTable(self.model, self.slack_s)
+        return costs
 
-    def decide(self, queue: Iterable[Queued], now: float, can_send: bool = True,
+    def decide(self, queue: RouteQueue | Iterable[Queued], now: float, can_send: bool = True,
                start_s: float | None = None) -> Decision:
-        cost1 = self._cost(1)
-        t0 = now if start_s is None else max(now, start_s)  # when a batch sent now would start running
-        drop: list[int] = []
-        late: list[Queued] = []  # hopeless but the caller wants them served anyway
-        feasible: list[Queued] = []
-        no_deadline: list[Queued] = []
-        wake: float | None = None
-        for r in queue:
-            if r.deadline_s is None:
-                no_deadline.append(r)
-            elif t0 + cost1 > r.deadline_s + EPS_S:
-                if r.serve_late:
-                    late.append(r)
-                else:
-                    drop.append(r.id)
-            else:
-                feasible.append(r)
-                hopeless_at = r.deadline_s - cost1 + WAKE_PAST_S
-                wake = hopeless_at if wake is None else min(wake, hopeless_at)
+        if not isinstance(queue, RouteQueue):
+            queue = RouteQueue(queue)
+        keys = queue.deadline_keys  # (deadline, arrival, insertion) of `timed`, sorted
+        timed = queue.by_deadline
+        cost = self._cost_table()
+        cost1 = cost[1]
+        t0 = now if start_s is None or start_s <= now else start_s  # when a batch sent now would start running
+        # Requests that cannot make their deadline even alone are a prefix of the deadline order.
+        n = len(timed)
+        h = 0
+        limit = t0 + cost1
+        while h < n and limit > keys[h][0] + EPS_S:
+            h += 1
+        drop: tuple[int, ...] = ()
+        late: list[Queued] | None = None  # hopeless but the caller wants them served anyway
+        if h:
+            hopeless = sorted(range(h), key=queue.seq)  # queue (arrival) order
+            drop = tuple(timed[i].id for i in hopeless if not timed[i].serve_late)
+            late = [timed[i] for i in hopeless if timed[i].serve_late] or None
+        feasible = n - h  # timed[h:] by (deadline, arrival)
+        wake = keys[h][0] - cost1 + WAKE_PAST_S if feasible else None  # when the most urgent turns hopeless
         if not can_send:
-            return Decision(drop=tuple(drop), wake_at=wake)
+            return Decision(drop=drop, wake_at=wake) if drop or wake is not None else _NOTHING
 
         cap = self.batch_cap
-        feasible.sort(key=_by_deadline)
         if late:  # already late: send now, topped up with feasible requests the batch still serves in time
             late.sort(key=lambda r: r.arrival_s)
             batch = [r.id for r in late[:cap]]
             if feasible and len(batch) < cap:
-                d0 = feasible[0].deadline_s
+                d0 = keys[h][0]
                 extra = 0
-                while len(batch) + extra < cap and extra < len(feasible) and \
-                        t0 + self._cost(len(batch) + extra + 1) <= d0 + EPS_S:
+                while len(batch) + extra < cap and extra < feasible and \
+                        t0 + cost[len(batch) + extra + 1] <= d0 + EPS_S:
                     extra += 1
-                batch += [r.id for r in feasible[:extra]]
-            return Decision(send=tuple(batch), drop=tuple(drop), wake_at=wake)
+                batch += [r.id for r in timed[h:h + extra]]
+            return Decision(send=tuple(batch), drop=drop, wake_at=wake)
 
+        no_deadline = queue.no_deadline  # id -> request, queue order
         if not feasible:
             if no_deadline:
-                return Decision(send=tuple(r.id for r in no_deadline[:cap]), drop=tuple(drop))
-            return Decision(drop=tuple(drop))
+                return Decision(send=tuple(islice(no_deadline, cap)), drop=drop)
+            return Decision(drop=drop) if drop else _NOTHING
 
         if not self.model.known:  # nothing to predict with: behave like greedy batching
-            return Decision(send=tuple(r.id for r in (feasible + no_deadline)[:cap]), drop=tuple(drop))
+            ids = [r.id for r in timed[h:h + cap]]
+            ids += islice(no_deadline, cap - len(ids))
+            return Decision(send=tuple(ids), drop=drop)
 
-        d0 = feasible[0].deadline_s  # the binding (earliest) deadline
-        assert d0 is not None
-        best, start = self._largest_batch(feasible, t0)
-        if best < len(feasible) or best == cap:  # the deadline or the cap binds: send now
-            return Decision(send=tuple(r.id for r in feasible[start:start + best]), drop=tuple(drop))
+        d0 = keys[h][0]  # the binding (earliest) deadline
+        most = cap if cap < feasible else feasible
+        if self.pass_over and not d0 < t0 + cost[most] - EPS_S:  # the usual case: the `most` most urgent all fit
+            best, start = most, 0
+        else:
+            best, start = self._largest_batch(keys, h, n, t0, cost)
+        if best < feasible or best == cap:  # the deadline or the cap binds: send now
+            return Decision(send=tuple(r.id for r in timed[h + start:h + start + best]), drop=drop)
         # Every feasible request fits and there is room for more.
         if no_deadline:  # requests without a deadline would rather go now: fill up and send
             fill = best
-            while fill < cap and fill - best < len(no_deadline) and t0 + self._cost(fill + 1) <= d0 + EPS_S:
+            while fill < cap and fill - best < len(no_deadline) and t0 + cost[fill + 1] <= d0 + EPS_S:
                 fill += 1
-            ids = [r.id for r in feasible] + [r.id for r in no_deadline[:fill - best]]
-            return Decision(send=tuple(ids), drop=tuple(drop))
-        send_by = d0 - self._cost(best)  # hold until the last moment this batch still meets d0
+            ids = [r.id for r in timed[h:]]
+            ids += islice(no_deadline, fill - best)
+            return Decision(send=tuple(ids), drop=drop)
+        send_by = d0 - cost[best]  # hold until the last moment this batch still meets d0
         if self.max_hold_s is not None:
-            send_by = min(send_by, min(r.arrival_s for r in feasible) + self.max_hold_s)
+            send_by = min(send_by, min(r.arrival_s for r in timed[h:]) + self.max_hold_s)
         if now + EPS_S >= send_by:
-            return Decision(send=tuple(r.id for r in feasible), drop=tuple(drop))
-        return Decision(drop=tuple(drop), wake_at=send_by if wake is None else min(wake, send_by))
+            return Decision(send=tuple(r.id for r in timed[h:]), drop=drop)
+        return Decision(drop=drop, wake_at=send_by if wake is None or send_by < wake else wake)
 
-    def _largest_batch(self, feasible: list[Queued], now: float) -> tuple[int, int]:
-        """(size, start): the largest batch of deadline-ordered requests that all meet their
-        deadlines if it starts running at `now`. With `pass_over` it may skip the most urgent requests when that
-        serves more of them in one batch (they are dropped once hopeless)."""
-        deadlines = [r.deadline_s for r in feasible]
-        n = min(self.batch_cap, len(feasible))
+    def _largest_batch(self, keys: list[tuple[float, float, int]], lo: int, hi: int, now: float,
+                       cost: "_CostTable") -> tuple[int, int]:
+        """(size, start): the largest batch of the deadline-ordered requests ``keys[lo:hi]`` that
+        all meet their deadlines if it starts running at `now` (start counts from `lo`). With
+        `pass_over` it may skip the most urgent requests when that serves more of them in one
+        batch (they are dropped once hopeless)."""
+        count = hi - lo
+        n = min(self.batch_cap, count)
         if not self.pass_over:
+            d0 = keys[lo][0]
             best = 1
-            while best < n and now + self._cost(best + 1) <= deadlines[0] + EPS_S:
+            while best < n and now + cost[best + 1] <= d0 + EPS_S:
                 best += 1
             return best, 0
         for b in range(n, 0, -1):
-            start = bisect.bisect_left(deadlines, now + self._cost(b) - EPS_S)
-            if len(feasible) - start >= b:
+            # (x,) sorts before every key whose deadline is >= x: a bisect on the deadlines alone
+            start = bisect.bisect_left(keys, (now + cost[b] - EPS_S,), lo, hi) - lo
+            if count - start >= b:
                 return b, start
         return 1, 0
 
@@ -380,7 +498,7 @@ def simulate_route(policy: Policy, arrivals: Sequence[SimRequest], service_s: Ca
     completion, or a wake-up the policy asked for) and keeps calling while it sends batches.
     """
     pending = sorted(arrivals, key=lambda r: (r.arrival_s, r.id))
-    queue: dict[int, SimRequest] = {}
+    queue = RouteQueue()
     running: list[tuple[float, int, list[SimRequest], float]] = []  # heap: (done_at, seq, batch, started)
     result = SimResult()
     i, seq, wake = 0, 0, None
@@ -401,11 +519,11 @@ def simulate_route(policy: Policy, arrivals: Sequence[SimRequest], service_s: Ca
             for r in batch:
                 result.outcomes.append(SimOutcome(r.id, r.arrival_s, r.deadline_s, done_at, len(batch)))
         while i < len(pending) and pending[i].arrival_s <= now:
-            queue[pending[i].id] = pending[i]
+            queue.add(pending[i])
             i += 1
         wake = None
         while True:
-            d = policy.decide(list(queue.values()), now, can_send=len(running) < max_in_flight)
+            d = policy.decide(queue, now, can_send=len(running) < max_in_flight)
             for rid in d.drop:
                 r = queue.pop(rid)
                 result.outcomes.append(SimOutcome(r.id, r.arrival_s, r.deadline_s, None))

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from orchestrator.batching import EPS_S, WAKE_PAST_S, LatencyModel, make_policy
+from orchestrator.batching import EPS_S, WAKE_PAST_S, LatencyModel, RouteQueue, make_policy
 from orchestrator.catalog import Catalog
 from orchestrator.cluster import Cluster
 from orchestrator.controlplane.controller import Controller
@@ -111,7 +111,7 @@ class _Route:
         self.device = device
         self.variant_index = variant_index
         self.device_index = device_index
-        self.queue: dict[int, _Req] = {}
+        self.queue = RouteQueue()
         self.in_flight = 0
         self.wake_at: float | None = None
         self.retired = False
@@ -197,12 +197,7 @@ class _ControlView:
         return ControlPlane.planning_demand(self, override)  # type: ignore[arg-type]
 
     def solve(self) -> Plan:
-        run = self._run
-        run.stats.solves += 1
-        t0 = time.perf_counter()
-        plan = run.sim.plan_for(run.policy, self.planning_demand(), self.plan)
-        run.stats.solve_s += time.perf_counter() - t0
-        return plan
+        return self._run.solve(self.planning_demand(), self.plan)
 
     def apply(self, target: Plan, reason: str, kind: str = "apply") -> None:
         self._run._start_apply(target, self._run.now, reason)
@@ -212,8 +207,8 @@ class _ControlView:
 class SimStats:
     events: int = 0
     batches: int = 0
-    solves: int = 0
-    solve_s: float = 0.0
+    solves: int = 0  # plans solved, the initial one included
+    solve_s: float = 0.0  # wall seconds in the planner, the initial plan included
     notes: list[str] = field(default_factory=list)
 
 
@@ -233,6 +228,7 @@ class Simulator:
         self.devices = [d.id for d in cluster.devices]
         self.device_index = {d: i for i, d in enumerate(self.devices)}
         self._service_cache: dict[tuple, tuple[list[float], list[float]]] = {}
+        self.last_stats = SimStats()
 
     # --- models of the hardware ---------------------------------------------------------------
 
@@ -275,7 +271,9 @@ class Simulator:
 
     def run(self, trace: Trace, policy: str, initial_demand: dict[str, float] | None = None,
             duration_s: float | None = None) -> Run:
-        return _Simulation(self, trace, policy, initial_demand, duration_s).run()
+        simulation = _Simulation(self, trace, policy, initial_demand, duration_s)
+        self.last_stats = simulation.stats  # events, batches, planner calls and time of the latest run
+        return simulation.run()
 
 
 class _Simulation:
@@ -327,6 +325,14 @@ class _Simulation:
         self.controller.last_change = -math.inf
 
     # --- event plumbing ---------------------------------------------------------------------
+
+    def solve(self, demand: dict[str, float], current: Plan | None) -> Plan:
+        """A plan for `demand` from the planner, timed into the stats."""
+        t0 = time.perf_counter()
+        plan = self.sim.plan_for(self.policy, demand, current)
+        self.stats.solve_s += time.perf_counter() - t0
+        self.stats.solves += 1
+        return plan
 
     def push(self, t: float, kind: int, payload) -> None:
         self.seq += 1
@@ -446,13 +452,14 @@ class _Simulation:
         while True:
             start = None  # as the shim's worker: with every instance busy, a batch starts when one frees
             if route.in_flight >= route.lanes and route.finish_at:
-                start = sorted(route.finish_at.values())[route.in_flight - route.lanes]
-            d = policy.decide(queue.values(), now, route.in_flight < route.max_in_flight, start_s=start)
+                k = route.in_flight - route.lanes
+                start = min(route.finish_at.values()) if k == 0 else sorted(route.finish_at.values())[k]
+            d = policy.decide(queue, now, route.in_flight < route.max_in_flight, start_s=start)
             if d.drop:
                 status = self.status
                 finish = self.finish
                 for rid in d.drop:
-                    del queue[rid]
+                    queue.pop(rid)
                     status[rid] = DROPPED
                     finish[rid] = now
                     self._miss(rid, now)
@@ -461,7 +468,8 @@ class _Simulation:
             if d.send:
                 batch = [queue.pop(rid) for rid in d.send]
                 route.in_flight += 1
-                route.finish_at[id(batch)] = max(now, start or now) + route.model.seconds(len(batch))
+                route.finish_at[id(batch)] = (start if start is not None and start > now else now) + \
+                    route.model.seconds(len(batch))
                 self._submit(route, batch, now)
                 continue
             wake = d.wake_at
@@ -526,7 +534,8 @@ class _Simulation:
 
     def _unload(self, route: _Route, now: float) -> None:
         """A retired route's model unloads: whatever is still queued there fails."""
-        for rid in list(route.queue):
+        for r in list(route.queue):
+            rid = r.id
             self._miss(rid, now)
             self.status[rid] = ERROR
             self.finish[rid] = now
@@ -539,8 +548,7 @@ class _Simulation:
     def run(self) -> Run:
         sim, cfg, trace = self.sim, self.cfg, self.trace
         demand0 = sim.initial_demand(trace)
-        plan0 = sim.plan_for(self.policy, demand0, None)
-        self.stats.solves += 1
+        plan0 = self.solve(demand0, None)
         self._install(plan0, 0.0, None, len(plan0.placements), 0, "initial plan")
         for k in range(1, int(math.ceil(self.duration_s)) + 1):
             if k * cfg.tick_s <= self.duration_s:
@@ -590,7 +598,7 @@ class _Simulation:
                 self._miss(i, now)
             else:
                 route = self.rr_routes[fam][k]
-                route.queue[i] = _Req(i, now, now + deadlines[i])
+                route.queue.add(_Req(i, now, now + deadlines[i]))
                 # A busy route's policy can only drop hopeless requests (time-triggered: its wake-up
                 # and the next completion call it); skipping the call here changes no outcome.
                 if route.in_flight < route.max_in_flight:

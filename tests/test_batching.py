@@ -4,8 +4,11 @@ import random
 
 import pytest
 
-from orchestrator.batching import (AimdPolicy, LatencyModel, NoBatchingPolicy, ProteusPolicy, SimRequest,
-                                   make_policy, simulate_route)
+import bisect
+import math
+
+from orchestrator.batching import (EPS_S, WAKE_PAST_S, AimdPolicy, LatencyModel, NoBatchingPolicy, ProteusPolicy,
+                                   RouteQueue, SimRequest, make_policy, simulate_route)
 from orchestrator.profiles import ProfileRecord
 
 
@@ -228,3 +231,121 @@ def test_proteus_plans_from_when_a_busy_device_frees(req):
     assert p.decide([req(2, 0.0, 0.045)], now=0.0, start_s=0.040).drop == (2,)  # 40 + 7 > 45
     idle = p.decide([req(2, 0.0, 0.045)], now=0.0)  # an idle device may hold it until 45 - 7
     assert idle.drop == () and idle.send == () and idle.wake_at == pytest.approx(0.038)
+
+
+# --- the route queue and the incremental decision --------------------------------------------
+
+def test_route_queue_keeps_arrival_order_and_deadline_order(req):
+    q = RouteQueue()
+    for r in [req(1, 0.0, 0.5), req(2, 0.1, 0.2), req(3, 0.2), req(4, 0.3, 0.2), req(5, 0.4, 0.9)]:
+        q.add(r)
+    assert [r.id for r in q] == [1, 2, 3, 4, 5]  # iteration: arrival (insertion) order, as a dict
+    assert [r.id for r in q.by_deadline] == [2, 4, 1, 5]  # by (deadline, arrival); no-deadline kept apart
+    assert list(q.no_deadline) == [3]
+    assert q.pop(4).id == 4 and q.pop(3).id == 3 and 4 not in q and len(q) == 3
+    assert [r.id for r in q.by_deadline] == [2, 1, 5]
+    with pytest.raises(ValueError, match="already queued"):
+        q.add(req(1, 0.0, 0.1))
+    q.clear()
+    assert len(q) == 0 and not q.by_deadline and not q.no_deadline
+
+
+def reference_proteus_decide(p: ProteusPolicy, queue, now, can_send=True, start_s=None):
+    """The decision as first written (partition the queue, sort the feasible requests by
+    deadline on every call): the oracle the incremental `ProteusPolicy.decide` must equal."""
+    def cost(b):
+        return p.model.seconds(b) + p.slack_s
+    cost1 = cost(1)
+    t0 = now if start_s is None else max(now, start_s)
+    drop, late, feasible, no_deadline, wake = [], [], [], [], None
+    for r in queue:
+        if r.deadline_s is None:
+            no_deadline.append(r)
+        elif t0 + cost1 > r.deadline_s + EPS_S:
+            (late.append(r) if r.serve_late else drop.append(r.id))
+        else:
+            feasible.append(r)
+            h = r.deadline_s - cost1 + WAKE_PAST_S
+            wake = h if wake is None else min(wake, h)
+    if not can_send:
+        return (), tuple(drop), wake
+    cap = p.batch_cap
+    feasible.sort(key=lambda r: (r.deadline_s, r.arrival_s))
+    if late:
+        late.sort(key=lambda r: r.arrival_s)
+        batch = [r.id for r in late[:cap]]
+        if feasible and len(batch) < cap:
+            extra = 0
+            while len(batch) + extra < cap and extra < len(feasible) and \
+                    t0 + cost(len(batch) + extra + 1) <= feasible[0].deadline_s + EPS_S:
+                extra += 1
+            batch += [r.id for r in feasible[:extra]]
+        return tuple(batch), tuple(drop), wake
+    if not feasible:
+        return tuple(r.id for r in no_deadline[:cap]), tuple(drop), None
+    if not p.model.known:
+        return tuple(r.id for r in (feasible + no_deadline)[:cap]), tuple(drop), None
+    d0 = feasible[0].deadline_s
+    deadlines = [r.deadline_s for r in feasible]
+    n = min(cap, len(feasible))
+    best, start = 1, 0
+    if not p.pass_over:
+        while best < n and t0 + cost(best + 1) <= d0 + EPS_S:
+            best += 1
+    else:
+        for b in range(n, 0, -1):
+            start = bisect.bisect_left(deadlines, t0 + cost(b) - EPS_S)
+            if len(feasible) - start >= b:
+                best = b
+                break
+        else:
+            start = 0
+    if best < len(feasible) or best == cap:
+        return tuple(r.id for r in feasible[start:start + best]), tuple(drop), None
+    if no_deadline:
+        fill = best
+        while fill < cap and fill - best < len(no_deadline) and t0 + cost(fill + 1) <= d0 + EPS_S:
+            fill += 1
+        return tuple([r.id for r in feasible] + [r.id for r in no_deadline[:fill - best]]), tuple(drop), None
+    send_by = d0 - cost(best)
+    if p.max_hold_s is not None:
+        send_by = min(send_by, min(r.arrival_s for r in feasible) + p.max_hold_s)
+    if now + EPS_S >= send_by:
+        return tuple(r.id for r in feasible), tuple(drop), None
+    return (), tuple(drop), send_by if wake is None else min(wake, send_by)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_incremental_decisions_equal_the_sort_per_call_reference(seed):
+    """A queue kept across arrivals and removals (out-of-order deadlines, ties, no-deadline and
+    serve-late requests, learning and unknown models, pass-over on and off, held and bounded):
+    every decision equals the reference's on the same requests."""
+    rng = random.Random(seed)
+    checked = 0
+    for _ in range(150):
+        points = {b: rng.choice([3.0, 5.0, 8.0]) + rng.uniform(0.5, 3.0) * b
+                  for b in rng.sample([1, 2, 4, 8, 16], rng.randint(0, 4))}
+        model = LatencyModel(points, learn=rng.random() < 0.3)
+        p = ProteusPolicy(model, rng.randint(1, 12), slack_s=rng.choice([0.0, 0.002]),
+                          pass_over=rng.random() < 0.8, max_hold_s=rng.choice([None, None, 0.01]))
+        q, now, rid = RouteQueue(), 0.0, 0
+        grid = rng.random() < 0.5  # coarse times: many equal deadlines and arrivals
+        for _ in range(60):
+            now += rng.choice([0.0, 0.001, rng.uniform(0, 0.004)])
+            for _ in range(rng.choice([0, 1, 1, 2, 5])):
+                slo = rng.choice([0.01, 0.02, 0.05, rng.uniform(0.0, 0.08)])
+                deadline = None if rng.random() < 0.08 else (round(now + slo, 2) if grid else now + slo)
+                q.add(SimRequest(rid, now, deadline, serve_late=rng.random() < 0.05))
+                rid += 1
+            can_send = rng.random() < 0.7
+            start_s = rng.choice([None, now + rng.uniform(-0.005, 0.02)])
+            d = p.decide(q, now, can_send, start_s=start_s)
+            assert (d.send, d.drop, d.wake_at) == reference_proteus_decide(p, list(q), now, can_send, start_s)
+            checked += 1
+            for i in d.drop + d.send:
+                q.pop(i)
+            if d.send and model.learn:
+                p.observe(len(d.send), rng.uniform(0.002, 0.03))
+            if q and rng.random() < 0.1:  # a request leaves by another way (e.g. its route retires)
+                q.pop(rng.choice([r.id for r in q]))
+    assert checked == 150 * 60

@@ -20,7 +20,7 @@ from typing import Protocol
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from orchestrator.batching import Policy
+from orchestrator.batching import Policy, RouteQueue
 from orchestrator.catalog import TensorSpec
 
 
@@ -82,7 +82,7 @@ class RouteWorker:
         self.call_timeout_s = call_timeout_s
         self.batches_sent = 0
         self.requests_sent = 0
-        self._queue: dict[int, ShimRequest] = {}  # arrival order
+        self._queue = RouteQueue()  # arrival order, and by deadline for the policy
         self._in_flight = 0
         self._finish_at: dict[int, float] = {}  # id(batch) -> predicted finish, for batches in flight
         self._last_done = -math.inf  # when the latest batch came back
@@ -104,7 +104,7 @@ class RouteWorker:
         with self._cond:
             if self._stopped:
                 raise RouteStopped(f"route {self.key} has stopped")
-            self._queue[request.id] = request
+            self._queue.add(request)
             now = time.monotonic()
             dropped, batch, _ = self._step(now)
         if request.blocking and any(r is request for r in batch):
@@ -154,7 +154,7 @@ class RouteWorker:
         start = None  # every instance busy: a batch sent now starts when one frees (predicted)
         if self._in_flight >= self.instances and self._finish_at:
             start = sorted(self._finish_at.values())[self._in_flight - self.instances]
-        d = self.policy.decide(list(self._queue.values()), now, can_send=self._in_flight < self.max_in_flight,
+        d = self.policy.decide(self._queue, now, can_send=self._in_flight < self.max_in_flight,
                                start_s=start)
         dropped = [self._queue.pop(i) for i in d.drop]
         batch = [self._queue.pop(i) for i in d.send]
