@@ -163,6 +163,7 @@ class LatencyModel:
         self.alpha = alpha
         self._sorted: list[tuple[int, float]] = sorted(self.points_ms.items())
         self.revision = 0  # bumped whenever the points change (users may cache predictions per revision)
+        self._seconds: dict[int, float] = {}  # batch size -> seconds(batch size), for this revision
 
     @property
     def known(self) -> bool:
@@ -185,7 +186,10 @@ class LatencyModel:
         return y1 + slope * (batch_size - b1)
 
     def seconds(self, batch_size: int) -> float:
-        return self.ms(batch_size) / 1000.0
+        s = self._seconds.get(batch_size)
+        if s is None:
+            s = self._seconds[batch_size] = self.ms(batch_size) / 1000.0
+        return s
 
     def observe(self, batch_size: int, latency_ms: float) -> None:
         """Fold in one observed batch latency (only when the model learns)."""
@@ -195,6 +199,7 @@ class LatencyModel:
         self.points_ms[batch_size] = latency_ms if old is None else old + self.alpha * (latency_ms - old)
         self._sorted = sorted(self.points_ms.items())
         self.revision += 1
+        self._seconds = {}
 
     @classmethod
     def learned(cls) -> "LatencyModel":
@@ -229,6 +234,7 @@ class _CostTable(dict):
         self.model = model
         self.slack_s = slack_s
         self.revision = model.revision
+        self.known = model.known
 
     def __missing__(self, batch_size: int) -> float:
         c = self[batch_size] = self.model.seconds(batch_size) + self.slack_s
@@ -272,20 +278,15 @@ class ProteusPolicy:
         self.slack_s = slack_s
         self._costs = _CostTable(model, slack_s)
 
-    def _cost_table(self) -> "_CostTable":
-        """Predicted seconds + slack per batch size, for the model's current points."""
-        costs = self._costs
-        if costs.revision != self.model.revision or costs.model is not self.model or costs.slack_s != self.slack_s:
-            costs = self._costs = _CostTable(self.model, self.slack_s)
-        return costs
-
     def decide(self, queue: RouteQueue | Iterable[Queued], now: float, can_send: bool = True,
                start_s: float | None = None) -> Decision:
         if not isinstance(queue, RouteQueue):
             queue = RouteQueue(queue)
         keys = queue.deadline_keys  # (deadline, arrival, insertion) of `timed`, sorted
         timed = queue.by_deadline
-        cost = self._cost_table()
+        cost = self._costs  # predicted seconds + slack per batch size, for the model's current points
+        if cost.revision != self.model.revision or cost.model is not self.model or cost.slack_s != self.slack_s:
+            cost = self._costs = _CostTable(self.model, self.slack_s)
         cost1 = cost[1]
         t0 = now if start_s is None or start_s <= now else start_s  # when a batch sent now would start running
         # Requests that cannot make their deadline even alone are a prefix of the deadline order.
@@ -324,7 +325,7 @@ class ProteusPolicy:
                 return Decision(send=tuple(islice(no_deadline, cap)), drop=drop)
             return Decision(drop=drop) if drop else _NOTHING
 
-        if not self.model.known:  # nothing to predict with: behave like greedy batching
+        if not cost.known:  # nothing to predict with: behave like greedy batching
             ids = [r.id for r in timed[h:h + cap]]
             ids += islice(no_deadline, cap - len(ids))
             return Decision(send=tuple(ids), drop=drop)

@@ -302,6 +302,7 @@ class _Simulation:
         # RoutingTable runs, keyed by small ints: Route objects hash slowly)
         self.rr: dict[str, SmoothWeightedRoundRobin[int]] = {}
         self.rr_routes: dict[str, list[_Route]] = {}
+        self.pickers: dict[str, tuple] = {}  # family -> (its round-robin's pick, rr_routes[family]), for arrivals
         self.plan: Plan | None = None
         self.pending: _Pending | None = None
         self.events: list[PlanEvent] = []
@@ -384,6 +385,7 @@ class _Simulation:
             if not same:  # as RoutingTable: unchanged routes keep their round-robin credit
                 self.rr[family] = SmoothWeightedRoundRobin(weights)
             self.rr_routes[family] = [routes[(r.device_id, r.variant)] for r in live]
+            self.pickers[family] = (self.rr[family].pick, self.rr_routes[family])
         self.plan = plan
         self.view.plan = plan
         if decided_s is not None and loads:
@@ -454,25 +456,24 @@ class _Simulation:
             if route.in_flight >= route.lanes and route.finish_at:
                 k = route.in_flight - route.lanes
                 start = min(route.finish_at.values()) if k == 0 else sorted(route.finish_at.values())[k]
-            d = policy.decide(queue, now, route.in_flight < route.max_in_flight, start_s=start)
-            if d.drop:
+            send, drop, wake = policy.decide(queue, now, route.in_flight < route.max_in_flight, start_s=start)
+            if drop:
                 status = self.status
                 finish = self.finish
-                for rid in d.drop:
+                for rid in drop:
                     queue.pop(rid)
                     status[rid] = DROPPED
                     finish[rid] = now
                     self._miss(rid, now)
                     self.served_by[rid] = route.variant_index
                     self.served_on[rid] = route.device_index
-            if d.send:
-                batch = [queue.pop(rid) for rid in d.send]
+            if send:
+                batch = [queue.pop(rid) for rid in send]
                 route.in_flight += 1
                 route.finish_at[id(batch)] = (start if start is not None and start > now else now) + \
                     route.model.seconds(len(batch))
                 self._submit(route, batch, now)
                 continue
-            wake = d.wake_at
             if wake is not None and queue:
                 if wake <= now:
                     wake = now + WAKE_PAST_S
@@ -561,49 +562,50 @@ class _Simulation:
         heap = self.heap
         pop = heapq.heappop
         i = 0
-        events = 0
+        events = n  # every arrival, plus the timed events popped below
         status = self.status
+        pickers = self.pickers  # updated in place when a plan switches
         inf = math.inf
-        while i < n or heap:
-            t_next = times[i] if i < n else inf
-            if heap and heap[0][0] <= t_next:
-                now, _, kind, payload = pop(heap)
-                events += 1
-                if kind == _DONE:
-                    self._done(payload, now)
-                elif kind == _WAKE:
-                    route = payload
-                    if route.wake_at is not None and abs(route.wake_at - now) <= EPS_S:
-                        route.wake_at = None
-                        if route.queue:
-                            self._drive(route, now)
-                elif kind == _TICK:
-                    self._tick(now)
-                elif kind == _SWITCH:
-                    p = self.pending
-                    self.pending = None
-                    self._install(p.plan, now, p.decided_s, p.loads, p.unloads, p.reason)
-                elif kind == _UNLOAD:
-                    self._unload(payload, now)
-                continue
-            # the next event is an arrival
-            now = t_next
+        while True:
+            # arrivals before the next timed event (at equal times the event goes first)
+            next_event = heap[0][0] if heap else inf
+            while i < n and times[i] < next_event:
+                now = times[i]
+                picker = pickers.get(families[i])
+                k = picker[0]() if picker is not None else None
+                if k is None:
+                    status[i] = UNSERVED
+                    self.finish[i] = now
+                    self._miss(i, now)
+                else:
+                    route = picker[1][k]
+                    route.queue.add(_Req(i, now, now + deadlines[i]))
+                    # A busy route's policy can only drop hopeless requests (time-triggered: its
+                    # wake-up and the next completion call it); skipping the call here changes no outcome.
+                    if route.in_flight < route.max_in_flight:
+                        self._drive(route, now)
+                        next_event = heap[0][0] if heap else inf
+                i += 1
+            if not heap:  # and so no arrival is left either
+                break
+            now, _, kind, payload = pop(heap)
             events += 1
-            fam = families[i]
-            rr = self.rr.get(fam)
-            k = rr.pick() if rr is not None else None
-            if k is None:
-                status[i] = UNSERVED
-                self.finish[i] = now
-                self._miss(i, now)
-            else:
-                route = self.rr_routes[fam][k]
-                route.queue.add(_Req(i, now, now + deadlines[i]))
-                # A busy route's policy can only drop hopeless requests (time-triggered: its wake-up
-                # and the next completion call it); skipping the call here changes no outcome.
-                if route.in_flight < route.max_in_flight:
-                    self._drive(route, now)
-            i += 1
+            if kind == _DONE:
+                self._done(payload, now)
+            elif kind == _WAKE:
+                route = payload
+                if route.wake_at is not None and abs(route.wake_at - now) <= EPS_S:
+                    route.wake_at = None
+                    if route.queue:
+                        self._drive(route, now)
+            elif kind == _TICK:
+                self._tick(now)
+            elif kind == _SWITCH:
+                p = self.pending
+                self.pending = None
+                self._install(p.plan, now, p.decided_s, p.loads, p.unloads, p.reason)
+            elif kind == _UNLOAD:
+                self._unload(payload, now)
         self.stats.events = events
         return self._result()
 
