@@ -14,6 +14,7 @@ from orchestrator.errors import UserError
 from orchestrator.plan import Plan
 from orchestrator.planner import AccuracyFloor, PlannerOptions, build_problem, make_plan
 from orchestrator.planner.capacity import best_batch
+from orchestrator.planner.milp import BALANCE_SEGMENTS
 from orchestrator.profiles import ProfileRecord, ProfileSet
 from orchestrator.scenarios import make_variant, proteus_scale, small_resnet
 
@@ -334,3 +335,34 @@ def test_cli_bad_input_is_one_line(files, capsys, extra, message):
     assert _solve_cli(files, *extra) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and message in err and "Traceback" not in err
+
+
+# --- load balance (lowest priority) -------------------------------------------------------
+
+@pytest.mark.parametrize("devices,demand", [(2, 2.0), (2, 3.0), (3, 5.0), (4, 8.0)])
+def test_identical_devices_hosting_the_best_variant_share_the_load_evenly(devices, demand):
+    """Calm demand on identical devices: all host ResNet-152 and the traffic is split evenly, not
+    piled on one device at its cap while another idles (the objective is otherwise indifferent)."""
+    s = small_resnet(devices=devices, demand_rps=demand, slo_ms=600.0)
+    plan = solve(s)
+    fam = plan.families["resnet"]
+    assert fam.unserved_rps < 1e-6 and variants_used(plan) == {"resnet152"}
+    assert demand < 0.85 * plan.placements[0].capacity_rps * (devices - 1)  # well below: fewer devices would do
+    assert sorted(r.device_id for r in fam.routes) == [d.id for d in s.cluster.devices]
+    # the balance term interpolates u^2 between breakpoints U/16 apart: even up to one segment
+    segment = 0.85 / BALANCE_SEGMENTS
+    utils = [sum(p.served_rps / p.capacity_rps for p in plan.placements_on(d.id)) for d in s.cluster.devices]
+    assert max(utils) - min(utils) <= segment + 1e-6, utils
+    cap = plan.placements[0].capacity_rps
+    for r in fam.routes:
+        assert r.weight == pytest.approx(1 / devices, abs=segment * cap / demand + 1e-6)
+
+
+def test_balance_never_costs_accuracy():
+    """The balance term only breaks ties: effective accuracy equals the plan without it."""
+    for demand in (3.0, 10.0, 20.0):
+        s = small_resnet(devices=3, demand_rps=demand)
+        with_balance = solve(s)
+        without = solve(s, options=PlannerOptions(balance_weight=0.0))
+        assert with_balance.families["resnet"].effective_accuracy == pytest.approx(
+            without.families["resnet"].effective_accuracy, abs=1e-6)

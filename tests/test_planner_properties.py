@@ -99,6 +99,25 @@ def test_milp_objective_equals_exhaustive_search(req):
 
 
 @SETTINGS
+@given(instances(floors=True), st.sampled_from([1.0, 30.0]))
+def test_the_balance_term_is_exact_too(req, balance_weight):
+    """With the default weight the balance term is below the comparison's tolerance; weighted up
+    until it is not, the MILP (pool devices priced by the perspective n h(time / n)) still equals
+    the exhaustive search over named devices, and the plan is worth what the solver said."""
+    assume(req.profiles.device_classes() >= {d.device_class for d in req.cluster.devices})
+    assume(_search_size(req) <= 5000)
+    req = dataclasses.replace(req, options=dataclasses.replace(req.options, balance_weight=balance_weight))
+    plan = make_plan(req)
+    prob = build_problem(req)
+    best, _ = exhaustive_best(prob)
+    assert plan.solver.status == "OPTIMAL"
+    tol = _tol(best)
+    assert abs(plan.solver.objective - best) <= tol, (plan.solver.objective, best)
+    assert abs(plan_value(prob, plan) - best) <= tol
+    check_plan(prob, plan)
+
+
+@SETTINGS
 @given(instances(), st.data())
 def test_with_a_current_plan_the_milp_is_exact_on_named_devices(req, data):
     """With a current plan, loads are charged per named device. The MILP's figure equals the

@@ -14,7 +14,7 @@ import itertools
 from ortools.linear_solver import pywraplp
 
 from orchestrator.planner.capacity import Option
-from orchestrator.planner.milp import weights_for
+from orchestrator.planner.milp import balance_h, balance_rows, weights_for
 from orchestrator.planner.problem import Group, Problem
 
 
@@ -72,17 +72,26 @@ def _fixed_hosting_value(prob: Problem, w, hosting: dict[str, tuple[Option, ...]
             floor_rows[f] = lp.Constraint(0.0, inf)
     for dev, opts in hosting.items():
         time_row = lp.Constraint(-inf, u)
+        flows = []
         for o in opts:
             x = lp.NumVar(0.0, inf, "")
+            flows.append((x, 1.0 / o.capacity_rps))
             time_row.SetCoefficient(x, 1.0 / o.capacity_rps)
             demand_rows[o.family].SetCoefficient(x, 1.0)
             obj.SetCoefficient(x, w.flow(o) - w.served)
             if o.family in floor_rows:
                 floor_rows[o.family].SetCoefficient(x, o.accuracy - prob.request.accuracy_floor[o.family].value)
+        if flows:  # lowest priority: weight x h(utilisation) of this device, h's segments
+            balance_rows(lp, obj, w.group_balance(group_of[dev]), u, flows, devices=None)
     obj.SetMaximization()
     if lp.Solve() != pywraplp.Solver.OPTIMAL:
         return -float("inf")
     return (obj.Value() + fixed) / w.scale
+
+
+def utilisation(plan, device_id: str) -> float:
+    """Share of the device's time the plan gives its placements: sum of served / capacity."""
+    return sum(p.served_rps / p.capacity_rps for p in plan.placements_on(device_id) if p.capacity_rps > 0)
 
 
 def plan_value(prob: Problem, plan) -> float:
@@ -102,5 +111,7 @@ def plan_value(prob: Problem, plan) -> float:
             value -= w.load(o)
         used.add(p.device_id)
     value -= sum(w.device_cost(group_of[d]) for d in used)
+    for g in prob.groups:
+        value -= w.group_balance(g) * sum(balance_h(utilisation(plan, d.id), prob.utilisation_cap) for d in g.devices)
     value -= w.served * sum(prob.demand[f] - plan.families[f].served_rps for f in prob.families)
     return value / w.scale

@@ -18,8 +18,11 @@ S_g = min(N_g, R) shared slots therefore loses no optimum, and all other devices
 for those, only the count matters. When N_g <= R the slots *are* the group's devices, by name.
 
 Objective (maximised), each term normalised so that the weights state the priority:
-  served_weight * served / D  +  sum acc_o * x / (100 D)  -  switching  -  device cost
-(cost mode: served_weight * served / D - cost / C_total + 1e-3 * (accuracy - switching)).
+  served_weight * served / D  +  sum acc_o * x / (100 D)  -  switching  -  device cost  -  balance
+(cost mode: served_weight * served / D - cost / C_total + 1e-3 * (accuracy - switching - balance)).
+Balance: sum over devices of h(utilisation), h the piecewise-linear interpolation of u^2 (convex,
+h(0) = 0). The n pool devices dedicated to o share xd evenly, so together they cost
+n h(xd / (cap_o n)): the perspective of h, linear in (xd, n) segment by segment - exact, no binaries.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class Weights:
     max_memory_mb: float
     utilisation_cap: float
     scale: float  # the objective is reported divided by this (normalised units)
+    balance: float = 0.0  # per rps moved between devices, the most the balance term may change
 
     def flow(self, o: Option) -> float:
         """Objective gain per rps routed to option o."""
@@ -65,6 +69,29 @@ class Weights:
 
     def device_cost(self, g: Group) -> float:
         return self.device * g.cost_per_hour
+
+    def group_balance(self, g: Group) -> float:
+        """Objective loss per unit of h(utilisation) on a device of g (lowest priority). h's slope
+        is at most 2U and a device's utilisation moves by rps / cap_o, so moving one rps between
+        devices changes the balance term by at most `balance`."""
+        slowest = min((o.capacity_rps for o in g.options), default=0.0)
+        return self.balance * slowest / (2 * self.utilisation_cap)
+
+
+BALANCE_SEGMENTS = 16  # h interpolates u^2 on [0, U] at U k / 16: ties within U / 16
+
+
+def balance_segments(u: float) -> list[float]:
+    """Slopes of h on its segments [U k / 16, U (k+1) / 16] (each U / 16 wide): h interpolates
+    v^2 there, so the slope of segment k is the sum of its ends, increasing (h convex, h(0) = 0)."""
+    points = [u * k / BALANCE_SEGMENTS for k in range(BALANCE_SEGMENTS + 1)]
+    return [a + b for a, b in zip(points, points[1:])]
+
+
+def balance_h(v: float, u: float) -> float:
+    """h(v) for a utilisation v in [0, u]."""
+    width = u / BALANCE_SEGMENTS
+    return sum(slope * min(width, max(0.0, v - k * width)) for k, slope in enumerate(balance_segments(u)))
 
 
 def weights_for(prob: Problem) -> Weights:
@@ -85,7 +112,8 @@ def weights_for(prob: Problem) -> Weights:
     return Weights(served=scale * opts.served_weight / demand, accuracy=scale * tie / (100 * demand),
                    switch=scale * tie / (100 * demand),
                    device=scale * device / total_cost if total_cost > 0 else 0.0, switch_cost=opts.switch_cost,
-                   max_memory_mb=max_mem, utilisation_cap=opts.utilisation_cap, scale=scale)
+                   max_memory_mb=max_mem, utilisation_cap=opts.utilisation_cap, scale=scale,
+                   balance=scale * tie / (100 * demand) * opts.balance_weight)
 
 
 def shared_slots(prob: Problem) -> int:
@@ -153,6 +181,8 @@ def solve_milp(prob: Problem) -> Plan:
                 if o.family in floor_rows:
                     floor_rows[o.family].SetCoefficient(x, o.accuracy - prob.request.accuracy_floor[o.family].value)
             _one_config_per_variant(solver, ys)
+            balance_rows(solver, objective, w.group_balance(g), u, [(x, 1.0 / o.capacity_rps) for o, x in xs.items()],
+                     devices=None)
             slots.append((ys, xs))
         # slots that host the same now are interchangeable: order them by how many options they host
         for s in range(len(slots) - 1):
@@ -169,6 +199,7 @@ def solve_milp(prob: Problem) -> Plan:
                 n = solver.IntVar(0, len(pool), f"n_{gi}_{oi}")
                 x = solver.NumVar(0.0, min(u * o.capacity_rps * len(pool), prob.demand[o.family]), f"xd_{gi}_{oi}")
                 _link(solver, x, n, u * o.capacity_rps)
+                balance_rows(solver, objective, w.group_balance(g), u, [(x, 1.0 / o.capacity_rps)], devices=n)
                 count_row.SetCoefficient(n, 1.0)
                 objective.SetCoefficient(x, w.flow(o))
                 if cost_on:
@@ -232,6 +263,27 @@ def _link(solver, x, y, scale: float) -> None:
     row = solver.Constraint(-solver.infinity(), 0.0)
     row.SetCoefficient(x, 1.0)
     row.SetCoefficient(y, -scale)
+
+
+def balance_rows(solver, objective, weight: float, u: float, time_terms, devices) -> None:
+    """Charge weight x h(utilisation): the utilisation (sum of time terms) is split into segment
+    variables s_k of width U/16 priced at h's increasing slopes, so a minimum fills them in order
+    and prices exactly h. `devices` None: one named device (s_k <= U/16). Else the count n of pool
+    devices sharing the time evenly: s_k <= n U/16 prices n h(time / n), h's perspective."""
+    if weight <= 0:
+        return
+    width = u / BALANCE_SEGMENTS
+    total = solver.Constraint(0.0, 0.0)
+    for var, per_rps in time_terms:
+        total.SetCoefficient(var, per_rps)
+    for slope in balance_segments(u):
+        seg = solver.NumVar(0.0, width if devices is None else solver.infinity(), "")
+        objective.SetCoefficient(seg, -weight * slope)
+        total.SetCoefficient(seg, -1.0)
+        if devices is not None:
+            row = solver.Constraint(-solver.infinity(), 0.0)
+            row.SetCoefficient(seg, 1.0)
+            row.SetCoefficient(devices, -width)
 
 
 def _one_config_per_variant(solver, ys: dict[Option, object]) -> None:

@@ -43,6 +43,7 @@ class PlannerOptions:
     served_weight: float = 1e3  # weight of the served share over the accuracy term (priority 1 over 2)
     switch_cost: float = 0.01  # a load costs this x (size / largest size) x the accuracy-weighted output of the device
     device_cost_weight: float = 0.0  # accuracy mode: weight of normalised $/h (priority 4); cost mode ignores it
+    balance_weight: float = 1e-3  # priority 5: per rps moved, balancing is worth at most this many accuracy points
     shared_devices: int | None = None  # devices per group that may host several variants; None = exact bound
     time_limit_s: float = 2.0  # past it the plan carries status FEASIBLE and the gap reached
     relative_gap: float = 1e-6  # of the objective, ~0.001 effective-accuracy points
@@ -54,7 +55,7 @@ class PlannerOptions:
             raise UserError(f"planner option utilisation_cap must be in (0, 1], not {self.utilisation_cap}")
         if self.objective not in OBJECTIVES:
             raise UserError(f"planner option objective must be one of {OBJECTIVES}, not {self.objective!r}")
-        if self.switch_cost < 0 or self.device_cost_weight < 0 or self.served_weight <= 0:
+        if self.switch_cost < 0 or self.device_cost_weight < 0 or self.balance_weight < 0 or self.served_weight <= 0:
             raise UserError("planner weights must not be negative (served_weight must be positive)")
         if not self.time_limit_s > 0:
             raise UserError(f"planner option time_limit_s must be positive, not {self.time_limit_s}")
