@@ -7,6 +7,7 @@ interleaves routes instead of sending runs to one: weights 3:1 give A A B A, A A
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Generic, TypeVar
 
@@ -25,15 +26,19 @@ class SmoothWeightedRoundRobin(Generic[K]):
         self.credit = {k: 0.0 for k in self.weights}
 
     def pick(self, eligible: Callable[[K], bool] | None = None) -> K | None:
-        keys = [k for k in self.weights if eligible is None or eligible(k)]
-        if not keys:
-            return None
-        total = 0.0
-        for k in keys:
-            self.credit[k] += self.weights[k]
-            total += self.weights[k]
-        best = max(keys, key=lambda k: self.credit[k])  # max() keeps the first on ties
-        self.credit[best] -= total
+        # One pass (this runs per request, in the shim and in the simulator's inner loop).
+        credit = self.credit
+        best, best_credit, total = None, -math.inf, 0.0
+        for k, w in self.weights.items():
+            if eligible is not None and not eligible(k):
+                continue
+            c = credit[k] + w
+            credit[k] = c
+            total += w
+            if c > best_credit:  # strict: the first key wins ties
+                best, best_credit = k, c
+        if best is not None:
+            credit[best] -= total
         return best
 
 
