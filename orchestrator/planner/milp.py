@@ -23,6 +23,8 @@ Objective (maximised), each term normalised so that the weights state the priori
 Balance: sum over devices of h(utilisation), h the piecewise-linear interpolation of u^2 (convex,
 h(0) = 0). The n pool devices dedicated to o share xd evenly, so together they cost
 n h(xd / (cap_o n)): the perspective of h, linear in (xd, n) segment by segment - exact, no binaries.
+A pool of one device (sum_o n <= 1, so at most one xd is non-zero) is priced as a named device:
+h(sum_o xd / cap_o), K segment variables for the pool instead of K per option.
 """
 
 from __future__ import annotations
@@ -199,7 +201,8 @@ def solve_milp(prob: Problem) -> Plan:
                 n = solver.IntVar(0, len(pool), f"n_{gi}_{oi}")
                 x = solver.NumVar(0.0, min(u * o.capacity_rps * len(pool), prob.demand[o.family]), f"xd_{gi}_{oi}")
                 _link(solver, x, n, u * o.capacity_rps)
-                balance_rows(solver, objective, w.group_balance(g), u, [(x, 1.0 / o.capacity_rps)], devices=n)
+                if len(pool) > 1:
+                    balance_rows(solver, objective, w.group_balance(g), u, [(x, 1.0 / o.capacity_rps)], devices=n)
                 count_row.SetCoefficient(n, 1.0)
                 objective.SetCoefficient(x, w.flow(o))
                 if cost_on:
@@ -208,6 +211,11 @@ def solve_milp(prob: Problem) -> Plan:
                 if o.family in floor_rows:
                     floor_rows[o.family].SetCoefficient(x, o.accuracy - prob.request.accuracy_floor[o.family].value)
                 dedicated[o] = (n, x)
+            if len(pool) == 1:
+                # one pool device hosts at most one option (sum n <= 1): its utilisation is the sum
+                # of the pool's time terms, priced like a named device's (K segments, not K per option)
+                balance_rows(solver, objective, w.group_balance(g), u,
+                             [(x, 1.0 / o.capacity_rps) for o, (_, x) in dedicated.items()], devices=None)
             if with_current:
                 _pool_switching(solver, objective, prob, pool, gi, dedicated, w)
                 for o, (n, _) in dedicated.items():
