@@ -238,7 +238,13 @@ def solve_milp(prob: Problem) -> Plan:
     solver.SetTimeLimit(int(opts.time_limit_s * 1000))
     # one round of cutting planes at the root: the LP bound is usually tight already, and the
     # default rounds cost ~20-40 % of the solve time here (measured: benchmarks/planner_bench.py)
-    solver.SetSolverSpecificParametersAsString("separating/maxroundsroot = 1\n")
+    scip = "separating/maxroundsroot = 1\n"
+    if not with_current:
+        # cold solves: presolve's probing of the binaries found nothing at Proteus scale and cost
+        # ~15 % of the solve (measured side by side); re-plans keep it (their switching costs
+        # make the binaries worth probing, and they measured no faster without it)
+        scip += "propagating/probing/maxprerounds = 0\n"
+    solver.SetSolverSpecificParametersAsString(scip)
     if hint_vars:
         solver.SetHint(hint_vars, hint_values)
     t1 = time.perf_counter()
