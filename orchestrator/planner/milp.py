@@ -133,6 +133,7 @@ def solve_milp(prob: Problem) -> Plan:
     opts = prob.request.options
     w = weights_for(prob)
     u = opts.utilisation_cap
+    demand = prob.demand  # a property that builds a dict: read it once
     solver = pywraplp.Solver.CreateSolver("SCIP")
     if solver is None:
         raise UserError("OR-Tools was built without SCIP; the MILP planner needs it")
@@ -165,7 +166,7 @@ def solve_milp(prob: Problem) -> Plan:
                 objective.SetCoefficient(z, -w.device_cost(g))
             for oi, o in enumerate(g.options):
                 y = solver.BoolVar(f"y_{gi}_{s}_{oi}")
-                big_m = min(u * o.capacity_rps, prob.demand[o.family])  # tighter than capacity alone
+                big_m = min(u * o.capacity_rps, demand[o.family])  # tighter than capacity alone
                 x = solver.NumVar(0.0, big_m, f"xs_{gi}_{s}_{oi}")
                 ys[o], xs[o] = y, x
                 _link(solver, x, y, big_m)
@@ -199,7 +200,7 @@ def solve_milp(prob: Problem) -> Plan:
             count_row = solver.Constraint(-inf, len(pool), f"count_{gi}")
             for oi, o in enumerate(g.options):
                 n = solver.IntVar(0, len(pool), f"n_{gi}_{oi}")
-                x = solver.NumVar(0.0, min(u * o.capacity_rps * len(pool), prob.demand[o.family]), f"xd_{gi}_{oi}")
+                x = solver.NumVar(0.0, min(u * o.capacity_rps * len(pool), demand[o.family]), f"xd_{gi}_{oi}")
                 _link(solver, x, n, u * o.capacity_rps)
                 if len(pool) > 1:
                     balance_rows(solver, objective, w.group_balance(g), u, [(x, 1.0 / o.capacity_rps)], devices=n)
@@ -225,8 +226,8 @@ def solve_milp(prob: Problem) -> Plan:
     for f, flows in family_flow.items():
         # served + unserved = demand; the objective charges unserved (equivalent to paying for
         # served, minus a constant) so that the relative gap measures the accuracy terms
-        unserved = solver.NumVar(0.0, prob.demand[f], f"unserved_{f}")
-        row = solver.Constraint(prob.demand[f], prob.demand[f], f"demand_{f}")
+        unserved = solver.NumVar(0.0, demand[f], f"unserved_{f}")
+        row = solver.Constraint(demand[f], demand[f], f"demand_{f}")
         row.SetCoefficient(unserved, 1.0)
         objective.SetCoefficient(unserved, -w.served)
         for x in flows:
