@@ -42,4 +42,11 @@ def test_proteus_scale_overload_and_replan():
     assert plan.solver.status in ("OPTIMAL", "FEASIBLE")
     assert plan.solver.gap < 1e-3
     check_plan(build_problem(spike), plan)
-    assert sum(f.unserved_rps for f in plan.families.values()) > 0  # x3 is beyond this cluster
+    # x3 is still within this cluster's capacity (the old "> 0" held only by 1e-11 rounding)
+    assert sum(f.unserved_rps for f in plan.families.values()) < 1e-6 * sum(s.demand_rps.values())
+    overload = s.request(demand_rps={f: 10 * d for f, d in s.demand_rps.items()})  # x10 is beyond it
+    plan = make_plan(overload)
+    assert plan.solver.status == "OPTIMAL"
+    check_plan(build_problem(overload), plan)
+    short = [f for f in plan.families.values() if f.unserved_rps > 1.0]
+    assert short and all(f.reason.startswith("not enough capacity") for f in short)
