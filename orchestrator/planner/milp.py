@@ -238,18 +238,16 @@ def solve_milp(prob: Problem, lenient_lp: bool = False) -> Plan:
     params.SetDoubleParam(pywraplp.MPSolverParameters.RELATIVE_MIP_GAP, opts.relative_gap)
     solver.SetTimeLimit(int(opts.time_limit_s * 1000))
     # one round of cutting planes at the root: the LP bound is usually tight already, and the
-    # default rounds cost ~20-40 % of the solve time here (measured: benchmarks/planner_bench.py)
-    if with_current:
-        scip = "separating/maxroundsroot = 1\n"
-    else:
-        # cold solves (measured side by side, benchmarks/planner_bench.py; re-plans measured no
-        # faster, their hint and switching costs make these worth their time): presolve's probing
-        # of the binaries found nothing at Proteus scale (~15 % of the solve); the "locks" rounding
-        # heuristic's early plan (~0.1 % short) only delayed the root's feasibility pump (~15 %);
-        # the root LP bound is already the optimum, so no cutting-plane round (~5-10 %).
-        # All three only change the search; SCIP still proves the 1e-6 gap.
-        scip = ("propagating/probing/maxprerounds = 0\nheuristics/locks/freq = -1\n"
-                "separating/maxroundsroot = 0\n")
+    # default rounds cost ~20-40 % of the solve time here (measured: benchmarks/planner_bench.py);
+    # with no round, large pools (shared_devices=1) measured 1.6x slower
+    scip = "separating/maxroundsroot = 1\n"
+    if not with_current:
+        # cold solves (measured side by side; re-plans measured no faster, their hint and
+        # switching costs make these worth their time): presolve's probing of the binaries found
+        # nothing at Proteus scale (~15 % of the solve); the "locks" rounding heuristic's early
+        # plan (~0.1 % short) only delayed the root's feasibility pump (~15 %). Both only change
+        # the search; SCIP still proves the 1e-6 gap.
+        scip += "propagating/probing/maxprerounds = 0\nheuristics/locks/freq = -1\n"
     if lenient_lp:
         scip += "lp/checkstability = FALSE\nlp/checkdualfeas = FALSE\nlp/checkprimfeas = FALSE\n"
     solver.SetSolverSpecificParametersAsString(scip)
