@@ -8,26 +8,16 @@ import pytest
 
 from orchestrator.catalog import Catalog
 from orchestrator.cli import main
-from orchestrator.cluster import Cluster
 from orchestrator.errors import UserError
 from orchestrator.profiler import ProfileSettings, import_perf_analyzer_csv, percentile, profile_cluster
 from orchestrator.profiles import ProfileSet
 from orchestrator.triton.runtime import ClusterRuntime
+from tests.triton_helpers import one_cpu_cluster
 
 
 @pytest.fixture
 def cluster(model_repo, tmp_path):
-    path = tmp_path / "cluster.toml"
-    path.write_text(f"""
-model_repository = "{model_repo}"
-[[device]]
-id = "cpu0"
-class = "cpu-1t"
-kind = "cpu"
-memory_mb = 2048
-embedded = {{ threads = 1 }}
-""")
-    return Cluster.load(path)
+    return one_cpu_cluster(model_repo, tmp_path)
 
 
 def test_profile_resnet18_batches_then_resume_after_interruption(cluster, model_repo, tmp_path):

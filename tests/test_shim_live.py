@@ -13,13 +13,13 @@ from collections import Counter
 
 import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
 
 from orchestrator.catalog import Catalog
 from orchestrator.profiles import ProfileRecord, ProfileSet
 from orchestrator.routing import static_plan
 from orchestrator.shim import Client
 from orchestrator.triton.embedded import EmbeddedServer
+from tests.triton_helpers import infer_logits
 
 pytestmark = pytest.mark.slow
 
@@ -43,21 +43,10 @@ def images():
     return np.random.default_rng(3).standard_normal((N_IMAGES, 3, 224, 224)).astype(np.float32)
 
 
-def direct(url: str, model: str, batch: np.ndarray) -> np.ndarray:
-    """Logits from a plain tritonclient call, for reference."""
-    client = grpcclient.InferenceServerClient(url)
-    try:
-        inp = grpcclient.InferInput("input", list(batch.shape), "FP32")
-        inp.set_data_from_numpy(batch)
-        return client.infer(model, [inp]).as_numpy("logits")
-    finally:
-        client.close()
-
-
 @pytest.fixture(scope="module")
 def reference(servers, images):
     url = servers["a"].grpc_url
-    return {m: direct(url, m, images) for m in ("resnet18", "resnet50")}
+    return {m: infer_logits(url, m, images) for m in ("resnet18", "resnet50")}
 
 
 def endpoints(servers, **extra):
@@ -156,11 +145,11 @@ def measure_profile(url: str, model: str, image: np.ndarray, sizes=(1, 2, 4, 8),
     records = []
     for b in sizes:
         batch = np.repeat(image[None], b, axis=0)
-        direct(url, model, batch)  # warm
+        infer_logits(url, model, batch)  # warm
         times = []
         for _ in range(reps):
             t = time.perf_counter()
-            direct(url, model, batch)
+            infer_logits(url, model, batch)
             times.append((time.perf_counter() - t) * 1000)
         worst = max(times)
         records.append(ProfileRecord(model, "live", b, 1, 1, worst, worst, worst, b / worst * 1000, reps))

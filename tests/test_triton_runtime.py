@@ -20,6 +20,7 @@ from orchestrator.triton.embedded import EmbeddedServer
 from orchestrator.triton.gpu import gpu_inventory
 from orchestrator.triton.remote import RemoteServer
 from orchestrator.triton.runtime import ClusterRuntime
+from tests.triton_helpers import infer_logits, one_cpu_cluster
 
 
 def group_processes(pgid: int) -> list[tuple[int, str]]:
@@ -39,16 +40,6 @@ def group_processes(pgid: int) -> list[tuple[int, str]]:
     return out
 
 
-def infer(url: str, model: str, batch: np.ndarray) -> np.ndarray:
-    client = grpcclient.InferenceServerClient(url)
-    try:
-        inp = grpcclient.InferInput("input", list(batch.shape), "FP32")
-        inp.set_data_from_numpy(batch)
-        return client.infer(model, [inp]).as_numpy("logits")
-    finally:
-        client.close()
-
-
 def test_two_embedded_servers_serve_different_variants_at_once(model_repo):
     batch = np.random.default_rng(1).standard_normal((2, 3, 224, 224)).astype(np.float32)
     results: dict[str, np.ndarray] = {}
@@ -63,7 +54,7 @@ def test_two_embedded_servers_serve_different_variants_at_once(model_repo):
         def call(server, model):
             try:
                 for _ in range(3):
-                    results[model] = infer(server.grpc_url, model, batch)
+                    results[model] = infer_logits(server.grpc_url, model, batch)
             except Exception as e:  # surfaced by the assertion below
                 errors.append(e)
 
@@ -91,7 +82,7 @@ def test_override_with_two_cpu_instances_then_unload(model_repo):
         # Each python-backend instance is a stub process of its own: two instances, two stubs.
         stubs = [cmd for _, cmd in group_processes(server.pid) if "triton_python_backend_stub" in cmd and "resnet18" in cmd]
         assert len(stubs) == 2, stubs
-        out = infer(server.grpc_url, "resnet18", np.zeros((1, 3, 224, 224), np.float32))
+        out = infer_logits(server.grpc_url, "resnet18", np.zeros((1, 3, 224, 224), np.float32))
         assert out.shape == (1, 1000)
         stats = ctl.statistics("resnet18")["model_stats"][0]
         assert int(stats["inference_stats"]["success"]["count"]) == 1
@@ -103,25 +94,15 @@ def test_override_with_two_cpu_instances_then_unload(model_repo):
 
 
 def test_cluster_runtime_loads_per_device_and_reports_endpoints(model_repo, tmp_path):
-    toml = tmp_path / "cluster.toml"
-    toml.write_text(f"""
-model_repository = "{model_repo}"
-[[device]]
-id = "cpu0"
-class = "cpu-1t"
-kind = "cpu"
-memory_mb = 2048
-embedded = {{ cores = [0], threads = 1 }}
-""")
-    cluster = Cluster.load(toml)
+    cluster = one_cpu_cluster(model_repo, tmp_path, cores="0")
     with ClusterRuntime(cluster) as rt:
         config = rt.load("cpu0", "resnet18", max_batch_size=4)
         assert int(config["max_batch_size"]) == 4
         ep = rt.endpoints()["cpu0"]
         assert ep["grpc"] and ep["http"]
-        assert infer(ep["grpc"], "resnet18", np.zeros((4, 3, 224, 224), np.float32)).shape == (4, 1000)
+        assert infer_logits(ep["grpc"], "resnet18", np.zeros((4, 3, 224, 224), np.float32)).shape == (4, 1000)
         with pytest.raises(InferenceServerException, match="batch"):
-            infer(ep["grpc"], "resnet18", np.zeros((5, 3, 224, 224), np.float32))
+            infer_logits(ep["grpc"], "resnet18", np.zeros((5, 3, 224, 224), np.float32))
         pid = rt.servers["cpu0"].pid
         assert os.sched_getaffinity(pid) == {0}
     assert group_processes(pid) == []
@@ -160,7 +141,7 @@ def test_corrupt_model_fails_to_load_and_other_models_stay_loaded(model_repo, tm
             ctl.load("broken", InstanceConfig())
         assert "\n" not in str(err.value)
         assert ctl.loaded() == {"resnet18": "1"}
-        assert infer(server.grpc_url, "resnet18", np.zeros((1, 3, 224, 224), np.float32)).shape == (1, 1000)
+        assert infer_logits(server.grpc_url, "resnet18", np.zeros((1, 3, 224, 224), np.float32)).shape == (1, 1000)
 
 
 def test_remote_server_that_does_not_answer(model_repo):
