@@ -18,8 +18,8 @@ The contract, one policy object per route:
 
 Policies:
 
-* `ProteusPolicy` (Proteus, ASPLOS'24): hold the queue as long as the earliest deadline allows,
-  then send the largest batch (<= the plan's batch cap) whose profiled latency still meets it;
+* `ProteusPolicy` (Proteus, ASPLOS'24): hold the queue as long as the earliest deadline allows
+  (with room for the batch to run `HOLD_FACTOR` x slower than predicted), then send the largest batch (<= the plan's batch cap) whose profiled latency still meets it;
   a request that can no longer meet its deadline even alone is dropped (answered with a
   deadline miss at once) unless its caller asked to have it served late. Under overload it
   passes over the most urgent requests when that lets a larger batch meet its deadlines.
@@ -47,6 +47,7 @@ from orchestrator.profiles import ProfileRecord
 PERCENTILES = ("p50", "p95", "p99")
 EPS_S = 1e-9  # float slack when comparing computed send times
 WAKE_PAST_S = 1e-6  # wake just *after* a request turns hopeless, so the next decide drops it
+HOLD_FACTOR = 2.0  # Proteus sends a held batch while it could still run this many times its predicted latency
 
 
 class Queued(Protocol):
@@ -254,6 +255,13 @@ class ProteusPolicy:
     throughput stays near the batch cap's (simulated at 600 rps on a 430 rps device, deadline
     50 ms: miss rate 0.33 instead of 0.70). Below capacity both choose the same batches.
 
+    `hold_factor` (default `HOLD_FACTOR`): a held queue is sent while the batch could still run
+    `hold_factor` times its predicted latency and meet the earliest deadline, i.e. at
+    ``deadline - hold_factor x predicted``. Proteus holds to the last moment (factor 1), which
+    turns any slowdown beyond the profile (CPU contention, a busier device than when profiled)
+    into a deadline miss; 2 leaves the batch as much room again. It only moves *when* a held
+    batch goes: which batches are feasible, and which requests are hopeless, use factor 1.
+
     `max_hold_s` (default None: as long as the deadline allows, as in Proteus) bounds how long
     a queue is held past its oldest arrival. Holding only pays when more requests arrive in the
     meantime; with a generous deadline and light load an unbounded hold makes every answer come
@@ -268,9 +276,12 @@ class ProteusPolicy:
     name = "proteus"
 
     def __init__(self, model: LatencyModel, batch_cap: int, *, slack_s: float = 0.0, pass_over: bool = True,
-                 max_hold_s: float | None = None):
+                 max_hold_s: float | None = None, hold_factor: float = HOLD_FACTOR):
         self.pass_over = pass_over
         self.max_hold_s = max_hold_s
+        if hold_factor < 1:
+            raise ValueError(f"hold_factor must be >= 1, got {hold_factor}")
+        self.hold_factor = hold_factor
         if batch_cap < 1:
             raise ValueError(f"batch_cap must be >= 1, got {batch_cap}")
         self.model = model
@@ -346,7 +357,7 @@ class ProteusPolicy:
             ids = [r.id for r in timed[h:]]
             ids += islice(no_deadline, fill - best)
             return Decision(send=tuple(ids), drop=drop)
-        send_by = d0 - cost[best]  # hold until the last moment this batch still meets d0
+        send_by = d0 - cost[best] * self.hold_factor  # hold while the batch could run hold_factor x slower
         if self.max_hold_s is not None:
             send_by = min(send_by, min(r.arrival_s for r in timed[h:]) + self.max_hold_s)
         if now + EPS_S >= send_by:
@@ -435,10 +446,10 @@ Policy = ProteusPolicy | AimdPolicy | NoBatchingPolicy
 
 
 def make_policy(name: str, *, model: LatencyModel, batch_cap: int, slo_s: float | None,
-                slack_s: float = 0.0, max_hold_s: float | None = None) -> Policy:
+                slack_s: float = 0.0, max_hold_s: float | None = None, hold_factor: float = HOLD_FACTOR) -> Policy:
     """Build a policy by name ("proteus", "aimd", "none") for one route."""
     if name == "proteus":
-        return ProteusPolicy(model, batch_cap, slack_s=slack_s, max_hold_s=max_hold_s)
+        return ProteusPolicy(model, batch_cap, slack_s=slack_s, max_hold_s=max_hold_s, hold_factor=hold_factor)
     if name == "aimd":
         return AimdPolicy(batch_cap, slo_s if slo_s is not None else math.inf)
     if name == "none":

@@ -83,12 +83,26 @@ def test_learned_model_follows_observations_and_profiled_one_does_not():
 # --- Proteus decisions -----------------------------------------------------------------------
 
 def test_proteus_holds_a_lone_request_until_its_deadline_forces_a_send(req):
-    p = ProteusPolicy(profiled_model(), batch_cap=16, slack_s=0.001)
+    p = ProteusPolicy(profiled_model(), batch_cap=16, slack_s=0.001, hold_factor=1.0)  # the paper's hold
     r = req(1, 0.0, 0.100)
     d = p.decide([r], now=0.0)
     assert d.send == () and d.drop == ()
     assert d.wake_at == pytest.approx(0.100 - 0.007 - 0.001)
     assert p.decide([r], now=d.wake_at).send == (1,)
+
+
+def test_proteus_default_hold_leaves_room_for_a_slower_batch(req):
+    p = ProteusPolicy(profiled_model(), batch_cap=16, slack_s=0.001)
+    assert p.hold_factor == 2.0
+    r = req(1, 0.0, 0.100)
+    d = p.decide([r], now=0.0)
+    assert d.send == () and d.wake_at == pytest.approx(0.100 - 2 * (0.007 + 0.001))
+    assert p.decide([r], now=d.wake_at).send == (1,)
+    # a deadline that leaves less than twice the latency but more than once: sent at once, not dropped
+    tight = req(2, 0.0, 0.012)
+    assert p.decide([tight], now=0.0).send == (2,)
+    with pytest.raises(ValueError, match="hold_factor"):
+        ProteusPolicy(profiled_model(), batch_cap=4, hold_factor=0.5)
 
 
 def test_proteus_hold_can_be_bounded(req):
@@ -229,8 +243,8 @@ def test_proteus_plans_from_when_a_busy_device_frees(req):
     d = p.decide(queue, now=0.0, start_s=0.025)  # starting at 25 ms, request 1 (7 ms alone) cannot make 30 ms
     assert d.drop == (1,)
     assert p.decide([req(2, 0.0, 0.045)], now=0.0, start_s=0.040).drop == (2,)  # 40 + 7 > 45
-    idle = p.decide([req(2, 0.0, 0.045)], now=0.0)  # an idle device may hold it until 45 - 7
-    assert idle.drop == () and idle.send == () and idle.wake_at == pytest.approx(0.038)
+    idle = p.decide([req(2, 0.0, 0.045)], now=0.0)  # an idle device may hold it until 45 - 2 x 7
+    assert idle.drop == () and idle.send == () and idle.wake_at == pytest.approx(0.031)
 
 
 # --- the route queue and the incremental decision --------------------------------------------
@@ -307,7 +321,7 @@ def reference_proteus_decide(p: ProteusPolicy, queue, now, can_send=True, start_
         while fill < cap and fill - best < len(no_deadline) and t0 + cost(fill + 1) <= d0 + EPS_S:
             fill += 1
         return tuple([r.id for r in feasible] + [r.id for r in no_deadline[:fill - best]]), tuple(drop), None
-    send_by = d0 - cost(best)
+    send_by = d0 - cost(best) * p.hold_factor
     if p.max_hold_s is not None:
         send_by = min(send_by, min(r.arrival_s for r in feasible) + p.max_hold_s)
     if now + EPS_S >= send_by:

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from orchestrator.batching import LatencyModel, make_policy
+from orchestrator.batching import HOLD_FACTOR, LatencyModel, make_policy
 from orchestrator.catalog import Catalog, Variant
 from orchestrator.plan import Plan, Route
 from orchestrator.profiles import ProfileSet
@@ -76,6 +76,7 @@ class ShimConfig:
     percentile: str = "p95"  # which profiled latency the policy plans with
     slack_ms: float = 2.0  # margin for RPC overhead the profiles do not include
     max_hold_ms: float | None = None  # proteus: hold a queue at most this long (None: as the deadline allows)
+    hold_factor: float = HOLD_FACTOR  # proteus: send a held batch while it could run this many times slower
     pipeline: int = 1  # batches waiting at Triton per route beyond its instances (0: none)
     call_timeout_s: float = 30.0  # a Triton call taking longer fails (and may be retried)
     health_cooldown_s: float = 2.0  # a failed device is skipped this long
@@ -203,7 +204,8 @@ class Client:
                                                    threads=placement.threads if placement else None)
         policy = make_policy(self.config.policy, model=model, batch_cap=cap,
                              slo_s=slo_ms / 1000.0 if slo_ms > 0 else None, slack_s=self.config.slack_ms / 1000.0,
-                             max_hold_s=None if self.config.max_hold_ms is None else self.config.max_hold_ms / 1000.0)
+                             max_hold_s=None if self.config.max_hold_ms is None else self.config.max_hold_ms / 1000.0,
+                             hold_factor=self.config.hold_factor)
         return RouteWorker(key, variant.inputs, variant.outputs, policy, self,
                            instances=placement.instances if placement else 1, pipeline=self.config.pipeline,
                            call_timeout_s=self.config.call_timeout_s)
