@@ -37,6 +37,7 @@ class ProfileSettings:
     min_samples: int = MIN_SAMPLES_FOR_P99
     max_seconds: float = 20.0  # per record: stop sampling after this long, with what was gathered
     force: bool = False  # re-measure records that already exist
+    all_devices: bool = False  # measure on every device of a class at once (under the cluster's own load)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -118,10 +119,36 @@ def measure(grpc_url: str, variant: Variant, batch_size: int, concurrency: int,
     return latencies, throughput
 
 
+def measure_devices(grpc_urls: list[str], variant: Variant, batch_size: int, concurrency: int,
+                    warmup: int, min_samples: int, max_seconds: float) -> tuple[list[float], float]:
+    """`measure` on several servers at the same time: the latencies pooled, the throughput per server."""
+    if len(grpc_urls) == 1:
+        return measure(grpc_urls[0], variant, batch_size, concurrency, warmup, min_samples, max_seconds)
+    results: list[tuple[list[float], float] | Exception] = [ValueError("not run")] * len(grpc_urls)
+
+    def run(i: int) -> None:
+        try:
+            results[i] = measure(grpc_urls[i], variant, batch_size, concurrency, warmup, min_samples, max_seconds)
+        except Exception as e:  # noqa: BLE001 - re-raised below, in the caller's thread
+            results[i] = e
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(grpc_urls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for r in results:
+        if isinstance(r, Exception):
+            raise r
+    latencies = [x for lat, _ in results for x in lat]  # type: ignore[misc]
+    return latencies, sum(thr for _, thr in results) / len(results)  # type: ignore[misc]
+
+
 def profile_cluster(runtime: ClusterRuntime, catalog: Catalog, variants: Iterable[str], out: str | os.PathLike,
                     settings: ProfileSettings = ProfileSettings(),
                     progress: Callable[[str], None] = print) -> ProfileSet:
-    """Profile every variant on one device of each device class; saves after every record."""
+    """Profile every variant on one device of each device class (every device of it at once with
+    `settings.all_devices`); saves after every record."""
     out = Path(out)
     profiles = ProfileSet.load_or_empty(out)
     variants = [catalog.get(v) for v in variants]
@@ -130,28 +157,34 @@ def profile_cluster(runtime: ClusterRuntime, catalog: Catalog, variants: Iterabl
         if too_big:
             raise UserError(f"batch size {too_big[0]} exceeds {v.name}'s max_batch_size {v.max_batch_size}")
     classes = runtime.cluster.device_classes()
-    jobs = [(cls, devs[0], v, cfg) for cls, devs in classes.items() for v in variants for cfg in settings.configs]
+    jobs = [(cls, devs if settings.all_devices else devs[:1], v, cfg)
+            for cls, devs in classes.items() for v in variants for cfg in settings.configs]
     total = len(jobs) * len(settings.batch_sizes)
     done = 0
-    for device_class, device, variant, (instances, threads) in jobs:
+    for device_class, devices, variant, (instances, threads) in jobs:
         keys = [(variant.name, device_class, b, instances, threads) for b in settings.batch_sizes]
         todo = [b for b, k in zip(settings.batch_sizes, keys) if settings.force or not profiles.has(k)]
         done += len(settings.batch_sizes) - len(todo)
+        where = f"{device_class} ({instances}x{threads}" + (f", {len(devices)} devices at once)" if len(devices) > 1 else ")")
         if not todo:
-            progress(f"[{done}/{total}] {variant.name} on {device_class} ({instances}x{threads}): already profiled")
+            progress(f"[{done}/{total}] {variant.name} on {where}: already profiled")
             continue
-        runtime.start([device.id])
-        ctl = runtime.control(device.id)
-        version = ctl.server_version()
-        was_loaded = variant.name in ctl.loaded()
-        runtime.load(device.id, variant.name, instances=instances, threads=threads)
+        ids = [d.id for d in devices]
+        runtime.start(ids)
+        controls = [runtime.control(i) for i in ids]
+        version = controls[0].server_version()
+        loaded_before = [variant.name in ctl.loaded() for ctl in controls]
+        for i in ids:
+            runtime.load(i, variant.name, instances=instances, threads=threads)
         try:
             for b in todo:
-                lat, thr = measure(runtime.servers[device.id].grpc_url, variant, b, concurrency=instances,
-                                   warmup=settings.warmup_requests, min_samples=settings.min_samples,
-                                   max_seconds=settings.max_seconds)
+                lat, thr = measure_devices([runtime.servers[i].grpc_url for i in ids], variant, b,
+                                           concurrency=instances, warmup=settings.warmup_requests,
+                                           min_samples=settings.min_samples, max_seconds=settings.max_seconds)
                 note = "" if len(lat) >= MIN_SAMPLES_FOR_P99 else (
                     f"only {len(lat)} samples: p99 is close to the maximum latency")
+                if len(ids) > 1:
+                    note = "; ".join(x for x in (f"measured on {len(ids)} devices at once", note) if x)
                 rec = ProfileRecord(variant=variant.name, device_class=device_class, batch_size=b,
                                     instances=instances, threads=threads, p50_ms=percentile(lat, 50),
                                     p95_ms=percentile(lat, 95), p99_ms=percentile(lat, 99),
@@ -161,12 +194,13 @@ def profile_cluster(runtime: ClusterRuntime, catalog: Catalog, variants: Iterabl
                 profiles.add(rec)
                 profiles.save(out)
                 done += 1
-                progress(f"[{done}/{total}] {variant.name} on {device_class} ({instances}x{threads}) batch {b}: "
+                progress(f"[{done}/{total}] {variant.name} on {where} batch {b}: "
                          f"p50 {rec.p50_ms:.1f} ms  p99 {rec.p99_ms:.1f} ms  {thr:.1f} inf/s  ({len(lat)} samples)"
                          + (f"  [{note}]" if note else ""))
         finally:
-            if not was_loaded:
-                ctl.unload(variant.name)
+            for ctl, was_loaded in zip(controls, loaded_before):
+                if not was_loaded:
+                    ctl.unload(variant.name)
     return profiles
 
 

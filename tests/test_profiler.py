@@ -59,6 +59,31 @@ def test_profile_resnet18_batches_then_resume_after_interruption(cluster, model_
     assert csv_lines[0].startswith("variant,device_class,batch_size") and len(csv_lines) == 4
 
 
+def test_profile_all_devices_of_a_class_at_once(model_repo, tmp_path):
+    """--all-devices: the variant is loaded and measured on both devices of the class together,
+    the latencies pooled into one record per batch size, and unloaded from both afterwards."""
+    from orchestrator.cluster import Cluster
+
+    cluster = Cluster.from_dict({"name": "two", "model_repository": str(model_repo), "device": [
+        {"id": f"cpu{i}", "class": "cpu-1t", "kind": "cpu", "memory_mb": 1200,
+         "embedded": {"cores": [i % 2], "threads": 1}} for i in range(2)]})
+    loaded_while_measuring: list[list[bool]] = []
+    with ClusterRuntime(cluster, model_repo, run_dir=tmp_path / "triton") as runtime:
+        def progress(line: str) -> None:
+            loaded_while_measuring.append(["resnet18" in runtime.control(d).loaded() for d in ("cpu0", "cpu1")])
+
+        settings = ProfileSettings(batch_sizes=(1,), min_samples=15, max_seconds=10, all_devices=True)
+        profiles = profile_cluster(runtime, Catalog.load(model_repo), ["resnet18"], tmp_path / "p.json", settings,
+                                   progress=progress)
+        after = [runtime.control(d).loaded() for d in ("cpu0", "cpu1")]
+    assert loaded_while_measuring == [[True, True]]
+    assert all("resnet18" not in names for names in after)
+    [rec] = profiles.records
+    assert rec.samples >= 30  # at least min_samples from each device, pooled
+    assert "measured on 2 devices at once" in rec.note
+    assert rec.throughput_rps > 0 and 0 < rec.p50_ms <= rec.p99_ms
+
+
 def test_profile_command_and_show(cluster, tmp_path, capsys):
     out = tmp_path / "p.json"
     code = main(["profile", "--cluster", str(cluster.source), "--variants", "resnet18", "--batch-sizes", "1,2",

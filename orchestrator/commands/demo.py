@@ -62,7 +62,7 @@ def ensure_profiles(runtime, catalog: Catalog, path: Path) -> ProfileSet:
         print(f"[3/5] reusing profiles {path}", flush=True)
         return profiles
     print(f"[3/5] profiling each variant on {', '.join(sorted(classes))} -> {path} (once; a few minutes) ...", flush=True)
-    settings = ProfileSettings(batch_sizes=(1, 2, 4, 8), min_samples=30, max_seconds=5.0)
+    settings = ProfileSettings(batch_sizes=(1, 2, 4, 8), min_samples=30, max_seconds=5.0, all_devices=True)
     return profile_cluster(runtime, catalog, DEMO_VARIANTS, path, settings,
                            progress=lambda msg: print("      " + msg, flush=True))
 

@@ -40,7 +40,7 @@ def _configs(text: str) -> tuple[tuple[int, int], ...]:
 def register(sub) -> None:
     p = sub.add_parser("profile", help="measure latency/throughput per variant x device class x batch size",
                        description=__doc__)
-    p.add_argument("--cluster", help="cluster.toml (devices to measure on; one device per class is used)")
+    p.add_argument("--cluster", help="cluster.toml (devices to measure on; one device per class unless --all-devices)")
     p.add_argument("--repository", help="model repository (default: the cluster file's, else model_repository/)")
     p.add_argument("--variants", help="comma-separated variants (default: all in the catalog)")
     p.add_argument("--batch-sizes", type=_int_list, default=DEFAULT_BATCH_SIZES, help="default 1,2,4,8,16")
@@ -49,6 +49,9 @@ def register(sub) -> None:
     p.add_argument("--samples", type=int, default=100, help="timed requests per record (default 100)")
     p.add_argument("--max-seconds", type=float, default=20.0, help="time budget per record (default 20)")
     p.add_argument("--force", action="store_true", help="re-measure records that already exist")
+    p.add_argument("--all-devices", action="store_true",
+                   help="measure on every device of a class at once, under the cluster's own load "
+                        "(what a fully loaded cluster sees when devices share a host)")
     p.add_argument("--out", default="profiles.json", help="profiles file (a CSV is written beside it)")
     p.add_argument("--show", action="store_true", help="print the table of the profiles file and exit")
     p.add_argument("--slo", type=float, default=300.0, help="with --show: deadline in ms (default 300)")
@@ -86,7 +89,8 @@ def run(args) -> int:
     threads = {d.embedded.threads for d in cluster.devices if d.embedded} or {1}
     configs = args.configs or tuple((1, t) for t in sorted(threads))
     settings = ProfileSettings(batch_sizes=args.batch_sizes, configs=configs, min_samples=args.samples,
-                               max_seconds=args.max_seconds, force=args.force)
+                               max_seconds=args.max_seconds, force=args.force,
+                               all_devices=args.all_devices)
     runtime = ClusterRuntime(cluster, repo)
     try:
         profiles = profile_cluster(runtime, catalog, variants, args.out, settings)
