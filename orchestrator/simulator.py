@@ -285,6 +285,7 @@ class _Simulation:
         self.cfg = sim.config
         self.trace = trace
         self.policy = policy
+        self.initial_demand = initial_demand  # None: the trace's rate over its first seconds
         self.duration_s = duration_s if duration_s is not None else math.ceil(trace.duration_s)
         self.rng = random.Random(self.cfg.seed)
         self.stats = SimStats()
@@ -548,7 +549,7 @@ class _Simulation:
 
     def run(self) -> Run:
         sim, cfg, trace = self.sim, self.cfg, self.trace
-        demand0 = sim.initial_demand(trace)
+        demand0 = self.initial_demand if self.initial_demand is not None else sim.initial_demand(trace)
         plan0 = self.solve(demand0, None)
         self._install(plan0, 0.0, None, len(plan0.placements), 0, "initial plan")
         for k in range(1, int(math.ceil(self.duration_s)) + 1):

@@ -114,3 +114,14 @@ def test_proteus_scale_runs_with_every_policy():
     for policy in ("milp", "model-switching", "clipper-ha", "clipper-ht", "infaas"):
         s = summarise(sim.run(trace, policy))
         assert s.requests == len(trace) and 0.0 <= s.miss_ratio < 0.2, policy
+
+
+def test_the_initial_plan_is_made_for_the_initial_demand_given():
+    """`run(..., initial_demand=...)` provisions the first plan for that demand, not for the
+    trace's first seconds (without it: the trace's rate over its first 5 s)."""
+    _, sim = small(replan=False)
+    trace = constant(4.0)
+    assert sim.run(trace, "milp").plans[0].demand_rps["resnet"] == pytest.approx(
+        sim.initial_demand(trace)["resnet"], abs=1e-3)
+    run = sim.run(trace, "milp", initial_demand={"resnet": 30.0})
+    assert run.plans[0].demand_rps == {"resnet": 30.0}
