@@ -125,3 +125,21 @@ def test_the_initial_plan_is_made_for_the_initial_demand_given():
         sim.initial_demand(trace)["resnet"], abs=1e-3)
     run = sim.run(trace, "milp", initial_demand={"resnet": 30.0})
     assert run.plans[0].demand_rps == {"resnet": 30.0}
+
+
+def test_reusing_the_plan_of_an_equal_request_changes_no_outcome(monkeypatch):
+    """Within a run, a re-plan request equal to an earlier one (same demand estimate, same
+    current placements) gets that request's plan instead of a second solve; the run's outcomes
+    are exactly those of solving every request afresh."""
+    _, sim = small()
+    trace = generate([FamilyLoad("resnet", MarkovModulatedRate((10.0, 40.0), (20.0, 5.0)), 300.0)], 600, seed=1)
+    reused = sim.run(trace, "milp")
+    stats = sim.last_stats
+    assert stats.reused > 0 and stats.solves > stats.reused
+    monkeypatch.setattr("orchestrator.simulator.REPRODUCIBLE", frozenset())  # every request solved
+    fresh = sim.run(trace, "milp")
+    assert sim.last_stats.reused == 0 and sim.last_stats.solves == stats.solves
+    assert np.array_equal(reused.outcomes.status, fresh.outcomes.status)
+    assert np.array_equal(reused.outcomes.variant, fresh.outcomes.variant)
+    assert np.allclose(reused.outcomes.latency_ms, fresh.outcomes.latency_ms, equal_nan=True)
+    assert [p.routes for p in reused.plans] == [p.routes for p in fresh.plans]
