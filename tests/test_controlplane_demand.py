@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.controlplane.demand import DemandTracker, Ewma, LinearForecast, WindowedRate, make_estimator
+from orchestrator.controlplane.demand import (DemandTracker, Ewma, LinearForecast, RecentPeak, WindowedRate,
+                                              make_estimator)
 from orchestrator.controlplane.intake import BadTelemetry, TelemetryIntake
 
 
@@ -36,6 +37,16 @@ def test_forecast_leads_a_rising_ramp_and_does_not_undershoot_a_fall():
 def test_forecast_is_bounded_by_the_window_peak():
     est = feed(LinearForecast(window_s=8, horizon_s=30), [0, 0, 0, 0, 0, 0, 40, 40])
     assert est <= 1.5 * 40
+
+
+def test_peak_keeps_the_recent_burst_then_forgets_it():
+    est = RecentPeak(window_s=10, smooth_s=2)
+    burst = [10, 10, 40, 44, 10, 10]
+    assert feed(est, burst) == pytest.approx(42.0)  # the best 2-s mean, not one noisy second
+    assert feed(est, [10] * 4, start=106) == pytest.approx(42.0)  # the burst is 8 s old: still planned for
+    assert feed(est, [10] * 3, start=110) == pytest.approx(27.0)  # 44 still in the window, 40 gone
+    assert feed(est, [10], start=113) == pytest.approx(10.0)  # no burst in the last 10 s
+    assert make_estimator("peak").estimate() == 0.0
 
 
 def test_tracker_counts_missing_seconds_as_zero():

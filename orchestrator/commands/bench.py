@@ -10,6 +10,7 @@ import numpy as np
 
 from orchestrator.catalog import Catalog
 from orchestrator.cluster import Cluster
+from orchestrator.controlplane.demand import ESTIMATORS
 from orchestrator.errors import UserError
 from orchestrator.profiles import ProfileSet
 from orchestrator.trace import read_trace
@@ -45,8 +46,8 @@ def parse_slo(items: list[str] | None, trace) -> dict[str, float]:
 
 
 def add_control_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--estimator", choices=("window", "ewma", "forecast"), default="forecast",
-                   help="demand estimator of the controller (default forecast)")
+    p.add_argument("--estimator", choices=ESTIMATORS, default="peak",
+                   help="demand estimator of the controller (default peak)")
     p.add_argument("--dwell", type=float, default=10.0, help="least seconds between plan changes (default 10)")
     p.add_argument("--hysteresis", type=float, default=0.25,
                    help="re-plan when demand leaves planned x (1 +- h) (default 0.25)")

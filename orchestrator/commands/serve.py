@@ -39,7 +39,7 @@ def add_control_plane_arguments(p: argparse.ArgumentParser) -> None:
                    help="bearer token for changes (default $ORCHESTRATOR_TOKEN, else a random one, printed)")
     p.add_argument("--slo", action="append", default=[], metavar="FAMILY=MS", help="deadline per family (repeat)")
     p.add_argument("--policy", default="milp", help="planner policy (default milp)")
-    p.add_argument("--estimator", choices=ESTIMATORS, default="forecast", help="demand estimator (default forecast)")
+    p.add_argument("--estimator", choices=ESTIMATORS, default="peak", help="demand estimator (default peak)")
     p.add_argument("--tick", type=float, default=1.0, help="controller period in s (default 1)")
     p.add_argument("--dwell", type=float, default=10.0, help="least seconds between automatic plan changes")
     p.add_argument("--drain", type=float, default=2.0, help="seconds old routes drain before their models unload")

@@ -1,11 +1,17 @@
 """Demand estimators: from a per-second arrival series to the request rate the planner should plan for.
 
-Three, pluggable by name (`make_estimator`):
+Four, pluggable by name (`make_estimator`):
   window    windowed mean rate over the last `window_s` seconds (Model-Switching's monitor);
   ewma      exponentially weighted moving average (Proteus's demand estimate);
   forecast  linear trend over the recent window, projected `horizon_s` ahead, where the horizon is
             how long a plan change takes (MArk's look-ahead), so that planning leads a rising spike
-            instead of trailing it. It never plans below the current windowed rate.
+            instead of trailing it. It never plans below the current windowed rate;
+  peak      the highest short-term (`smooth_s`) mean rate seen over the last `window_s` seconds:
+            plans for the bursts the recent past had rather than the mean between them (MArk's
+            provisioning for the burst, not the average), so a burst shorter than the control
+            loop's reaction time (seconds: telemetry, re-plan, model loads) meets capacity that
+            is already there. It costs accuracy between bursts and decays once the window holds
+            no burst.
 Each estimator sees one family's series: `observe(second, arrivals)` for every second (missing
 seconds count as zero arrivals), `estimate()` for the rate.
 """
@@ -14,7 +20,7 @@ from __future__ import annotations
 
 from collections import deque
 
-ESTIMATORS = ("window", "ewma", "forecast")
+ESTIMATORS = ("window", "ewma", "forecast", "peak")
 
 
 class WindowedRate:
@@ -83,6 +89,31 @@ class LinearForecast:
         return max(0.0, projected, recent) if slope > 0 else max(0.0, recent)
 
 
+class RecentPeak:
+    """Highest `smooth_s`-second mean rate among the last `window_s` seconds."""
+
+    name = "peak"
+
+    def __init__(self, window_s: int = 30, smooth_s: int = 3):
+        self.smooth_s = smooth_s
+        self.samples: deque[tuple[int, float]] = deque(maxlen=window_s)
+
+    def observe(self, second: int, arrivals: float) -> None:
+        self.samples.append((second, float(arrivals)))
+
+    def estimate(self) -> float:
+        ys = [a for _, a in self.samples]
+        if not ys:
+            return 0.0
+        k = min(self.smooth_s, len(ys))
+        run = sum(ys[:k])
+        best = run
+        for i in range(k, len(ys)):
+            run += ys[i] - ys[i - k]
+            best = max(best, run)
+        return best / k
+
+
 def make_estimator(name: str):
     if name == "window":
         return WindowedRate()
@@ -90,6 +121,8 @@ def make_estimator(name: str):
         return Ewma()
     if name == "forecast":
         return LinearForecast()
+    if name == "peak":
+        return RecentPeak()
     raise ValueError(f"unknown demand estimator {name!r} (choose from {', '.join(ESTIMATORS)})")
 
 

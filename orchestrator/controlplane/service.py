@@ -37,7 +37,7 @@ class ControlPlaneConfig:
     dwell_s: float = 10.0  # least time between two automatic plan changes
     hysteresis: float = 0.25  # re-plan when demand leaves [planned x (1-h), planned x (1+h)]
     miss_rate_trigger: float = 0.05  # re-plan when the deadline-miss rate over the window exceeds this
-    estimator: str = "forecast"  # window | ewma | forecast
+    estimator: str = "peak"  # window | ewma | forecast | peak (controlplane/demand.py)
     policy: str = "milp"
     default_slo_ms: float = 500.0
     slo_ms: dict[str, float] = field(default_factory=dict)  # initial SLO per family (else the default)
