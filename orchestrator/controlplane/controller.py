@@ -9,8 +9,10 @@ Every tick (default 1 s) it
        - the deadline-miss rate over the last seconds exceeds the trigger,
        - a device went down or came back,
        - the operator changed a setting (SLO, floor, demand override);
-     demand and miss triggers wait for the minimum dwell time since the last plan change, so noise
-     does not reshuffle the cluster. A re-plan that comes out as the current plan is a "hold".
+     demand and miss triggers wait for the minimum dwell time since the last change of what is
+     loaded, so noise does not reshuffle the cluster's models; a re-plan that only moves traffic
+     among models already loaded (no load, no unload: applied in milliseconds) does not start a
+     dwell. A re-plan that comes out as the current plan is a "hold".
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class Controller:
         self._live: dict[str, bool] | None = None
         self.headroom: dict[str, float] = {}  # family -> factor over the estimate (grows on misses)
         self.miss_family = ""  # the family the last miss-triggered reason names
-        self.last_change = 0.0  # when the controller last tried a re-plan
+        self.last_change = 0.0  # when the controller last re-planned what is loaded (the dwell counts from here)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.ticks = 0
@@ -108,8 +110,10 @@ class Controller:
             est = self.tracker.estimate(fam) or 0.0
             self.cp.estimates[fam] = round(est * self.headroom[fam], 3)
             reason += f"; planning with {self.headroom[fam]:.2f}x headroom"
+        before = self.last_change
         self.last_change = now
-        self._replan(reason)
+        if not self._replan(reason):
+            self.last_change = before  # routes only (or nothing) changed: no dwell
         return reason
 
     def _ingest(self, now: float) -> None:
@@ -193,14 +197,23 @@ class Controller:
             if window and window[-1][0] == 0:
                 self.headroom[fam] = max(1.0, factor * HEADROOM_DECAY)
 
-    def _replan(self, reason: str) -> None:
+    def _replan(self, reason: str) -> bool:
+        """Solve and apply; True when what is loaded changed (or the attempt failed: try again later)."""
         self.cp.counters["replans"] += 1
+        before = _models(self.cp.plan) if self.cp.plan is not None else None
         try:
             plan = self.cp.solve()
             self.cp.apply(plan, reason=f"controller: {reason}", kind="replan")
             for window in self._misses.values():
                 window.clear()  # misses under the old plan do not count against the new one
+            return before is None or _models(plan) != before
         except ApplyBusy:
-            pass  # an operator's apply is running; the next tick looks again
+            return False  # an operator's apply is running; the next tick looks again
         except (ApplyFailed, UserError) as e:
             self.cp.store.record_decision("error", f"controller: {reason}; re-plan failed: {e}")
+            return True
+
+
+def _models(plan) -> set[tuple[str, str, int, int]]:
+    """What a plan has loaded: (device, variant, instances, threads)."""
+    return {(p.device_id, p.variant, p.instances, p.threads) for p in plan.placements}
