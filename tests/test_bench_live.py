@@ -49,7 +49,8 @@ def bench(model_repo, tmp_path_factory):
     trace = read_trace(trace_path, known_families=catalog.families())
     with ClusterRuntime(cluster, model_repo, run_dir=work / "triton") as runtime:
         profiles = profile_cluster(runtime, catalog, VARIANTS, work / "profiles.json",
-                                   ProfileSettings(batch_sizes=(1, 2, 4), min_samples=30, max_seconds=6.0),
+                                   ProfileSettings(batch_sizes=(1, 2, 4), min_samples=30, max_seconds=6.0,
+                                                                all_devices=True),
                                    progress=lambda line: None)
         runs = run_bench(trace, cluster, catalog, profiles, POLICIES, SLO, work / "out", runtime=runtime,
                          progress=print)
