@@ -29,6 +29,7 @@ import math
 import random
 import time
 from collections import deque
+from operator import attrgetter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,8 +56,8 @@ OK, LATE, DROPPED, ERROR, UNSERVED = range(5)
 # planner statuses whose plan is a function of the request alone (see `_Simulation.solve`)
 REPRODUCIBLE = frozenset({"OPTIMAL", "HEURISTIC"})
 
-# event kinds (the heap orders by time, then sequence number)
-_DONE, _WAKE, _TICK, _SWITCH, _UNLOAD = range(5)
+# event kinds (the heap orders by time, then sequence number); routes' wake-ups are kept apart
+_DONE, _TICK, _SWITCH, _UNLOAD = range(4)
 
 
 @dataclass(frozen=True)
@@ -102,12 +103,21 @@ class _Device:
         self.waiting: deque = deque()  # (route, batch, sent_at) waiting for a lane
 
 
+def _start_s(route: "_Route") -> float | None:
+    """As the shim's worker: with every instance busy, a batch sent now starts when one frees
+    (predicted); None while an instance is free. Changes only when a batch is sent or done."""
+    if route.in_flight >= route.lanes and route.finish_at:
+        k = route.in_flight - route.lanes
+        return min(route.finish_at.values()) if k == 0 else sorted(route.finish_at.values())[k]
+    return None
+
+
 class _Route:
     """One (device, variant) route: queue, batching policy, service-time model."""
 
     __slots__ = ("key", "device", "variant_index", "device_index", "policy", "queue", "in_flight",
                  "max_in_flight", "lanes", "median_s", "sigma", "wake_at", "retired", "placement", "finish_at",
-                 "last_done", "model")
+                 "start_s", "last_done", "model")
 
     def __init__(self, key, device: _Device, variant_index: int, device_index: int):
         self.key = key
@@ -119,6 +129,7 @@ class _Route:
         self.wake_at: float | None = None
         self.retired = False
         self.finish_at: dict[int, float] = {}  # id(batch) -> predicted finish (as the shim's worker keeps it)
+        self.start_s: float | None = None  # when a batch sent now would start (`_start_s`)
         self.last_done = -math.inf
 
 
@@ -296,6 +307,9 @@ class _Simulation:
         self.solved: dict[tuple, Plan] = {}  # (demand, current placements) -> reproducible plan, this run
         self.heap: list = []
         self.seq = 0
+        # routes with a pending wake-up (`wake_at`), in the order they asked, and the earliest time
+        self.waking: dict[_Route, None] = {}
+        self.soonest_wake = math.inf
         n = len(trace)
         self.status = [ERROR] * n
         self.finish = [math.nan] * n
@@ -481,10 +495,7 @@ class _Simulation:
         policy = route.policy
         queue = route.queue
         while True:
-            start = None  # as the shim's worker: with every instance busy, a batch starts when one frees
-            if route.in_flight >= route.lanes and route.finish_at:
-                k = route.in_flight - route.lanes
-                start = min(route.finish_at.values()) if k == 0 else sorted(route.finish_at.values())[k]
+            start = route.start_s
             send, drop, wake = policy.decide(queue, now, route.in_flight < route.max_in_flight, start_s=start)
             if drop:
                 status = self.status
@@ -501,14 +512,19 @@ class _Simulation:
                 route.in_flight += 1
                 route.finish_at[id(batch)] = (start if start is not None and start > now else now) + \
                     route.model.seconds(len(batch))
+                route.start_s = _start_s(route)
                 self._submit(route, batch, now)
                 continue
             if wake is not None and queue:
                 if wake <= now:
                     wake = now + WAKE_PAST_S
                 if route.wake_at is None or wake < route.wake_at - EPS_S:
+                    # a held queue's wake-up moves earlier with most arrivals: kept off the heap
+                    # (one pending wake-up per route, see `run`)
                     route.wake_at = wake
-                    self.push(wake, _WAKE, route)
+                    self.waking[route] = None
+                    if wake < self.soonest_wake:
+                        self.soonest_wake = wake
             return
 
     def _submit(self, route: _Route, batch: list, now: float) -> None:
@@ -538,6 +554,7 @@ class _Simulation:
         dev.busy -= 1
         route.in_flight -= 1
         route.finish_at.pop(id(batch), None)
+        route.start_s = _start_s(route)
         route.policy.observe(len(batch), now - max(sent_at, route.last_done))  # as the worker: minus pipeline wait
         route.last_done = now
         status, finish, by, on = self.status, self.finish, self.served_by, self.served_on
@@ -585,7 +602,7 @@ class _Simulation:
                 self.push(k * cfg.tick_s, _TICK, None)
 
         times = trace.time_s.tolist()
-        deadlines = (trace.deadline_ms / 1000.0).tolist()
+        deadlines = (trace.time_s + trace.deadline_ms / 1000.0).tolist()  # absolute (same float sum as per request)
         families = trace.family.tolist()
         n = len(times)
         heap = self.heap
@@ -595,9 +612,13 @@ class _Simulation:
         status = self.status
         pickers = self.pickers  # updated in place when a plan switches
         inf = math.inf
+        waking = self.waking
+        wake_time = attrgetter("wake_at")
         while True:
             # arrivals before the next timed event (at equal times the event goes first)
             next_event = heap[0][0] if heap else inf
+            if self.soonest_wake < next_event:
+                next_event = self.soonest_wake
             while i < n and times[i] < next_event:
                 now = times[i]
                 picker = pickers.get(families[i])
@@ -608,25 +629,33 @@ class _Simulation:
                     self._miss(i, now)
                 else:
                     route = picker[1][k]
-                    route.queue.add(_Req(i, now, now + deadlines[i]))
+                    route.queue.add(_Req(i, now, deadlines[i]))
                     # A busy route's policy can only drop hopeless requests (time-triggered: its
                     # wake-up and the next completion call it); skipping the call here changes no outcome.
                     if route.in_flight < route.max_in_flight:
                         self._drive(route, now)
                         next_event = heap[0][0] if heap else inf
+                        if self.soonest_wake < next_event:
+                            next_event = self.soonest_wake
                 i += 1
+            if waking and self.soonest_wake < (heap[0][0] if heap else inf):
+                # a route's wake-up (each route has at most one pending: its `wake_at`; a later
+                # decision may move it earlier, never later, before it fires)
+                route = min(waking, key=wake_time)
+                del waking[route]
+                now = route.wake_at
+                route.wake_at = None
+                self.soonest_wake = min(map(wake_time, waking)) if waking else inf
+                events += 1
+                if route.queue:
+                    self._drive(route, now)
+                continue
             if not heap:  # and so no arrival is left either
                 break
             now, _, kind, payload = pop(heap)
             events += 1
             if kind == _DONE:
                 self._done(payload, now)
-            elif kind == _WAKE:
-                route = payload
-                if route.wake_at is not None and abs(route.wake_at - now) <= EPS_S:
-                    route.wake_at = None
-                    if route.queue:
-                        self._drive(route, now)
             elif kind == _TICK:
                 self._tick(now)
             elif kind == _SWITCH:

@@ -131,8 +131,8 @@ def test_reusing_the_plan_of_an_equal_request_changes_no_outcome(monkeypatch):
     """Within a run, a re-plan request equal to an earlier one (same demand estimate, same
     current placements) gets that request's plan instead of a second solve; the run's outcomes
     are exactly those of solving every request afresh."""
-    _, sim = small()
-    trace = generate([FamilyLoad("resnet", MarkovModulatedRate((10.0, 40.0), (20.0, 5.0)), 300.0)], 600, seed=1)
+    _, sim = small(estimator="window")  # 5-s means in steps of 0.2 rps: estimates repeat
+    trace = generate([FamilyLoad("resnet", MarkovModulatedRate((10.0, 40.0), (20.0, 5.0)), 300.0)], 300, seed=1)
     reused = sim.run(trace, "milp")
     stats = sim.last_stats
     assert stats.reused > 0 and stats.solves > stats.reused
