@@ -65,7 +65,7 @@ class SimConfig:
     """How the simulated system is set up. Defaults follow the live system's defaults."""
 
     shim: ShimConfig = ShimConfig()  # batching policy, percentile, slack, in-flight per route
-    estimator: str = "forecast"  # demand estimator (controlplane/demand.py)
+    estimator: str = "peak"  # demand estimator (controlplane/demand.py)
     tick_s: float = 1.0  # controller tick
     replan: bool = True  # False: keep the initial plan for the whole trace
     dwell_s: float = 10.0  # least time between two plan changes (control plane default)
