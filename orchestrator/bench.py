@@ -31,7 +31,7 @@ from orchestrator.controlplane.controller import Controller
 from orchestrator.controlplane.service import ControlPlane, ControlPlaneConfig
 from orchestrator.controlplane.store import Store
 from orchestrator.errors import UserError
-from orchestrator.evaluation import Outcomes, PlanEvent, Run, csv_table, markdown_table, summarise
+from orchestrator.evaluation import Outcomes, PlanEvent, Run, ServedBatch, csv_table, markdown_table, summarise
 from orchestrator.files import write_atomic
 from orchestrator.plan import Plan
 from orchestrator.planner import POLICIES
@@ -153,10 +153,14 @@ def run_policy(policy: str, trace: Trace, runtime: ClusterRuntime, catalog: Cata
                 next_report += 10.0
         deadline = time.monotonic() + config.answer_timeout_s
         rows = []
+        batches: dict[tuple[str, str, int, float], ServedBatch] = {}  # the requests of one batch share these
         for i, fut in enumerate(futures):
             try:
                 res = fut.result(timeout=max(0.1, deadline - time.monotonic()))
                 rows.append(outcome_row(res, times[i], families[i], deadlines[i], catalog))
+                if res.batch_size:
+                    key = (res.device_id, res.variant, res.batch_size, res.service_ms)
+                    batches.setdefault(key, ServedBatch(*key))
             except Exception as e:  # noqa: BLE001 - an unanswered request is an error outcome
                 rows.append(outcome_row(None, times[i], families[i], deadlines[i], catalog, str(e)))
     finally:
@@ -170,7 +174,7 @@ def run_policy(policy: str, trace: Trace, runtime: ClusterRuntime, catalog: Cata
              f"hysteresis {control.hysteresis}; shim: {config.shim.policy} batching, {config.shim.percentile}, "
              f"slack {config.shim.slack_ms} ms"]
     duration = float(np.ceil(trace.duration_s))
-    return Run(policy, Outcomes.from_rows(rows), decisions, duration, "live", notes)
+    return Run(policy, Outcomes.from_rows(rows), decisions, duration, "live", notes, list(batches.values()))
 
 
 def run_bench(trace: Trace, cluster: Cluster, catalog: Catalog, profiles: ProfileSet, policies: list[str],

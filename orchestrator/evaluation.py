@@ -28,6 +28,7 @@ import numpy as np
 
 from orchestrator.errors import UserError
 from orchestrator.files import write_atomic
+from orchestrator.profiles import ProfileRecord, ProfileSet
 
 STATUSES = ("ok", "late", "dropped", "error", "unserved")
 ANSWERED = ("ok", "late")  # statuses that carry a model output
@@ -131,9 +132,23 @@ class PlanEvent:
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class ServedBatch:
+    """One batch a live run sent: where, how big, and its time at Triton (send to answer)."""
+
+    device: str
+    variant: str
+    batch_size: int
+    service_ms: float
+
+
+BATCH_COLUMNS = ("device", "variant", "batch_size", "service_ms")
+
+
 @dataclass
 class Run:
-    """What one policy did on one trace: every request's outcome and the plans it went through."""
+    """What one policy did on one trace: every request's outcome and the plans it went through
+    (and, live, every batch it sent)."""
 
     policy: str
     outcomes: Outcomes
@@ -141,11 +156,32 @@ class Run:
     duration_s: float = 0.0  # length of the trace (the window metrics are computed over)
     mode: str = "live"  # live | simulated
     notes: list[str] = field(default_factory=list)
+    batches: list[ServedBatch] = field(default_factory=list)  # live runs: the batches sent, in answer order
+
+    def observed_profiles(self, device_classes: dict[str, str]) -> ProfileSet:
+        """The run's own service times as profile records, one per (variant, device class, batch
+        size): the p50/p95/p99 of the batches' time at Triton. A simulator given these serves
+        with the latencies the live system really had (CPU contention included)."""
+        groups: dict[tuple[str, str, int], list[float]] = {}
+        for b in self.batches:
+            groups.setdefault((b.variant, device_classes[b.device], b.batch_size), []).append(b.service_ms)
+        records = []
+        for (variant, cls, size), ms in sorted(groups.items()):
+            q50, q95, q99 = (float(x) for x in np.percentile(ms, [50, 95, 99], method="inverted_cdf"))
+            records.append(ProfileRecord(variant=variant, device_class=cls, batch_size=size, instances=1, threads=1,
+                                         p50_ms=q50, p95_ms=q95, p99_ms=q99, throughput_rps=size * 1000.0 / q50,
+                                         samples=len(ms), source="observed",
+                                         note=f"service times of the {self.mode} {self.policy} run"))
+        return ProfileSet(records)
 
     def save(self, directory: str | os.PathLike) -> Path:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         write_atomic(d / f"{self.policy}.requests.csv", self.outcomes.to_csv())
+        if self.batches:
+            rows = [",".join(BATCH_COLUMNS)] + [f"{b.device},{b.variant},{b.batch_size},{b.service_ms:.3f}"
+                                                for b in self.batches]
+            write_atomic(d / f"{self.policy}.batches.csv", "\n".join(rows) + "\n")
         meta = {"policy": self.policy, "duration_s": self.duration_s, "mode": self.mode, "notes": self.notes,
                 "plans": [asdict(p) for p in self.plans]}
         write_atomic(d / f"{self.policy}.plans.json", json.dumps(meta, indent=1) + "\n")
@@ -161,7 +197,14 @@ class Run:
             raise UserError(f"{d / f'{policy}.plans.json'}: not found") from None
         plans = [PlanEvent(**{**p, "routes": {f: [tuple(r) for r in rs] for f, rs in p["routes"].items()}})
                  for p in meta["plans"]]
-        return cls(policy, outcomes, plans, float(meta["duration_s"]), meta.get("mode", "live"), meta.get("notes", []))
+        batches = []
+        batch_file = d / f"{policy}.batches.csv"
+        if batch_file.exists():
+            for row in csv.DictReader(batch_file.read_text().splitlines()):
+                batches.append(ServedBatch(row["device"], row["variant"], int(row["batch_size"]),
+                                           float(row["service_ms"])))
+        return cls(policy, outcomes, plans, float(meta["duration_s"]), meta.get("mode", "live"), meta.get("notes", []),
+                   batches)
 
 
 # --- metrics --------------------------------------------------------------------------------

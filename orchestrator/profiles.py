@@ -31,7 +31,7 @@ class ProfileRecord:
     samples: int  # number of timed requests behind the percentiles
     triton_version: str = ""
     measured_at: str = ""
-    source: str = "triton"  # triton | perf_analyzer | published | synthetic
+    source: str = "triton"  # triton | perf_analyzer | published | synthetic | observed (a live run's own)
     note: str = ""
 
     @property

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from orchestrator.evaluation import (Outcomes, PlanEvent, Run, csv_table, markdown_table, summarise,
+from orchestrator.evaluation import (Outcomes, PlanEvent, Run, ServedBatch, csv_table, markdown_table, summarise,
                                      worst_window_accuracy)
 
 
@@ -61,6 +61,21 @@ def test_outcomes_round_trip_through_files(tmp_path):
     assert back.outcomes.latency_ms[0] == pytest.approx(12.5) and math.isnan(back.outcomes.latency_ms[1])
     assert back.plans[0].routes == {"resnet": [("cpu0", "resnet18", 1.0)]}
     assert summarise(back) == summarise(run)
+
+
+def test_observed_profiles_summarise_the_batches_per_variant_and_size(tmp_path):
+    batches = [ServedBatch("cpu0", "resnet50", 1, float(ms)) for ms in range(1, 101)]  # 1..100 ms
+    batches += [ServedBatch("cpu1", "resnet50", 2, 80.0), ServedBatch("cpu1", "resnet18", 1, 20.0)]
+    run = Run("milp", outcomes([(0.1, "ok", 10.0, "resnet50", 76.13)]), [], 1.0, batches=batches)
+    profiles = run.observed_profiles({"cpu0": "cpu-1t", "cpu1": "cpu-1t"})
+    recs = {(r.variant, r.batch_size): r for r in profiles.records}
+    assert set(recs) == {("resnet50", 1), ("resnet50", 2), ("resnet18", 1)}
+    one = recs[("resnet50", 1)]
+    assert (one.p50_ms, one.p95_ms, one.p99_ms, one.samples) == (50.0, 95.0, 99.0, 100)
+    assert one.source == "observed" and one.device_class == "cpu-1t"
+    assert recs[("resnet50", 2)].throughput_rps == pytest.approx(25.0)  # 2 images in 80 ms
+    run.save(tmp_path)
+    assert Run.load(tmp_path, "milp").batches == batches
 
 
 def test_tables_have_one_row_per_run():

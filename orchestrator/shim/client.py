@@ -59,6 +59,8 @@ class Result:
     error: str = ""
     request_id: int = 0
     plan_version: int = 0
+    batch_size: int = 0  # the batch it was served in (0: not served)
+    service_ms: float = 0.0  # that batch's time at Triton, sending to answer (what a profile measures)
 
     @property
     def output(self) -> np.ndarray:
@@ -320,7 +322,7 @@ class Client:
                 self.counts["cancelled"] += 1
 
     def answer_served(self, worker: RouteWorker, batch: list[ShimRequest], outputs: dict[str, np.ndarray],
-                      now: float) -> None:
+                      now: float, service_s: float = 0.0) -> None:
         with self._lock:
             self.health.mark_ok(worker.key.device_id)
             self.health.mark_ok(f"{worker.key.device_id}/{worker.key.variant}")
@@ -329,7 +331,8 @@ class Client:
             outs = {name: (arr[i:i + 1] if r.batched else arr[i]) for name, arr in outputs.items()}
             self._finish(r.future, r.family, Result("ok" if met else "deadline_miss", outs, worker.key.variant,
                                                     worker.key.device_id, (now - r.arrival_s) * 1000.0, met, "",
-                                                    r.id, r.plan_version), served=True)
+                                                    r.id, r.plan_version, len(batch), service_s * 1000.0),
+                         served=True)
 
     def answer_dropped(self, worker: RouteWorker, request: ShimRequest, now: float) -> None:
         left_ms = (request.deadline_s - now) * 1000.0 if request.deadline_s is not None else 0.0

@@ -59,7 +59,7 @@ class ShimRequest:
 
 class RouteOwner(Protocol):
     def answer_served(self, worker: "RouteWorker", batch: list[ShimRequest], outputs: dict[str, np.ndarray],
-                      now: float) -> None: ...
+                      now: float, service_s: float = 0.0) -> None: ...
 
     def answer_dropped(self, worker: "RouteWorker", request: ShimRequest, now: float) -> None: ...
 
@@ -245,6 +245,6 @@ class RouteWorker:
                 self._cond.notify()  # the worker thread carries on (no recursion through failing sends)
         self._act(dropped, follow, now)
         if error is None:
-            self.owner.answer_served(self, batch, outputs, now)
+            self.owner.answer_served(self, batch, outputs, now, service_s)
         else:
             self.owner.batch_failed(self, batch, error)
