@@ -231,10 +231,15 @@ class Simulator:
     """Replays traces against one modelled cluster; `run(trace, policy)` returns a `Run`."""
 
     def __init__(self, catalog: Catalog, cluster: Cluster, profiles: ProfileSet, slo_ms: dict[str, float],
-                 config: SimConfig = SimConfig()):
+                 config: SimConfig = SimConfig(), service_profiles: ProfileSet | None = None):
+        """`profiles` are what the planner and the batching policy plan with (as live);
+        `service_profiles`, when given, are what the modelled devices really take (e.g. a live
+        run's observed service times, `Run.observed_profiles`), per (variant, device class) that
+        has records there, else `profiles`."""
         self.catalog = catalog
         self.cluster = cluster
         self.profiles = profiles
+        self.service_profiles = service_profiles
         self.slo_ms = dict(slo_ms)
         self.config = config
         self.device_class = {d.id: d.device_class for d in cluster.devices}
@@ -258,7 +263,8 @@ class Simulator:
         key = (variant, device_class, instances, threads, cap)
         hit = self._service_cache.get(key)
         if hit is None:
-            records = self.profiles.for_pair(variant, device_class)
+            records = self.service_profiles.for_pair(variant, device_class) if self.service_profiles else []
+            records = records or self.profiles.for_pair(variant, device_class)
             p50 = LatencyModel.from_profiles(records, "p50", instances=instances, threads=threads)
             p99 = LatencyModel.from_profiles(records, "p99", instances=instances, threads=threads)
             med, sig = [0.0], [0.0]
