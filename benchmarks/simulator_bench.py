@@ -8,8 +8,10 @@ Two cases, each with the planner, controller rule, routing and Proteus batching 
   small-2      two one-core CPU devices (ResNets), the same per-request work on a small cluster.
 Each case prints two rates: over the whole wall time (planning included: the initial MILP solve
 and every re-plan the controller asks for), and over the wall time outside the planner (the
-simulator's own work: events, routing, batching policy, controller ticks). Best of `--repeats`
-runs. Not a timed test.
+simulator's own work: events, routing, batching policy, controller ticks). A re-plan request equal
+to an earlier one in the same run (same demand estimate, same hosting) reuses that plan when it
+was proven optimal (orchestrator/simulator.py `_Simulation.solve`); nothing carries over between
+runs. Best of `--repeats` runs (each a full run from scratch). Not a timed test.
 """
 
 from __future__ import annotations
@@ -27,23 +29,27 @@ TARGET_RPS = 200_000
 
 
 def measure(name: str, sim: Simulator, trace, policy: str = "milp", repeats: int = 2) -> None:
-    best = None  # (wall, planner seconds) of the fastest run
+    best = None  # (wall, stats) of the fastest run
     for _ in range(repeats):
         started = time.perf_counter()
         run = sim.run(trace, policy)
         wall = time.perf_counter() - started
         if best is None or wall < best[0]:
-            best = (wall, sim.last_stats.solve_s, sim.last_stats.solves)
-    wall, planner_s, solves = best
+            best = (wall, sim.last_stats)
+    wall, stats = best
+    planner_s = stats.solve_s
     n = len(trace)
     with_planner, without_planner = n / wall, n / max(wall - planner_s, 1e-9)
     s = summarise(run)
-    print(f"{name:12s} {n:>9,d} requests in {wall:6.2f} s, of which {planner_s:5.2f} s in the planner ({solves} solves)\n"
+    print(f"{name:12s} {n:>9,d} requests in {wall:6.2f} s, of which {planner_s:5.2f} s in the planner "
+          f"({stats.solves} plans: {stats.solves - stats.reused} solved, {stats.time_limited} of them stopped at "
+          f"the {sim.config.planner.time_limit_s:g} s time limit; {stats.reused} reused)\n"
           f"{'':12s} with the planner: {with_planner:>9,.0f} simulated req/s "
           f"({'meets' if with_planner >= TARGET_RPS else 'below'} the {TARGET_RPS:,d} target)\n"
           f"{'':12s} without it:       {without_planner:>9,.0f} simulated req/s "
           f"({'meets' if without_planner >= TARGET_RPS else 'below'} the {TARGET_RPS:,d} target)\n"
-          f"{'':12s} effective accuracy {s.effective_accuracy:.2f} %, miss ratio {s.miss_ratio:.3f}; {run.notes[0]}")
+          f"{'':12s} effective accuracy {s.effective_accuracy:.2f} %, miss ratio {s.miss_ratio:.3f}; "
+          f"{stats.events:,d} events, {stats.batches:,d} batches")
 
 
 def main() -> None:

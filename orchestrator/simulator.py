@@ -223,6 +223,7 @@ class SimStats:
     batches: int = 0
     solves: int = 0  # plans asked of the planner, the initial one included
     reused: int = 0  # of those, answered with the plan of an equal request earlier in the run
+    time_limited: int = 0  # of those, solves that stopped at the planner's time limit (FEASIBLE)
     solve_s: float = 0.0  # wall seconds in the planner, the initial plan included
     notes: list[str] = field(default_factory=list)
 
@@ -371,6 +372,7 @@ class _Simulation:
         t0 = time.perf_counter()
         plan = self.sim.plan_for(self.policy, demand, current)
         self.stats.solve_s += time.perf_counter() - t0
+        self.stats.time_limited += plan.solver.status == "FEASIBLE"
         if plan.solver.status in REPRODUCIBLE:
             self.solved[key] = plan
         return plan
@@ -691,5 +693,6 @@ class _Simulation:
                             variant=names[by], device=devs[on], accuracy=np.where(answered, acc[by], 0.0))
         s = self.stats
         notes = [f"simulated: {s.events} events, {s.batches} batches, {s.solves} plans solved "
-                 f"({s.reused} of them equal to an earlier request's; {s.solve_s:.2f} s in the planner)"]
+                 f"({s.reused} of them equal to an earlier request's, {s.time_limited} stopped at the time limit; "
+                 f"{s.solve_s:.2f} s in the planner)"]
         return Run(self.policy, outcomes, self.events, float(self.duration_s), "simulated", notes)
