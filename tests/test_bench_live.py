@@ -29,10 +29,9 @@ pytestmark = pytest.mark.slow
 POLICIES = ["milp", "clipper-ha", "clipper-ht"]
 SLO = {"resnet": 300.0}
 VARIANTS = ["resnet18", "resnet50"]  # the fast and the accurate end; profiling all five costs minutes
-# simulated vs live, per policy. Measured on a quiet machine: within 3.5 points and 0.05; with
-# other jobs on the 2 cores live latencies leave the profiles and the gap grows (docs/results.md)
-MARGIN_ACCURACY = 10.0  # points of effective accuracy
-MARGIN_MISS = 0.10  # deadline-miss ratio
+# simulated (with the live run's observed service times) vs live, per policy (docs/results.md)
+MARGIN_ACCURACY = 5.0  # points of effective accuracy
+MARGIN_MISS = 0.05  # deadline-miss ratio
 
 
 @pytest.fixture(scope="module")
@@ -91,23 +90,32 @@ def test_milp_beats_single_model_baselines_on_the_bursty_trace(bench):
     assert s["milp"].miss_ratio <= s["clipper-ha"].miss_ratio
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "Fails on this 2-core machine: the profiles are measured one device at a time with a free core for "
-    "the client, while the live bench runs both servers plus shim, control plane and sender on the same 2 "
-    "cores; with a batch cap >= 2 the Proteus policy holds requests to the last moment the profiled p95 "
-    "allows, so the slowdown becomes misses the simulator cannot see (docs/results.md, Validation)."))
 def test_simulator_reproduces_the_live_run_within_the_margin(bench):
-    sim = Simulator(bench["catalog"], bench["cluster"], bench["profiles"], SLO, SimConfig())
-    lines = []
+    """The simulator, given the service times the live run really had (its batches' time at
+    Triton, per variant and batch size: `Run.observed_profiles`), reproduces each policy's
+    effective accuracy and miss ratio within the stated margin. The planner and the batching
+    policy plan with the profiles, as live; only the modelled devices take the observed times.
+    What is validated is the rest of the model: arrivals, routing, batching, queueing, the
+    controller's decisions and their delays. With the profiles alone the gap is printed too: it
+    measures how far this machine's contention moved latencies from the profiles that run."""
+    classes = {d.id: d.device_class for d in bench["cluster"].devices}
+    lines, checks = [], []
     for policy, live_run in bench["runs"].items():
-        live, simulated = summarise(live_run), summarise(sim.run(bench["trace"], policy))
-        d_acc = simulated.effective_accuracy - live.effective_accuracy
-        d_miss = simulated.miss_ratio - live.miss_ratio
-        lines.append(f"{policy}: effective accuracy live {live.effective_accuracy:.2f} sim "
-                     f"{simulated.effective_accuracy:.2f} (diff {d_acc:+.2f}); miss ratio live {live.miss_ratio:.3f} "
-                     f"sim {simulated.miss_ratio:.3f} (diff {d_miss:+.3f})")
+        assert live_run.batches, f"{policy}: the live run recorded no batches"
+        observed = live_run.observed_profiles(classes)
+        live = summarise(live_run)
+        for label, service in (("observed service times", observed), ("profiles only", None)):
+            sim = Simulator(bench["catalog"], bench["cluster"], bench["profiles"], SLO, SimConfig(),
+                            service_profiles=service)
+            simulated = summarise(sim.run(bench["trace"], policy))
+            d_acc = simulated.effective_accuracy - live.effective_accuracy
+            d_miss = simulated.miss_ratio - live.miss_ratio
+            lines.append(f"{policy} ({label}): effective accuracy live {live.effective_accuracy:.2f} sim "
+                         f"{simulated.effective_accuracy:.2f} (diff {d_acc:+.2f}); miss ratio live "
+                         f"{live.miss_ratio:.3f} sim {simulated.miss_ratio:.3f} (diff {d_miss:+.3f})")
+            if service is not None:
+                checks.append((policy, d_acc, d_miss))
     print("\n" + "\n".join(lines))
-    for policy, live_run in bench["runs"].items():
-        live, simulated = summarise(live_run), summarise(sim.run(bench["trace"], policy))
-        assert abs(simulated.effective_accuracy - live.effective_accuracy) <= MARGIN_ACCURACY, lines
-        assert abs(simulated.miss_ratio - live.miss_ratio) <= MARGIN_MISS, lines
+    for policy, d_acc, d_miss in checks:
+        assert abs(d_acc) <= MARGIN_ACCURACY, (policy, lines)
+        assert abs(d_miss) <= MARGIN_MISS, (policy, lines)
