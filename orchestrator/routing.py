@@ -1,8 +1,16 @@
-"""Routing a family's requests over the plan's (device, variant) routes, by weight.
+"""Routing a family's requests over the plan's (device, variant) routes.
 
 Pure and deterministic (time is passed in): the same sequence of picks gives the same routes,
-so tests and the simulator can count on the split. Smooth weighted round-robin (as in nginx)
-interleaves routes instead of sending runs to one: weights 3:1 give A A B A, A A B A, ...
+so tests and the simulator can count on the split. Two ways, `ROUTINGS`:
+
+* ``weighted``: smooth weighted round-robin (as in nginx) by the plan's weights; it interleaves
+  routes instead of sending runs to one: weights 3:1 give A A B A, A A B A, ...
+* ``accuracy-first`` (default): each route may carry the flow the plan gave it (weight x the
+  demand the plan was made for), metered by a token bucket; a request goes to the most accurate
+  route that has room (weighted round-robin among equally accurate ones), and only when none
+  has room to the weighted pick. A plan made for a burst (controlplane/demand.py `peak`) then
+  serves the calm between bursts with its most accurate variants instead of the burst's mix,
+  and a burst spills onto the fast variants at once, without waiting for the control loop.
 """
 
 from __future__ import annotations
@@ -42,6 +50,51 @@ class SmoothWeightedRoundRobin(Generic[K]):
         return best
 
 
+ROUTINGS = ("accuracy-first", "weighted")
+BURST_S = 0.5  # accuracy-first: a route's bucket holds this many seconds of its planned flow
+
+
+class AccuracyFirst(Generic[K]):
+    """Most accurate route with room in its planned flow first; the weighted pick when none has room.
+
+    `routes`: key -> (weight, accuracy, planned flow in requests/s). A route's bucket fills at
+    its planned flow up to `burst_s` seconds of it (at least one request) and a pick takes one
+    token. Keys not eligible in a pick are skipped, as in `SmoothWeightedRoundRobin`.
+    """
+
+    def __init__(self, routes: Mapping[K, tuple[float, float, float]], burst_s: float = BURST_S):
+        self.weighted = SmoothWeightedRoundRobin({k: w for k, (w, _, _) in routes.items()})
+        keys = list(self.weighted.weights)
+        self.rate = {k: routes[k][2] for k in keys}
+        self.size = {k: max(1.0, routes[k][2] * burst_s) for k in keys}
+        self.tokens = dict(self.size)
+        self.updated: float | None = None
+        tiers: dict[float, dict[K, float]] = {}
+        for k in keys:
+            tiers.setdefault(routes[k][1], {})[k] = self.weighted.weights[k]
+        self.tiers = [SmoothWeightedRoundRobin(tiers[a]) for a in sorted(tiers, reverse=True)]
+
+    @property
+    def weights(self) -> dict[K, float]:
+        return self.weighted.weights
+
+    def pick(self, now: float, eligible: Callable[[K], bool] | None = None) -> K | None:
+        if self.updated is None or now > self.updated:
+            dt = 0.0 if self.updated is None else now - self.updated
+            tokens, rate, size = self.tokens, self.rate, self.size
+            for k in tokens:
+                t = tokens[k] + rate[k] * dt
+                tokens[k] = t if t < size[k] else size[k]
+            self.updated = now
+        tokens = self.tokens
+        for tier in self.tiers:
+            k = tier.pick(lambda key: tokens[key] >= 1.0 and (eligible is None or eligible(key)))
+            if k is not None:
+                tokens[k] -= 1.0
+                return k
+        return self.weighted.pick(eligible)
+
+
 class DeviceHealth:
     """Which devices (or any other keys, e.g. "device/variant") recently failed a call. A failed
     key is skipped for `cooldown_s`, then tried again (the next call decides); a successful
@@ -64,23 +117,40 @@ class DeviceHealth:
         return until is None or now >= until
 
 
-class RoutingTable:
-    """Per family of one plan: its routes and a weighted round-robin over them.
+def make_router(routes: Mapping[K, Route], demand_rps: float,
+                accuracy: Mapping[str, float] | None) -> "SmoothWeightedRoundRobin[K] | AccuracyFirst[K]":
+    """The picker over one family's routes (key -> route): accuracy-first when `accuracy`
+    (variant -> top-1) is given and the plan names the demand it was made for, else weighted."""
+    if accuracy is None or demand_rps <= 0:
+        return SmoothWeightedRoundRobin({k: r.weight for k, r in routes.items()})
+    return AccuracyFirst({k: (r.weight, accuracy.get(r.variant, 0.0), r.weight * demand_rps)
+                          for k, r in routes.items()})
 
-    Built from a plan; `RoutingTable(new_plan, previous=old)` keeps the round-robin credit of
+
+def keep_state(old, fresh, old_demand_rps: float | None, demand_rps: float) -> bool:
+    """Whether a re-published family may keep its old picker (same kind, routes, weights and
+    planned demand), so a plan re-publish does not disturb the split."""
+    return old is not None and type(old) is type(fresh) and old.weights == fresh.weights and \
+        old_demand_rps == demand_rps
+
+
+class RoutingTable:
+    """Per family of one plan: its routes and the picker over them (`make_router`).
+
+    Built from a plan; `RoutingTable(new_plan, previous=old)` keeps the picker state of
     families whose routes did not change, so a plan re-publish does not disturb the split.
+    `accuracy` (variant -> top-1 accuracy) selects accuracy-first routing; without it, weighted.
     """
 
-    def __init__(self, plan: Plan, previous: "RoutingTable | None" = None):
+    def __init__(self, plan: Plan, previous: "RoutingTable | None" = None,
+                 accuracy: Mapping[str, float] | None = None):
         self.plan = plan
-        self._rr: dict[str, SmoothWeightedRoundRobin[Route]] = {}
+        self._rr: dict[str, SmoothWeightedRoundRobin[Route] | AccuracyFirst[Route]] = {}
         for family, fp in plan.families.items():
             old = previous._rr.get(family) if previous is not None else None
-            weights = {r: r.weight for r in fp.routes}
-            if old is not None and old.weights == {r: w for r, w in weights.items() if w > 0}:
-                self._rr[family] = old
-            else:
-                self._rr[family] = SmoothWeightedRoundRobin(weights)
+            old_demand = previous.plan.families[family].demand_rps if old is not None else None
+            fresh = make_router({r: r for r in fp.routes}, fp.demand_rps, accuracy)
+            self._rr[family] = old if keep_state(old, fresh, old_demand, fp.demand_rps) else fresh
 
     @property
     def families(self) -> list[str]:
@@ -91,17 +161,23 @@ class RoutingTable:
         return list(self._check(family).weights)
 
     def pick(self, family: str, healthy: Callable[[Route], bool] = lambda route: True,
-             exclude_devices: Iterable[str] = ()) -> Route | None:
-        """The next route of `family`, skipping devices in `exclude_devices` and, while any
-        healthy one is left, unhealthy routes. None when the family has no route left."""
+             exclude_devices: Iterable[str] = (), now: float = 0.0) -> Route | None:
+        """The next route of `family` at time `now` (seconds, any origin), skipping devices in
+        `exclude_devices` and, while any healthy one is left, unhealthy routes. None when the
+        family has no route left."""
         rr = self._check(family)
         excluded = set(exclude_devices)
+        if isinstance(rr, AccuracyFirst):
+            route = rr.pick(now, lambda r: r.device_id not in excluded and healthy(r))
+            if route is None:
+                route = rr.pick(now, lambda r: r.device_id not in excluded)
+            return route
         route = rr.pick(lambda r: r.device_id not in excluded and healthy(r))
         if route is None:  # every remaining device is marked unhealthy: try them anyway
             route = rr.pick(lambda r: r.device_id not in excluded)
         return route
 
-    def _check(self, family: str) -> SmoothWeightedRoundRobin[Route]:
+    def _check(self, family: str) -> "SmoothWeightedRoundRobin[Route] | AccuracyFirst[Route]":
         try:
             return self._rr[family]
         except KeyError:

@@ -6,7 +6,7 @@ It runs the *same* decision code as the live system and models only what the har
   `Controller.tick` (controlplane/controller.py: demand estimators, hysteresis band, miss
   trigger and headroom, dwell time), run on a simulated clock over a stand-in for the control
   plane (`_ControlView`) whose telemetry intake is fed from the simulated outcomes;
-* routing: `RoutingTable` (smooth weighted round-robin over the plan's routes);
+* routing: routing.py's pickers, as `RoutingTable` builds them (`make_router`: accuracy-first or weighted, per `ShimConfig.routing`);
 * batching: the shim's policy objects (`batching.make_policy`, same ShimConfig defaults:
   Proteus, p95 latency model, 2 ms slack, batches in flight per route = Triton instances + `pipeline` (1));
 * plan changes as the executor makes them (`executor.compute_diff`): load what is new (a
@@ -45,7 +45,7 @@ from orchestrator.evaluation import Outcomes, PlanEvent, Run
 from orchestrator.plan import Placement, Plan
 from orchestrator.planner import PlannerOptions, PlanRequest, make_plan
 from orchestrator.profiles import ProfileSet
-from orchestrator.routing import SmoothWeightedRoundRobin
+from orchestrator.routing import AccuracyFirst, SmoothWeightedRoundRobin, keep_state, make_router
 from orchestrator.shim.client import ShimConfig
 from orchestrator.trace import Trace
 
@@ -246,6 +246,7 @@ class Simulator:
         self.device_class = {d.id: d.device_class for d in cluster.devices}
         self.variants = sorted(catalog.variants)
         self.variant_index = {v: i for i, v in enumerate(self.variants)}
+        self.accuracy = {name: v.accuracy for name, v in catalog.variants.items()}
         self.devices = [d.id for d in cluster.devices]
         self.device_index = {d: i for i, d in enumerate(self.devices)}
         self._service_cache: dict[tuple, tuple[list[float], list[float]]] = {}
@@ -327,9 +328,10 @@ class _Simulation:
         self.retired: list[_Route] = []
         # per family: weighted round-robin over indices into `pickable` (the routing.py algorithm
         # RoutingTable runs, keyed by small ints: Route objects hash slowly)
-        self.rr: dict[str, SmoothWeightedRoundRobin[int]] = {}
+        self.rr: dict[str, SmoothWeightedRoundRobin[int] | AccuracyFirst[int]] = {}
         self.rr_routes: dict[str, list[_Route]] = {}
-        self.pickers: dict[str, tuple] = {}  # family -> (its round-robin's pick, rr_routes[family]), for arrivals
+        self.pickers: dict[str, tuple] = {}  # family -> (pick(now) -> index, rr_routes[family]), for arrivals
+        self.rr_demand: dict[str, float] = {}  # family -> the demand its picker was made for
         self.plan: Plan | None = None
         self.pending: _Pending | None = None
         self.events: list[PlanEvent] = []
@@ -427,16 +429,20 @@ class _Simulation:
                 self.retired.append(r)
                 self.push(now + self.cfg.drain_s, _UNLOAD, r)
         self.routes = routes
+        accuracy = self.sim.accuracy if self.cfg.shim.routing == "accuracy-first" else None
         for family, fp in plan.families.items():
             live = [r for r in fp.routes if r.weight > 0]
-            weights = {i: r.weight for i, r in enumerate(live)}
             old = self.rr.get(family)
-            same = old is not None and [x.key for x in self.rr_routes[family]] == \
-                [(r.device_id, r.variant) for r in live] and old.weights == weights
-            if not same:  # as RoutingTable: unchanged routes keep their round-robin credit
-                self.rr[family] = SmoothWeightedRoundRobin(weights)
+            fresh = make_router(dict(enumerate(live)), fp.demand_rps, accuracy)
+            same_routes = old is not None and [x.key for x in self.rr_routes[family]] == \
+                [(r.device_id, r.variant) for r in live]
+            if not (same_routes and keep_state(old, fresh, self.rr_demand.get(family), fp.demand_rps)):
+                self.rr[family] = fresh  # as RoutingTable: unchanged routes keep their picker's state
+            self.rr_demand[family] = fp.demand_rps
             self.rr_routes[family] = [routes[(r.device_id, r.variant)] for r in live]
-            self.pickers[family] = (self.rr[family].pick, self.rr_routes[family])
+            rr = self.rr[family]
+            pick = rr.pick if isinstance(rr, AccuracyFirst) else (lambda now, weighted=rr.pick: weighted())
+            self.pickers[family] = (pick, self.rr_routes[family])
         self.plan = plan
         self.view.plan = plan
         if decided_s is not None and loads:
@@ -630,7 +636,7 @@ class _Simulation:
             while i < n and times[i] < next_event:
                 now = times[i]
                 picker = pickers.get(families[i])
-                k = picker[0]() if picker is not None else None
+                k = picker[0](now) if picker is not None else None
                 if k is None:
                     status[i] = UNSERVED
                     self.finish[i] = now

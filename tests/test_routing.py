@@ -70,3 +70,47 @@ def test_static_plan_normalises_weights_and_rejects_empty_families():
     assert plan.placement("cpu1", "resnet50").batch_cap == 4
     with pytest.raises(ValueError, match="positive weight"):
         static_plan({"resnet": []})
+
+
+# --- accuracy-first ----------------------------------------------------------------------------
+
+ACC = {"resnet18": 69.76, "resnet50": 76.13}
+
+
+def planned(demand_rps: float):
+    """A plan made for `demand_rps`: resnet50 on cpu0 carries 40 %, resnet18 on cpu1 60 %."""
+    plan = static_plan({"resnet": [("cpu0", "resnet50", 0.4), ("cpu1", "resnet18", 0.6)]})
+    fam = plan.families["resnet"]
+    from dataclasses import replace
+    return replace(plan, families={"resnet": replace(fam, demand_rps=demand_rps)})
+
+
+def picks_at(table, rate_rps: float, seconds: float) -> Counter:
+    n = int(rate_rps * seconds)
+    return Counter(table.pick("resnet", now=i / rate_rps).variant for i in range(n))
+
+
+def test_accuracy_first_serves_calm_demand_with_the_accurate_routes_only():
+    table = RoutingTable(planned(50.0), accuracy=ACC)  # resnet50 may carry 20 rps
+    assert picks_at(table, 15.0, 20.0) == Counter({"resnet50": 300})
+    weighted = RoutingTable(planned(50.0))  # the plan's split, whatever the load
+    assert picks_at(weighted, 15.0, 20.0) == Counter({"resnet50": 120, "resnet18": 180})
+
+
+def test_accuracy_first_spills_above_the_planned_flow_and_overloads_in_proportion():
+    counts = picks_at(RoutingTable(planned(50.0), accuracy=ACC), 30.0, 20.0)  # above resnet50's 20 rps
+    assert abs(counts["resnet50"] - 20 * 20) <= 11  # its planned flow (+ the bucket's first fill) ...
+    assert counts["resnet18"] == 600 - counts["resnet50"]  # ... and the rest spills to resnet18 at once
+    counts = picks_at(RoutingTable(planned(50.0), accuracy=ACC), 50.0, 20.0)  # the planned demand: the plan's split
+    assert abs(counts["resnet50"] - 0.4 * 1000) <= 11
+    counts = picks_at(RoutingTable(planned(50.0), accuracy=ACC), 100.0, 20.0)  # twice the plan: every route
+    assert abs(counts["resnet50"] - 0.4 * 2000) <= 11  # over its flow, in the plan's proportions
+
+
+def test_accuracy_first_falls_back_to_weights_without_a_planned_demand_or_accuracies():
+    assert picks_at(RoutingTable(planned(0.0), accuracy=ACC), 15.0, 20.0) == Counter({"resnet50": 120, "resnet18": 180})
+    same = RoutingTable(planned(50.0), accuracy=ACC)
+    again = RoutingTable(planned(50.0), previous=same, accuracy=ACC)
+    assert again._rr["resnet"] is same._rr["resnet"]  # a re-publish keeps the buckets
+    moved = RoutingTable(planned(60.0), previous=same, accuracy=ACC)
+    assert moved._rr["resnet"] is not same._rr["resnet"]  # a new planned demand refills them

@@ -35,7 +35,7 @@ from orchestrator.batching import HOLD_FACTOR, LatencyModel, make_policy
 from orchestrator.catalog import Catalog, Variant
 from orchestrator.plan import Plan, Route
 from orchestrator.profiles import ProfileSet
-from orchestrator.routing import DeviceHealth, RoutingTable
+from orchestrator.routing import ROUTINGS, DeviceHealth, RoutingTable
 from orchestrator.shim.inputs import check_inputs
 from orchestrator.shim.plan_source import ControlPlane, Endpoint, parse_endpoints
 from orchestrator.shim.worker import RouteKey, RouteStopped, RouteWorker, ShimRequest
@@ -79,6 +79,7 @@ class ShimConfig:
     slack_ms: float = 2.0  # margin for RPC overhead the profiles do not include
     max_hold_ms: float | None = None  # proteus: hold a queue at most this long (None: as the deadline allows)
     hold_factor: float = HOLD_FACTOR  # proteus: send a held batch while it could run this many times slower
+    routing: str = "accuracy-first"  # accuracy-first | weighted (routing.py)
     pipeline: int = 1  # batches waiting at Triton per route beyond its instances (0: none)
     call_timeout_s: float = 30.0  # a Triton call taking longer fails (and may be retried)
     health_cooldown_s: float = 2.0  # a failed device is skipped this long
@@ -106,6 +107,8 @@ class Client:
         if unknown:
             raise TypeError(f"unknown setting(s) {sorted(unknown)}; see ShimConfig")
         self.config = replace(config or ShimConfig(), **settings)
+        if self.config.routing not in ROUTINGS:
+            raise ValueError(f"routing must be one of {', '.join(ROUTINGS)}, not {self.config.routing!r}")
         self.client_id = self.config.client_id or f"shim-{uuid.uuid4().hex[:8]}"
         self.telemetry = Telemetry()
         self.health = DeviceHealth(self.config.health_cooldown_s)
@@ -191,7 +194,9 @@ class Client:
             self._workers = workers
             self._endpoints = eps
             self._catalog = cat
-            self._table = RoutingTable(plan, previous=self._table)
+            accuracy = ({name: v.accuracy for name, v in cat.variants.items()}
+                        if self.config.routing == "accuracy-first" else None)
+            self._table = RoutingTable(plan, previous=self._table, accuracy=accuracy)
         log.info("shim %s: plan version %d, %d routes", self.client_id, plan.version, len(workers))
 
     def _new_worker(self, key: RouteKey, variant: Variant, cap: int, slo_ms: float, placement,
@@ -249,7 +254,7 @@ class Client:
             if routes:  # check against the family's first variant before the pick uses a turn
                 arrays, batched = check_inputs(routes[0].variant, self._catalog.variants[routes[0].variant].inputs,
                                                inputs)
-            route = table.pick(family, self._healthy(now))
+            route = table.pick(family, self._healthy(now), now=now)
             future: Future = Future()
             request_id = next(self._ids)
             self._count("submitted")
@@ -286,7 +291,8 @@ class Client:
                 with self._lock:
                     route = None
                     if self._table is not None and request.family in self._table.plan.families:
-                        route = self._table.pick(request.family, self._healthy(time.monotonic()))
+                        t = time.monotonic()
+                        route = self._table.pick(request.family, self._healthy(t), now=t)
                     worker = self._workers[(route.device_id, route.variant)] if route else None
                 if worker is None:
                     self._finish(request.future, request.family,
@@ -376,7 +382,7 @@ class Client:
     def _retry_target(self, r: ShimRequest, now: float) -> RouteWorker | None:
         if len(r.tried) > 1 or self._closed or self._table is None or r.family not in self._table.plan.families:
             return None
-        route: Route | None = self._table.pick(r.family, self._healthy(now), exclude_devices=r.tried)
+        route: Route | None = self._table.pick(r.family, self._healthy(now), exclude_devices=r.tried, now=now)
         if route is None:
             return None
         target = self._workers[(route.device_id, route.variant)]
