@@ -29,7 +29,6 @@ import math
 import random
 import time
 from collections import deque
-from operator import attrgetter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -315,9 +314,14 @@ class _Simulation:
         self.solved: dict[tuple, Plan] = {}  # (demand, current placements) -> reproducible plan, this run
         self.heap: list = []
         self.seq = 0
-        # routes with a pending wake-up (`wake_at`), in the order they asked, and the earliest time
-        self.waking: dict[_Route, None] = {}
-        self.soonest_wake = math.inf
+        # Wake-ups: each route has at most one pending, its `wake_at`, which a later decision may
+        # move earlier (never later) before it fires. `wakes` is a heap of (time, seq, route),
+        # an entry live while its route's wake_at is still that time; `moved` holds the routes
+        # whose wake_at moved since they were last put there (in order), the earliest at
+        # `soonest_moved`.
+        self.wakes: list = []
+        self.moved: dict[_Route, None] = {}
+        self.soonest_moved = math.inf
         n = len(trace)
         self.status = [ERROR] * n
         self.finish = [math.nan] * n
@@ -533,12 +537,12 @@ class _Simulation:
                 if wake <= now:
                     wake = now + WAKE_PAST_S
                 if route.wake_at is None or wake < route.wake_at - EPS_S:
-                    # a held queue's wake-up moves earlier with most arrivals: kept off the heap
-                    # (one pending wake-up per route, see `run`)
+                    # a held queue's wake-up moves earlier with most arrivals: it goes on the
+                    # wake-up heap only once it is due next (see `run`), not at every move
                     route.wake_at = wake
-                    self.waking[route] = None
-                    if wake < self.soonest_wake:
-                        self.soonest_wake = wake
+                    self.moved[route] = None
+                    if wake < self.soonest_moved:
+                        self.soonest_moved = wake
             return
 
     def _submit(self, route: _Route, batch: list, now: float) -> None:
@@ -626,13 +630,17 @@ class _Simulation:
         status = self.status
         pickers = self.pickers  # updated in place when a plan switches
         inf = math.inf
-        waking = self.waking
-        wake_time = attrgetter("wake_at")
+        wakes, moved = self.wakes, self.moved
+        push = heapq.heappush
         while True:
-            # arrivals before the next timed event (at equal times the event goes first)
+            while wakes and wakes[0][2].wake_at != wakes[0][0]:
+                pop(wakes)  # stale: its route's wake-up moved or fired
+            # arrivals before the next timed event or wake-up (at equal times those go first)
             next_event = heap[0][0] if heap else inf
-            if self.soonest_wake < next_event:
-                next_event = self.soonest_wake
+            if wakes and wakes[0][0] < next_event:
+                next_event = wakes[0][0]
+            if self.soonest_moved < next_event:
+                next_event = self.soonest_moved
             while i < n and times[i] < next_event:
                 now = times[i]
                 picker = pickers.get(families[i])
@@ -648,21 +656,27 @@ class _Simulation:
                     # wake-up and the next completion call it); skipping the call here changes no outcome.
                     if route.in_flight < route.max_in_flight:
                         self._drive(route, now)
-                        next_event = heap[0][0] if heap else inf
-                        if self.soonest_wake < next_event:
-                            next_event = self.soonest_wake
+                        if heap and heap[0][0] < next_event:
+                            next_event = heap[0][0]
+                        if self.soonest_moved < next_event:
+                            next_event = self.soonest_moved
                 i += 1
-            if waking and self.soonest_wake < (heap[0][0] if heap else inf):
-                # a route's wake-up (each route has at most one pending: its `wake_at`; a later
-                # decision may move it earlier, never later, before it fires)
-                route = min(waking, key=wake_time)
-                del waking[route]
-                now = route.wake_at
-                route.wake_at = None
-                self.soonest_wake = min(map(wake_time, waking)) if waking else inf
-                events += 1
-                if route.queue:
-                    self._drive(route, now)
+            next_timed = heap[0][0] if heap else inf
+            next_wake = wakes[0][0] if wakes else inf
+            if self.soonest_moved < next_wake and self.soonest_moved < next_timed:
+                for route in moved:  # a moved wake-up is due next: put them on the heap
+                    self.seq += 1
+                    push(wakes, (route.wake_at, self.seq, route))
+                moved.clear()
+                self.soonest_moved = inf
+                next_wake = wakes[0][0]
+            if next_wake < next_timed:
+                now, _, route = pop(wakes)
+                if route.wake_at == now:  # else stale
+                    route.wake_at = None
+                    events += 1
+                    if route.queue:
+                        self._drive(route, now)
                 continue
             if not heap:  # and so no arrival is left either
                 break
