@@ -9,10 +9,12 @@ Every tick (default 1 s) it
        - the deadline-miss rate over the last seconds exceeds the trigger,
        - a device went down or came back,
        - the operator changed a setting (SLO, floor, demand override);
-     demand and miss triggers wait for the minimum dwell time since the last change of what is
-     loaded, so noise does not reshuffle the cluster's models; a re-plan that only moves traffic
-     among models already loaded (no load, no unload: applied in milliseconds) does not start a
-     dwell. A re-plan that comes out as the current plan is a "hold".
+     falling demand and the miss trigger wait for the minimum dwell time since the last change of
+     what is loaded, so noise does not reshuffle the cluster's models; rising demand does not
+     wait (scale up at once, down slowly, as Kubernetes' autoscaler's stabilisation window). A
+     re-plan that only moves traffic among models already loaded (no load, no unload: applied
+     in milliseconds) does not start a dwell. A re-plan that comes out as the current plan is a
+     "hold".
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class Controller:
         self._live: dict[str, bool] | None = None
         self.headroom: dict[str, float] = {}  # family -> factor over the estimate (grows on misses)
         self.miss_family = ""  # the family the last miss-triggered reason names
+        self.demand_rose = False  # whether the last demand-triggered reason was a rise
         self.last_change = 0.0  # when the controller last re-planned what is loaded (the dwell counts from here)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -96,6 +99,7 @@ class Controller:
         if reason is None:
             reason = self._demand_reason()
             if reason is not None:
+                urgent = self.demand_rose  # scale up at once; only scaling down waits out the dwell
                 self.headroom.clear()  # headroom learned from misses under the old demand does not carry over
             else:
                 reason = self._miss_reason()
@@ -176,8 +180,9 @@ class Controller:
             low, high = planned * (1 - h), planned * (1 + h)
             noise = max(MIN_BAND_RPS, NOISE_SIGMAS * planned ** 0.5)
             if abs(est - planned) >= noise and not low <= est <= high:
-                return (f"{fam}: demand {est:.1f} rps left the band {low:.1f}..{high:.1f} rps "
-                        f"around the planned {planned:.1f} rps")
+                self.demand_rose = est > high
+                return (f"{fam}: demand {est:.1f} rps {'rose above' if est > high else 'fell below'} the band "
+                        f"{low:.1f}..{high:.1f} rps around the planned {planned:.1f} rps")
         return None
 
     def _miss_reason(self) -> str | None:
