@@ -59,7 +59,11 @@ class AccuracyFirst(Generic[K]):
 
     `routes`: key -> (weight, accuracy, planned flow in requests/s). A route's bucket fills at
     its planned flow up to `burst_s` seconds of it (at least one request) and a pick takes one
-    token. Keys not eligible in a pick are skipped, as in `SmoothWeightedRoundRobin`.
+    token. Within a tier of equal accuracy the routes with a token share by smooth weighted
+    round-robin. Keys not eligible in a pick are skipped, as in `SmoothWeightedRoundRobin`.
+    Buckets are refilled lazily, when a pick looks at them (the same tokens as refilling all at
+    every pick: a refill depends only on the time since the last one). This runs per request
+    in the shim and in the simulator's inner loop, hence the plain loops.
     """
 
     def __init__(self, routes: Mapping[K, tuple[float, float, float]], burst_s: float = BURST_S):
@@ -68,30 +72,42 @@ class AccuracyFirst(Generic[K]):
         self.rate = {k: routes[k][2] for k in keys}
         self.size = {k: max(1.0, routes[k][2] * burst_s) for k in keys}
         self.tokens = dict(self.size)
-        self.updated: float | None = None
-        tiers: dict[float, dict[K, float]] = {}
+        self.filled_at: dict[K, float | None] = {k: None for k in keys}  # when each bucket was last refilled
+        self.credit = {k: 0.0 for k in keys}  # round-robin credit within its tier
+        by_accuracy: dict[float, list[K]] = {}
         for k in keys:
-            tiers.setdefault(routes[k][1], {})[k] = self.weighted.weights[k]
-        self.tiers = [SmoothWeightedRoundRobin(tiers[a]) for a in sorted(tiers, reverse=True)]
+            by_accuracy.setdefault(routes[k][1], []).append(k)
+        self.tiers = [[(k, self.weighted.weights[k]) for k in by_accuracy[a]] for a in sorted(by_accuracy, reverse=True)]
 
     @property
     def weights(self) -> dict[K, float]:
         return self.weighted.weights
 
     def pick(self, now: float, eligible: Callable[[K], bool] | None = None) -> K | None:
-        if self.updated is None or now > self.updated:
-            dt = 0.0 if self.updated is None else now - self.updated
-            tokens, rate, size = self.tokens, self.rate, self.size
-            for k in tokens:
-                t = tokens[k] + rate[k] * dt
-                tokens[k] = t if t < size[k] else size[k]
-            self.updated = now
-        tokens = self.tokens
+        tokens, rate, size, filled_at, credit = self.tokens, self.rate, self.size, self.filled_at, self.credit
         for tier in self.tiers:
-            k = tier.pick(lambda key: tokens[key] >= 1.0 and (eligible is None or eligible(key)))
-            if k is not None:
-                tokens[k] -= 1.0
-                return k
+            best, best_credit, total = None, -math.inf, 0.0
+            for k, w in tier:
+                t = tokens[k]
+                last = filled_at[k]
+                if last is None or now > last:
+                    if last is not None:
+                        t += rate[k] * (now - last)
+                        if t > size[k]:
+                            t = size[k]
+                        tokens[k] = t
+                    filled_at[k] = now
+                if t < 1.0 or (eligible is not None and not eligible(k)):
+                    continue
+                c = credit[k] + w
+                credit[k] = c
+                total += w
+                if c > best_credit:
+                    best, best_credit = k, c
+            if best is not None:
+                credit[best] -= total
+                tokens[best] -= 1.0
+                return best
         return self.weighted.pick(eligible)
 
 
