@@ -29,7 +29,7 @@ def routed_accuracy(plan, catalog: Catalog) -> float:
 def test_demand_step_moves_to_cheaper_variants_and_back_without_losing_requests(model_repo):
     catalog = Catalog.load(model_repo)
     # the forecast estimator follows the step down within seconds; the default (peak) would keep
-    # the spike's capacity for its 30-s window first (tests/test_controlplane_demand.py)
+    # the spike's capacity for its 5-minute window first (tests/test_controlplane_demand.py)
     with running_control_plane(model_repo, controller=True, dwell_s=3.0, drain_s=1.0, estimator="forecast") as server:
         cp = server.cp
         cp.apply(cp.solve(demand={"resnet": LOW_RPS}), reason="test: first plan")
