@@ -478,7 +478,8 @@ class _Simulation:
         slo = plan.families[family].slo_ms if family in plan.families else 0.0
         route.policy = make_policy(shim.policy, model=model, batch_cap=cap,
                                    slo_s=slo / 1000.0 if slo > 0 else None, slack_s=shim.slack_ms / 1000.0,
-                                   max_hold_s=None if shim.max_hold_ms is None else shim.max_hold_ms / 1000.0)
+                                   max_hold_s=None if shim.max_hold_ms is None else shim.max_hold_ms / 1000.0,
+                                   hold_factor=shim.hold_factor)
         route.model = model
         # as the shim's RouteWorker: `instances` batches run, `pipeline` more wait at Triton
         route.max_in_flight = p.instances + max(0, shim.pipeline)
