@@ -10,6 +10,7 @@ import numpy as np
 
 from orchestrator.catalog import Catalog
 from orchestrator.cluster import Cluster
+from orchestrator.batching import HOLD_FACTOR
 from orchestrator.controlplane.demand import ESTIMATORS
 from orchestrator.errors import UserError
 from orchestrator.profiles import ProfileSet
@@ -45,6 +46,16 @@ def parse_slo(items: list[str] | None, trace) -> dict[str, float]:
     return slo
 
 
+def _hold_factor(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, not {text}")
+    return value
+
+
 def add_control_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--estimator", choices=ESTIMATORS, default="peak",
                    help="demand estimator of the controller (default peak)")
@@ -53,6 +64,9 @@ def add_control_flags(p: argparse.ArgumentParser) -> None:
                    help="re-plan when demand leaves planned x (1 +- h) (default 0.25)")
     p.add_argument("--batching", choices=("proteus", "aimd", "none"), default="proteus",
                    help="the shim's batching policy (default proteus)")
+    p.add_argument("--hold-factor", type=_hold_factor, default=HOLD_FACTOR,
+                   help=f"proteus: send a held batch while it could run this many times its predicted latency "
+                        f"(default {HOLD_FACTOR:g}; 1 = the paper's last-moment hold)")
 
 
 def register(sub) -> None:
@@ -90,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     slo = parse_slo(args.slo, trace)
     config = BenchConfig(control=ControlPlaneConfig(estimator=args.estimator, dwell_s=args.dwell,
                                                     hysteresis=args.hysteresis),
-                         shim=ShimConfig(policy=args.batching))
+                         shim=ShimConfig(policy=args.batching, hold_factor=args.hold_factor))
     runs = run_bench(trace, cluster, catalog, profiles, policies, slo, args.out, config)
     print()
     print(markdown_table([summarise(r) for r in runs]))

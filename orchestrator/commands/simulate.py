@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("the trace holds no requests")
     slo = {**default_slo, **parse_slo(args.slo, trace)} if not args.slo else parse_slo(args.slo, trace)
     control = ControlPlaneConfig()
-    config = SimConfig(shim=ShimConfig(policy=args.batching), estimator=args.estimator, dwell_s=args.dwell,
+    config = SimConfig(shim=ShimConfig(policy=args.batching, hold_factor=args.hold_factor), estimator=args.estimator, dwell_s=args.dwell,
                        hysteresis=args.hysteresis, load_fixed_s=args.load_fixed, load_s_per_gb=args.load_per_gb,
                        noise=not args.no_noise, replan=not args.no_replan, seed=args.seed,
                        tick_s=control.tick_s, drain_s=control.drain_s,
