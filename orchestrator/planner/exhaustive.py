@@ -48,6 +48,9 @@ def exhaustive_best(prob: Problem) -> tuple[float, dict[str, tuple[Option, ...]]
     return best, best_hosting
 
 
+LP_TIME_LIMIT_MS = 5_000  # a normal solve here takes milliseconds
+
+
 def _fixed_hosting_value(prob: Problem, w, hosting: dict[str, tuple[Option, ...]]) -> float:
     group_of = {d.id: g for g in prob.groups for d in g.devices}
     fixed = 0.0
@@ -57,7 +60,21 @@ def _fixed_hosting_value(prob: Problem, w, hosting: dict[str, tuple[Option, ...]
         if prob.request.current is not None:
             cur = prob.current.get(dev, set())
             fixed -= sum(w.load(o) for o in opts if o.key not in cur)
-    lp = pywraplp.Solver.CreateSolver("GLOP")
+    # GLOP first; on rare degenerate instances it stalls (seen: > 10 min in one solve), so it gets
+    # a time limit and the same LP is then solved by another LP code
+    for solver_name in ("GLOP", "CLP", "SCIP"):
+        value = _solve_fixed_hosting_lp(prob, w, hosting, group_of, solver_name)
+        if value is not None:
+            return (value + fixed) / w.scale
+    return -float("inf")
+
+
+def _solve_fixed_hosting_lp(prob: Problem, w, hosting, group_of, solver_name: str) -> float | None:
+    """The optimal LP objective with `hosting` fixed; None when infeasible or not solved in time."""
+    lp = pywraplp.Solver.CreateSolver(solver_name)
+    if lp is None:
+        return None
+    lp.SetTimeLimit(LP_TIME_LIMIT_MS)
     inf = lp.infinity()
     u = prob.utilisation_cap
     obj = lp.Objective()
@@ -85,8 +102,8 @@ def _fixed_hosting_value(prob: Problem, w, hosting: dict[str, tuple[Option, ...]
             balance_rows(lp, obj, w.group_balance(group_of[dev]), u, flows, devices=None)
     obj.SetMaximization()
     if lp.Solve() != pywraplp.Solver.OPTIMAL:
-        return -float("inf")
-    return (obj.Value() + fixed) / w.scale
+        return None
+    return obj.Value()
 
 
 def utilisation(plan, device_id: str) -> float:
