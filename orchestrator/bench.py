@@ -91,8 +91,8 @@ class _PlanRecorder:
 
     def __call__(self, plan: Plan) -> None:
         self._publish(plan)
-        before = {(p.device_id, p.variant, p.instances, p.threads) for p in self._last.placements} if self._last else set()
-        after = {(p.device_id, p.variant, p.instances, p.threads) for p in plan.placements}
+        before = self._last.loaded_models() if self._last else set()
+        after = plan.loaded_models()
         self.events.append(PlanEvent(
             time_s=round(max(0.0, self.clock()), 6), version=plan.version, loads=len(after - before),
             unloads=len({k[:2] for k in before} - {k[:2] for k in after}),

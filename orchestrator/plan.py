@@ -78,6 +78,10 @@ class Plan:
         """The (device_id, variant) pairs this plan needs loaded."""
         return {(p.device_id, p.variant) for p in self.placements}
 
+    def loaded_models(self) -> set[tuple[str, str, int, int]]:
+        """What this plan has loaded, instance config included: (device_id, variant, instances, threads)."""
+        return {(p.device_id, p.variant, p.instances, p.threads) for p in self.placements}
+
     @property
     def effective_accuracy(self) -> float:
         """Demand-weighted predicted effective accuracy over all families (percent)."""

@@ -205,20 +205,15 @@ class Controller:
     def _replan(self, reason: str) -> bool:
         """Solve and apply; True when what is loaded changed (or the attempt failed: try again later)."""
         self.cp.counters["replans"] += 1
-        before = _models(self.cp.plan) if self.cp.plan is not None else None
+        before = self.cp.plan.loaded_models() if self.cp.plan is not None else None
         try:
             plan = self.cp.solve()
             self.cp.apply(plan, reason=f"controller: {reason}", kind="replan")
             for window in self._misses.values():
                 window.clear()  # misses under the old plan do not count against the new one
-            return before is None or _models(plan) != before
+            return before is None or plan.loaded_models() != before
         except ApplyBusy:
             return False  # an operator's apply is running; the next tick looks again
         except (ApplyFailed, UserError) as e:
             self.cp.store.record_decision("error", f"controller: {reason}; re-plan failed: {e}")
             return True
-
-
-def _models(plan) -> set[tuple[str, str, int, int]]:
-    """What a plan has loaded: (device, variant, instances, threads)."""
-    return {(p.device_id, p.variant, p.instances, p.threads) for p in plan.placements}
