@@ -49,6 +49,10 @@ class SmoothWeightedRoundRobin(Generic[K]):
             credit[best] -= total
         return best
 
+    def pick_at(self, now: float, eligible: Callable[[K], bool] | None = None) -> K | None:
+        """`pick`, with the picker interface `AccuracyFirst` shares (the time is not needed here)."""
+        return self.pick(eligible)
+
 
 ROUTINGS = ("accuracy-first", "weighted")
 BURST_S = 0.5  # accuracy-first: a route's bucket holds this many seconds of its planned flow
@@ -83,7 +87,7 @@ class AccuracyFirst(Generic[K]):
     def weights(self) -> dict[K, float]:
         return self.weighted.weights
 
-    def pick(self, now: float, eligible: Callable[[K], bool] | None = None) -> K | None:
+    def pick_at(self, now: float, eligible: Callable[[K], bool] | None = None) -> K | None:
         tokens, rate, size, filled_at, credit = self.tokens, self.rate, self.size, self.filled_at, self.credit
         for tier in self.tiers:
             best, best_credit, total = None, -math.inf, 0.0
@@ -183,14 +187,9 @@ class RoutingTable:
         family has no route left."""
         rr = self._check(family)
         excluded = set(exclude_devices)
-        if isinstance(rr, AccuracyFirst):
-            route = rr.pick(now, lambda r: r.device_id not in excluded and healthy(r))
-            if route is None:
-                route = rr.pick(now, lambda r: r.device_id not in excluded)
-            return route
-        route = rr.pick(lambda r: r.device_id not in excluded and healthy(r))
+        route = rr.pick_at(now, lambda r: r.device_id not in excluded and healthy(r))
         if route is None:  # every remaining device is marked unhealthy: try them anyway
-            route = rr.pick(lambda r: r.device_id not in excluded)
+            route = rr.pick_at(now, lambda r: r.device_id not in excluded)
         return route
 
     def _check(self, family: str) -> "SmoothWeightedRoundRobin[Route] | AccuracyFirst[Route]":

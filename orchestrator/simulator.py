@@ -444,9 +444,7 @@ class _Simulation:
                 self.rr[family] = fresh  # as RoutingTable: unchanged routes keep their picker's state
             self.rr_demand[family] = fp.demand_rps
             self.rr_routes[family] = [routes[(r.device_id, r.variant)] for r in live]
-            rr = self.rr[family]
-            pick = rr.pick if isinstance(rr, AccuracyFirst) else (lambda now, weighted=rr.pick: weighted())
-            self.pickers[family] = (pick, self.rr_routes[family])
+            self.pickers[family] = (self.rr[family].pick_at, self.rr_routes[family])
         self.plan = plan
         self.view.plan = plan
         if decided_s is not None and loads:
