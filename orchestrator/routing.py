@@ -81,7 +81,8 @@ class AccuracyFirst(Generic[K]):
         by_accuracy: dict[float, list[K]] = {}
         for k in keys:
             by_accuracy.setdefault(routes[k][1], []).append(k)
-        self.tiers = [[(k, self.weighted.weights[k]) for k in by_accuracy[a]] for a in sorted(by_accuracy, reverse=True)]
+        self.tiers = [[(k, self.weighted.weights[k]) for k in by_accuracy[a]]
+                      for a in sorted(by_accuracy, reverse=True)]
 
     @property
     def weights(self) -> dict[K, float]:
