@@ -30,6 +30,8 @@ def variants_used(plan: Plan) -> set[str]:
 
 
 def solve(scenario, policy="milp", **overrides) -> Plan:
+    """The policy's own decision: the MILP's standby variants are off here (test_planner_standby.py)."""
+    overrides["options"] = dataclasses.replace(overrides.get("options", PlannerOptions()), standby=False)
     req = scenario.request(**overrides)
     plan = make_plan(req, policy=policy)
     check_plan(build_problem(req), plan)

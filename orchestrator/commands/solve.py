@@ -39,6 +39,8 @@ def register(sub) -> None:
                    help="a batch qualifies when its p99 <= SLO x this (default 0.5)")
     p.add_argument("--time-limit", type=float, default=2.0,
                    help="solver time limit in s; past it the best plan found is returned with its gap (default 2)")
+    p.add_argument("--no-standby", action="store_true",
+                   help="milp: do not add standby variants (spill routes) where memory allows")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(run=run)
 
@@ -93,7 +95,8 @@ def run(args) -> int:
         except (ValueError, KeyError, TypeError) as e:
             raise UserError(f"{args.current}: not a plan written by `orchestrator solve --json` ({e})") from None
     options = PlannerOptions(latency_fraction=args.latency_fraction, utilisation_cap=args.utilisation_cap,
-                             objective=args.objective, time_limit_s=args.time_limit)
+                             objective=args.objective, time_limit_s=args.time_limit,
+                             standby=not args.no_standby)
     request = PlanRequest(catalog=catalog, cluster=cluster, profiles=profiles, slo_ms=slo, demand_rps=demand,
                           current=current, accuracy_floor=_floors(args.accuracy_floor),
                           drained=frozenset(args.drain), reserved=frozenset(args.reserve), options=options)
@@ -105,6 +108,12 @@ def run(args) -> int:
     return 0
 
 
+def _weight_cell(weight: float | None) -> str:
+    if weight is None:
+        return "-"
+    return "spill" if weight <= 0 else f"{weight:.1%}"
+
+
 def format_plan(plan: Plan, catalog: Catalog) -> str:
     """The plan as a table a person reads, then the predicted figures per family and the solver's."""
     weight = {(r.device_id, r.variant): r.weight for f in plan.families.values() for r in f.routes}
@@ -113,7 +122,7 @@ def format_plan(plan: Plan, catalog: Catalog) -> str:
     for p in plan.placements:
         share = p.served_rps / p.capacity_rps if p.capacity_rps > 0 else 0.0
         rows.append((p.device_id, p.variant, str(p.batch_cap), f"{p.instances} x {p.threads}", f"{share:.0%}",
-                     f"{weight.get((p.device_id, p.variant), 0.0):.1%}", f"{p.capacity_rps:.1f}",
+                     _weight_cell(weight.get((p.device_id, p.variant))), f"{p.capacity_rps:.1f}",
                      f"{p.served_rps:.1f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = [f"plan by {plan.policy}: {len(plan.placements)} placements on "
@@ -123,7 +132,8 @@ def format_plan(plan: Plan, catalog: Catalog) -> str:
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
     lines.append("")
-    lines.append("time = share of the device's time (served / capacity); weight = share of the family's traffic")
+    lines.append("time = share of the device's time (served / capacity); weight = share of the family's traffic "
+                 "(spill: a standby that takes only what the weighted routes cannot answer in time)")
     for f in plan.families.values():
         line = (f"{f.family}: SLO {f.slo_ms:g} ms, demand {f.demand_rps:.1f}/s, served {f.served_rps:.1f}/s, "
                 f"unserved {f.unserved_rps:.1f}/s, predicted effective accuracy {f.effective_accuracy:.2f} %")

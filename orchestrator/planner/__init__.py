@@ -5,7 +5,8 @@
                                  demand_rps={"resnet": 120}), policy="milp")
 
 Policies: "milp" (the exact planner) and the baselines "model-switching", "clipper-ha",
-"clipper-ht", "infaas" (see baselines.py). docs/planner.md explains the formulation.
+"clipper-ht", "infaas" (see baselines.py). The MILP's plan also gets standby variants (spill
+routes, standby.py) unless `PlannerOptions.standby` is off. docs/planner.md explains the formulation.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from orchestrator.planner.capacity import Option, usable_options
 from orchestrator.planner.milp import solve_milp
 from orchestrator.planner.problem import Problem, build_problem
 from orchestrator.planner.request import AccuracyFloor, PlannerOptions, PlanRequest, validate
+from orchestrator.planner.standby import add_standby
 
 POLICIES = {
     "milp": solve_milp,
@@ -33,7 +35,11 @@ def make_plan(request: PlanRequest, policy: str = "milp") -> Plan:
     if policy not in POLICIES:
         raise UserError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
     validate(request)
-    return POLICIES[policy](build_problem(request))
+    problem = build_problem(request)
+    plan = POLICIES[policy](problem)
+    if policy == "milp" and request.options.standby:
+        plan = add_standby(plan, problem)
+    return plan
 
 
 __all__ = ["AccuracyFloor", "Option", "POLICIES", "PlanRequest", "PlannerOptions", "Problem", "make_plan",

@@ -47,6 +47,7 @@ class PlannerOptions:
     shared_devices: int | None = None  # devices per group that may host several variants; None = exact bound
     time_limit_s: float = 2.0  # past it the plan carries status FEASIBLE and the gap reached
     relative_gap: float = 1e-6  # of the objective, ~0.001 effective-accuracy points
+    standby: bool = True  # MILP: load each served family's fastest variant where memory allows (planner/standby.py)
 
     def check(self) -> None:
         if not 0 < self.latency_fraction <= 1:

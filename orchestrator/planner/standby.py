@@ -1,0 +1,65 @@
+"""Standby variants: room to spill a burst the plan was not made for.
+
+After the MILP has decided, each device that serves a family also gets, where its memory still
+allows, the family's fastest usable variant on that device as a *spill route*: a placement that
+serves nothing in the plan (served 0) and a route of weight 0. If the MILP kept that variant
+loaded without a planned share (rather than pay to reload it later), it spills too. The shims' accuracy-first routing
+sends a request there only when no more accurate route is predicted to answer it by its deadline
+(routing.py, backlog.py). A standby therefore costs memory and one model load, and no accuracy
+while the plan's routes keep up; when a burst outruns the plan, or a device runs slower than its
+profile, the overflow moves to the fast variant within a request instead of waiting for the
+controller's next plan and the executor's loads (seconds). This is Model-Switching's mechanism
+(several variants resident, the variant chosen per request under load) on top of the MILP's
+placement. Only the MILP policy gets standbys: the baselines stay as published.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from orchestrator.plan import Placement, Plan, Route
+from orchestrator.planner.problem import Problem
+
+
+def add_standby(plan: Plan, prob: Problem) -> Plan:
+    """`plan` with the standby placements and spill routes added (unchanged when none fits)."""
+    group_of = {d.id: g for g in prob.groups for d in g.devices}
+    memory = {(o.variant, o.instances, o.threads): o.memory_mb for g in prob.groups for o in g.options}
+    catalog = prob.request.catalog
+    placements = list(plan.placements)
+    spill: dict[str, list[Route]] = {}
+    added = []
+    for device in prob.request.cluster.devices:
+        g = group_of.get(device.id)
+        if g is None:  # drained or reserved: the plan hosts nothing new there
+            continue
+        hosted = [p for p in placements if p.device_id == device.id]
+        used = sum(memory.get((p.variant, p.instances, p.threads),
+                              catalog.variants[p.variant].memory_mb * p.instances) for p in hosted)
+        served_families = sorted({catalog.variants[r.variant].family for fp in plan.families.values()
+                                  for r in fp.routes if r.device_id == device.id and r.weight > 0})
+        for family in served_families:
+            options = [o for o in g.options if o.family == family]
+            if options:
+                fastest = max(options, key=lambda o: (o.capacity_rps, -o.memory_mb, o.variant))
+                if not any(p.variant == fastest.variant for p in hosted) and used + fastest.memory_mb <= g.memory_mb:
+                    standby = Placement(device_id=device.id, variant=fastest.variant, batch_cap=fastest.batch_cap,
+                                        instances=fastest.instances, threads=fastest.threads,
+                                        capacity_rps=fastest.capacity_rps, served_rps=0.0)
+                    placements.append(standby)
+                    hosted.append(standby)
+                    used += fastest.memory_mb
+                    added.append(f"{fastest.variant}@{device.id}")
+                # the fastest variant spills, loaded now or kept by the MILP from the current plan
+                # (loaded, serving nothing); never a slower one: it would take device time the
+                # plan gave to the weighted routes
+                routed = {r.variant for r in plan.families[family].routes if r.device_id == device.id}
+                if fastest.variant not in routed and any(p.variant == fastest.variant for p in hosted):
+                    spill.setdefault(family, []).append(Route(device.id, fastest.variant, 0.0))
+    if not spill:
+        return plan
+    families = {f: replace(fp, routes=fp.routes + tuple(spill.get(f, ()))) for f, fp in plan.families.items()}
+    note = "spill routes (weight 0): " + ", ".join(f"{r.variant}@{r.device_id}" for rs in spill.values() for r in rs)
+    if added:
+        note += f"; standby loaded for them: {', '.join(added)}"
+    return replace(plan, placements=tuple(placements), families=families, notes=plan.notes + (note,))
