@@ -445,6 +445,14 @@ POLICIES = ("proteus", "aimd", "none")
 Policy = ProteusPolicy | AimdPolicy | NoBatchingPolicy
 
 
+def max_hold_s(spill: bool, max_hold_ms: float | None) -> float | None:
+    """A route's hold bound: a spill route (routing.py) sends at once, as its requests come to it
+    short of time already; other routes as configured (`ShimConfig.max_hold_ms`, None: unbounded)."""
+    if spill:
+        return 0.0
+    return None if max_hold_ms is None else max_hold_ms / 1000.0
+
+
 def make_policy(name: str, *, model: LatencyModel, batch_cap: int, slo_s: float | None,
                 slack_s: float = 0.0, max_hold_s: float | None = None, hold_factor: float = HOLD_FACTOR) -> Policy:
     """Build a policy by name ("proteus", "aimd", "none") for one route."""

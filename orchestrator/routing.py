@@ -11,6 +11,14 @@ so tests and the simulator can count on the split. Two ways, `ROUTINGS`:
   has room to the weighted pick. A plan made for a burst (controlplane/demand.py `peak`) then
   serves the calm between bursts with its most accurate variants instead of the burst's mix,
   and a burst spills onto the fast variants at once, without waiting for the control loop.
+
+  With a prediction of when a route would answer (the shim and the simulator pass one:
+  orchestrator/backlog.py), a route with a token that would answer late is passed over, and once
+  no route has both, the request goes to the most accurate route with spare time, else to the
+  *fastest* route predicted to answer it on time, token or not. A plan's *spill routes* (weight 0: the family's
+  fastest variant, standing by where memory allowed, planner/standby.py) have no planned flow
+  and take only such requests: a burst the plan was not made for, or a device running slower
+  than its profile, spills onto them within a request, before the controller re-plans.
 """
 
 from __future__ import annotations
@@ -49,49 +57,69 @@ class SmoothWeightedRoundRobin(Generic[K]):
             credit[best] -= total
         return best
 
-    def pick_at(self, now: float, eligible: Callable[[K], bool] | None = None) -> K | None:
-        """`pick`, with the picker interface `AccuracyFirst` shares (the time is not needed here)."""
+    def pick_at(self, now: float, eligible: Callable[[K], bool] | None = None,
+                budget_use: Callable[[K], float] | None = None) -> K | None:
+        """`pick`, with the picker interface `AccuracyFirst` shares (weighted routing keeps the
+        plan's split whatever the time and the backlog, so `now` and `budget_use` are not used)."""
         return self.pick(eligible)
 
 
 ROUTINGS = ("accuracy-first", "weighted")
 BURST_S = 0.5  # accuracy-first: a route's bucket holds this many seconds of its planned flow
+SPARE_USE = 0.5  # past its planned flow, a route takes requests it answers within this share of their budget
 
 
 class AccuracyFirst(Generic[K]):
-    """Most accurate route with room in its planned flow first; the weighted pick when none has room.
+    """Most accurate route with room first; the weighted pick when none has room.
 
-    `routes`: key -> (weight, accuracy, planned flow in requests/s). A route's bucket fills at
-    its planned flow up to `burst_s` seconds of it (at least one request) and a pick takes one
-    token. Within a tier of equal accuracy the routes with a token share by smooth weighted
-    round-robin. Keys not eligible in a pick are skipped, as in `SmoothWeightedRoundRobin`.
-    Buckets are refilled lazily, when a pick looks at them (the same tokens as refilling all at
-    every pick: a refill depends only on the time since the last one). This runs per request
-    in the shim and in the simulator's inner loop, hence the plain loops.
+    `routes`: key -> (weight, accuracy, planned flow in requests/s); a weight of 0 makes a spill
+    route (no planned flow, never in the weighted pick). A route's bucket fills at its planned
+    flow up to `burst_s` seconds of it (at least one request) and a pick takes one token.
+
+    `pick_at(now, eligible, budget_use)`: `budget_use(key)` is the predicted time to answer a
+    request sent to the route now, as a share of the request's time budget (<= 1: on time).
+    A route has room when it has a token (and, given `budget_use`, answers on time). Without a
+    route with room, and given `budget_use`, the routes without a token (spill routes never
+    have one) take the request: the most accurate one that would use at most `SPARE_USE` of
+    the budget (spare time, as on a calm day with Poisson bursts above the planned flow), else
+    the *fastest* one on time (past the plan's flows and without spare time the cluster is past
+    what the plan was made for, and a miss costs a whole answer where a smaller variant costs a
+    few points). Within a tier the candidates share by smooth weighted round-robin (spill
+    routes with weight 1). Keys not
+    eligible in a pick are skipped, as in `SmoothWeightedRoundRobin`. Buckets are refilled lazily, when a pick looks at them (the same
+    tokens as refilling all at every pick: a refill depends only on the time since the last
+    one). This runs per request in the shim and in the simulator's inner loop, hence the plain
+    loops; `budget_use` is asked only of routes that could win.
     """
 
     def __init__(self, routes: Mapping[K, tuple[float, float, float]], burst_s: float = BURST_S):
         self.weighted = SmoothWeightedRoundRobin({k: w for k, (w, _, _) in routes.items()})
-        keys = list(self.weighted.weights)
-        self.rate = {k: routes[k][2] for k in keys}
-        self.size = {k: max(1.0, routes[k][2] * burst_s) for k in keys}
+        keys = [k for k, (w, _, _) in routes.items() if w >= 0]
+        self.spill = frozenset(k for k in keys if routes[k][0] <= 0)
+        self.rate = {k: routes[k][2] if k not in self.spill else 0.0 for k in keys}
+        self.size = {k: max(1.0, routes[k][2] * burst_s) if k not in self.spill else 0.0 for k in keys}
         self.tokens = dict(self.size)
         self.filled_at: dict[K, float | None] = {k: None for k in keys}  # when each bucket was last refilled
         self.credit = {k: 0.0 for k in keys}  # round-robin credit within its tier
         by_accuracy: dict[float, list[K]] = {}
         for k in keys:
             by_accuracy.setdefault(routes[k][1], []).append(k)
-        self.tiers = [[(k, self.weighted.weights[k]) for k in by_accuracy[a]]
+        # a spill route shares its tier with weight 1 among the tier's other spill routes
+        self.tiers = [[(k, self.weighted.weights.get(k, 1.0)) for k in by_accuracy[a]]
                       for a in sorted(by_accuracy, reverse=True)]
 
     @property
     def weights(self) -> dict[K, float]:
+        """The routes with a planned share and their weights (spill routes are not here)."""
         return self.weighted.weights
 
-    def pick_at(self, now: float, eligible: Callable[[K], bool] | None = None) -> K | None:
+    def pick_at(self, now: float, eligible: Callable[[K], bool] | None = None,
+                budget_use: Callable[[K], float] | None = None) -> K | None:
         tokens, rate, size, filled_at, credit = self.tokens, self.rate, self.size, self.filled_at, self.credit
+        spare: list[list[tuple[K, float, float]]] | None = [] if budget_use is not None else None
         for tier in self.tiers:
             best, best_credit, total = None, -math.inf, 0.0
+            no_token: list[tuple[K, float]] = []
             for k, w in tier:
                 t = tokens[k]
                 last = filled_at[k]
@@ -102,7 +130,12 @@ class AccuracyFirst(Generic[K]):
                             t = size[k]
                         tokens[k] = t
                     filled_at[k] = now
-                if t < 1.0 or (eligible is not None and not eligible(k)):
+                if eligible is not None and not eligible(k):
+                    continue
+                if t < 1.0:
+                    no_token.append((k, w))
+                    continue
+                if budget_use is not None and budget_use(k) > 1.0:
                     continue
                 c = credit[k] + w
                 credit[k] = c
@@ -113,6 +146,34 @@ class AccuracyFirst(Generic[K]):
                 credit[best] -= total
                 tokens[best] -= 1.0
                 return best
+            if spare is not None and no_token:
+                # no planned flow left here: spare time (well within the budget) before a less
+                # accurate tier's planned flow
+                uses = [(k, w, budget_use(k)) for k, w in no_token]  # type: ignore[misc]
+                for k, w, u in uses:
+                    if u <= SPARE_USE:
+                        c = credit[k] + w
+                        credit[k] = c
+                        total += w
+                        if c > best_credit:
+                            best, best_credit = k, c
+                if best is not None:
+                    credit[best] -= total
+                    return best
+                spare.append(uses)
+        if spare:  # no route with planned flow or spare time answers on time: the fastest that does
+            for tier in reversed(spare):
+                best, best_credit, total = None, -math.inf, 0.0
+                for k, w, u in tier:
+                    if u <= 1.0:
+                        c = credit[k] + w
+                        credit[k] = c
+                        total += w
+                        if c > best_credit:
+                            best, best_credit = k, c
+                if best is not None:
+                    credit[best] -= total
+                    return best
         return self.weighted.pick(eligible)
 
 
@@ -143,7 +204,7 @@ def make_router(routes: Mapping[K, Route], demand_rps: float,
     """The picker over one family's routes (key -> route): accuracy-first when `accuracy`
     (variant -> top-1) is given and the plan names the demand it was made for, else weighted."""
     if accuracy is None or demand_rps <= 0:
-        return SmoothWeightedRoundRobin({k: r.weight for k, r in routes.items()})
+        return SmoothWeightedRoundRobin({k: r.weight for k, r in routes.items()})  # spill routes never picked
     return AccuracyFirst({k: (r.weight, accuracy.get(r.variant, 0.0), r.weight * demand_rps)
                           for k, r in routes.items()})
 
@@ -152,7 +213,7 @@ def keep_state(old, fresh, old_demand_rps: float | None, demand_rps: float) -> b
     """Whether a re-published family may keep its old picker (same kind, routes, weights and
     planned demand), so a plan re-publish does not disturb the split."""
     return old is not None and type(old) is type(fresh) and old.weights == fresh.weights and \
-        old_demand_rps == demand_rps
+        getattr(old, "spill", None) == getattr(fresh, "spill", None) and old_demand_rps == demand_rps
 
 
 class RoutingTable:
@@ -182,13 +243,16 @@ class RoutingTable:
         return list(self._check(family).weights)
 
     def pick(self, family: str, healthy: Callable[[Route], bool] = lambda route: True,
-             exclude_devices: Iterable[str] = (), now: float = 0.0) -> Route | None:
+             exclude_devices: Iterable[str] = (), now: float = 0.0,
+             budget_use: Callable[[Route], float] | None = None) -> Route | None:
         """The next route of `family` at time `now` (seconds, any origin), skipping devices in
-        `exclude_devices` and, while any healthy one is left, unhealthy routes. None when the
-        family has no route left."""
+        `exclude_devices` and, while any healthy one is left, unhealthy routes. `budget_use` (a
+        route -> predicted time to answer a request sent now, as a share of its time budget)
+        lets accuracy-first routing pass over late routes and use spare time and spill routes
+        (`AccuracyFirst`). None when the family has no route left."""
         rr = self._check(family)
         excluded = set(exclude_devices)
-        route = rr.pick_at(now, lambda r: r.device_id not in excluded and healthy(r))
+        route = rr.pick_at(now, lambda r: r.device_id not in excluded and healthy(r), budget_use)
         if route is None:  # every remaining device is marked unhealthy: try them anyway
             route = rr.pick_at(now, lambda r: r.device_id not in excluded)
         return route

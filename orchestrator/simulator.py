@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from orchestrator.batching import EPS_S, WAKE_PAST_S, LatencyModel, RouteQueue, make_policy
+from orchestrator.backlog import Calibration, answer_by
+from orchestrator.batching import EPS_S, WAKE_PAST_S, LatencyModel, RouteQueue, make_policy, max_hold_s
 from orchestrator.catalog import Catalog
 from orchestrator.cluster import Cluster
 from orchestrator.controlplane.controller import Controller
@@ -84,22 +85,24 @@ class SimConfig:
 class _Req:
     """One simulated request; what the batching policy reads (the `Queued` protocol)."""
 
-    __slots__ = ("id", "arrival_s", "deadline_s", "serve_late")
+    __slots__ = ("id", "arrival_s", "deadline_s", "serve_late", "predicted_by")
 
-    def __init__(self, rid: int, arrival_s: float, deadline_s: float):
+    def __init__(self, rid: int, arrival_s: float, deadline_s: float, predicted_by: float | None = None):
         self.id = rid
         self.arrival_s = arrival_s
         self.deadline_s = deadline_s
         self.serve_late = False
+        self.predicted_by = predicted_by  # as the shim's request: routing's predicted answer time
 
 
 class _Device:
-    __slots__ = ("id", "busy", "waiting")
+    __slots__ = ("id", "busy", "waiting", "routes")
 
     def __init__(self, device_id: str):
         self.id = device_id
         self.busy = 0  # lanes running a batch
         self.waiting: deque = deque()  # (route, batch, sent_at) waiting for a lane
+        self.routes: list[_Route] = []  # routes with a model here, retired ones until they unload
 
 
 def _start_s(route: "_Route") -> float | None:
@@ -116,7 +119,7 @@ class _Route:
 
     __slots__ = ("key", "device", "variant_index", "device_index", "policy", "queue", "in_flight",
                  "max_in_flight", "lanes", "median_s", "sigma", "wake_at", "retired", "placement", "finish_at",
-                 "start_s", "last_done", "model")
+                 "start_s", "last_done", "model", "calibration")
 
     def __init__(self, key, device: _Device, variant_index: int, device_index: int):
         self.key = key
@@ -130,6 +133,7 @@ class _Route:
         self.finish_at: dict[int, float] = {}  # id(batch) -> predicted finish (as the shim's worker keeps it)
         self.start_s: float | None = None  # when a batch sent now would start (`_start_s`)
         self.last_done = -math.inf
+        self.calibration = Calibration()  # actual / predicted answer time lately, as the shim's worker
 
 
 @dataclass
@@ -334,7 +338,8 @@ class _Simulation:
         # RoutingTable runs, keyed by small ints: Route objects hash slowly)
         self.rr: dict[str, SmoothWeightedRoundRobin[int] | AccuracyFirst[int]] = {}
         self.rr_routes: dict[str, list[_Route]] = {}
-        self.pickers: dict[str, tuple] = {}  # family -> (pick(now) -> index, rr_routes[family]), for arrivals
+        # family -> (pick_at, rr_routes[family], budget_use or None), for arrivals
+        self.pickers: dict[str, tuple] = {}
         self.rr_demand: dict[str, float] = {}  # family -> the demand its picker was made for
         self.plan: Plan | None = None
         self.pending: _Pending | None = None
@@ -348,6 +353,9 @@ class _Simulation:
         self.family_of = trace.family.tolist()
         self.misses: dict[tuple[str, int], int] = {}  # (family, second answered) -> deadline misses + errors
         self.now = 0.0
+        self.arrival_s = 0.0  # the arrival being routed, and its deadline less the shim's slack (`_budget_use`)
+        self.limit_s = 0.0
+        self.predicted: dict[int, float] = {}  # route index -> answer_by, for the arrival being routed
         cfg = self.cfg
         self.view = _ControlView(self, ControlPlaneConfig(tick_s=cfg.tick_s, drain_s=cfg.drain_s, dwell_s=cfg.dwell_s,
                                                           hysteresis=cfg.hysteresis,
@@ -411,9 +419,12 @@ class _Simulation:
         self.version += 1
         plan = plan.with_version(self.version)
         wanted: dict[tuple[str, str], Placement] = {}
+        accuracy = self.sim.accuracy if self.cfg.shim.routing == "accuracy-first" else None
+        spill = accuracy is not None  # spill routes (weight 0) take requests under accuracy-first routing only
+        weighted = {(r.device_id, r.variant) for fp in plan.families.values() for r in fp.routes if r.weight > 0}
         for fp in plan.families.values():
             for r in fp.routes:
-                if r.weight > 0:
+                if r.weight > 0 or spill:
                     p = plan.placement(r.device_id, r.variant)
                     wanted[(r.device_id, r.variant)] = p or Placement(r.device_id, r.variant, 8)
         routes: dict[tuple[str, str], _Route] = {}
@@ -427,15 +438,16 @@ class _Simulation:
                 routes[key] = old
             else:
                 routes[key] = self._new_route(p, plan)
+            if hasattr(routes[key].policy, "max_hold_s"):
+                routes[key].policy.max_hold_s = max_hold_s(key not in weighted, self.cfg.shim.max_hold_ms)
         for key, r in self.routes.items():
             if routes.get(key) is not r:
                 r.retired = True
                 self.retired.append(r)
                 self.push(now + self.cfg.drain_s, _UNLOAD, r)
         self.routes = routes
-        accuracy = self.sim.accuracy if self.cfg.shim.routing == "accuracy-first" else None
         for family, fp in plan.families.items():
-            live = [r for r in fp.routes if r.weight > 0]
+            live = [r for r in fp.routes if r.weight > 0 or spill]
             old = self.rr.get(family)
             fresh = make_router(dict(enumerate(live)), fp.demand_rps, accuracy)
             same_routes = old is not None and [x.key for x in self.rr_routes[family]] == \
@@ -444,7 +456,8 @@ class _Simulation:
                 self.rr[family] = fresh  # as RoutingTable: unchanged routes keep their picker's state
             self.rr_demand[family] = fp.demand_rps
             self.rr_routes[family] = [routes[(r.device_id, r.variant)] for r in live]
-            self.pickers[family] = (self.rr[family].pick_at, self.rr_routes[family])
+            self.pickers[family] = (self.rr[family].pick_at, self.rr_routes[family],
+                                    self._budget_use(self.rr_routes[family]) if accuracy is not None else None)
         self.plan = plan
         self.view.plan = plan
         if decided_s is not None and loads:
@@ -455,6 +468,19 @@ class _Simulation:
             routes={f: [(r.device_id, r.variant, round(r.weight, 4)) for r in fp.routes]
                     for f, fp in plan.families.items()},
             decided_s=None if decided_s is None else round(decided_s, 6), reason=reason))
+
+    def _budget_use(self, routes: list[_Route]):
+        """The routing's `budget_use` over one family's routes (by index), for the arrival being
+        routed (`arrival_s`, `limit_s`: its deadline less the shim's slack), as the shim's client
+        builds it: this route's queue and batches in flight, the device's other routes' in flight."""
+        def budget_use(k: int) -> float:
+            route = routes[k]
+            others = [f for r in route.device.routes if r is not route for f in r.finish_at.values()]
+            now = self.arrival_s
+            by = self.predicted[k] = answer_by(now, len(route.queue), getattr(route.policy, "batch_cap", 1),
+                                               route.model.seconds, route.finish_at.values(), others)
+            return route.calibration.budget_use(now, by, self.limit_s)
+        return budget_use
 
     def _cap(self, p: Placement) -> int:
         v = self.sim.catalog.variants[p.variant]
@@ -468,6 +494,7 @@ class _Simulation:
         cap = self._cap(p)
         route = _Route((p.device_id, p.variant), self.devices[p.device_id], self.sim.variant_index[p.variant],
                        self.sim.device_index[p.device_id])
+        route.device.routes.append(route)
         cls = self.sim.device_class[p.device_id]
         records = self.sim.profiles.for_pair(p.variant, cls)
         model = (LatencyModel.from_profiles(records, shim.percentile, instances=p.instances, threads=p.threads)
@@ -518,7 +545,10 @@ class _Simulation:
                 status = self.status
                 finish = self.finish
                 for rid in drop:
-                    queue.pop(rid)
+                    r = queue.pop(rid)
+                    if r.predicted_by is not None:  # as the shim's worker
+                        route.calibration.observe(now + route.model.seconds(1) - r.arrival_s,
+                                                  r.predicted_by - r.arrival_s)
                     status[rid] = DROPPED
                     finish[rid] = now
                     self._miss(rid, now)
@@ -573,6 +603,10 @@ class _Simulation:
         route.finish_at.pop(id(batch), None)
         route.start_s = _start_s(route)
         route.policy.observe(len(batch), now - max(sent_at, route.last_done))  # as the worker: minus pipeline wait
+        calibration = route.calibration
+        for r in batch:
+            if r.predicted_by is not None:
+                calibration.observe(now - r.arrival_s, r.predicted_by - r.arrival_s)
         route.last_done = now
         status, finish, by, on = self.status, self.finish, self.served_by, self.served_on
         vi, di = route.variant_index, route.device_index
@@ -606,6 +640,8 @@ class _Simulation:
             self.served_by[rid] = route.variant_index
             self.served_on[rid] = route.device_index
         route.queue.clear()
+        if route in route.device.routes:
+            route.device.routes.remove(route)
 
     # --- main loop ----------------------------------------------------------------------------
 
@@ -628,6 +664,7 @@ class _Simulation:
         events = n  # every arrival, plus the timed events popped below
         status = self.status
         pickers = self.pickers  # updated in place when a plan switches
+        slack_s = cfg.shim.slack_ms / 1000.0
         inf = math.inf
         wakes, moved = self.wakes, self.moved
         push = heapq.heappush
@@ -643,14 +680,22 @@ class _Simulation:
             while i < n and times[i] < next_event:
                 now = times[i]
                 picker = pickers.get(families[i])
-                k = picker[0](now) if picker is not None else None
+                if picker is None:
+                    k = None
+                elif picker[2] is None:
+                    k = picker[0](now)
+                else:
+                    self.arrival_s = now
+                    self.limit_s = deadlines[i] - slack_s
+                    self.predicted.clear()
+                    k = picker[0](now, None, picker[2])
                 if k is None:
                     status[i] = UNSERVED
                     self.finish[i] = now
                     self._miss(i, now)
                 else:
                     route = picker[1][k]
-                    route.queue.add(_Req(i, now, deadlines[i]))
+                    route.queue.add(_Req(i, now, deadlines[i], self.predicted.get(k) if picker[2] else None))
                     # A busy route's policy can only drop hopeless requests (time-triggered: its
                     # wake-up and the next completion call it); skipping the call here changes no outcome.
                     if route.in_flight < route.max_in_flight:

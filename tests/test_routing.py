@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from orchestrator.routing import DeviceHealth, RoutingTable, SmoothWeightedRoundRobin, static_plan
+from orchestrator.routing import SPARE_USE, DeviceHealth, RoutingTable, SmoothWeightedRoundRobin, static_plan
 
 
 def test_smooth_wrr_interleaves_by_weight_and_is_deterministic():
@@ -114,3 +114,75 @@ def test_accuracy_first_falls_back_to_weights_without_a_planned_demand_or_accura
     assert again._rr["resnet"] is same._rr["resnet"]  # a re-publish keeps the buckets
     moved = RoutingTable(planned(60.0), previous=same, accuracy=ACC)
     assert moved._rr["resnet"] is not same._rr["resnet"]  # a new planned demand refills them
+
+
+# --- accuracy-first by time (budget_use) and spill routes ------------------------------------------
+
+
+def with_spill(demand_rps: float):
+    """resnet50 on cpu0 carries everything the plan made for `demand_rps`; resnet18 on cpu0 is a spill route."""
+    plan = static_plan({"resnet": [("cpu0", "resnet50", 1.0), ("cpu0", "resnet18", 0.0)]})
+    from dataclasses import replace
+    return replace(plan, families={"resnet": replace(plan.families["resnet"], demand_rps=demand_rps)})
+
+
+def picks_with(table, rate_rps: float, seconds: float, on_time) -> Counter:
+    """Picks with a time prediction: `on_time(route)` True -> uses 0.8 of the budget (on time,
+    no spare time), False -> 1.5 (late); or a float, used as is."""
+    n = int(rate_rps * seconds)
+
+    def use(route):
+        v = on_time(route)
+        return v if not isinstance(v, bool) else (0.8 if v else 1.5)
+    return Counter(table.pick("resnet", now=i / rate_rps, budget_use=use).variant for i in range(n))
+
+
+def test_with_on_time_planned_flows_come_first_then_the_fastest_route_on_time():
+    # 30 rps, within the plan's 50: the token split (resnet50's 20 rps, the rest to resnet18)
+    by_time = picks_with(RoutingTable(planned(50.0), accuracy=ACC), 30.0, 20.0, on_time=lambda r: True)
+    assert by_time == picks_at(RoutingTable(planned(50.0), accuracy=ACC), 30.0, 20.0)
+    # 60 rps, above it: resnet50 keeps its planned 20 rps and everything else goes to the fast
+    # resnet18 while it answers on time (by tokens alone the overflow would follow the weights)
+    counts = picks_with(RoutingTable(planned(50.0), accuracy=ACC), 60.0, 20.0, on_time=lambda r: True)
+    assert abs(counts["resnet50"] - 20 * 20) <= 11 and counts["resnet18"] == 1200 - counts["resnet50"]
+    tokens_only = picks_at(RoutingTable(planned(50.0), accuracy=ACC), 60.0, 20.0)
+    assert tokens_only["resnet50"] > counts["resnet50"] + 50
+    # ... and to resnet50 when resnet18 would be late
+    late18 = picks_with(RoutingTable(planned(50.0), accuracy=ACC), 60.0, 20.0,
+                        on_time=lambda r: r.variant != "resnet18")
+    assert late18 == Counter({"resnet50": 1200})
+    # resnet50 predicted late: everything goes to resnet18, token or not
+    late50 = picks_with(RoutingTable(planned(50.0), accuracy=ACC), 60.0, 20.0,
+                        on_time=lambda r: r.variant != "resnet50")
+    assert late50 == Counter({"resnet18": 1200})
+    # spare time (both routes would answer within SPARE_USE of the budget): what resnet50's planned
+    # flow cannot take goes to it anyway, before resnet18's planned flow
+    spare = picks_with(RoutingTable(planned(50.0), accuracy=ACC), 60.0, 20.0, on_time=lambda r: SPARE_USE / 2)
+    assert spare == Counter({"resnet50": 1200})
+
+
+def test_a_spill_route_takes_only_what_the_weighted_routes_cannot_answer_in_time():
+    table = RoutingTable(with_spill(10.0), accuracy=ACC)
+    assert table.routes("resnet") == [table.plan.families["resnet"].routes[0]]  # spill routes carry no share
+    # without a time test, never: even at ten times the planned demand
+    assert picks_at(RoutingTable(with_spill(10.0), accuracy=ACC), 100.0, 5.0) == Counter({"resnet50": 500})
+    # with one: within the planned flow only what resnet50 would answer late (every third request)
+    calls = iter(range(10**6))
+    within = picks_with(table, 6.0, 10.0, on_time=lambda r: r.variant == "resnet18" or next(calls) % 3 != 0)
+    assert within == Counter({"resnet50": 40, "resnet18": 20})
+    # beyond the planned 10 rps: the overflow too
+    beyond = picks_with(RoutingTable(with_spill(10.0), accuracy=ACC), 30.0, 10.0, on_time=lambda r: True)
+    assert abs(beyond["resnet50"] - 10 * 10) <= 6 and beyond["resnet18"] == 300 - beyond["resnet50"]
+    # nothing in time: the weighted pick (the plan's split), never the spill route
+    assert picks_with(RoutingTable(with_spill(10.0), accuracy=ACC), 30.0, 2.0, on_time=lambda r: False) == \
+        Counter({"resnet50": 60})
+    # weighted routing ignores spill routes and time alike
+    assert picks_with(RoutingTable(with_spill(10.0)), 30.0, 2.0, on_time=lambda r: False) == Counter({"resnet50": 60})
+
+
+def test_a_new_spill_route_replaces_the_picker():
+    same = RoutingTable(planned(50.0), accuracy=ACC)
+    spilled = static_plan({"resnet": [("cpu0", "resnet50", 0.4), ("cpu1", "resnet18", 0.6), ("cpu0", "resnet18", 0.0)]})
+    from dataclasses import replace
+    spilled = replace(spilled, families={"resnet": replace(spilled.families["resnet"], demand_rps=50.0)})
+    assert RoutingTable(spilled, previous=same, accuracy=ACC)._rr["resnet"] is not same._rr["resnet"]

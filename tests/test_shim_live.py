@@ -188,3 +188,33 @@ def test_live_proteus_misses_fewer_deadlines_than_no_batching_above_capacity(ser
     print(f"\nresnet18 p95 at batch 1 {lat1:.1f} ms, load {2 * capacity:.0f} rps, deadline {deadline_ms:.0f} ms: "
           f"miss rate none {miss['none']:.2f}, proteus {miss['proteus']:.2f}")
     assert miss["proteus"] < miss["none"]
+
+
+def test_live_spill_route_takes_what_the_planned_route_would_answer_late(servers, catalog, images):
+    """A plan made for a calm rate: ResNet-50 on "a", with ResNet-18 on "a" as its spill route
+    (weight 0, planner/standby.py). At twice ResNet-50's capacity the shim's on-time prediction
+    (orchestrator/backlog.py) sends the overflow to ResNet-18 at once; the same plan without the
+    spill route misses far more deadlines."""
+    from dataclasses import replace
+
+    url = servers["a"].grpc_url
+    profiles = ProfileSet(measure_profile(url, "resnet50", images[0], sizes=(1, 2, 4)).records
+                          + measure_profile(url, "resnet18", images[0], sizes=(1, 2, 4)).records)
+    lat1 = profiles.for_pair("resnet50", "live")[0].p95_ms
+    capacity = 1000.0 / lat1
+    deadline_ms = 4 * lat1
+    miss, variants = {}, {}
+    for spill in (True, False):
+        rows = [("a", "resnet50", 1.0)] + ([("a", "resnet18", 0.0)] if spill else [])
+        plan = static_plan({"resnet": rows}, batch_cap=4)
+        plan = replace(plan, families={"resnet": replace(plan.families["resnet"], demand_rps=capacity / 2)})
+        with Client(plan, endpoints(servers), catalog=catalog, profiles=profiles, device_classes={"a": "live"}) as client:
+            results = open_loop(client, images[0], rate_rps=2.0 * capacity, duration_s=3.0, deadline_ms=deadline_ms)
+        assert all(r.status in ("ok", "deadline_miss") for r in results)
+        miss[spill] = sum(not r.deadline_met for r in results) / len(results)
+        variants[spill] = Counter(r.variant for r in results)
+    print(f"\nresnet50 p95 at batch 1 {lat1:.1f} ms, load {2 * capacity:.0f} rps, deadline {deadline_ms:.0f} ms: "
+          f"miss rate with spill {miss[True]:.2f} {dict(variants[True])}, without {miss[False]:.2f}")
+    assert variants[False].keys() == {"resnet50"}
+    assert variants[True]["resnet18"] > 0 and variants[True]["resnet50"] > 0
+    assert miss[True] < miss[False]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import logging
 import threading
 import time
@@ -27,11 +28,12 @@ from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, fields, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from os import PathLike
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from orchestrator.batching import HOLD_FACTOR, LatencyModel, make_policy
+from orchestrator.backlog import answer_by
+from orchestrator.batching import HOLD_FACTOR, LatencyModel, make_policy, max_hold_s
 from orchestrator.catalog import Catalog, Variant
 from orchestrator.plan import Plan, Route
 from orchestrator.profiles import ProfileSet
@@ -158,7 +160,10 @@ class Client:
         cat = catalog or self._catalog
         if cat is None:
             raise ValueError("no catalog: pass catalog= (a Catalog or the model repository path)")
-        needed = {(r.device_id, r.variant) for fp in plan.families.values() for r in fp.routes if r.weight > 0}
+        spill = self.config.routing == "accuracy-first"  # spill routes (weight 0) take requests only then
+        weighted = {(r.device_id, r.variant) for fp in plan.families.values() for r in fp.routes if r.weight > 0}
+        needed = {(r.device_id, r.variant) for fp in plan.families.values() for r in fp.routes
+                  if r.weight > 0 or spill}
         missing_dev = sorted({d for d, _ in needed if d not in eps})
         if missing_dev:
             raise ValueError(f"plan version {plan.version} routes to device(s) {missing_dev} without an endpoint; "
@@ -182,10 +187,11 @@ class Client:
                 old = self._workers.get((device_id, variant_name))
                 if old is not None and old.key == key:
                     old.set_batch_cap(cap)
-                    workers[(device_id, variant_name)] = old
-                    continue
-                workers[(device_id, variant_name)] = self._new_worker(key, variant, cap, slo_of[variant_name],
-                                                                      placement, eps[device_id])
+                    worker = old
+                else:
+                    worker = self._new_worker(key, variant, cap, slo_of[variant_name], placement, eps[device_id])
+                worker.set_max_hold(max_hold_s((device_id, variant_name) not in weighted, self.config.max_hold_ms))
+                workers[(device_id, variant_name)] = worker
             for pair, w in self._workers.items():
                 if workers.get(pair) is not w:
                     w.drain()
@@ -254,7 +260,11 @@ class Client:
             if routes:  # check against the family's first variant before the pick uses a turn
                 arrays, batched = check_inputs(routes[0].variant, self._catalog.variants[routes[0].variant].inputs,
                                                inputs)
-            route = table.pick(family, self._healthy(now), now=now)
+            slo = table.plan.families[family].slo_ms
+            budget_ms = deadline_ms if deadline_ms is not None else (slo if slo > 0 else None)
+            deadline_s = now + budget_ms / 1000.0 if budget_ms is not None else None
+            budget_use, predicted = self._budget_use(now, deadline_s) if deadline_s is not None else (None, {})
+            route = table.pick(family, self._healthy(now), now=now, budget_use=budget_use)
             future: Future = Future()
             request_id = next(self._ids)
             self._count("submitted")
@@ -267,11 +277,9 @@ class Client:
                 variant = self._catalog.variants[route.variant]
                 if variant.inputs != self._catalog.variants[routes[0].variant].inputs:
                     arrays, batched = check_inputs(route.variant, variant.inputs, inputs)
-                slo = table.plan.families[family].slo_ms
-                budget_ms = deadline_ms if deadline_ms is not None else (slo if slo > 0 else None)
-                request = ShimRequest(request_id, family, arrays, batched, now,
-                                      now + budget_ms / 1000.0 if budget_ms is not None else None,
-                                      serve_late, future, table.plan.version, blocking=blocking)
+                request = ShimRequest(request_id, family, arrays, batched, now, deadline_s,
+                                      serve_late, future, table.plan.version, blocking=blocking,
+                                      predicted_by=predicted.get(route))
                 worker = self._workers[(route.device_id, route.variant)]
         if route is None:
             self._finish(future, family, missing, served=False)
@@ -304,6 +312,26 @@ class Client:
     def _count(self, key: str) -> None:
         with self._count_lock:
             self.counts[key] += 1
+
+    def _budget_use(self, now: float, deadline_s: float) -> tuple[Callable[[Route], float], dict[Route, float]]:
+        """The routing's `budget_use` for a request arriving at `now` (client lock held), and the
+        predictions it made (route -> answer_by): the share of the request's time budget the
+        route would use, from this client's queues and the batches in flight on the route's
+        device (draining routes included), scaled by the route's calibration (backlog.py)."""
+        limit = deadline_s - self.config.slack_ms / 1000.0
+        workers = list(self._workers.values()) + self._draining
+        predicted: dict[Route, float] = {}
+
+        def budget_use(route: Route) -> float:
+            w = self._workers.get((route.device_id, route.variant))
+            if w is None:
+                return math.inf
+            queued, own = w.backlog()
+            others = [f for o in workers if o is not w and o.key.device_id == route.device_id
+                      for f in o.backlog()[1]]
+            by = predicted[route] = answer_by(now, queued, w.batch_cap, w.latency_s, own, others)
+            return w.calibration.budget_use(now, by, limit)
+        return budget_use, predicted
 
     def _healthy(self, now: float):
         return lambda r: (self.health.healthy(r.device_id, now)

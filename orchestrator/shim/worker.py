@@ -20,6 +20,7 @@ from typing import Protocol
 import numpy as np
 import tritonclient.grpc as grpcclient
 
+from orchestrator.backlog import Calibration
 from orchestrator.batching import Policy, RouteQueue
 from orchestrator.catalog import TensorSpec
 
@@ -55,6 +56,7 @@ class ShimRequest:
     plan_version: int
     blocking: bool = False  # the caller waits for the answer in `infer` (its thread may send the batch)
     tried: list[str] = field(default_factory=list)  # device ids that failed it
+    predicted_by: float | None = None  # when routing predicted its answer (backlog.answer_by), if it did
 
 
 class RouteOwner(Protocol):
@@ -86,6 +88,7 @@ class RouteWorker:
         self._in_flight = 0
         self._finish_at: dict[int, float] = {}  # id(batch) -> predicted finish, for batches in flight
         self._last_done = -math.inf  # when the latest batch came back
+        self.calibration = Calibration()  # actual / predicted answer time of its requests lately (backlog.py)
         self._draining = False
         self._stopped = False
         self._wake_target = math.inf  # when the worker thread will wake next (-inf: it is awake)
@@ -120,6 +123,13 @@ class RouteWorker:
                 self.policy.batch_cap = batch_cap
             self._cond.notify()
 
+    def set_max_hold(self, max_hold_s: float | None) -> None:
+        """Bound how long the policy may hold a queue (a spill route: 0, batching.max_hold_s)."""
+        with self._cond:
+            if hasattr(self.policy, "max_hold_s"):
+                self.policy.max_hold_s = max_hold_s
+            self._cond.notify()
+
     def latency_s(self, batch_size: int) -> float:
         """The policy's predicted latency of a batch (0 when it has no model)."""
         model = getattr(self.policy, "model", None)
@@ -143,6 +153,16 @@ class RouteWorker:
         with self._cond:
             return len(self._queue) + self._in_flight
 
+    @property
+    def batch_cap(self) -> int:
+        return getattr(self.policy, "batch_cap", 1)
+
+    def backlog(self) -> tuple[int, list[float]]:
+        """What `backlog.answer_by` needs: requests queued here, and the predicted finish times
+        (time.monotonic) of the batches in flight."""
+        with self._cond:
+            return len(self._queue), list(self._finish_at.values())
+
     # --- deciding and acting ---------------------------------------------------------------
     # The policy runs under the lock wherever something changed: in `submit` (caller thread), in
     # `_done` (gRPC callback thread) and in the worker thread, which exists for the timers the
@@ -157,6 +177,9 @@ class RouteWorker:
         d = self.policy.decide(self._queue, now, can_send=self._in_flight < self.max_in_flight,
                                start_s=start)
         dropped = [self._queue.pop(i) for i in d.drop]
+        for r in dropped:  # it would have been answered one batch of one from now at the earliest
+            if r.predicted_by is not None:
+                self.calibration.observe(now + self.latency_s(1) - r.arrival_s, r.predicted_by - r.arrival_s)
         batch = [self._queue.pop(i) for i in d.send]
         if batch:
             self._in_flight += 1
@@ -238,6 +261,9 @@ class RouteWorker:
             self._last_done = now
             if error is None:
                 self.policy.observe(len(batch), service_s)
+                for r in batch:
+                    if r.predicted_by is not None:
+                        self.calibration.observe(now - r.arrival_s, r.predicted_by - r.arrival_s)
                 dropped, follow, _ = self._step(now)  # the next batch goes out before answering this one
                 if self._draining:
                     self._cond.notify()  # the worker thread stops once the queue and the flight are empty

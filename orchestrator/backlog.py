@@ -1,0 +1,74 @@
+"""When a request sent to a route now would be answered: the on-time test of accuracy-first routing.
+
+The shim's route workers (shim/worker.py) and the simulator's routes (simulator.py) keep the same
+state, and both ask `answer_by` before routing a request (routing.py `AccuracyFirst`, `budget_use`).
+The estimate counts, from the profile's batch latencies:
+
+* the route's own work: its batches in flight (their predicted finish times; when the oldest is
+  already overdue the others wait that much longer) and its queue, cut into batches of its cap,
+  then the batch the new request would join;
+* the device's other routes: only their batches *in flight*. What they hold in their own shim
+  queues is not ahead of this request at the device (Triton runs each model's batches as they
+  arrive; the shim holds the rest back).
+
+It leaves out what the batching policy adds on purpose (holding a queue to fill a batch) and
+what the profile does not know (other jobs on the device's cores, a device slower than when it
+was profiled). `Calibration` learns that per route: the ratio of the actual answer time to the
+predicted one over the requests the route answered (or dropped) lately, which scales the estimate.
+The share of its time budget a request would use on a route is
+`ratio x (answer_by - arrival) / (deadline - slack - arrival)`: at most 1 is on time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+CALIBRATION_ALPHA = 0.05  # weight of the newest request in the running actual / predicted ratio
+CALIBRATION_RANGE = (0.5, 4.0)  # the ratio stays within this (one odd request moves it little)
+
+
+def answer_by(now: float, queued: int, batch_cap: int, seconds: Callable[[int], float],
+              own_finish_at: Iterable[float], others_finish_at: Iterable[float]) -> float:
+    """Predicted time a request sent to the route at `now` is answered (before calibration).
+
+    `queued`: requests waiting in the route's queue (not yet sent); `seconds(b)`: the route's
+    predicted latency of a batch of b; `own_finish_at` / `others_finish_at`: predicted finish
+    times of the batches in flight on this route / on the device's other routes."""
+    cap = max(1, batch_cap)
+    full, rest = divmod(queued, cap)
+    work = full * seconds(cap) + seconds(rest + 1)
+    first = last = None
+    for f in own_finish_at:
+        if first is None or f < first:
+            first = f
+        if last is None or f > last:
+            last = f
+    if last is not None:
+        work += (last if last > now else now) - now + (now - first if first < now else 0.0)
+    for f in others_finish_at:
+        if f > now:
+            work += f - now
+    return now + work
+
+
+class Calibration:
+    """Actual / predicted answer time of one route's requests (from arrival), exponentially
+    weighted; 1 until the route has answered something."""
+
+    __slots__ = ("ratio",)
+
+    def __init__(self) -> None:
+        self.ratio = 1.0
+
+    def observe(self, actual_s: float, predicted_s: float) -> None:
+        if predicted_s <= 0 or actual_s <= 0:
+            return
+        r = min(CALIBRATION_RANGE[1], max(CALIBRATION_RANGE[0], actual_s / predicted_s))
+        self.ratio += CALIBRATION_ALPHA * (r - self.ratio)
+
+    def budget_use(self, arrival_s: float, predicted_by: float, limit_s: float) -> float:
+        """The share of its budget (arrival to `limit_s`) a request predicted (uncalibrated) to
+        be answered at `predicted_by` would use; infinite when it has no budget left."""
+        budget = limit_s - arrival_s
+        return self.ratio * (predicted_by - arrival_s) / budget if budget > 0 else math.inf
