@@ -28,27 +28,33 @@ CALIBRATION_ALPHA = 0.05  # weight of the newest request in the running actual /
 CALIBRATION_RANGE = (0.5, 4.0)  # the ratio stays within this (one odd request moves it little)
 
 
-def answer_by(now: float, queued: int, batch_cap: int, seconds: Callable[[int], float],
-              own_finish_at: Iterable[float], others_finish_at: Iterable[float]) -> float:
-    """Predicted time a request sent to the route at `now` is answered (before calibration).
-
-    `queued`: requests waiting in the route's queue (not yet sent); `seconds(b)`: the route's
-    predicted latency of a batch of b; `own_finish_at` / `others_finish_at`: predicted finish
-    times of the batches in flight on this route / on the device's other routes."""
-    cap = max(1, batch_cap)
-    full, rest = divmod(queued, cap)
-    work = full * seconds(cap) + seconds(rest + 1)
+def in_flight_s(now: float, finish_at: Iterable[float]) -> float:
+    """Time left on one route's batches in flight (they run one after the other): until the
+    last one's predicted finish, plus however late the oldest already is (it is still running,
+    and the others wait for it)."""
     first = last = None
-    for f in own_finish_at:
+    for f in finish_at:
         if first is None or f < first:
             first = f
         if last is None or f > last:
             last = f
-    if last is not None:
-        work += (last if last > now else now) - now + (now - first if first < now else 0.0)
-    for f in others_finish_at:
-        if f > now:
-            work += f - now
+    if last is None:
+        return 0.0
+    return (last - now if last > now else 0.0) + (now - first if first < now else 0.0)
+
+
+def answer_by(now: float, queued: int, batch_cap: int, seconds: Callable[[int], float],
+              own_finish_at: Iterable[float], others_finish_at: Iterable[Iterable[float]]) -> float:
+    """Predicted time a request sent to the route at `now` is answered (before calibration).
+
+    `queued`: requests waiting in the route's queue (not yet sent); `seconds(b)`: the route's
+    predicted latency of a batch of b; `own_finish_at`: predicted finish times of the route's
+    batches in flight; `others_finish_at`: the same for each of the device's other routes."""
+    cap = max(1, batch_cap)
+    full, rest = divmod(queued, cap)
+    work = full * seconds(cap) + seconds(rest + 1) + in_flight_s(now, own_finish_at)
+    for finish_at in others_finish_at:
+        work += in_flight_s(now, finish_at)
     return now + work
 
 

@@ -66,6 +66,7 @@ class SmoothWeightedRoundRobin(Generic[K]):
 
 ROUTINGS = ("accuracy-first", "weighted")
 BURST_S = 0.5  # accuracy-first: a route's bucket holds this many seconds of its planned flow
+ON_TIME_USE = 0.8  # a route takes a request it is predicted to answer within this share of its budget
 SPARE_USE = 0.5  # past its planned flow, a route takes requests it answers within this share of their budget
 
 
@@ -135,7 +136,7 @@ class AccuracyFirst(Generic[K]):
                 if t < 1.0:
                     no_token.append((k, w))
                     continue
-                if budget_use is not None and budget_use(k) > 1.0:
+                if budget_use is not None and budget_use(k) > ON_TIME_USE:
                     continue
                 c = credit[k] + w
                 credit[k] = c
@@ -165,7 +166,7 @@ class AccuracyFirst(Generic[K]):
             for tier in reversed(spare):
                 best, best_credit, total = None, -math.inf, 0.0
                 for k, w, u in tier:
-                    if u <= 1.0:
+                    if u <= ON_TIME_USE:
                         c = credit[k] + w
                         credit[k] = c
                         total += w
@@ -199,21 +200,46 @@ class DeviceHealth:
         return until is None or now >= until
 
 
-def make_router(routes: Mapping[K, Route], demand_rps: float,
+def route_flows(plan: Plan, family: str) -> dict[tuple[str, str], float]:
+    """What each of the family's (device, variant) routes may carry before it counts as spill
+    (requests/s, the rate of its token bucket): its planned flow (weight x the demand the plan
+    was made for), or, where the plan gives the placement's capacity, that capacity times the
+    device time the plan leaves it (all of it less the other placements' planned time shares),
+    whichever is more. A burst thus uses the accurate variants up to what their devices can
+    serve before the controller has re-planned (the on-time test, not the planner's utilisation
+    cap, keeps them from overload); a device the plan shares among variants stays shared as
+    planned. Spill routes (weight 0) get none."""
+    fp = plan.families[family]
+    share: dict[str, float] = {}
+    for p in plan.placements:
+        if p.capacity_rps > 0:
+            share[p.device_id] = share.get(p.device_id, 0.0) + p.served_rps / p.capacity_rps
+    flows = {}
+    for r in fp.routes:
+        flow = r.weight * fp.demand_rps
+        p = plan.placement(r.device_id, r.variant)
+        if r.weight > 0 and p is not None and p.capacity_rps > 0:
+            left = 1.0 - (share.get(r.device_id, 0.0) - p.served_rps / p.capacity_rps)
+            flow = max(flow, p.capacity_rps * max(0.0, left))
+        flows[(r.device_id, r.variant)] = flow
+    return flows
+
+
+def make_router(routes: Mapping[K, Route], flows: Mapping[K, float],
                 accuracy: Mapping[str, float] | None) -> "SmoothWeightedRoundRobin[K] | AccuracyFirst[K]":
     """The picker over one family's routes (key -> route): accuracy-first when `accuracy`
-    (variant -> top-1) is given and the plan names the demand it was made for, else weighted."""
-    if accuracy is None or demand_rps <= 0:
+    (variant -> top-1) is given and the routes have flows (`route_flows`), else weighted."""
+    if accuracy is None or not any(f > 0 for f in flows.values()):
         return SmoothWeightedRoundRobin({k: r.weight for k, r in routes.items()})  # spill routes never picked
-    return AccuracyFirst({k: (r.weight, accuracy.get(r.variant, 0.0), r.weight * demand_rps)
-                          for k, r in routes.items()})
+    return AccuracyFirst({k: (r.weight, accuracy.get(r.variant, 0.0), flows[k]) for k, r in routes.items()})
 
 
-def keep_state(old, fresh, old_demand_rps: float | None, demand_rps: float) -> bool:
-    """Whether a re-published family may keep its old picker (same kind, routes, weights and
-    planned demand), so a plan re-publish does not disturb the split."""
+def keep_state(old, fresh) -> bool:
+    """Whether a re-published family may keep its old picker (same kind, routes, weights, spill
+    routes and flows), so a plan re-publish does not disturb the split."""
     return old is not None and type(old) is type(fresh) and old.weights == fresh.weights and \
-        getattr(old, "spill", None) == getattr(fresh, "spill", None) and old_demand_rps == demand_rps
+        getattr(old, "spill", None) == getattr(fresh, "spill", None) and \
+        getattr(old, "rate", None) == getattr(fresh, "rate", None)
 
 
 class RoutingTable:
@@ -230,9 +256,10 @@ class RoutingTable:
         self._rr: dict[str, SmoothWeightedRoundRobin[Route] | AccuracyFirst[Route]] = {}
         for family, fp in plan.families.items():
             old = previous._rr.get(family) if previous is not None else None
-            old_demand = previous.plan.families[family].demand_rps if old is not None else None
-            fresh = make_router({r: r for r in fp.routes}, fp.demand_rps, accuracy)
-            self._rr[family] = old if keep_state(old, fresh, old_demand, fp.demand_rps) else fresh
+            flows = route_flows(plan, family)
+            fresh = make_router({r: r for r in fp.routes}, {r: flows[(r.device_id, r.variant)] for r in fp.routes},
+                                accuracy)
+            self._rr[family] = old if keep_state(old, fresh) else fresh
 
     @property
     def families(self) -> list[str]:

@@ -45,7 +45,7 @@ from orchestrator.evaluation import Outcomes, PlanEvent, Run
 from orchestrator.plan import Placement, Plan
 from orchestrator.planner import PlannerOptions, PlanRequest, make_plan
 from orchestrator.profiles import ProfileSet
-from orchestrator.routing import AccuracyFirst, SmoothWeightedRoundRobin, keep_state, make_router
+from orchestrator.routing import AccuracyFirst, SmoothWeightedRoundRobin, keep_state, make_router, route_flows
 from orchestrator.shim.client import ShimConfig
 from orchestrator.trace import Trace
 
@@ -340,7 +340,6 @@ class _Simulation:
         self.rr_routes: dict[str, list[_Route]] = {}
         # family -> (pick_at, rr_routes[family], budget_use or None), for arrivals
         self.pickers: dict[str, tuple] = {}
-        self.rr_demand: dict[str, float] = {}  # family -> the demand its picker was made for
         self.plan: Plan | None = None
         self.pending: _Pending | None = None
         self.events: list[PlanEvent] = []
@@ -449,12 +448,13 @@ class _Simulation:
         for family, fp in plan.families.items():
             live = [r for r in fp.routes if r.weight > 0 or spill]
             old = self.rr.get(family)
-            fresh = make_router(dict(enumerate(live)), fp.demand_rps, accuracy)
+            flows = route_flows(plan, family)
+            fresh = make_router(dict(enumerate(live)), {i: flows[(r.device_id, r.variant)] for i, r in enumerate(live)},
+                                accuracy)
             same_routes = old is not None and [x.key for x in self.rr_routes[family]] == \
                 [(r.device_id, r.variant) for r in live]
-            if not (same_routes and keep_state(old, fresh, self.rr_demand.get(family), fp.demand_rps)):
+            if not (same_routes and keep_state(old, fresh)):
                 self.rr[family] = fresh  # as RoutingTable: unchanged routes keep their picker's state
-            self.rr_demand[family] = fp.demand_rps
             self.rr_routes[family] = [routes[(r.device_id, r.variant)] for r in live]
             self.pickers[family] = (self.rr[family].pick_at, self.rr_routes[family],
                                     self._budget_use(self.rr_routes[family]) if accuracy is not None else None)
@@ -475,7 +475,7 @@ class _Simulation:
         builds it: this route's queue and batches in flight, the device's other routes' in flight."""
         def budget_use(k: int) -> float:
             route = routes[k]
-            others = [f for r in route.device.routes if r is not route for f in r.finish_at.values()]
+            others = [r.finish_at.values() for r in route.device.routes if r is not route and r.finish_at]
             now = self.arrival_s
             by = self.predicted[k] = answer_by(now, len(route.queue), getattr(route.policy, "batch_cap", 1),
                                                route.model.seconds, route.finish_at.values(), others)

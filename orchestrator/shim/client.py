@@ -327,8 +327,7 @@ class Client:
             if w is None:
                 return math.inf
             queued, own = w.backlog()
-            others = [f for o in workers if o is not w and o.key.device_id == route.device_id
-                      for f in o.backlog()[1]]
+            others = [o.backlog()[1] for o in workers if o is not w and o.key.device_id == route.device_id]
             by = predicted[route] = answer_by(now, queued, w.batch_cap, w.latency_s, own, others)
             return w.calibration.budget_use(now, by, limit)
         return budget_use, predicted
