@@ -5,20 +5,19 @@ so tests and the simulator can count on the split. Two ways, `ROUTINGS`:
 
 * ``weighted``: smooth weighted round-robin (as in nginx) by the plan's weights; it interleaves
   routes instead of sending runs to one: weights 3:1 give A A B A, A A B A, ...
-* ``accuracy-first`` (default): each route may carry the flow the plan gave it (weight x the
-  demand the plan was made for), metered by a token bucket; a request goes to the most accurate
-  route that has room (weighted round-robin among equally accurate ones), and only when none
-  has room to the weighted pick. A plan made for a burst (controlplane/demand.py `peak`) then
-  serves the calm between bursts with its most accurate variants instead of the burst's mix,
-  and a burst spills onto the fast variants at once, without waiting for the control loop.
+* ``accuracy-first`` (default): each route may carry a *flow* (`route_flows`: what its
+  placement can serve in the device time the plan leaves it, at least its planned share),
+  metered by a token bucket; a request goes to the most accurate route that has room (weighted
+  round-robin among equally accurate ones), and only when none has room to the weighted pick.
 
-  With a prediction of when a route would answer (the shim and the simulator pass one:
-  orchestrator/backlog.py), a route with a token that would answer late is passed over, and once
-  no route has both, the request goes to the most accurate route with spare time, else to the
-  *fastest* route predicted to answer it on time, token or not. A plan's *spill routes* (weight 0: the family's
-  fastest variant, standing by where memory allowed, planner/standby.py) have no planned flow
-  and take only such requests: a burst the plan was not made for, or a device running slower
-  than its profile, spills onto them within a request, before the controller re-plans.
+  With a prediction of when each route would answer (the shim and the simulator pass one as
+  `budget_use`: orchestrator/backlog.py), a route with a token that would answer late is passed
+  over; a route without a token takes a request only with spare time (most accurate first), or,
+  when nothing else is on time, as the *fastest* route that is. A plan's *spill routes* (weight
+  0: the family's fastest variant, standing by where memory allowed, planner/standby.py) have no
+  flow and take only those last requests: a burst above what the accurate variants can serve,
+  or a device running slower than its profile, spills onto them within a request, before the
+  controller re-plans.
 """
 
 from __future__ import annotations
@@ -65,32 +64,31 @@ class SmoothWeightedRoundRobin(Generic[K]):
 
 
 ROUTINGS = ("accuracy-first", "weighted")
-BURST_S = 0.5  # accuracy-first: a route's bucket holds this many seconds of its planned flow
+BURST_S = 0.5  # accuracy-first: a route's bucket holds this many seconds of its flow
 ON_TIME_USE = 0.8  # a route takes a request it is predicted to answer within this share of its budget
-SPARE_USE = 0.5  # past its planned flow, a route takes requests it answers within this share of their budget
+SPARE_USE = 0.5  # past its flow, a route takes requests it answers within this share of their budget
 
 
 class AccuracyFirst(Generic[K]):
     """Most accurate route with room first; the weighted pick when none has room.
 
-    `routes`: key -> (weight, accuracy, planned flow in requests/s); a weight of 0 makes a spill
-    route (no planned flow, never in the weighted pick). A route's bucket fills at its planned
-    flow up to `burst_s` seconds of it (at least one request) and a pick takes one token.
+    `routes`: key -> (weight, accuracy, flow in requests/s); weight 0 makes a spill route (no
+    flow, never in the weighted pick). A route's bucket fills at its flow up to `burst_s`
+    seconds of it (at least one request); a pick takes one token.
 
     `pick_at(now, eligible, budget_use)`: `budget_use(key)` is the predicted time to answer a
-    request sent to the route now, as a share of the request's time budget (<= 1: on time).
-    A route has room when it has a token (and, given `budget_use`, answers on time). Without a
-    route with room, and given `budget_use`, the routes without a token (spill routes never
-    have one) take the request: the most accurate one that would use at most `SPARE_USE` of
-    the budget (spare time, as on a calm day with Poisson bursts above the planned flow), else
-    the *fastest* one on time (past the plan's flows and without spare time the cluster is past
-    what the plan was made for, and a miss costs a whole answer where a smaller variant costs a
-    few points). Within a tier the candidates share by smooth weighted round-robin (spill
-    routes with weight 1). Keys not
-    eligible in a pick are skipped, as in `SmoothWeightedRoundRobin`. Buckets are refilled lazily, when a pick looks at them (the same
-    tokens as refilling all at every pick: a refill depends only on the time since the last
-    one). This runs per request in the shim and in the simulator's inner loop, hence the plain
-    loops; `budget_use` is asked only of routes that could win.
+    request sent to the route now, as a share of the request's time budget. Tiers of equal
+    accuracy are taken most accurate first; in a tier, a route with a token that would use at
+    most `ON_TIME_USE` of the budget, else one without a token that would use at most
+    `SPARE_USE` (spare time, before a less accurate tier's flow). When no tier has either, the
+    *fastest* route without a token within `ON_TIME_USE` (past every flow and without spare
+    time the cluster is past what the plan was made for: a miss costs a whole answer, a smaller
+    variant a few points); else the weighted pick. Without `budget_use` only tokens count.
+    Within a tier candidates share by smooth weighted round-robin (spill routes weigh 1); keys
+    not eligible are skipped, as in `SmoothWeightedRoundRobin`. Buckets are refilled lazily,
+    when a pick looks at them (the same tokens as refilling all at every pick). This runs per
+    request in the shim and in the simulator's inner loop, hence the plain loops; `budget_use`
+    is asked only of routes that could win.
     """
 
     def __init__(self, routes: Mapping[K, tuple[float, float, float]], burst_s: float = BURST_S):
@@ -116,11 +114,25 @@ class AccuracyFirst(Generic[K]):
 
     def pick_at(self, now: float, eligible: Callable[[K], bool] | None = None,
                 budget_use: Callable[[K], float] | None = None) -> K | None:
-        tokens, rate, size, filled_at, credit = self.tokens, self.rate, self.size, self.filled_at, self.credit
-        spare: list[list[tuple[K, float, float]]] | None = [] if budget_use is not None else None
+        tokens, rate, size, filled_at = self.tokens, self.rate, self.size, self.filled_at
+        on_time = spare_time = None
+        if budget_use is not None:
+            uses: dict[K, float] = {}  # budget_use per key, asked at most once per pick
+
+            def use(k: K) -> float:
+                u = uses.get(k)
+                if u is None:
+                    u = uses[k] = budget_use(k)
+                return u
+
+            def on_time(k: K) -> bool:
+                return use(k) <= ON_TIME_USE
+
+            def spare_time(k: K) -> bool:
+                return use(k) <= SPARE_USE
+        without_token: list[list[tuple[K, float]]] = []
         for tier in self.tiers:
-            best, best_credit, total = None, -math.inf, 0.0
-            no_token: list[tuple[K, float]] = []
+            with_token, no_token = [], []
             for k, w in tier:
                 t = tokens[k]
                 last = filled_at[k]
@@ -133,49 +145,46 @@ class AccuracyFirst(Generic[K]):
                     filled_at[k] = now
                 if eligible is not None and not eligible(k):
                     continue
-                if t < 1.0:
+                if t >= 1.0:
+                    with_token.append((k, w))
+                else:
                     no_token.append((k, w))
-                    continue
-                if budget_use is not None and budget_use(k) > ON_TIME_USE:
-                    continue
-                c = credit[k] + w
-                credit[k] = c
-                total += w
-                if c > best_credit:
-                    best, best_credit = k, c
+            if with_token:
+                best = self._round_robin(with_token, on_time)
+                if best is not None:
+                    tokens[best] -= 1.0
+                    return best
+            if spare_time is not None and no_token:  # spare time, before a less accurate tier's flow
+                best = self._round_robin(no_token, spare_time)
+                if best is not None:
+                    return best
+                without_token.append(no_token)
+        for tier in reversed(without_token):  # past every flow and spare time: the fastest on time
+            best = self._round_robin(tier, on_time)
             if best is not None:
-                credit[best] -= total
-                tokens[best] -= 1.0
                 return best
-            if spare is not None and no_token:
-                # no planned flow left here: spare time (well within the budget) before a less
-                # accurate tier's planned flow
-                uses = [(k, w, budget_use(k)) for k, w in no_token]  # type: ignore[misc]
-                for k, w, u in uses:
-                    if u <= SPARE_USE:
-                        c = credit[k] + w
-                        credit[k] = c
-                        total += w
-                        if c > best_credit:
-                            best, best_credit = k, c
-                if best is not None:
-                    credit[best] -= total
-                    return best
-                spare.append(uses)
-        if spare:  # no route with planned flow or spare time answers on time: the fastest that does
-            for tier in reversed(spare):
-                best, best_credit, total = None, -math.inf, 0.0
-                for k, w, u in tier:
-                    if u <= ON_TIME_USE:
-                        c = credit[k] + w
-                        credit[k] = c
-                        total += w
-                        if c > best_credit:
-                            best, best_credit = k, c
-                if best is not None:
-                    credit[best] -= total
-                    return best
         return self.weighted.pick(eligible)
+
+    def _round_robin(self, candidates: list[tuple[K, float]], accept: Callable[[K], bool] | None) -> K | None:
+        """Smooth weighted round-robin over (key, weight) `candidates`; a winner `accept` turns
+        down leaves the candidates and the next is asked (so `accept` is asked of as few keys as
+        possible); the credit moves for the candidates left. None when all are turned down."""
+        credit = self.credit
+        while candidates:
+            best, best_credit = None, -math.inf
+            for k, w in candidates:
+                c = credit[k] + w
+                if c > best_credit:  # strict: the first key wins ties
+                    best, best_credit = k, c
+            if accept is None or accept(best):
+                total = 0.0
+                for k, w in candidates:
+                    credit[k] += w
+                    total += w
+                credit[best] -= total
+                return best
+            candidates = [(k, w) for k, w in candidates if k != best]
+        return None
 
 
 class DeviceHealth:

@@ -6,7 +6,10 @@ It runs the *same* decision code as the live system and models only what the har
   `Controller.tick` (controlplane/controller.py: demand estimators, hysteresis band, miss
   trigger and headroom, dwell time), run on a simulated clock over a stand-in for the control
   plane (`_ControlView`) whose telemetry intake is fed from the simulated outcomes;
-* routing: routing.py's pickers, as `RoutingTable` builds them (`make_router`: accuracy-first or weighted, per `ShimConfig.routing`);
+* routing: routing.py's pickers, as `RoutingTable` builds them (`make_router` over `route_flows`:
+  accuracy-first or weighted, per `ShimConfig.routing`), with the shim's on-time prediction
+  (backlog.py `answer_by` over the simulated queues and batches in flight, each route's
+  `Calibration` learned from its simulated answers); spill routes send at once, as the shim's;
 * batching: the shim's policy objects (`batching.make_policy`, same ShimConfig defaults:
   Proteus, p95 latency model, 2 ms slack, batches in flight per route = Triton instances + `pipeline` (1));
 * plan changes as the executor makes them (`executor.compute_diff`): load what is new (a

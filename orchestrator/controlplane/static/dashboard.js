@@ -129,7 +129,9 @@ function drawPlan(d) {
   for (const [name, fam] of Object.entries(plan.families)) {
     const bar = el("div", { class: "bar", "data-family": name });
     const share = fam.demand_rps > 0 ? fam.served_rps / fam.demand_rps : 1;
+    const standby = [];  // spill routes (weight 0): loaded, take only what the others cannot answer in time
     for (const r of fam.routes) {
+      if (r.weight <= 0) { standby.push(`${r.variant}@${r.device_id}`); continue; }
       used.add(r.variant);
       const pct = 100 * r.weight * share;
       bar.append(el("div", { style: `width:${pct}%;background:${colorOf(r.variant)}`, title: `${r.variant} on ${r.device_id}: ${(100 * r.weight).toFixed(0)} % of served`,
@@ -141,7 +143,8 @@ function drawPlan(d) {
     box.append(el("div", { class: "family" },
       el("div", { class: "title" }, el("strong", {}, name),
         el("span", { class: "muted" }, `${fam.demand_rps.toFixed(1)} rps planned · SLO ${fam.slo_ms} ms · eff. accuracy ${fam.effective_accuracy.toFixed(1)} %` +
-          (fam.unserved_rps > 0 ? ` · ${fam.unserved_rps.toFixed(1)} rps unserved` : ""))),
+          (fam.unserved_rps > 0 ? ` · ${fam.unserved_rps.toFixed(1)} rps unserved` : "") +
+          (standby.length ? ` · standing by for spill: ${standby.join(", ")}` : ""))),
       bar));
   }
   const capacity = plan.placements.map(p => `${p.variant}@${p.device_id}: batch ≤ ${p.batch_cap}, ${p.served_rps.toFixed(1)}/${p.capacity_rps.toFixed(1)} rps`);
@@ -217,7 +220,10 @@ function describePreview(res) {
   for (const [name, f] of Object.entries(res.plan.families)) {
     lines.push(`${name}: plan for ${f.demand_rps.toFixed(1)} rps, serves ${f.served_rps.toFixed(1)} rps, effective accuracy ${f.effective_accuracy.toFixed(1)} %` +
       (f.reason ? `\n  unserved: ${f.reason}` : ""));
-    for (const r of f.routes) lines.push(`  ${(100 * r.weight).toFixed(0).padStart(3)} %  ${r.variant} on ${r.device_id}`);
+    for (const r of f.routes) {
+      lines.push(r.weight > 0 ? `  ${(100 * r.weight).toFixed(0).padStart(3)} %  ${r.variant} on ${r.device_id}`
+                              : `  spill  ${r.variant} on ${r.device_id} (standby)`);
+    }
   }
   return lines.join("\n");
 }
