@@ -445,11 +445,20 @@ POLICIES = ("proteus", "aimd", "none")
 Policy = ProteusPolicy | AimdPolicy | NoBatchingPolicy
 
 
-def max_hold_s(spill: bool, max_hold_ms: float | None) -> float | None:
-    """A route's hold bound: a spill route (routing.py) sends at once, as its requests come to it
-    short of time already; other routes as configured (`ShimConfig.max_hold_ms`, None: unbounded)."""
-    if spill:
-        return 0.0
+SPILL_BATCHING_GAIN = 1.5  # a spill route holds to batch only if a full batch serves this much more per second
+
+
+def max_hold_s(spill: bool, max_hold_ms: float | None, model: LatencyModel | None = None,
+               batch_cap: int = 1) -> float | None:
+    """A route's hold bound (`ShimConfig.max_hold_ms` as configured, None: unbounded). A spill
+    route (routing.py) sends at once where batching gains little (throughput at its batch cap
+    under `SPILL_BATCHING_GAIN` x that of batch 1, as for the ResNets on a CPU core): its
+    requests come short of time already, and it shares a busy device. Where batching pays (GPUs)
+    it batches like any route: sending at batch 1 would waste the device time the spill needs."""
+    if spill and model is not None and model.known:
+        gain = batch_cap * model.seconds(1) / max(model.seconds(batch_cap), 1e-12)
+        if gain < SPILL_BATCHING_GAIN:
+            return 0.0
     return None if max_hold_ms is None else max_hold_ms / 1000.0
 
 

@@ -16,10 +16,12 @@ It runs the *same* decision code as the live system and models only what the har
   configurable delay per model, from its size; devices in parallel, models on one device in
   turn), then switch routes; old routes drain their queues and are unloaded `drain_s` later.
 
-What is modelled: a device runs batches on `instances` lanes of the placement (a batch waits for
-a free lane of its device, FIFO); a batch of b takes the profiled p50 latency at b, or, with
+What is modelled: a batch of b takes the profiled p50 latency at b on the device alone, or, with
 `noise`, a lognormal draw whose median is p50 and whose 99th percentile is p99 (both interpolated
-in b by `LatencyModel`). Network and RPC time are folded into the profiles (they are measured
+in b by `LatencyModel`). Each route runs at most `instances` batches at once (more wait in its
+own line, FIFO); the routes with a batch running share the device equally (processor sharing, as
+concurrent models time-slice a CPU's cores or a GPU), so a small variant's batch is slowed, not
+queued, by a large one beside it. Network and RPC time are folded into the profiles (they are measured
 through Triton). docs/evaluation.md states what is not modelled.
 
 Output: a `Run` of per-request `Outcomes` in the live bench's shape (orchestrator/evaluation.py).
@@ -98,13 +100,32 @@ class _Req:
         self.predicted_by = predicted_by  # as the shim's request: routing's predicted answer time
 
 
+class _Job:
+    """A batch running on a device: its work left (seconds of the device alone) and the version
+    of its completion event (an older event for it is stale)."""
+
+    __slots__ = ("route", "batch", "sent_at", "work_s", "version")
+
+    def __init__(self, route: "_Route", batch: list, sent_at: float, work_s: float):
+        self.route = route
+        self.batch = batch
+        self.sent_at = sent_at
+        self.work_s = work_s
+        self.version = 0
+
+
 class _Device:
-    __slots__ = ("id", "busy", "waiting", "routes")
+    """A device shared by its routes' models. Each route runs at most `lanes` batches at once
+    (its Triton instances; more wait in the route's own line, FIFO); the routes with a batch
+    running share the device equally (processor sharing: concurrent models time-slice a CPU's
+    cores or a GPU). One route alone runs at full speed, as profiled."""
+
+    __slots__ = ("id", "running", "updated_at", "routes")
 
     def __init__(self, device_id: str):
         self.id = device_id
-        self.busy = 0  # lanes running a batch
-        self.waiting: deque = deque()  # (route, batch, sent_at) waiting for a lane
+        self.running: list[_Job] = []
+        self.updated_at = 0.0  # when the running jobs' work was last brought up to date
         self.routes: list[_Route] = []  # routes with a model here, retired ones until they unload
 
 
@@ -122,7 +143,7 @@ class _Route:
 
     __slots__ = ("key", "device", "variant_index", "device_index", "policy", "queue", "in_flight",
                  "max_in_flight", "lanes", "median_s", "sigma", "wake_at", "retired", "placement", "finish_at",
-                 "start_s", "last_done", "model", "calibration")
+                 "start_s", "last_done", "model", "calibration", "running", "waiting")
 
     def __init__(self, key, device: _Device, variant_index: int, device_index: int):
         self.key = key
@@ -137,6 +158,8 @@ class _Route:
         self.start_s: float | None = None  # when a batch sent now would start (`_start_s`)
         self.last_done = -math.inf
         self.calibration = Calibration()  # actual / predicted answer time lately, as the shim's worker
+        self.running = 0  # batches of this route running on the device (at most `lanes`)
+        self.waiting: deque = deque()  # (batch, sent_at) sent while every lane was busy
 
 
 @dataclass
@@ -440,8 +463,10 @@ class _Simulation:
                 routes[key] = old
             else:
                 routes[key] = self._new_route(p, plan)
-            if hasattr(routes[key].policy, "max_hold_s"):
-                routes[key].policy.max_hold_s = max_hold_s(key not in weighted, self.cfg.shim.max_hold_ms)
+            route = routes[key]
+            if hasattr(route.policy, "max_hold_s"):
+                route.policy.max_hold_s = max_hold_s(key not in weighted, self.cfg.shim.max_hold_ms, route.model,
+                                                     getattr(route.policy, "batch_cap", 1))
         for key, r in self.routes.items():
             if routes.get(key) is not r:
                 r.retired = True
@@ -578,30 +603,61 @@ class _Simulation:
             return
 
     def _submit(self, route: _Route, batch: list, now: float) -> None:
-        dev = route.device
         self.stats.batches += 1
-        if dev.busy < route.lanes:
+        if route.running < route.lanes:
             self._start(route, batch, now, now)
         else:
-            dev.waiting.append((route, batch, now))
+            route.waiting.append((batch, now))
+
+    def _share(self, dev: _Device, now: float) -> None:
+        """Bring the running jobs' work up to `now` at the old shares (call before a change)."""
+        elapsed = now - dev.updated_at
+        if elapsed > 0 and dev.running:
+            rate = 1.0 / len({id(j.route) for j in dev.running})
+            for j in dev.running:
+                j.work_s -= elapsed * rate
+        dev.updated_at = now
+
+    def _reschedule(self, dev: _Device, now: float) -> None:
+        """Completion events for the running jobs at the new shares (older events go stale)."""
+        if not dev.running:
+            return
+        share = len({id(j.route) for j in dev.running})
+        for j in dev.running:
+            j.version += 1
+            self.push(now + max(0.0, j.work_s) * share, _DONE, (j, j.version))
+
+    def _service_s(self, route: _Route, b: int) -> float:
+        """A batch of b's time on the device alone: the p50 at b, or a draw around it (noise)."""
+        if b >= len(route.median_s):  # beyond the modelled cap (should not happen): extend linearly
+            return route.median_s[-1] * b / (len(route.median_s) - 1)
+        service = route.median_s[b]
+        sigma = route.sigma[b]
+        if sigma > 0:
+            service *= math.exp(sigma * self.rng.gauss(0.0, 1.0))
+        return service
 
     def _start(self, route: _Route, batch: list, sent_at: float, now: float) -> None:
         dev = route.device
-        dev.busy += 1
-        b = len(batch)
-        if b >= len(route.median_s):  # beyond the modelled cap (should not happen): extend linearly
-            service = route.median_s[-1] * b / (len(route.median_s) - 1)
-        else:
-            service = route.median_s[b]
-            sigma = route.sigma[b]
-            if sigma > 0:
-                service *= math.exp(sigma * self.rng.gauss(0.0, 1.0))
-        self.push(now + service, _DONE, (route, batch, sent_at))
+        self._share(dev, now)
+        route.running += 1
+        dev.running.append(_Job(route, batch, sent_at, self._service_s(route, len(batch))))
+        self._reschedule(dev, now)
 
     def _done(self, payload, now: float) -> None:
-        route, batch, sent_at = payload
+        job, version = payload
+        if version != job.version:
+            return  # rescheduled since: a newer event stands for it
+        route, batch, sent_at = job.route, job.batch, job.sent_at
         dev = route.device
-        dev.busy -= 1
+        self._share(dev, now)
+        dev.running.remove(job)
+        route.running -= 1
+        if route.waiting:
+            nbatch, nsent = route.waiting.popleft()
+            route.running += 1
+            dev.running.append(_Job(route, nbatch, nsent, self._service_s(route, len(nbatch))))
+        self._reschedule(dev, now)
         route.in_flight -= 1
         route.finish_at.pop(id(batch), None)
         route.start_s = _start_s(route)
@@ -623,9 +679,6 @@ class _Simulation:
             finish[rid] = now
             by[rid] = vi
             on[rid] = di
-        while dev.waiting and dev.busy < dev.waiting[0][0].lanes:
-            nroute, nbatch, nsent = dev.waiting.popleft()
-            self._start(nroute, nbatch, nsent, now)
         if route.queue or not route.retired:
             self._drive(route, now)
 

@@ -166,3 +166,39 @@ def test_reusing_the_plan_of_an_equal_request_changes_no_outcome(monkeypatch):
     assert np.array_equal(reused.outcomes.variant, fresh.outcomes.variant)
     assert np.allclose(reused.outcomes.latency_ms, fresh.outcomes.latency_ms, equal_nan=True)
     assert [p.routes for p in reused.plans] == [p.routes for p in fresh.plans]
+
+
+def test_models_sharing_a_device_run_at_once_at_shared_speed():
+    """Processor sharing: two routes on one device, a batch each sent at 0. Alone they take a and
+    b (a < b, the profiles' p50, noise off); together each runs at half speed, so the short one
+    ends at 2a. A second batch of the short route sent at 0 waits for its lane (one Triton
+    instance), then shares the device with what is left of the long one."""
+    import heapq
+
+    from orchestrator.routing import static_plan
+    from orchestrator.simulator import _DONE, _Req, _Simulation
+
+    sc, sim = small(devices=1, noise=False)
+    plan = static_plan({"resnet": [("cpu0", "resnet18", 1), ("cpu0", "resnet50", 1)]}, batch_cap=1, slo_ms=300.0)
+    run = _Simulation(sim, constant(20.0, duration=1.0), "milp", None, None)  # (outcome slots for ids 0-2)
+    run._install(plan, 0.0, None, 2, 0, "test")
+    fast, slow = run.routes[("cpu0", "resnet18")], run.routes[("cpu0", "resnet50")]
+    a, b = fast.median_s[1], slow.median_s[1]
+    assert 0 < a < b
+    for route, rid in ((fast, 0), (slow, 1), (fast, 2)):
+        route.in_flight += 1
+        run._submit(route, [_Req(rid, 0.0, 10.0)], 0.0)
+    assert fast.running == 1 and len(fast.waiting) == 1  # one lane: the second batch waits
+    done = {}
+    while run.heap:
+        now, _, kind, payload = heapq.heappop(run.heap)
+        if kind == _DONE and payload[1] == payload[0].version:
+            done[payload[0].batch[0].id] = now
+            run._done(payload, now)
+    assert done[0] == pytest.approx(2 * a)
+    # from 2a the fast route's second batch shares with the slow one's remaining b - a
+    rest = b - a
+    if rest > a:  # the fast batch (a alone) ends first, at 2a + 2a; the slow one then runs alone
+        assert done[2] == pytest.approx(4 * a) and done[1] == pytest.approx(4 * a + (rest - a))
+    else:
+        assert done[1] == pytest.approx(2 * a + 2 * rest) and done[2] == pytest.approx(2 * a + 2 * rest + (a - rest))

@@ -190,7 +190,8 @@ class Client:
                     worker = old
                 else:
                     worker = self._new_worker(key, variant, cap, slo_of[variant_name], placement, eps[device_id])
-                worker.set_max_hold(max_hold_s((device_id, variant_name) not in weighted, self.config.max_hold_ms))
+                worker.set_max_hold(max_hold_s((device_id, variant_name) not in weighted, self.config.max_hold_ms,
+                                               getattr(worker.policy, "model", None), cap))
                 workers[(device_id, variant_name)] = worker
             for pair, w in self._workers.items():
                 if workers.get(pair) is not w:
