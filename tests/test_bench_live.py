@@ -85,7 +85,7 @@ def test_every_request_has_one_outcome_and_results_are_written(bench):
     "the two cores. On a quiet machine static Clipper-HA (ResNet-50) meets nearly every deadline, and the "
     "MILP, with the same ResNet-50 placement plus ResNet-18 standing by, misses fewer deadlines but ties it "
     "on effective accuracy (0.1-0.3 points below in three runs: it spills a few percent of the burst onto "
-    "ResNet-18 that ResNet-50 would just have served); under contention it beats both. See "
+    "ResNet-18 that ResNet-50 would just have served); under moderate contention it beats both. See "
     "docs/results.md, 'The reduced live bench in CI'."))
 def test_milp_beats_single_model_baselines_on_the_bursty_trace(bench):
     s = {p: summarise(r) for p, r in bench["runs"].items()}
