@@ -3,9 +3,9 @@
 After the MILP has decided, each device that serves a family also gets, where its memory still
 allows, the family's fastest usable variant on that device as a *spill route*: a placement that
 serves nothing in the plan (served 0) and a route of weight 0. If the MILP kept that variant
-loaded without a planned share (rather than pay to reload it later), it spills too. The shims' accuracy-first routing
-sends a request there only when no more accurate route is predicted to answer it by its deadline
-(routing.py, backlog.py). A standby therefore costs memory and one model load, and no accuracy
+loaded without a planned share (rather than pay to reload it later), it spills too. The shims'
+accuracy-first routing sends a request there only when no more accurate route is predicted to
+answer it by its deadline (routing.py, backlog.py). A standby therefore costs memory and one model load, and no accuracy
 while the plan's routes keep up; when a burst outruns the plan, or a device runs slower than its
 profile, the overflow moves to the fast variant within a request instead of waiting for the
 controller's next plan and the executor's loads (seconds). This is Model-Switching's mechanism

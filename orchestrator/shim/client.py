@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import math
 import logging
+import math
 import threading
 import time
 import uuid
@@ -126,6 +126,7 @@ class Client:
         self._endpoints: dict[str, Endpoint] = {}
         self._workers: dict[tuple[str, str], RouteWorker] = {}  # (device_id, variant) of the current plan
         self._draining: list[RouteWorker] = []
+        self._on_device: dict[str, list[RouteWorker]] = {}  # device id -> its workers, draining ones too
         self._control: ControlPlane | None = None
         self._stop = threading.Event()
         self._background: threading.Thread | None = None
@@ -198,6 +199,9 @@ class Client:
                     w.drain()
                     self._draining.append(w)
             self._draining = [w for w in self._draining if not w.done]
+            self._on_device = {}
+            for w in list(workers.values()) + self._draining:
+                self._on_device.setdefault(w.key.device_id, []).append(w)
             self._workers = workers
             self._endpoints = eps
             self._catalog = cat
@@ -320,7 +324,6 @@ class Client:
         route would use, from this client's queues and the batches in flight on the route's
         device (draining routes included), scaled by the route's calibration (backlog.py)."""
         limit = deadline_s - self.config.slack_ms / 1000.0
-        workers = list(self._workers.values()) + self._draining
         predicted: dict[Route, float] = {}
 
         def budget_use(route: Route) -> float:
@@ -328,7 +331,7 @@ class Client:
             if w is None:
                 return math.inf
             queued, own = w.backlog()
-            others = [o.backlog()[1] for o in workers if o is not w and o.key.device_id == route.device_id]
+            others = [o.backlog()[1] for o in self._on_device.get(route.device_id, ()) if o is not w]
             by = predicted[route] = answer_by(now, queued, w.batch_cap, w.latency_s, own, others)
             return w.calibration.budget_use(now, by, limit)
         return budget_use, predicted
