@@ -73,6 +73,19 @@ class Calibration:
         r = min(CALIBRATION_RANGE[1], max(CALIBRATION_RANGE[0], actual_s / predicted_s))
         self.ratio += CALIBRATION_ALPHA * (r - self.ratio)
 
+    def answered(self, batch, now: float) -> None:
+        """Fold in a batch answered at `now` (requests with `arrival_s` and `predicted_by`; those
+        routed without a prediction are skipped)."""
+        for r in batch:
+            if r.predicted_by is not None:
+                self.observe(now - r.arrival_s, r.predicted_by - r.arrival_s)
+
+    def dropped(self, request, now: float, batch_of_one_s: float) -> None:
+        """Fold in a request dropped at `now`: it would have been answered one batch of one
+        (`batch_of_one_s`) later at the earliest."""
+        if request.predicted_by is not None:
+            self.observe(now + batch_of_one_s - request.arrival_s, request.predicted_by - request.arrival_s)
+
     def budget_use(self, arrival_s: float, predicted_by: float, limit_s: float) -> float:
         """The share of its budget (arrival to `limit_s`) a request predicted (uncalibrated) to
         be answered at `predicted_by` would use; infinite when it has no budget left."""

@@ -78,6 +78,12 @@ class Plan:
         """The (device_id, variant) pairs this plan needs loaded."""
         return {(p.device_id, p.variant) for p in self.placements}
 
+    def routed_pairs(self, spill: bool = False) -> set[tuple[str, str]]:
+        """The (device_id, variant) pairs routes send to: those with a share of traffic, and with
+        `spill` also the spill routes (weight 0, standby variants: planner/standby.py)."""
+        return {(r.device_id, r.variant) for fp in self.families.values() for r in fp.routes
+                if r.weight > 0 or spill}
+
     def loaded_models(self) -> set[tuple[str, str, int, int]]:
         """What this plan has loaded, instance config included: (device_id, variant, instances, threads)."""
         return {(p.device_id, p.variant, p.instances, p.threads) for p in self.placements}

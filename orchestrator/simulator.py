@@ -446,12 +446,9 @@ class _Simulation:
         wanted: dict[tuple[str, str], Placement] = {}
         accuracy = self.sim.accuracy if self.cfg.shim.routing == "accuracy-first" else None
         spill = accuracy is not None  # spill routes (weight 0) take requests under accuracy-first routing only
-        weighted = {(r.device_id, r.variant) for fp in plan.families.values() for r in fp.routes if r.weight > 0}
-        for fp in plan.families.values():
-            for r in fp.routes:
-                if r.weight > 0 or spill:
-                    p = plan.placement(r.device_id, r.variant)
-                    wanted[(r.device_id, r.variant)] = p or Placement(r.device_id, r.variant, 8)
+        weighted = plan.routed_pairs()
+        for device_id, variant in sorted(plan.routed_pairs(spill)):
+            wanted[(device_id, variant)] = plan.placement(device_id, variant) or Placement(device_id, variant, 8)
         routes: dict[tuple[str, str], _Route] = {}
         for key, p in wanted.items():
             old = self.routes.get(key)
@@ -573,10 +570,7 @@ class _Simulation:
                 status = self.status
                 finish = self.finish
                 for rid in drop:
-                    r = queue.pop(rid)
-                    if r.predicted_by is not None:  # as the shim's worker
-                        route.calibration.observe(now + route.model.seconds(1) - r.arrival_s,
-                                                  r.predicted_by - r.arrival_s)
+                    route.calibration.dropped(queue.pop(rid), now, route.model.seconds(1))  # as the shim's worker
                     status[rid] = DROPPED
                     finish[rid] = now
                     self._miss(rid, now)
@@ -662,10 +656,7 @@ class _Simulation:
         route.finish_at.pop(id(batch), None)
         route.start_s = _start_s(route)
         route.policy.observe(len(batch), now - max(sent_at, route.last_done))  # as the worker: minus pipeline wait
-        calibration = route.calibration
-        for r in batch:
-            if r.predicted_by is not None:
-                calibration.observe(now - r.arrival_s, r.predicted_by - r.arrival_s)
+        route.calibration.answered(batch, now)
         route.last_done = now
         status, finish, by, on = self.status, self.finish, self.served_by, self.served_on
         vi, di = route.variant_index, route.device_index

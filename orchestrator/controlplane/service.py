@@ -271,8 +271,7 @@ class ControlPlane:
         self.check_device(device_id)
         self.check_variant(variant)
         plan = self.plan
-        if plan is not None and any(r.device_id == device_id and r.variant == variant and r.weight > 0
-                                    for fp in plan.families.values() for r in fp.routes):
+        if plan is not None and (device_id, variant) in plan.routed_pairs():
             raise Conflict(f"{variant} on {device_id} carries traffic in plan v{plan.version}; "
                            f"apply a plan without it first (or drain {device_id})")
         if variant not in self.runtime.control(device_id).loaded():

@@ -162,9 +162,8 @@ class Client:
         if cat is None:
             raise ValueError("no catalog: pass catalog= (a Catalog or the model repository path)")
         spill = self.config.routing == "accuracy-first"  # spill routes (weight 0) take requests only then
-        weighted = {(r.device_id, r.variant) for fp in plan.families.values() for r in fp.routes if r.weight > 0}
-        needed = {(r.device_id, r.variant) for fp in plan.families.values() for r in fp.routes
-                  if r.weight > 0 or spill}
+        weighted = plan.routed_pairs()
+        needed = plan.routed_pairs(spill)
         missing_dev = sorted({d for d, _ in needed if d not in eps})
         if missing_dev:
             raise ValueError(f"plan version {plan.version} routes to device(s) {missing_dev} without an endpoint; "

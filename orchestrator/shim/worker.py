@@ -177,9 +177,8 @@ class RouteWorker:
         d = self.policy.decide(self._queue, now, can_send=self._in_flight < self.max_in_flight,
                                start_s=start)
         dropped = [self._queue.pop(i) for i in d.drop]
-        for r in dropped:  # it would have been answered one batch of one from now at the earliest
-            if r.predicted_by is not None:
-                self.calibration.observe(now + self.latency_s(1) - r.arrival_s, r.predicted_by - r.arrival_s)
+        for r in dropped:
+            self.calibration.dropped(r, now, self.latency_s(1))
         batch = [self._queue.pop(i) for i in d.send]
         if batch:
             self._in_flight += 1
@@ -261,9 +260,7 @@ class RouteWorker:
             self._last_done = now
             if error is None:
                 self.policy.observe(len(batch), service_s)
-                for r in batch:
-                    if r.predicted_by is not None:
-                        self.calibration.observe(now - r.arrival_s, r.predicted_by - r.arrival_s)
+                self.calibration.answered(batch, now)
                 dropped, follow, _ = self._step(now)  # the next batch goes out before answering this one
                 if self._draining:
                     self._cond.notify()  # the worker thread stops once the queue and the flight are empty
