@@ -8,8 +8,9 @@ It runs the *same* decision code as the live system and models only what the har
   plane (`_ControlView`) whose telemetry intake is fed from the simulated outcomes;
 * routing: routing.py's pickers, as `RoutingTable` builds them (`make_router` over `route_flows`:
   accuracy-first or weighted, per `ShimConfig.routing`), with the shim's on-time prediction
-  (backlog.py `answer_by` over the simulated queues and batches in flight, each route's
-  `Calibration` learned from its simulated answers); spill routes send at once, as the shim's;
+  (backlog.py `answer_by` over the simulated queue and batches in flight, stretched by the
+  device's other busy routes, each route's `Calibration` learned from its simulated batches);
+  spill routes hold as the shim's (`batching.max_hold_s`);
 * batching: the shim's policy objects (`batching.make_policy`, same ShimConfig defaults:
   Proteus, p95 latency model, 2 ms slack, batches in flight per route = Triton instances + `pipeline` (1));
 * plan changes as the executor makes them (`executor.compute_diff`): load what is new (a
@@ -90,14 +91,13 @@ class SimConfig:
 class _Req:
     """One simulated request; what the batching policy reads (the `Queued` protocol)."""
 
-    __slots__ = ("id", "arrival_s", "deadline_s", "serve_late", "predicted_by")
+    __slots__ = ("id", "arrival_s", "deadline_s", "serve_late")
 
-    def __init__(self, rid: int, arrival_s: float, deadline_s: float, predicted_by: float | None = None):
+    def __init__(self, rid: int, arrival_s: float, deadline_s: float):
         self.id = rid
         self.arrival_s = arrival_s
         self.deadline_s = deadline_s
         self.serve_late = False
-        self.predicted_by = predicted_by  # as the shim's request: routing's predicted answer time
 
 
 class _Job:
@@ -138,12 +138,17 @@ def _start_s(route: "_Route") -> float | None:
     return None
 
 
+def _busy_others(route: "_Route") -> int:
+    """How many of the route's device's other routes have a batch in flight (as the shim sees it)."""
+    return sum(1 for r in route.device.routes if r is not route and r.finish_at)
+
+
 class _Route:
     """One (device, variant) route: queue, batching policy, service-time model."""
 
     __slots__ = ("key", "device", "variant_index", "device_index", "policy", "queue", "in_flight",
                  "max_in_flight", "lanes", "median_s", "sigma", "wake_at", "retired", "placement", "finish_at",
-                 "start_s", "last_done", "model", "calibration", "running", "waiting")
+                 "start_s", "last_done", "model", "calibration", "running", "waiting", "predicted_s")
 
     def __init__(self, key, device: _Device, variant_index: int, device_index: int):
         self.key = key
@@ -157,7 +162,8 @@ class _Route:
         self.finish_at: dict[int, float] = {}  # id(batch) -> predicted finish (as the shim's worker keeps it)
         self.start_s: float | None = None  # when a batch sent now would start (`_start_s`)
         self.last_done = -math.inf
-        self.calibration = Calibration()  # actual / predicted answer time lately, as the shim's worker
+        self.calibration = Calibration()  # actual / predicted batch time lately, as the shim's worker
+        self.predicted_s: dict[int, float] = {}  # id(batch) -> its predicted time when sent (for calibration)
         self.running = 0  # batches of this route running on the device (at most `lanes`)
         self.waiting: deque = deque()  # (batch, sent_at) sent while every lane was busy
 
@@ -380,7 +386,6 @@ class _Simulation:
         self.now = 0.0
         self.arrival_s = 0.0  # the arrival being routed, and its deadline less the shim's slack (`_budget_use`)
         self.limit_s = 0.0
-        self.predicted: dict[int, float] = {}  # route index -> answer_by, for the arrival being routed
         cfg = self.cfg
         self.view = _ControlView(self, ControlPlaneConfig(tick_s=cfg.tick_s, drain_s=cfg.drain_s, dwell_s=cfg.dwell_s,
                                                           hysteresis=cfg.hysteresis,
@@ -497,13 +502,12 @@ class _Simulation:
     def _budget_use(self, routes: list[_Route]):
         """The routing's `budget_use` over one family's routes (by index), for the arrival being
         routed (`arrival_s`, `limit_s`: its deadline less the shim's slack), as the shim's client
-        builds it: this route's queue and batches in flight, the device's other routes' in flight."""
+        builds it: this route's queue and batches in flight, the device's other routes busy."""
         def budget_use(k: int) -> float:
             route = routes[k]
-            others = [r.finish_at.values() for r in route.device.routes if r is not route and r.finish_at]
             now = self.arrival_s
-            by = self.predicted[k] = answer_by(now, len(route.queue), getattr(route.policy, "batch_cap", 1),
-                                               route.model.seconds, route.finish_at.values(), others)
+            by = answer_by(now, len(route.queue), getattr(route.policy, "batch_cap", 1), route.model.seconds,
+                           route.finish_at.values(), _busy_others(route))
             return route.calibration.budget_use(now, by, self.limit_s)
         return budget_use
 
@@ -570,7 +574,7 @@ class _Simulation:
                 status = self.status
                 finish = self.finish
                 for rid in drop:
-                    route.calibration.dropped(queue.pop(rid), now, route.model.seconds(1))  # as the shim's worker
+                    queue.pop(rid)
                     status[rid] = DROPPED
                     finish[rid] = now
                     self._miss(rid, now)
@@ -579,8 +583,9 @@ class _Simulation:
             if send:
                 batch = [queue.pop(rid) for rid in send]
                 route.in_flight += 1
-                route.finish_at[id(batch)] = (start if start is not None and start > now else now) + \
-                    route.model.seconds(len(batch))
+                finish = (start if start is not None and start > now else now) + route.model.seconds(len(batch))
+                route.finish_at[id(batch)] = finish
+                route.predicted_s[id(batch)] = (finish - now) * (1 + _busy_others(route))  # as the shim's worker
                 route.start_s = _start_s(route)
                 self._submit(route, batch, now)
                 continue
@@ -654,9 +659,11 @@ class _Simulation:
         self._reschedule(dev, now)
         route.in_flight -= 1
         route.finish_at.pop(id(batch), None)
+        predicted_s = route.predicted_s.pop(id(batch), None)
         route.start_s = _start_s(route)
         route.policy.observe(len(batch), now - max(sent_at, route.last_done))  # as the worker: minus pipeline wait
-        route.calibration.answered(batch, now)
+        if predicted_s is not None:
+            route.calibration.answered(sent_at, predicted_s, now)
         route.last_done = now
         status, finish, by, on = self.status, self.finish, self.served_by, self.served_on
         vi, di = route.variant_index, route.device_index
@@ -734,7 +741,6 @@ class _Simulation:
                 else:
                     self.arrival_s = now
                     self.limit_s = deadlines[i] - slack_s
-                    self.predicted.clear()
                     k = picker[0](now, None, picker[2])
                 if k is None:
                     status[i] = UNSERVED
@@ -742,7 +748,7 @@ class _Simulation:
                     self._miss(i, now)
                 else:
                     route = picker[1][k]
-                    route.queue.add(_Req(i, now, deadlines[i], self.predicted.get(k) if picker[2] else None))
+                    route.queue.add(_Req(i, now, deadlines[i]))
                     # A busy route's policy can only drop hopeless requests (time-triggered: its
                     # wake-up and the next completion call it); skipping the call here changes no outcome.
                     if route.in_flight < route.max_in_flight:

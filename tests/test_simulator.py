@@ -202,3 +202,22 @@ def test_models_sharing_a_device_run_at_once_at_shared_speed():
         assert done[2] == pytest.approx(4 * a) and done[1] == pytest.approx(4 * a + (rest - a))
     else:
         assert done[1] == pytest.approx(2 * a + 2 * rest) and done[2] == pytest.approx(2 * a + 2 * rest + (a - rest))
+
+
+def test_calibration_learns_batch_times_not_the_hold_the_policy_chooses():
+    """At a low rate the Proteus policy holds each request to fill a batch, for most of its
+    300-ms budget; the device still answers every batch in its profiled time. Calibration
+    compares batch times (sent to answered) with their prediction, so the route does not look
+    slow for the hold (a request's whole time would make it look 4x slow: routing would then
+    pass it over, as it did a spill route that batches a burst)."""
+    from orchestrator.simulator import _Simulation
+
+    _, sim = small(devices=1, noise=False)
+    run = _Simulation(sim, constant(3.0, duration=60.0), "clipper-ht", None, None)
+    result = run.run()
+    o = result.outcomes
+    assert summarise(result).miss_ratio == 0.0
+    (route,) = run.routes.values()
+    batch_of_one_ms = route.median_s[1] * 1000
+    assert np.median(o.latency_ms) > 1.5 * batch_of_one_ms  # held: answered well after its batch could have been
+    assert 0.7 < route.calibration.ratio < 1.1  # p50 service against the p95 model

@@ -126,7 +126,6 @@ class Client:
         self._endpoints: dict[str, Endpoint] = {}
         self._workers: dict[tuple[str, str], RouteWorker] = {}  # (device_id, variant) of the current plan
         self._draining: list[RouteWorker] = []
-        self._on_device: dict[str, list[RouteWorker]] = {}  # device id -> its workers, draining ones too
         self._control: ControlPlane | None = None
         self._stop = threading.Event()
         self._background: threading.Thread | None = None
@@ -198,9 +197,12 @@ class Client:
                     w.drain()
                     self._draining.append(w)
             self._draining = [w for w in self._draining if not w.done]
-            self._on_device = {}
+            on_device: dict[str, list[RouteWorker]] = {}  # draining workers too: they still run batches
             for w in list(workers.values()) + self._draining:
-                self._on_device.setdefault(w.key.device_id, []).append(w)
+                on_device.setdefault(w.key.device_id, []).append(w)
+            for peers in on_device.values():
+                for w in peers:
+                    w.peers = [o for o in peers if o is not w]
             self._workers = workers
             self._endpoints = eps
             self._catalog = cat
@@ -267,7 +269,7 @@ class Client:
             slo = table.plan.families[family].slo_ms
             budget_ms = deadline_ms if deadline_ms is not None else (slo if slo > 0 else None)
             deadline_s = now + budget_ms / 1000.0 if budget_ms is not None else None
-            budget_use, predicted = self._budget_use(now, deadline_s) if deadline_s is not None else (None, {})
+            budget_use = self._budget_use(now, deadline_s) if deadline_s is not None else None
             route = table.pick(family, self._healthy(now), now=now, budget_use=budget_use)
             future: Future = Future()
             request_id = next(self._ids)
@@ -282,8 +284,7 @@ class Client:
                 if variant.inputs != self._catalog.variants[routes[0].variant].inputs:
                     arrays, batched = check_inputs(route.variant, variant.inputs, inputs)
                 request = ShimRequest(request_id, family, arrays, batched, now, deadline_s,
-                                      serve_late, future, table.plan.version, blocking=blocking,
-                                      predicted_by=predicted.get(route))
+                                      serve_late, future, table.plan.version, blocking=blocking)
                 worker = self._workers[(route.device_id, route.variant)]
         if route is None:
             self._finish(future, family, missing, served=False)
@@ -317,23 +318,21 @@ class Client:
         with self._count_lock:
             self.counts[key] += 1
 
-    def _budget_use(self, now: float, deadline_s: float) -> tuple[Callable[[Route], float], dict[Route, float]]:
-        """The routing's `budget_use` for a request arriving at `now` (client lock held), and the
-        predictions it made (route -> answer_by): the share of the request's time budget the
-        route would use, from this client's queues and the batches in flight on the route's
-        device (draining routes included), scaled by the route's calibration (backlog.py)."""
+    def _budget_use(self, now: float, deadline_s: float) -> Callable[[Route], float]:
+        """The routing's `budget_use` for a request arriving at `now` (client lock held): the
+        share of the request's time budget the route would use, from its worker's queue and
+        batches in flight and how many other routes on its device are busy (draining routes
+        included), scaled by the route's calibration (backlog.py)."""
         limit = deadline_s - self.config.slack_ms / 1000.0
-        predicted: dict[Route, float] = {}
 
         def budget_use(route: Route) -> float:
             w = self._workers.get((route.device_id, route.variant))
             if w is None:
                 return math.inf
             queued, own = w.backlog()
-            others = [o.backlog()[1] for o in self._on_device.get(route.device_id, ()) if o is not w]
-            by = predicted[route] = answer_by(now, queued, w.batch_cap, w.latency_s, own, others)
+            by = answer_by(now, queued, w.batch_cap, w.latency_s, own, w.busy_peers())
             return w.calibration.budget_use(now, by, limit)
-        return budget_use, predicted
+        return budget_use
 
     def _healthy(self, now: float):
         return lambda r: (self.health.healthy(r.device_id, now)

@@ -56,7 +56,6 @@ class ShimRequest:
     plan_version: int
     blocking: bool = False  # the caller waits for the answer in `infer` (its thread may send the batch)
     tried: list[str] = field(default_factory=list)  # device ids that failed it
-    predicted_by: float | None = None  # when routing predicted its answer (backlog.answer_by), if it did
 
 
 class RouteOwner(Protocol):
@@ -87,8 +86,10 @@ class RouteWorker:
         self._queue = RouteQueue()  # arrival order, and by deadline for the policy
         self._in_flight = 0
         self._finish_at: dict[int, float] = {}  # id(batch) -> predicted finish, for batches in flight
+        self._sent: dict[int, tuple[float, float]] = {}  # id(batch) -> (sent at, predicted time then)
         self._last_done = -math.inf  # when the latest batch came back
-        self.calibration = Calibration()  # actual / predicted answer time of its requests lately (backlog.py)
+        self.calibration = Calibration()  # actual / predicted time of its batches lately (backlog.py)
+        self.peers: list[RouteWorker] = []  # the other workers on its device (the client sets them)
         self._draining = False
         self._stopped = False
         self._wake_target = math.inf  # when the worker thread will wake next (-inf: it is awake)
@@ -157,6 +158,11 @@ class RouteWorker:
     def batch_cap(self) -> int:
         return getattr(self.policy, "batch_cap", 1)
 
+    def busy_peers(self) -> int:
+        """How many of the device's other routes have a batch in flight. Read without their
+        locks (an int each): a count one batch stale moves one prediction, not a decision rule."""
+        return sum(1 for w in self.peers if w._in_flight > 0)
+
     def backlog(self) -> tuple[int, list[float]]:
         """What `backlog.answer_by` needs: requests queued here, and the predicted finish times
         (time.monotonic) of the batches in flight."""
@@ -177,12 +183,12 @@ class RouteWorker:
         d = self.policy.decide(self._queue, now, can_send=self._in_flight < self.max_in_flight,
                                start_s=start)
         dropped = [self._queue.pop(i) for i in d.drop]
-        for r in dropped:
-            self.calibration.dropped(r, now, self.latency_s(1))
         batch = [self._queue.pop(i) for i in d.send]
         if batch:
             self._in_flight += 1
-            self._finish_at[id(batch)] = max(now, start or now) + self.latency_s(len(batch))
+            finish = max(now, start or now) + self.latency_s(len(batch))
+            self._finish_at[id(batch)] = finish
+            self._sent[id(batch)] = (now, (finish - now) * (1 + self.busy_peers()))  # backlog.py
         if d.wake_at is not None and d.wake_at < self._wake_target:
             self._cond.notify()
         return dropped, batch, d.wake_at
@@ -256,11 +262,13 @@ class RouteWorker:
         with self._cond:
             self._in_flight -= 1
             self._finish_at.pop(id(batch), None)
+            sent = self._sent.pop(id(batch), None)
             service_s = now - max(started, self._last_done)  # a pipelined batch waited for the one before
             self._last_done = now
             if error is None:
                 self.policy.observe(len(batch), service_s)
-                self.calibration.answered(batch, now)
+                if sent is not None:
+                    self.calibration.answered(sent[0], sent[1], now)
                 dropped, follow, _ = self._step(now)  # the next batch goes out before answering this one
                 if self._draining:
                     self._cond.notify()  # the worker thread stops once the queue and the flight are empty
