@@ -1,7 +1,9 @@
 """When a request sent to a route now would be answered: the on-time test of accuracy-first routing.
 
 The shim's route workers (shim/worker.py) and the simulator's routes (simulator.py) keep the same
-state, and both ask `answer_by` before routing a request (routing.py `AccuracyFirst`, `budget_use`).
+state (`InFlight`: each route's batches in flight, their earliest and latest predicted finish kept
+up to date), and both ask `answer_by` before routing a request (routing.py `AccuracyFirst`,
+`budget_use`).
 The estimate counts, from the profile's batch latencies:
 
 * the route's own work: its batches in flight (their predicted finish times; when the oldest is
@@ -28,33 +30,68 @@ CALIBRATION_ALPHA = 0.05  # weight of the newest request in the running actual /
 CALIBRATION_RANGE = (0.5, 4.0)  # the ratio stays within this (one odd request moves it little)
 
 
-def in_flight_s(now: float, finish_at: Iterable[float]) -> float:
-    """Time left on one route's batches in flight (they run one after the other): until the
-    last one's predicted finish, plus however late the oldest already is (it is still running,
-    and the others wait for it)."""
-    first = last = None
-    for f in finish_at:
-        if first is None or f < first:
-            first = f
-        if last is None or f > last:
-            last = f
-    if last is None:
-        return 0.0
-    return (last - now if last > now else 0.0) + (now - first if first < now else 0.0)
+class InFlight:
+    """One route's batches in flight: their predicted finish times (key -> time), with the
+    earliest and the latest kept as batches are sent and answered, so that the per-request
+    prediction (`seconds`) reads two numbers instead of going over the batches."""
+
+    __slots__ = ("finish_at", "first", "last")
+
+    def __init__(self) -> None:
+        self.finish_at: dict[int, float] = {}  # e.g. id(batch) -> predicted finish
+        self.first: float | None = None  # the earliest of them (None: nothing in flight)
+        self.last: float | None = None  # the latest
+
+    def __len__(self) -> int:
+        return len(self.finish_at)
+
+    def add(self, key: int, finish_s: float) -> None:
+        self.finish_at[key] = finish_s
+        if self.first is None or finish_s < self.first:
+            self.first = finish_s
+        if self.last is None or finish_s > self.last:
+            self.last = finish_s
+
+    def remove(self, key: int) -> None:
+        """Forget a batch (answered or failed); a key not in flight is ignored."""
+        f = self.finish_at.pop(key, None)
+        if f is not None and (f == self.first or f == self.last):
+            self.first = min(self.finish_at.values(), default=None)
+            self.last = max(self.finish_at.values(), default=None)
+
+    def seconds(self, now: float) -> float:
+        """Time left on the batches in flight (they run one after the other): until the last
+        one's predicted finish, plus however late the oldest already is (it is still running,
+        and the others wait for it)."""
+        last = self.last
+        if last is None:
+            return 0.0
+        first = self.first
+        return (last - now if last > now else 0.0) + (now - first if first < now else 0.0)
+
+    def start_s(self, lanes: int) -> float | None:
+        """With `lanes` batches running at once (the route's instances) and every one busy, when
+        a batch sent now would start: when the batch ahead of it finishes (predicted). None
+        while a lane is free."""
+        k = len(self.finish_at) - lanes
+        if k < 0 or not self.finish_at:
+            return None
+        return self.first if k == 0 else sorted(self.finish_at.values())[k]
 
 
 def answer_by(now: float, queued: int, batch_cap: int, seconds: Callable[[int], float],
-              own_finish_at: Iterable[float], others_finish_at: Iterable[Iterable[float]]) -> float:
+              own_in_flight_s: float, others_in_flight_s: Iterable[float]) -> float:
     """Predicted time a request sent to the route at `now` is answered (before calibration).
 
     `queued`: requests waiting in the route's queue (not yet sent); `seconds(b)`: the route's
-    predicted latency of a batch of b; `own_finish_at`: predicted finish times of the route's
-    batches in flight; `others_finish_at`: the same for each of the device's other routes."""
+    predicted latency of a batch of b; `own_in_flight_s`: time left on the route's batches in
+    flight (`InFlight.seconds`); `others_in_flight_s`: the same for each of the device's other
+    routes."""
     cap = max(1, batch_cap)
     full, rest = divmod(queued, cap)
-    work = full * seconds(cap) + seconds(rest + 1) + in_flight_s(now, own_finish_at)
-    for finish_at in others_finish_at:
-        work += in_flight_s(now, finish_at)
+    work = full * seconds(cap) + seconds(rest + 1) + own_in_flight_s
+    for s in others_in_flight_s:
+        work += s
     return now + work
 
 

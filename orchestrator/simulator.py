@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from orchestrator.backlog import Calibration, answer_by
+from orchestrator.backlog import Calibration, InFlight, answer_by
 from orchestrator.batching import EPS_S, WAKE_PAST_S, LatencyModel, RouteQueue, make_policy, max_hold_s
 from orchestrator.catalog import Catalog
 from orchestrator.cluster import Cluster
@@ -129,20 +129,11 @@ class _Device:
         self.routes: list[_Route] = []  # routes with a model here, retired ones until they unload
 
 
-def _start_s(route: "_Route") -> float | None:
-    """As the shim's worker: with every instance busy, a batch sent now starts when one frees
-    (predicted); None while an instance is free. Changes only when a batch is sent or done."""
-    if route.in_flight >= route.lanes and route.finish_at:
-        k = route.in_flight - route.lanes
-        return min(route.finish_at.values()) if k == 0 else sorted(route.finish_at.values())[k]
-    return None
-
-
 class _Route:
     """One (device, variant) route: queue, batching policy, service-time model."""
 
     __slots__ = ("key", "device", "variant_index", "device_index", "policy", "queue", "in_flight",
-                 "max_in_flight", "lanes", "median_s", "sigma", "wake_at", "retired", "placement", "finish_at",
+                 "max_in_flight", "lanes", "median_s", "sigma", "wake_at", "retired", "placement", "flight",
                  "start_s", "last_done", "model", "calibration", "running", "waiting")
 
     def __init__(self, key, device: _Device, variant_index: int, device_index: int):
@@ -154,8 +145,8 @@ class _Route:
         self.in_flight = 0
         self.wake_at: float | None = None
         self.retired = False
-        self.finish_at: dict[int, float] = {}  # id(batch) -> predicted finish (as the shim's worker keeps it)
-        self.start_s: float | None = None  # when a batch sent now would start (`_start_s`)
+        self.flight = InFlight()  # id(batch) -> predicted finish (as the shim's worker keeps it)
+        self.start_s: float | None = None  # when a batch sent now would start (`InFlight.start_s`)
         self.last_done = -math.inf
         self.calibration = Calibration()  # actual / predicted answer time lately, as the shim's worker
         self.running = 0  # batches of this route running on the device (at most `lanes`)
@@ -500,10 +491,10 @@ class _Simulation:
         builds it: this route's queue and batches in flight, the device's other routes' in flight."""
         def budget_use(k: int) -> float:
             route = routes[k]
-            others = [r.finish_at.values() for r in route.device.routes if r is not route and r.finish_at]
             now = self.arrival_s
+            others = [r.flight.seconds(now) for r in route.device.routes if r is not route and r.flight.last is not None]
             by = self.predicted[k] = answer_by(now, len(route.queue), getattr(route.policy, "batch_cap", 1),
-                                               route.model.seconds, route.finish_at.values(), others)
+                                               route.model.seconds, route.flight.seconds(now), others)
             return route.calibration.budget_use(now, by, self.limit_s)
         return budget_use
 
@@ -579,9 +570,9 @@ class _Simulation:
             if send:
                 batch = [queue.pop(rid) for rid in send]
                 route.in_flight += 1
-                route.finish_at[id(batch)] = (start if start is not None and start > now else now) + \
-                    route.model.seconds(len(batch))
-                route.start_s = _start_s(route)
+                route.flight.add(id(batch), (start if start is not None and start > now else now) +
+                                 route.model.seconds(len(batch)))
+                route.start_s = route.flight.start_s(route.lanes)
                 self._submit(route, batch, now)
                 continue
             if wake is not None and queue:
@@ -653,8 +644,8 @@ class _Simulation:
             dev.running.append(_Job(route, nbatch, nsent, self._service_s(route, len(nbatch))))
         self._reschedule(dev, now)
         route.in_flight -= 1
-        route.finish_at.pop(id(batch), None)
-        route.start_s = _start_s(route)
+        route.flight.remove(id(batch))
+        route.start_s = route.flight.start_s(route.lanes)
         route.policy.observe(len(batch), now - max(sent_at, route.last_done))  # as the worker: minus pipeline wait
         route.calibration.answered(batch, now)
         route.last_done = now

@@ -329,8 +329,8 @@ class Client:
             w = self._workers.get((route.device_id, route.variant))
             if w is None:
                 return math.inf
-            queued, own = w.backlog()
-            others = [o.backlog()[1] for o in self._on_device.get(route.device_id, ()) if o is not w]
+            queued, own = w.backlog(now)
+            others = [o.backlog(now)[1] for o in self._on_device.get(route.device_id, ()) if o is not w]
             by = predicted[route] = answer_by(now, queued, w.batch_cap, w.latency_s, own, others)
             return w.calibration.budget_use(now, by, limit)
         return budget_use, predicted
