@@ -87,9 +87,12 @@ def answer_by(now: float, queued: int, batch_cap: int, seconds: Callable[[int], 
     predicted latency of a batch of b; `own_in_flight_s`: time left on the route's batches in
     flight (`InFlight.seconds`); `others_in_flight_s`: the same for each of the device's other
     routes."""
-    cap = max(1, batch_cap)
-    full, rest = divmod(queued, cap)
-    work = full * seconds(cap) + seconds(rest + 1) + own_in_flight_s
+    if queued:
+        cap = batch_cap if batch_cap > 1 else 1
+        full, rest = divmod(queued, cap)
+        work = full * seconds(cap) + seconds(rest + 1) + own_in_flight_s
+    else:  # the same sum without a queue: 0 x seconds(cap) + seconds(1) + ...
+        work = seconds(1) + own_in_flight_s
     for s in others_in_flight_s:
         work += s
     return now + work
@@ -113,9 +116,14 @@ class Calibration:
     def answered(self, batch, now: float) -> None:
         """Fold in a batch answered at `now` (requests with `arrival_s` and `predicted_by`; those
         routed without a prediction are skipped)."""
-        for r in batch:
+        lo, hi = CALIBRATION_RANGE
+        ratio = self.ratio
+        for r in batch:  # `observe` inlined: this runs per request
             if r.predicted_by is not None:
-                self.observe(now - r.arrival_s, r.predicted_by - r.arrival_s)
+                actual, predicted = now - r.arrival_s, r.predicted_by - r.arrival_s
+                if not (predicted <= 0 or actual <= 0):
+                    ratio += CALIBRATION_ALPHA * (min(hi, max(lo, actual / predicted)) - ratio)
+        self.ratio = ratio
 
     def dropped(self, request, now: float, batch_of_one_s: float) -> None:
         """Fold in a request dropped at `now`: it would have been answered one batch of one

@@ -120,13 +120,19 @@ class _Device:
     running share the device equally (processor sharing: concurrent models time-slice a CPU's
     cores or a GPU). One route alone runs at full speed, as profiled."""
 
-    __slots__ = ("id", "running", "updated_at", "routes")
+    __slots__ = ("id", "running", "sharing", "updated_at", "routes")
 
     def __init__(self, device_id: str):
         self.id = device_id
         self.running: list[_Job] = []
+        self.sharing = 0  # routes with a batch running (the jobs' routes, counted once each)
         self.updated_at = 0.0  # when the running jobs' work was last brought up to date
         self.routes: list[_Route] = []  # routes with a model here, retired ones until they unload
+
+    def routes_changed(self) -> None:
+        """Tell each route its neighbours here (whose batches in flight delay its answers)."""
+        for r in self.routes:
+            r.others = tuple(o for o in self.routes if o is not r)
 
 
 class _Route:
@@ -134,7 +140,7 @@ class _Route:
 
     __slots__ = ("key", "device", "variant_index", "device_index", "policy", "queue", "in_flight",
                  "max_in_flight", "lanes", "median_s", "sigma", "wake_at", "retired", "placement", "flight",
-                 "start_s", "last_done", "model", "calibration", "running", "waiting")
+                 "start_s", "last_done", "model", "calibration", "running", "waiting", "others")
 
     def __init__(self, key, device: _Device, variant_index: int, device_index: int):
         self.key = key
@@ -151,6 +157,7 @@ class _Route:
         self.calibration = Calibration()  # actual / predicted answer time lately, as the shim's worker
         self.running = 0  # batches of this route running on the device (at most `lanes`)
         self.waiting: deque = deque()  # (batch, sent_at) sent while every lane was busy
+        self.others: tuple[_Route, ...] = ()  # the device's other routes, in its order (`_Device.routes_changed`)
 
 
 @dataclass
@@ -489,12 +496,14 @@ class _Simulation:
         """The routing's `budget_use` over one family's routes (by index), for the arrival being
         routed (`arrival_s`, `limit_s`: its deadline less the shim's slack), as the shim's client
         builds it: this route's queue and batches in flight, the device's other routes' in flight."""
+        predicted = self.predicted
+
         def budget_use(k: int) -> float:
             route = routes[k]
             now = self.arrival_s
-            others = [r.flight.seconds(now) for r in route.device.routes if r is not route and r.flight.last is not None]
-            by = self.predicted[k] = answer_by(now, len(route.queue), getattr(route.policy, "batch_cap", 1),
-                                               route.model.seconds, route.flight.seconds(now), others)
+            others = [r.flight.seconds(now) for r in route.others if r.flight.last is not None] if route.others else ()
+            by = predicted[k] = answer_by(now, len(route.queue), getattr(route.policy, "batch_cap", 1),
+                                          route.model.seconds, route.flight.seconds(now), others)
             return route.calibration.budget_use(now, by, self.limit_s)
         return budget_use
 
@@ -511,6 +520,7 @@ class _Simulation:
         route = _Route((p.device_id, p.variant), self.devices[p.device_id], self.sim.variant_index[p.variant],
                        self.sim.device_index[p.device_id])
         route.device.routes.append(route)
+        route.device.routes_changed()
         cls = self.sim.device_class[p.device_id]
         records = self.sim.profiles.for_pair(p.variant, cls)
         model = (LatencyModel.from_profiles(records, shim.percentile, instances=p.instances, threads=p.threads)
@@ -556,7 +566,7 @@ class _Simulation:
         queue = route.queue
         while True:
             start = route.start_s
-            send, drop, wake = policy.decide(queue, now, route.in_flight < route.max_in_flight, start_s=start)
+            send, drop, wake = policy.decide(queue, now, route.in_flight < route.max_in_flight, start)
             if drop:
                 status = self.status
                 finish = self.finish
@@ -598,7 +608,7 @@ class _Simulation:
         """Bring the running jobs' work up to `now` at the old shares (call before a change)."""
         elapsed = now - dev.updated_at
         if elapsed > 0 and dev.running:
-            rate = 1.0 / len({id(j.route) for j in dev.running})
+            rate = 1.0 / dev.sharing
             for j in dev.running:
                 j.work_s -= elapsed * rate
         dev.updated_at = now
@@ -607,7 +617,7 @@ class _Simulation:
         """Completion events for the running jobs at the new shares (older events go stale)."""
         if not dev.running:
             return
-        share = len({id(j.route) for j in dev.running})
+        share = dev.sharing
         for j in dev.running:
             j.version += 1
             self.push(now + max(0.0, j.work_s) * share, _DONE, (j, j.version))
@@ -625,6 +635,8 @@ class _Simulation:
     def _start(self, route: _Route, batch: list, sent_at: float, now: float) -> None:
         dev = route.device
         self._share(dev, now)
+        if route.running == 0:
+            dev.sharing += 1
         route.running += 1
         dev.running.append(_Job(route, batch, sent_at, self._service_s(route, len(batch))))
         self._reschedule(dev, now)
@@ -637,11 +649,13 @@ class _Simulation:
         dev = route.device
         self._share(dev, now)
         dev.running.remove(job)
-        route.running -= 1
-        if route.waiting:
+        if route.waiting:  # its lane goes to the route's next batch
             nbatch, nsent = route.waiting.popleft()
-            route.running += 1
             dev.running.append(_Job(route, nbatch, nsent, self._service_s(route, len(nbatch))))
+        else:
+            route.running -= 1
+            if route.running == 0:
+                dev.sharing -= 1
         self._reschedule(dev, now)
         route.in_flight -= 1
         route.flight.remove(id(batch))
@@ -680,6 +694,7 @@ class _Simulation:
         route.queue.clear()
         if route in route.device.routes:
             route.device.routes.remove(route)
+            route.device.routes_changed()
 
     # --- main loop ----------------------------------------------------------------------------
 
