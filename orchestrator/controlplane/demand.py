@@ -120,7 +120,8 @@ class RecentPeak:
         best = run
         for i in range(k, len(ys)):
             run += ys[i] - ys[i - k]
-            best = max(best, run)
+            if run > best:
+                best = run
         return best / k
 
 
