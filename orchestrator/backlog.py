@@ -54,10 +54,14 @@ class InFlight:
 
     def remove(self, key: int) -> None:
         """Forget a batch (answered or failed); a key not in flight is ignored."""
-        f = self.finish_at.pop(key, None)
+        finish_at = self.finish_at
+        f = finish_at.pop(key, None)
         if f is not None and (f == self.first or f == self.last):
-            self.first = min(self.finish_at.values(), default=None)
-            self.last = max(self.finish_at.values(), default=None)
+            if finish_at:
+                self.first = min(finish_at.values())
+                self.last = max(finish_at.values())
+            else:
+                self.first = self.last = None
 
     def seconds(self, now: float) -> float:
         """Time left on the batches in flight (they run one after the other): until the last

@@ -618,9 +618,11 @@ class _Simulation:
         if not dev.running:
             return
         share = dev.sharing
+        heap = self.heap
         for j in dev.running:
             j.version += 1
-            self.push(now + max(0.0, j.work_s) * share, _DONE, (j, j.version))
+            self.seq += 1
+            heapq.heappush(heap, (now + (j.work_s if j.work_s > 0.0 else 0.0) * share, self.seq, _DONE, (j, j.version)))
 
     def _service_s(self, route: _Route, b: int) -> float:
         """A batch of b's time on the device alone: the p50 at b, or a draw around it (noise)."""
