@@ -161,7 +161,9 @@ class AccuracyFirst(Generic[K]):
         """Smooth weighted round-robin over (key, weight) `candidates`. With `budget_use`, a
         winner whose use (cached in `uses`) is over `limit` leaves the candidates and the next
         is asked (so `budget_use` is asked of as few keys as possible); the credit moves for the
-        candidates left. None when all are turned down."""
+        candidates left. None when all are turned down (or there are none)."""
+        if not candidates:
+            return None
         credit = self.credit
         cs = [credit[k] + w for k, w in candidates]
         best = cs.index(max(cs))  # the first key wins ties
