@@ -1,7 +1,9 @@
 """When a request sent to a route now would be answered: the on-time test of accuracy-first routing.
 
 The shim's route workers (shim/worker.py) and the simulator's routes (simulator.py) keep the same
-state, and both ask `answer_by` before routing a request (routing.py `AccuracyFirst`, `budget_use`).
+state (`InFlight`: each route's batches in flight, their earliest and latest predicted finish kept
+up to date), and both ask `answer_by` before routing a request (routing.py `AccuracyFirst`,
+`budget_use`).
 The estimate is the route's own work ahead of the request, from the profile's batch latencies:
 its batches in flight (their predicted finish times; when the oldest is already overdue the
 others wait that much longer), its queue cut into batches of its cap, and the batch the request
@@ -26,38 +28,79 @@ The share of its time budget a request would use on a route is
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 CALIBRATION_ALPHA = 0.05  # weight of the newest batch in the running actual / predicted ratio
 CALIBRATION_RANGE = (0.5, 4.0)  # the ratio stays within this (one odd batch moves it little)
 
 
-def in_flight_s(now: float, finish_at: Iterable[float]) -> float:
-    """Time left on one route's batches in flight (they run one after the other): until the
-    last one's predicted finish, plus however late the oldest already is (it is still running,
-    and the others wait for it)."""
-    first = last = None
-    for f in finish_at:
-        if first is None or f < first:
-            first = f
-        if last is None or f > last:
-            last = f
-    if last is None:
-        return 0.0
-    return (last - now if last > now else 0.0) + (now - first if first < now else 0.0)
+class InFlight:
+    """One route's batches in flight: their predicted finish times (key -> time), with the
+    earliest and the latest kept as batches are sent and answered, so that the per-request
+    prediction (`seconds`) reads two numbers instead of going over the batches."""
+
+    __slots__ = ("finish_at", "first", "last")
+
+    def __init__(self) -> None:
+        self.finish_at: dict[int, float] = {}  # e.g. id(batch) -> predicted finish
+        self.first: float | None = None  # the earliest of them (None: nothing in flight)
+        self.last: float | None = None  # the latest
+
+    def __len__(self) -> int:
+        return len(self.finish_at)
+
+    def add(self, key: int, finish_s: float) -> None:
+        self.finish_at[key] = finish_s
+        if self.first is None or finish_s < self.first:
+            self.first = finish_s
+        if self.last is None or finish_s > self.last:
+            self.last = finish_s
+
+    def remove(self, key: int) -> None:
+        """Forget a batch (answered or failed); a key not in flight is ignored."""
+        finish_at = self.finish_at
+        f = finish_at.pop(key, None)
+        if f is not None and (f == self.first or f == self.last):
+            if finish_at:
+                self.first = min(finish_at.values())
+                self.last = max(finish_at.values())
+            else:
+                self.first = self.last = None
+
+    def seconds(self, now: float) -> float:
+        """Time left on the batches in flight (they run one after the other): until the last
+        one's predicted finish, plus however late the oldest already is (it is still running,
+        and the others wait for it)."""
+        last = self.last
+        if last is None:
+            return 0.0
+        first = self.first
+        return (last - now if last > now else 0.0) + (now - first if first < now else 0.0)
+
+    def start_s(self, lanes: int) -> float | None:
+        """With `lanes` batches running at once (the route's instances) and every one busy, when
+        a batch sent now would start: when the batch ahead of it finishes (predicted). None
+        while a lane is free."""
+        k = len(self.finish_at) - lanes
+        if k < 0 or not self.finish_at:
+            return None
+        return self.first if k == 0 else sorted(self.finish_at.values())[k]
 
 
 def answer_by(now: float, queued: int, batch_cap: int, seconds: Callable[[int], float],
-              own_finish_at: Iterable[float], busy_others: int) -> float:
+              own_in_flight_s: float, busy_others: int) -> float:
     """Predicted time a request sent to the route at `now` is answered (before calibration).
 
     `queued`: requests waiting in the route's queue (not yet sent); `seconds(b)`: the route's
-    predicted latency of a batch of b (the device to itself); `own_finish_at`: predicted
-    finish times of the route's batches in flight; `busy_others`: how many of the device's
+    predicted latency of a batch of b (the device to itself); `own_in_flight_s`: time left on
+    the route's batches in flight (`InFlight.seconds`); `busy_others`: how many of the device's
     other routes have a batch in flight."""
-    cap = max(1, batch_cap)
-    full, rest = divmod(queued, cap)
-    work = full * seconds(cap) + seconds(rest + 1) + in_flight_s(now, own_finish_at)
+    if queued:
+        cap = batch_cap if batch_cap > 1 else 1
+        full, rest = divmod(queued, cap)
+        work = full * seconds(cap) + seconds(rest + 1) + own_in_flight_s
+    else:  # the same sum without a queue: 0 x seconds(cap) + seconds(1) + ...
+        work = seconds(1) + own_in_flight_s
     return now + work * (1 + busy_others)
 
 

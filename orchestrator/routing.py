@@ -98,7 +98,6 @@ class AccuracyFirst(Generic[K]):
         self.rate = {k: routes[k][2] if k not in self.spill else 0.0 for k in keys}
         self.size = {k: max(1.0, routes[k][2] * burst_s) if k not in self.spill else 0.0 for k in keys}
         self.tokens = dict(self.size)
-        self.filled_at: dict[K, float | None] = {k: None for k in keys}  # when each bucket was last refilled
         self.credit = {k: 0.0 for k in keys}  # round-robin credit within its tier
         by_accuracy: dict[float, list[K]] = {}
         for k in keys:
@@ -106,6 +105,8 @@ class AccuracyFirst(Generic[K]):
         # a spill route shares its tier with weight 1 among the tier's other spill routes
         self.tiers = [[(k, self.weighted.weights.get(k, 1.0)) for k in by_accuracy[a]]
                       for a in sorted(by_accuracy, reverse=True)]
+        # when each tier's buckets were last refilled (a pick that looks at a tier refills all of it)
+        self.filled_at: list[float | None] = [None] * len(self.tiers)
 
     @property
     def weights(self) -> dict[K, float]:
@@ -115,75 +116,93 @@ class AccuracyFirst(Generic[K]):
     def pick_at(self, now: float, eligible: Callable[[K], bool] | None = None,
                 budget_use: Callable[[K], float] | None = None) -> K | None:
         tokens, rate, size, filled_at = self.tokens, self.rate, self.size, self.filled_at
-        on_time = spare_time = None
-        if budget_use is not None:
-            uses: dict[K, float] = {}  # budget_use per key, asked at most once per pick
-
-            def use(k: K) -> float:
-                u = uses.get(k)
-                if u is None:
-                    u = uses[k] = budget_use(k)
-                return u
-
-            def on_time(k: K) -> bool:
-                return use(k) <= ON_TIME_USE
-
-            def spare_time(k: K) -> bool:
-                return use(k) <= SPARE_USE
+        uses: dict[K, float] = {}  # budget_use per key, asked at most once per pick
         without_token: list[list[tuple[K, float]]] = []
-        for tier in self.tiers:
+        for i, tier in enumerate(self.tiers):
             with_token, no_token = [], []
-            for k, w in tier:
-                t = tokens[k]
-                last = filled_at[k]
-                if last is None or now > last:
-                    if last is not None:
-                        t += rate[k] * (now - last)
-                        if t > size[k]:
-                            t = size[k]
-                        tokens[k] = t
-                    filled_at[k] = now
-                if eligible is not None and not eligible(k):
-                    continue
-                if t >= 1.0:
-                    with_token.append((k, w))
-                else:
-                    no_token.append((k, w))
+            last = filled_at[i]
+            if last is None or now > last:
+                filled_at[i] = now
+            if last is not None and now > last:  # refill the tier's buckets
+                dt = now - last
+                for kw in tier:
+                    k = kw[0]
+                    t = tokens[k] + rate[k] * dt
+                    if t > size[k]:
+                        t = size[k]
+                    tokens[k] = t
+                    if eligible is not None and not eligible(k):
+                        continue
+                    (with_token if t >= 1.0 else no_token).append(kw)
+            else:
+                for kw in tier:
+                    k = kw[0]
+                    if eligible is not None and not eligible(k):
+                        continue
+                    (with_token if tokens[k] >= 1.0 else no_token).append(kw)
             if with_token:
-                best = self._round_robin(with_token, on_time)
+                best = self._round_robin(with_token, budget_use, uses, ON_TIME_USE)
                 if best is not None:
                     tokens[best] -= 1.0
                     return best
-            if spare_time is not None and no_token:  # spare time, before a less accurate tier's flow
-                best = self._round_robin(no_token, spare_time)
+            if budget_use is not None and no_token:  # spare time, before a less accurate tier's flow
+                best = self._round_robin(no_token, budget_use, uses, SPARE_USE)
                 if best is not None:
                     return best
                 without_token.append(no_token)
         for tier in reversed(without_token):  # past every flow and spare time: the fastest on time
-            best = self._round_robin(tier, on_time)
+            best = self._round_robin(tier, budget_use, uses, ON_TIME_USE)
             if best is not None:
                 return best
         return self.weighted.pick(eligible)
 
-    def _round_robin(self, candidates: list[tuple[K, float]], accept: Callable[[K], bool] | None) -> K | None:
-        """Smooth weighted round-robin over (key, weight) `candidates`; a winner `accept` turns
-        down leaves the candidates and the next is asked (so `accept` is asked of as few keys as
-        possible); the credit moves for the candidates left. None when all are turned down."""
+    def _round_robin(self, candidates: list[tuple[K, float]], budget_use: Callable[[K], float] | None,
+                     uses: dict[K, float], limit: float) -> K | None:
+        """Smooth weighted round-robin over (key, weight) `candidates`. With `budget_use`, a
+        winner whose use (cached in `uses`) is over `limit` leaves the candidates and the next
+        is asked (so `budget_use` is asked of as few keys as possible); the credit moves for the
+        candidates left. None when all are turned down (or there are none)."""
+        if not candidates:
+            return None
         credit = self.credit
-        while candidates:
-            best, best_credit = None, -math.inf
-            for k, w in candidates:
-                c = credit[k] + w
-                if c > best_credit:  # strict: the first key wins ties
-                    best, best_credit = k, c
-            if accept is None or accept(best):
+        cs = [credit[k] + w for k, w in candidates]
+        best = cs.index(max(cs))  # the first key wins ties
+        if budget_use is not None:
+            k = candidates[best][0]
+            u = uses.get(k)
+            if u is None:
+                u = uses[k] = budget_use(k)
+            if not u <= limit:
+                return self._turned_down(candidates, cs, best, budget_use, uses, limit)
+        total = 0.0
+        for k, w in candidates:
+            credit[k] += w
+            total += w
+        k = candidates[best][0]
+        credit[k] -= total
+        return k
+
+    def _turned_down(self, candidates: list[tuple[K, float]], cs: list[float], first: int,
+                     budget_use: Callable[[K], float], uses: dict[K, float], limit: float) -> K | None:
+        """`_round_robin` once its first winner (index `first`, `cs` the credits it won by) is
+        turned down: the others are asked most credit first (ties in order), as they would win
+        with the turned-down ones left out."""
+        credit = self.credit
+        turned_down = {first}
+        for best in sorted(range(len(cs)), key=cs.__getitem__, reverse=True)[1:]:
+            k = candidates[best][0]
+            u = uses.get(k)
+            if u is None:
+                u = uses[k] = budget_use(k)
+            if u <= limit:
                 total = 0.0
-                for k, w in candidates:
-                    credit[k] += w
-                    total += w
-                credit[best] -= total
-                return best
-            candidates = [(k, w) for k, w in candidates if k != best]
+                for i, (c, w) in enumerate(candidates):
+                    if i not in turned_down:
+                        credit[c] += w
+                        total += w
+                credit[k] -= total
+                return k
+            turned_down.add(best)
         return None
 
 

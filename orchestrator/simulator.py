@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from orchestrator.backlog import Calibration, answer_by
+from orchestrator.backlog import Calibration, InFlight, answer_by
 from orchestrator.batching import EPS_S, WAKE_PAST_S, LatencyModel, RouteQueue, make_policy, max_hold_s
 from orchestrator.catalog import Catalog
 from orchestrator.cluster import Cluster
@@ -120,35 +120,36 @@ class _Device:
     running share the device equally (processor sharing: concurrent models time-slice a CPU's
     cores or a GPU). One route alone runs at full speed, as profiled."""
 
-    __slots__ = ("id", "running", "updated_at", "routes")
+    __slots__ = ("id", "running", "sharing", "updated_at", "routes")
 
     def __init__(self, device_id: str):
         self.id = device_id
         self.running: list[_Job] = []
+        self.sharing = 0  # routes with a batch running (the jobs' routes, counted once each)
         self.updated_at = 0.0  # when the running jobs' work was last brought up to date
         self.routes: list[_Route] = []  # routes with a model here, retired ones until they unload
 
-
-def _start_s(route: "_Route") -> float | None:
-    """As the shim's worker: with every instance busy, a batch sent now starts when one frees
-    (predicted); None while an instance is free. Changes only when a batch is sent or done."""
-    if route.in_flight >= route.lanes and route.finish_at:
-        k = route.in_flight - route.lanes
-        return min(route.finish_at.values()) if k == 0 else sorted(route.finish_at.values())[k]
-    return None
+    def routes_changed(self) -> None:
+        """Tell each route its neighbours here (whose batches in flight delay its answers)."""
+        for r in self.routes:
+            r.others = tuple(o for o in self.routes if o is not r)
 
 
 def _busy_others(route: "_Route") -> int:
     """How many of the route's device's other routes have a batch in flight (as the shim sees it)."""
-    return sum(1 for r in route.device.routes if r is not route and r.finish_at)
+    n = 0
+    for r in route.others:
+        if r.flight.last is not None:
+            n += 1
+    return n
 
 
 class _Route:
     """One (device, variant) route: queue, batching policy, service-time model."""
 
     __slots__ = ("key", "device", "variant_index", "device_index", "policy", "queue", "in_flight",
-                 "max_in_flight", "lanes", "median_s", "sigma", "wake_at", "retired", "placement", "finish_at",
-                 "start_s", "last_done", "model", "calibration", "running", "waiting", "predicted_s")
+                 "max_in_flight", "lanes", "median_s", "sigma", "wake_at", "retired", "placement", "flight",
+                 "start_s", "last_done", "model", "calibration", "running", "waiting", "others", "predicted_s")
 
     def __init__(self, key, device: _Device, variant_index: int, device_index: int):
         self.key = key
@@ -159,13 +160,14 @@ class _Route:
         self.in_flight = 0
         self.wake_at: float | None = None
         self.retired = False
-        self.finish_at: dict[int, float] = {}  # id(batch) -> predicted finish (as the shim's worker keeps it)
-        self.start_s: float | None = None  # when a batch sent now would start (`_start_s`)
+        self.flight = InFlight()  # id(batch) -> predicted finish (as the shim's worker keeps it)
+        self.start_s: float | None = None  # when a batch sent now would start (`InFlight.start_s`)
         self.last_done = -math.inf
         self.calibration = Calibration()  # actual / predicted batch time lately, as the shim's worker
         self.predicted_s: dict[int, float] = {}  # id(batch) -> its predicted time when sent (for calibration)
         self.running = 0  # batches of this route running on the device (at most `lanes`)
         self.waiting: deque = deque()  # (batch, sent_at) sent while every lane was busy
+        self.others: tuple[_Route, ...] = ()  # the device's other routes, in its order (`_Device.routes_changed`)
 
 
 @dataclass
@@ -507,7 +509,7 @@ class _Simulation:
             route = routes[k]
             now = self.arrival_s
             by = answer_by(now, len(route.queue), getattr(route.policy, "batch_cap", 1), route.model.seconds,
-                           route.finish_at.values(), _busy_others(route))
+                           route.flight.seconds(now), _busy_others(route))
             return route.calibration.budget_use(now, by, self.limit_s)
         return budget_use
 
@@ -524,6 +526,7 @@ class _Simulation:
         route = _Route((p.device_id, p.variant), self.devices[p.device_id], self.sim.variant_index[p.variant],
                        self.sim.device_index[p.device_id])
         route.device.routes.append(route)
+        route.device.routes_changed()
         cls = self.sim.device_class[p.device_id]
         records = self.sim.profiles.for_pair(p.variant, cls)
         model = (LatencyModel.from_profiles(records, shim.percentile, instances=p.instances, threads=p.threads)
@@ -569,7 +572,7 @@ class _Simulation:
         queue = route.queue
         while True:
             start = route.start_s
-            send, drop, wake = policy.decide(queue, now, route.in_flight < route.max_in_flight, start_s=start)
+            send, drop, wake = policy.decide(queue, now, route.in_flight < route.max_in_flight, start)
             if drop:
                 status = self.status
                 finish = self.finish
@@ -584,9 +587,9 @@ class _Simulation:
                 batch = [queue.pop(rid) for rid in send]
                 route.in_flight += 1
                 finish = (start if start is not None and start > now else now) + route.model.seconds(len(batch))
-                route.finish_at[id(batch)] = finish
+                route.flight.add(id(batch), finish)
                 route.predicted_s[id(batch)] = (finish - now) * (1 + _busy_others(route))  # as the shim's worker
-                route.start_s = _start_s(route)
+                route.start_s = route.flight.start_s(route.lanes)
                 self._submit(route, batch, now)
                 continue
             if wake is not None and queue:
@@ -612,7 +615,7 @@ class _Simulation:
         """Bring the running jobs' work up to `now` at the old shares (call before a change)."""
         elapsed = now - dev.updated_at
         if elapsed > 0 and dev.running:
-            rate = 1.0 / len({id(j.route) for j in dev.running})
+            rate = 1.0 / dev.sharing
             for j in dev.running:
                 j.work_s -= elapsed * rate
         dev.updated_at = now
@@ -621,10 +624,12 @@ class _Simulation:
         """Completion events for the running jobs at the new shares (older events go stale)."""
         if not dev.running:
             return
-        share = len({id(j.route) for j in dev.running})
+        share = dev.sharing
+        heap = self.heap
         for j in dev.running:
             j.version += 1
-            self.push(now + max(0.0, j.work_s) * share, _DONE, (j, j.version))
+            self.seq += 1
+            heapq.heappush(heap, (now + (j.work_s if j.work_s > 0.0 else 0.0) * share, self.seq, _DONE, (j, j.version)))
 
     def _service_s(self, route: _Route, b: int) -> float:
         """A batch of b's time on the device alone: the p50 at b, or a draw around it (noise)."""
@@ -639,6 +644,8 @@ class _Simulation:
     def _start(self, route: _Route, batch: list, sent_at: float, now: float) -> None:
         dev = route.device
         self._share(dev, now)
+        if route.running == 0:
+            dev.sharing += 1
         route.running += 1
         dev.running.append(_Job(route, batch, sent_at, self._service_s(route, len(batch))))
         self._reschedule(dev, now)
@@ -651,16 +658,18 @@ class _Simulation:
         dev = route.device
         self._share(dev, now)
         dev.running.remove(job)
-        route.running -= 1
-        if route.waiting:
+        if route.waiting:  # its lane goes to the route's next batch
             nbatch, nsent = route.waiting.popleft()
-            route.running += 1
             dev.running.append(_Job(route, nbatch, nsent, self._service_s(route, len(nbatch))))
+        else:
+            route.running -= 1
+            if route.running == 0:
+                dev.sharing -= 1
         self._reschedule(dev, now)
         route.in_flight -= 1
-        route.finish_at.pop(id(batch), None)
+        route.flight.remove(id(batch))
         predicted_s = route.predicted_s.pop(id(batch), None)
-        route.start_s = _start_s(route)
+        route.start_s = route.flight.start_s(route.lanes)
         route.policy.observe(len(batch), now - max(sent_at, route.last_done))  # as the worker: minus pipeline wait
         if predicted_s is not None:
             route.calibration.answered(sent_at, predicted_s, now)
@@ -696,6 +705,7 @@ class _Simulation:
         route.queue.clear()
         if route in route.device.routes:
             route.device.routes.remove(route)
+            route.device.routes_changed()
 
     # --- main loop ----------------------------------------------------------------------------
 

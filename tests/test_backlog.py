@@ -1,34 +1,70 @@
-"""The on-time prediction (orchestrator/backlog.py): what a route has ahead of a request, how the
-device's sharing stretches it, and how calibration learns a device's speed from its batches."""
+"""The on-time prediction (orchestrator/backlog.py): the in-flight state the shim's workers and the
+simulator keep, what a route has ahead of a request, how the device's sharing stretches it, and
+how calibration learns a device's speed from its batches."""
+
+import random
 
 import pytest
 
-from orchestrator.backlog import CALIBRATION_RANGE, Calibration, answer_by, in_flight_s
+from orchestrator.backlog import CALIBRATION_RANGE, Calibration, InFlight, answer_by
 
 
 def seconds(b: int) -> float:
     return 0.010 + 0.005 * b  # 15 ms alone at batch 1, 20 ms at 2
 
 
+def in_flight_s(now: float, finish_at: list[float]) -> float:
+    """The definition: until the last batch's predicted finish, plus however late the first is."""
+    if not finish_at:
+        return 0.0
+    first, last = min(finish_at), max(finish_at)
+    return (last - now if last > now else 0.0) + (now - first if first < now else 0.0)
+
+
+def test_in_flight_keeps_first_and_last_through_sends_and_answers():
+    rng = random.Random(0)
+    flight, expected = InFlight(), {}  # key -> predicted finish
+    for step in range(5000):
+        if expected and rng.random() < 0.5:
+            key = rng.choice(list(expected))
+            flight.remove(key)
+            del expected[key]
+        else:
+            key = step
+            expected[key] = finish = rng.choice([1.0, 2.0, rng.random() * 3])  # ties included
+            flight.add(key, finish)
+        now = rng.random() * 3
+        assert flight.seconds(now) == in_flight_s(now, list(expected.values()))
+        lanes = rng.randint(1, 3)
+        k = len(expected) - lanes
+        assert flight.start_s(lanes) == (sorted(expected.values())[k] if expected and k >= 0 else None)
+    flight.remove(-1)  # not in flight: ignored
+
+
 def test_the_queue_is_cut_into_batches_of_the_cap_then_the_requests_own_batch():
     # 5 queued at cap 2: two full batches (2 x 20 ms), the fifth rides with the new request (20 ms)
-    assert answer_by(1.0, 5, 2, seconds, [], 0) == pytest.approx(1.0 + 0.060)
-    assert answer_by(1.0, 0, 2, seconds, [], 0) == pytest.approx(1.0 + 0.015)
+    assert answer_by(1.0, 5, 2, seconds, 0.0, 0) == pytest.approx(1.0 + 0.060)
+    assert answer_by(1.0, 0, 2, seconds, 0.0, 0) == pytest.approx(1.0 + 0.015)
 
 
 def test_batches_in_flight_count_until_the_last_ends_plus_how_late_the_oldest_is():
-    assert in_flight_s(1.0, [1.010, 1.030]) == pytest.approx(0.030)
-    # the oldest should have ended 5 ms ago and still runs: the other waits that much longer
-    assert in_flight_s(1.0, [0.995, 1.030]) == pytest.approx(0.035)
-    assert answer_by(1.0, 0, 2, seconds, [1.010, 1.030], 0) == pytest.approx(1.0 + 0.030 + 0.015)
+    flight = InFlight()
+    flight.add(1, 1.010)
+    flight.add(2, 1.030)
+    assert flight.seconds(1.0) == pytest.approx(0.030)
+    late = InFlight()  # the oldest should have ended 5 ms ago and still runs: the other waits that much longer
+    late.add(1, 0.995)
+    late.add(2, 1.030)
+    assert late.seconds(1.0) == pytest.approx(0.035)
+    assert answer_by(1.0, 0, 2, seconds, flight.seconds(1.0), 0) == pytest.approx(1.0 + 0.030 + 0.015)
 
 
 def test_other_busy_models_on_the_device_stretch_the_work_by_their_number():
     """Processor sharing: with k other models running a batch, this route gets 1 / (k + 1) of the
     device, so its work takes k + 1 times as long."""
-    alone = answer_by(1.0, 3, 2, seconds, [1.020], 0) - 1.0
-    assert answer_by(1.0, 3, 2, seconds, [1.020], 1) - 1.0 == pytest.approx(2 * alone)
-    assert answer_by(1.0, 3, 2, seconds, [1.020], 3) - 1.0 == pytest.approx(4 * alone)
+    alone = answer_by(1.0, 3, 2, seconds, 0.020, 0) - 1.0
+    assert answer_by(1.0, 3, 2, seconds, 0.020, 1) - 1.0 == pytest.approx(2 * alone)
+    assert answer_by(1.0, 3, 2, seconds, 0.020, 3) - 1.0 == pytest.approx(4 * alone)
 
 
 def test_calibration_learns_a_device_slower_than_its_profile_from_its_batches():

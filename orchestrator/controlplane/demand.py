@@ -100,11 +100,18 @@ class RecentPeak:
     def __init__(self, window_s: int = 300, smooth_s: int = 3):
         self.smooth_s = smooth_s
         self.samples: deque[tuple[int, float]] = deque(maxlen=window_s)
+        self._estimate: float | None = None  # the estimate for the samples as they are (a scan of the window)
 
     def observe(self, second: int, arrivals: float) -> None:
         self.samples.append((second, float(arrivals)))
+        self._estimate = None
 
     def estimate(self) -> float:
+        if self._estimate is None:
+            self._estimate = self._scan()
+        return self._estimate
+
+    def _scan(self) -> float:
         ys = [a for _, a in self.samples]
         if not ys:
             return 0.0
@@ -113,7 +120,8 @@ class RecentPeak:
         best = run
         for i in range(k, len(ys)):
             run += ys[i] - ys[i - k]
-            best = max(best, run)
+            if run > best:
+                best = run
         return best / k
 
 

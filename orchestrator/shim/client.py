@@ -329,7 +329,7 @@ class Client:
             w = self._workers.get((route.device_id, route.variant))
             if w is None:
                 return math.inf
-            queued, own = w.backlog()
+            queued, own = w.backlog(now)
             by = answer_by(now, queued, w.batch_cap, w.latency_s, own, w.busy_peers())
             return w.calibration.budget_use(now, by, limit)
         return budget_use

@@ -20,7 +20,7 @@ from typing import Protocol
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from orchestrator.backlog import Calibration
+from orchestrator.backlog import Calibration, InFlight
 from orchestrator.batching import Policy, RouteQueue
 from orchestrator.catalog import TensorSpec
 
@@ -85,7 +85,7 @@ class RouteWorker:
         self.requests_sent = 0
         self._queue = RouteQueue()  # arrival order, and by deadline for the policy
         self._in_flight = 0
-        self._finish_at: dict[int, float] = {}  # id(batch) -> predicted finish, for batches in flight
+        self._flight = InFlight()  # id(batch) -> predicted finish, for batches in flight (backlog.py)
         self._sent: dict[int, tuple[float, float]] = {}  # id(batch) -> (sent at, predicted time then)
         self._last_done = -math.inf  # when the latest batch came back
         self.calibration = Calibration()  # actual / predicted time of its batches lately (backlog.py)
@@ -163,11 +163,11 @@ class RouteWorker:
         locks (an int each): a count one batch stale moves one prediction, not a decision rule."""
         return sum(1 for w in self.peers if w._in_flight > 0)
 
-    def backlog(self) -> tuple[int, list[float]]:
-        """What `backlog.answer_by` needs: requests queued here, and the predicted finish times
-        (time.monotonic) of the batches in flight."""
+    def backlog(self, now: float) -> tuple[int, float]:
+        """What `backlog.answer_by` needs at `now` (time.monotonic): requests queued here, and the
+        time left on the batches in flight (`InFlight.seconds`)."""
         with self._cond:
-            return len(self._queue), list(self._finish_at.values())
+            return len(self._queue), self._flight.seconds(now)
 
     # --- deciding and acting ---------------------------------------------------------------
     # The policy runs under the lock wherever something changed: in `submit` (caller thread), in
@@ -177,9 +177,7 @@ class RouteWorker:
     def _step(self, now: float) -> tuple[list[ShimRequest], list[ShimRequest], float | None]:
         """One policy decision (lock held): pop what it drops and the batch it sends; make sure
         the worker thread wakes by the time the policy asked for (also returned)."""
-        start = None  # every instance busy: a batch sent now starts when one frees (predicted)
-        if self._in_flight >= self.instances and self._finish_at:
-            start = sorted(self._finish_at.values())[self._in_flight - self.instances]
+        start = self._flight.start_s(self.instances)  # every instance busy: when one frees (predicted)
         d = self.policy.decide(self._queue, now, can_send=self._in_flight < self.max_in_flight,
                                start_s=start)
         dropped = [self._queue.pop(i) for i in d.drop]
@@ -187,7 +185,7 @@ class RouteWorker:
         if batch:
             self._in_flight += 1
             finish = max(now, start or now) + self.latency_s(len(batch))
-            self._finish_at[id(batch)] = finish
+            self._flight.add(id(batch), finish)
             self._sent[id(batch)] = (now, (finish - now) * (1 + self.busy_peers()))  # backlog.py
         if d.wake_at is not None and d.wake_at < self._wake_target:
             self._cond.notify()
@@ -261,7 +259,7 @@ class RouteWorker:
         follow: list[ShimRequest] = []
         with self._cond:
             self._in_flight -= 1
-            self._finish_at.pop(id(batch), None)
+            self._flight.remove(id(batch))
             sent = self._sent.pop(id(batch), None)
             service_s = now - max(started, self._last_done)  # a pipelined batch waited for the one before
             self._last_done = now
