@@ -130,7 +130,7 @@ class _Device:
         self.routes: list[_Route] = []  # routes with a model here, retired ones until they unload
 
     def routes_changed(self) -> None:
-        """Tell each route its neighbours here (whose batches in flight delay its answers)."""
+        """Tell each route its neighbours here (those with a batch in flight slow its answers)."""
         for r in self.routes:
             r.others = tuple(o for o in self.routes if o is not r)
 
