@@ -1,7 +1,5 @@
 """The discrete-event simulator (orchestrator/simulator.py): pure, fast, no Triton."""
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 
@@ -11,7 +9,6 @@ from orchestrator.evaluation import summarise
 from orchestrator.planner import PlannerOptions
 from orchestrator.shim.client import ShimConfig
 from orchestrator.simulator import SimConfig, Simulator
-from orchestrator.trace import Trace
 from orchestrator.workloads import ConstantRate, FamilyLoad, MarkovModulatedRate, StepRate, generate
 
 SLO = {"resnet": 300.0}
