@@ -71,10 +71,9 @@ class InFlight:
         """Time left on the batches in flight (they run one after the other): until the last
         one's predicted finish, plus however late the oldest already is (it is still running,
         and the others wait for it)."""
-        last = self.last
-        if last is None:
+        last, first = self.last, self.first
+        if last is None or first is None:
             return 0.0
-        first = self.first
         return (last - now if last > now else 0.0) + (now - first if first < now else 0.0)
 
     def start_s(self, lanes: int) -> float | None:

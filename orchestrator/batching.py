@@ -51,12 +51,20 @@ HOLD_FACTOR = 2.0  # Proteus sends a held batch while it could still run this ma
 
 
 class Queued(Protocol):
-    """What a policy reads of a waiting request."""
+    """What a policy reads of a waiting request (read-only: a request class may narrow a type,
+    e.g. a deadline that is never None)."""
 
-    id: int
-    arrival_s: float
-    deadline_s: float | None
-    serve_late: bool
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def arrival_s(self) -> float: ...
+
+    @property
+    def deadline_s(self) -> float | None: ...
+
+    @property
+    def serve_late(self) -> bool: ...
 
 
 class Decision(NamedTuple):
@@ -411,7 +419,7 @@ class AimdPolicy:
         if not can_send:
             return Decision()
         size = max(1, int(self.limit))
-        ids = []
+        ids: list[int] = []
         for r in queue:  # the queue is in arrival order
             if len(ids) == size:
                 break
@@ -529,7 +537,7 @@ def simulate_route(policy: Policy, arrivals: Sequence[SimRequest], service_s: Ca
     """
     pending = sorted(arrivals, key=lambda r: (r.arrival_s, r.id))
     queue = RouteQueue()
-    running: list[tuple[float, int, list[SimRequest], float]] = []  # heap: (done_at, seq, batch, started)
+    running: list[tuple[float, int, list[Queued], float]] = []  # heap: (done_at, seq, batch, started)
     result = SimResult()
     i, seq, wake = 0, 0, None
     while i < len(pending) or queue or running:

@@ -119,7 +119,8 @@ class AccuracyFirst(Generic[K]):
         uses: dict[K, float] = {}  # budget_use per key, asked at most once per pick
         without_token: list[list[tuple[K, float]]] = []
         for i, tier in enumerate(self.tiers):
-            with_token, no_token = [], []
+            with_token: list[tuple[K, float]] = []
+            no_token: list[tuple[K, float]] = []
             last = filled_at[i]
             if last is None or now > last:
                 filled_at[i] = now
@@ -242,13 +243,13 @@ def route_flows(plan: Plan, family: str) -> dict[tuple[str, str], float]:
     for p in plan.placements:
         if p.capacity_rps > 0:
             share[p.device_id] = share.get(p.device_id, 0.0) + p.served_rps / p.capacity_rps
-    flows = {}
+    flows: dict[tuple[str, str], float] = {}
     for r in fp.routes:
         flow = r.weight * fp.demand_rps
-        p = plan.placement(r.device_id, r.variant)
-        if r.weight > 0 and p is not None and p.capacity_rps > 0:
-            left = 1.0 - (share.get(r.device_id, 0.0) - p.served_rps / p.capacity_rps)
-            flow = max(flow, p.capacity_rps * max(0.0, left))
+        placed = plan.placement(r.device_id, r.variant)
+        if r.weight > 0 and placed is not None and placed.capacity_rps > 0:
+            left = 1.0 - (share.get(r.device_id, 0.0) - placed.served_rps / placed.capacity_rps)
+            flow = max(flow, placed.capacity_rps * max(0.0, left))
         flows[(r.device_id, r.variant)] = flow
     return flows
 
@@ -287,7 +288,7 @@ class RoutingTable:
             flows = route_flows(plan, family)
             fresh = make_router({r: r for r in fp.routes}, {r: flows[(r.device_id, r.variant)] for r in fp.routes},
                                 accuracy)
-            self._rr[family] = old if keep_state(old, fresh) else fresh
+            self._rr[family] = old if old is not None and keep_state(old, fresh) else fresh
 
     @property
     def families(self) -> list[str]:
@@ -325,7 +326,8 @@ def static_plan(routes: Mapping[str, Iterable[tuple[str, str, float]]], *, batch
     """A hand-written plan: per family, (device_id, variant, weight) routes (weights are
     normalised). For applications and tests that route without the planner; `slo_ms` 0 means
     no default deadline."""
-    families, placements = {}, {}
+    families: dict[str, FamilyPlan] = {}
+    placements: dict[tuple[str, str], Placement] = {}
     for family, rows in routes.items():
         rows = list(rows)
         total = sum(w for _, _, w in rows)

@@ -35,12 +35,13 @@ import math
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from orchestrator.backlog import Calibration, InFlight, answer_by
-from orchestrator.batching import EPS_S, WAKE_PAST_S, LatencyModel, RouteQueue, make_policy, max_hold_s
+from orchestrator.batching import EPS_S, WAKE_PAST_S, LatencyModel, Policy, RouteQueue, make_policy, max_hold_s
 from orchestrator.catalog import Catalog
 from orchestrator.cluster import Cluster
 from orchestrator.controlplane.controller import Controller
@@ -151,8 +152,17 @@ class _Route:
                  "max_in_flight", "lanes", "median_s", "sigma", "wake_at", "retired", "placement", "flight",
                  "start_s", "last_done", "model", "calibration", "running", "waiting", "others", "predicted_s")
 
-    def __init__(self, key, device: _Device, variant_index: int, device_index: int):
+    def __init__(self, key: tuple[str, str], device: _Device, variant_index: int, device_index: int,
+                 placement: Placement, policy: Policy, model: LatencyModel, max_in_flight: int, lanes: int,
+                 median_s: list[float], sigma: list[float]):
         self.key = key
+        self.placement = placement
+        self.policy = policy
+        self.model = model
+        self.max_in_flight = max_in_flight  # batches sent and not answered, at most
+        self.lanes = lanes  # of those, running at once (Triton instances)
+        self.median_s = median_s  # per batch size 0..cap: service time's median (seconds)
+        self.sigma = sigma  # and lognormal sigma
         self.device = device
         self.variant_index = variant_index
         self.device_index = device_index
@@ -372,8 +382,9 @@ class _Simulation:
         # RoutingTable runs, keyed by small ints: Route objects hash slowly)
         self.rr: dict[str, SmoothWeightedRoundRobin[int] | AccuracyFirst[int]] = {}
         self.rr_routes: dict[str, list[_Route]] = {}
-        # family -> (pick_at, rr_routes[family], budget_use or None), for arrivals
-        self.pickers: dict[str, tuple] = {}
+        # family -> (rr[family], rr_routes[family], budget_use or None), for arrivals
+        self.pickers: dict[str, tuple[SmoothWeightedRoundRobin[int] | AccuracyFirst[int], list[_Route],
+                                      Callable[[int], float] | None]] = {}
         self.plan: Plan | None = None
         self.pending: _Pending | None = None
         self.events: list[PlanEvent] = []
@@ -479,16 +490,16 @@ class _Simulation:
         self.routes = routes
         for family, fp in plan.families.items():
             live = [r for r in fp.routes if r.weight > 0 or spill]
-            old = self.rr.get(family)
+            old_picker = self.rr.get(family)
             flows = route_flows(plan, family)
             fresh = make_router(dict(enumerate(live)), {i: flows[(r.device_id, r.variant)] for i, r in enumerate(live)},
                                 accuracy)
-            same_routes = old is not None and [x.key for x in self.rr_routes[family]] == \
+            same_routes = old_picker is not None and [x.key for x in self.rr_routes[family]] == \
                 [(r.device_id, r.variant) for r in live]
-            if not (same_routes and keep_state(old, fresh)):
+            if not (same_routes and keep_state(old_picker, fresh)):
                 self.rr[family] = fresh  # as RoutingTable: unchanged routes keep their picker's state
             self.rr_routes[family] = [routes[(r.device_id, r.variant)] for r in live]
-            self.pickers[family] = (self.rr[family].pick_at, self.rr_routes[family],
+            self.pickers[family] = (self.rr[family], self.rr_routes[family],
                                     self._budget_use(self.rr_routes[family]) if accuracy is not None else None)
         self.plan = plan
         self.view.plan = plan
@@ -523,27 +534,25 @@ class _Simulation:
     def _new_route(self, p: Placement, plan: Plan) -> _Route:
         shim = self.cfg.shim
         cap = self._cap(p)
-        route = _Route((p.device_id, p.variant), self.devices[p.device_id], self.sim.variant_index[p.variant],
-                       self.sim.device_index[p.device_id])
-        route.device.routes.append(route)
-        route.device.routes_changed()
         cls = self.sim.device_class[p.device_id]
         records = self.sim.profiles.for_pair(p.variant, cls)
         model = (LatencyModel.from_profiles(records, shim.percentile, instances=p.instances, threads=p.threads)
                  if records else LatencyModel.learned())
         family = self.sim.catalog.variants[p.variant].family
         slo = plan.families[family].slo_ms if family in plan.families else 0.0
-        route.policy = make_policy(shim.policy, model=model, batch_cap=cap,
-                                   slo_s=slo / 1000.0 if slo > 0 else None, slack_s=shim.slack_ms / 1000.0,
-                                   max_hold_s=None if shim.max_hold_ms is None else shim.max_hold_ms / 1000.0,
-                                   hold_factor=shim.hold_factor)
-        route.model = model
-        # as the shim's RouteWorker: `instances` batches run, `pipeline` more wait at Triton
-        route.max_in_flight = p.instances + max(0, shim.pipeline)
-        route.lanes = p.instances
-        route.placement = p
+        policy = make_policy(shim.policy, model=model, batch_cap=cap,
+                             slo_s=slo / 1000.0 if slo > 0 else None, slack_s=shim.slack_ms / 1000.0,
+                             max_hold_s=None if shim.max_hold_ms is None else shim.max_hold_ms / 1000.0,
+                             hold_factor=shim.hold_factor)
         # service model for batch sizes up to the largest a policy may send (AIMD never exceeds the cap)
-        route.median_s, route.sigma = self.sim._service(p.variant, cls, p.instances, p.threads, cap)
+        median_s, sigma = self.sim._service(p.variant, cls, p.instances, p.threads, cap)
+        # as the shim's RouteWorker: `instances` batches run, `pipeline` more wait at Triton
+        route = _Route((p.device_id, p.variant), self.devices[p.device_id], self.sim.variant_index[p.variant],
+                       self.sim.device_index[p.device_id], p, policy, model,
+                       max_in_flight=p.instances + max(0, shim.pipeline), lanes=p.instances,
+                       median_s=median_s, sigma=sigma)
+        route.device.routes.append(route)
+        route.device.routes_changed()
         return route
 
     def _start_apply(self, target: Plan, now: float, reason: str) -> None:
@@ -586,9 +595,9 @@ class _Simulation:
             if send:
                 batch = [queue.pop(rid) for rid in send]
                 route.in_flight += 1
-                finish = (start if start is not None and start > now else now) + route.model.seconds(len(batch))
-                route.flight.add(id(batch), finish)
-                route.predicted_s[id(batch)] = (finish - now) * (1 + _busy_others(route))  # as the shim's worker
+                finish_at = (start if start is not None and start > now else now) + route.model.seconds(len(batch))
+                route.flight.add(id(batch), finish_at)
+                route.predicted_s[id(batch)] = (finish_at - now) * (1 + _busy_others(route))  # as the shim's worker
                 route.start_s = route.flight.start_s(route.lanes)
                 self._submit(route, batch, now)
                 continue
@@ -714,9 +723,9 @@ class _Simulation:
         demand0 = self.initial_demand if self.initial_demand is not None else sim.initial_demand(trace)
         plan0 = self.solve(demand0, None)
         self._install(plan0, 0.0, None, len(plan0.placements), 0, "initial plan")
-        for k in range(1, int(math.ceil(self.duration_s)) + 1):
-            if k * cfg.tick_s <= self.duration_s:
-                self.push(k * cfg.tick_s, _TICK, None)
+        for second in range(1, int(math.ceil(self.duration_s)) + 1):
+            if second * cfg.tick_s <= self.duration_s:
+                self.push(second * cfg.tick_s, _TICK, None)
 
         times = trace.time_s.tolist()
         deadlines = (trace.time_s + trace.deadline_ms / 1000.0).tolist()  # absolute (same float sum as per request)
@@ -744,15 +753,13 @@ class _Simulation:
             while i < n and times[i] < next_event:
                 now = times[i]
                 picker = pickers.get(families[i])
-                if picker is None:
-                    k = None
-                elif picker[2] is None:
-                    k = picker[0](now)
-                else:
-                    self.arrival_s = now
-                    self.limit_s = deadlines[i] - slack_s
-                    k = picker[0](now, None, picker[2])
-                if k is None:
+                k: int | None = None
+                if picker is not None:
+                    if picker[2] is not None:
+                        self.arrival_s = now
+                        self.limit_s = deadlines[i] - slack_s
+                    k = picker[0].pick_at(now, None, picker[2])
+                if picker is None or k is None:
                     status[i] = UNSERVED
                     self.finish[i] = now
                     self._miss(i, now)
@@ -795,6 +802,7 @@ class _Simulation:
                 self._tick(now)
             elif kind == _SWITCH:
                 p = self.pending
+                assert p is not None  # a switch event is pushed with its pending plan
                 self.pending = None
                 self._install(p.plan, now, p.decided_s, p.loads, p.unloads, p.reason)
             elif kind == _UNLOAD:
