@@ -9,7 +9,7 @@ import sys
 from orchestrator.errors import UserError
 
 # Subcommand modules in orchestrator/commands/, in the order `--help` lists them.
-COMMANDS = ["export", "profile", "trace", "solve", "bench", "simulate", "serve", "demo"]
+COMMANDS = ["export", "profile", "trace", "solve", "bench", "simulate", "serve", "demo", "compile"]
 
 
 def build_parser() -> argparse.ArgumentParser:
