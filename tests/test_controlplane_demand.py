@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator.controlplane.demand import (DemandTracker, Ewma, LinearForecast, RecentPeak, WindowedRate,
                                               make_estimator)
@@ -47,6 +49,26 @@ def test_peak_keeps_the_recent_burst_then_forgets_it():
     assert feed(est, [10] * 3, start=110) == pytest.approx(27.0)  # 44 still in the window, 40 gone
     assert feed(est, [10], start=113) == pytest.approx(10.0)  # no burst in the last 10 s
     assert make_estimator("peak").estimate() == 0.0
+
+
+def _peak_by_scan(samples: list[float], window_s: int, smooth_s: int) -> float:
+    """RecentPeak's definition, computed afresh: the best smooth_s-second mean in the last window_s."""
+    ys = samples[-window_s:]
+    if not ys:
+        return 0.0
+    k = min(smooth_s, len(ys))
+    return max(sum(ys[i:i + k]) for i in range(len(ys) - k + 1)) / k
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 60), max_size=60), st.integers(1, 12), st.integers(1, 5))
+def test_peak_kept_as_samples_come_equals_a_scan_of_the_window(arrivals, window_s, smooth_s):
+    est = RecentPeak(window_s=window_s, smooth_s=smooth_s)
+    seen: list[float] = []
+    for second, a in enumerate(arrivals):
+        est.observe(second, a)
+        seen.append(float(a))
+        assert est.estimate() == _peak_by_scan(seen, window_s, smooth_s)
 
 
 def test_tracker_counts_missing_seconds_as_zero():

@@ -93,36 +93,45 @@ class LinearForecast:
 
 
 class RecentPeak:
-    """Highest `smooth_s`-second mean rate among the last `window_s` seconds."""
+    """Highest `smooth_s`-second mean rate among the last `window_s` seconds.
+
+    Kept up to date as samples come (a sliding-window maximum over the `smooth_s`-second sums:
+    a deque of those sums, decreasing, whose front is the answer), so an estimate costs O(1)
+    amortised, not a scan of the window: the controller asks every family every tick."""
 
     name = "peak"
 
     def __init__(self, window_s: int = 300, smooth_s: int = 3):
+        self.window_s = window_s
         self.smooth_s = smooth_s
         self.samples: deque[tuple[int, float]] = deque(maxlen=window_s)
-        self._estimate: float | None = None  # the estimate for the samples as they are (a scan of the window)
+        self._count = 0  # samples observed, ever (the index of the newest)
+        self._sums: deque[tuple[int, float]] = deque()  # (index of its last sample, smooth_s-second sum), decreasing
 
     def observe(self, second: int, arrivals: float) -> None:
         self.samples.append((second, float(arrivals)))
-        self._estimate = None
+        self._count += 1
+        k = self.smooth_s
+        if len(self.samples) < k:
+            return
+        total = 0.0
+        for i in range(len(self.samples) - k, len(self.samples)):
+            total += self.samples[i][1]
+        sums = self._sums
+        while sums and sums[-1][1] <= total:
+            sums.pop()
+        sums.append((self._count, total))
+        oldest_end = self._count - len(self.samples) + k  # the earliest window still wholly in the samples
+        while sums[0][0] < oldest_end:
+            sums.popleft()
 
     def estimate(self) -> float:
-        if self._estimate is None:
-            self._estimate = self._scan()
-        return self._estimate
-
-    def _scan(self) -> float:
-        ys = [a for _, a in self.samples]
-        if not ys:
+        n = len(self.samples)
+        if n == 0:
             return 0.0
-        k = min(self.smooth_s, len(ys))
-        run = sum(ys[:k])
-        best = run
-        for i in range(k, len(ys)):
-            run += ys[i] - ys[i - k]
-            if run > best:
-                best = run
-        return best / k
+        if n < self.smooth_s:
+            return sum(a for _, a in self.samples) / n
+        return self._sums[0][1] / self.smooth_s
 
 
 def make_estimator(name: str):
