@@ -96,115 +96,138 @@ class AccuracyFirst(Generic[K]):
         keys = [k for k, (w, _, _) in routes.items() if w >= 0]
         self.spill = frozenset(k for k in keys if routes[k][0] <= 0)
         self.rate = {k: routes[k][2] if k not in self.spill else 0.0 for k in keys}
-        self.size = {k: max(1.0, routes[k][2] * burst_s) if k not in self.spill else 0.0 for k in keys}
-        self.tokens = dict(self.size)
-        self.credit = {k: 0.0 for k in keys}  # round-robin credit within its tier
         by_accuracy: dict[float, list[K]] = {}
         for k in keys:
             by_accuracy.setdefault(routes[k][1], []).append(k)
         # a spill route shares its tier with weight 1 among the tier's other spill routes
-        self.tiers = [[(k, self.weighted.weights.get(k, 1.0)) for k in by_accuracy[a]]
-                      for a in sorted(by_accuracy, reverse=True)]
+        self.tiers: list[list[_Slot[K]]] = [
+            [_Slot(k, self.weighted.weights.get(k, 1.0), self.rate[k],
+                   max(1.0, routes[k][2] * burst_s) if k not in self.spill else 0.0) for k in by_accuracy[a]]
+            for a in sorted(by_accuracy, reverse=True)]
         # when each tier's buckets were last refilled (a pick that looks at a tier refills all of it)
         self.filled_at: list[float | None] = [None] * len(self.tiers)
+        self.picks = 0  # picks so far: a slot's `use` holds for the pick numbered its `asked`
 
     @property
     def weights(self) -> dict[K, float]:
         """The routes with a planned share and their weights (spill routes are not here)."""
         return self.weighted.weights
 
+    @property
+    def tokens(self) -> dict[K, float]:
+        """Each route's tokens as of the last pick that looked at its tier."""
+        return {slot.key: slot.tokens for tier in self.tiers for slot in tier}
+
     def pick_at(self, now: float, eligible: Callable[[K], bool] | None = None,
                 budget_use: Callable[[K], float] | None = None) -> K | None:
-        tokens, rate, size, filled_at = self.tokens, self.rate, self.size, self.filled_at
-        uses: dict[K, float] = {}  # budget_use per key, asked at most once per pick
-        without_token: list[list[tuple[K, float]]] = []
+        filled_at = self.filled_at
+        self.picks += 1
+        without_token: list[list[_Slot[K]]] = []
         for i, tier in enumerate(self.tiers):
-            with_token: list[tuple[K, float]] = []
-            no_token: list[tuple[K, float]] = []
+            with_token: list[_Slot[K]] = []
+            no_token: list[_Slot[K]] = []
             last = filled_at[i]
             if last is None or now > last:
                 filled_at[i] = now
             if last is not None and now > last:  # refill the tier's buckets
                 dt = now - last
-                for kw in tier:
-                    k = kw[0]
-                    t = tokens[k] + rate[k] * dt
-                    if t > size[k]:
-                        t = size[k]
-                    tokens[k] = t
-                    if eligible is not None and not eligible(k):
+                for slot in tier:
+                    t = slot.tokens + slot.rate * dt
+                    if t > slot.size:
+                        t = slot.size
+                    slot.tokens = t
+                    if eligible is not None and not eligible(slot.key):
                         continue
-                    (with_token if t >= 1.0 else no_token).append(kw)
+                    (with_token if t >= 1.0 else no_token).append(slot)
             else:
-                for kw in tier:
-                    k = kw[0]
-                    if eligible is not None and not eligible(k):
+                for slot in tier:
+                    if eligible is not None and not eligible(slot.key):
                         continue
-                    (with_token if tokens[k] >= 1.0 else no_token).append(kw)
+                    (with_token if slot.tokens >= 1.0 else no_token).append(slot)
             if with_token:
-                best = self._round_robin(with_token, budget_use, uses, ON_TIME_USE)
+                best = self._round_robin(with_token, budget_use, ON_TIME_USE)
                 if best is not None:
-                    tokens[best] -= 1.0
-                    return best
+                    best.tokens -= 1.0
+                    return best.key
             if budget_use is not None and no_token:  # spare time, before a less accurate tier's flow
-                best = self._round_robin(no_token, budget_use, uses, SPARE_USE)
+                best = self._round_robin(no_token, budget_use, SPARE_USE)
                 if best is not None:
-                    return best
+                    return best.key
                 without_token.append(no_token)
-        for tier in reversed(without_token):  # past every flow and spare time: the fastest on time
-            best = self._round_robin(tier, budget_use, uses, ON_TIME_USE)
+        for candidates in reversed(without_token):  # past every flow and spare time: the fastest on time
+            best = self._round_robin(candidates, budget_use, ON_TIME_USE)
             if best is not None:
-                return best
+                return best.key
         return self.weighted.pick(eligible)
 
-    def _round_robin(self, candidates: list[tuple[K, float]], budget_use: Callable[[K], float] | None,
-                     uses: dict[K, float], limit: float) -> K | None:
-        """Smooth weighted round-robin over (key, weight) `candidates`. With `budget_use`, a
-        winner whose use (cached in `uses`) is over `limit` leaves the candidates and the next
-        is asked (so `budget_use` is asked of as few keys as possible); the credit moves for the
-        candidates left. None when all are turned down (or there are none)."""
+    def _use(self, slot: "_Slot[K]", budget_use: Callable[[K], float]) -> float:
+        """`budget_use` of the slot's route, asked at most once per pick."""
+        if slot.asked != self.picks:
+            slot.use = budget_use(slot.key)
+            slot.asked = self.picks
+        return slot.use
+
+    def _round_robin(self, candidates: "list[_Slot[K]]", budget_use: Callable[[K], float] | None,
+                     limit: float) -> "_Slot[K] | None":
+        """Smooth weighted round-robin over `candidates`. With `budget_use`, a winner whose use is
+        over `limit` leaves the candidates and the next is asked (so `budget_use` is asked of as
+        few routes as possible); the credit moves for the candidates left. None when all are
+        turned down (or there are none)."""
         if not candidates:
             return None
-        credit = self.credit
-        cs = [credit[k] + w for k, w in candidates]
-        best = cs.index(max(cs))  # the first key wins ties
-        if budget_use is not None:
-            k = candidates[best][0]
-            u = uses.get(k)
-            if u is None:
-                u = uses[k] = budget_use(k)
-            if not u <= limit:
-                return self._turned_down(candidates, cs, best, budget_use, uses, limit)
+        best = candidates[0]
+        best_credit = best.credit + best.weight
+        for slot in candidates:
+            c = slot.credit + slot.weight
+            if c > best_credit:  # strict: the first wins ties
+                best, best_credit = slot, c
+        if budget_use is not None and not self._use(best, budget_use) <= limit:
+            return self._turned_down(candidates, best, budget_use, limit)
         total = 0.0
-        for k, w in candidates:
-            credit[k] += w
-            total += w
-        k = candidates[best][0]
-        credit[k] -= total
-        return k
+        for slot in candidates:
+            slot.credit += slot.weight
+            total += slot.weight
+        best.credit -= total
+        return best
 
-    def _turned_down(self, candidates: list[tuple[K, float]], cs: list[float], first: int,
-                     budget_use: Callable[[K], float], uses: dict[K, float], limit: float) -> K | None:
-        """`_round_robin` once its first winner (index `first`, `cs` the credits it won by) is
-        turned down: the others are asked most credit first (ties in order), as they would win
-        with the turned-down ones left out."""
-        credit = self.credit
-        turned_down = {first}
-        for best in sorted(range(len(cs)), key=cs.__getitem__, reverse=True)[1:]:
-            k = candidates[best][0]
-            u = uses.get(k)
-            if u is None:
-                u = uses[k] = budget_use(k)
-            if u <= limit:
+    def _turned_down(self, candidates: "list[_Slot[K]]", first: "_Slot[K]", budget_use: Callable[[K], float],
+                     limit: float) -> "_Slot[K] | None":
+        """`_round_robin` once its first winner is turned down: the others are asked most credit
+        first (ties in order), as they would win with the turned-down ones left out."""
+        order = sorted(range(len(candidates)), key=lambda i: candidates[i].credit + candidates[i].weight,
+                       reverse=True)
+        turned_down = {id(first)}
+        for i in order:
+            slot = candidates[i]
+            if slot is first:
+                continue
+            if self._use(slot, budget_use) <= limit:
                 total = 0.0
-                for i, (c, w) in enumerate(candidates):
-                    if i not in turned_down:
-                        credit[c] += w
-                        total += w
-                credit[k] -= total
-                return k
-            turned_down.add(best)
+                for c in candidates:
+                    if id(c) not in turned_down:
+                        c.credit += c.weight
+                        total += c.weight
+                slot.credit -= total
+                return slot
+            turned_down.add(id(slot))
         return None
+
+
+class _Slot(Generic[K]):
+    """One route in an `AccuracyFirst` tier: its round-robin weight in the tier, token bucket
+    (rate, size, tokens) and credit, and its `budget_use` in the pick numbered `asked`."""
+
+    __slots__ = ("key", "weight", "rate", "size", "tokens", "credit", "use", "asked")
+
+    def __init__(self, key: K, weight: float, rate: float, size: float):
+        self.key = key
+        self.weight = weight
+        self.rate = rate
+        self.size = size
+        self.tokens = size  # a bucket starts full
+        self.credit = 0.0
+        self.use = 0.0
+        self.asked = 0
 
 
 class DeviceHealth:
