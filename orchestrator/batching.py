@@ -40,7 +40,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 from orchestrator.profiles import ProfileRecord
 
@@ -67,13 +67,19 @@ class Queued(Protocol):
     def serve_late(self) -> bool: ...
 
 
-class Decision(NamedTuple):
-    """What a policy decided (immutable; a named tuple because one is built per call: the hot
-    paths build it positionally, which is faster)."""
+class Decision:
+    """What a policy decided (read-only by convention; one is built per call, so a plain class
+    with slots: compiled, mypyc builds it without a Python-level constructor)."""
 
-    send: tuple[int, ...] = ()  # ids of one batch to send now, in batch order
-    drop: tuple[int, ...] = ()  # ids to answer at once with a deadline-miss result
-    wake_at: float | None = None  # call decide again at this time (None: on the next arrival/completion)
+    __slots__ = ("send", "drop", "wake_at")
+
+    def __init__(self, send: tuple[int, ...] = (), drop: tuple[int, ...] = (), wake_at: float | None = None):
+        self.send = send  # ids of one batch to send now, in batch order
+        self.drop = drop  # ids to answer at once with a deadline-miss result
+        self.wake_at = wake_at  # call decide again at this time (None: on the next arrival/completion)
+
+    def __repr__(self) -> str:
+        return f"Decision(send={self.send!r}, drop={self.drop!r}, wake_at={self.wake_at!r})"
 
 
 _NOTHING = Decision()
@@ -251,6 +257,21 @@ class _CostTable(dict):
         return c
 
 
+def _arrival(r: Queued) -> float:
+    return r.arrival_s
+
+
+def _earliest_arrival(requests: list[Queued], start: int) -> float:
+    """The earliest arrival among ``requests[start:]`` (a function, not a generator in `decide`:
+    compiled, a generator there would cost every call an allocation)."""
+    earliest = math.inf
+    for i in range(start, len(requests)):
+        a = requests[i].arrival_s
+        if a < earliest:
+            earliest = a
+    return earliest
+
+
 class ProteusPolicy:
     """Deadline-aware adaptive batching after Proteus (ASPLOS'24).
 
@@ -328,7 +349,7 @@ class ProteusPolicy:
 
         cap = self.batch_cap
         if late:  # already late: send now, topped up with feasible requests the batch still serves in time
-            late.sort(key=lambda r: r.arrival_s)
+            late.sort(key=_arrival)
             batch = [r.id for r in late[:cap]]
             if feasible and len(batch) < cap:
                 d0 = keys[h][0]
@@ -368,7 +389,7 @@ class ProteusPolicy:
             return Decision(send=tuple(ids), drop=drop)
         send_by = d0 - cost[best] * self.hold_factor  # hold while the batch could run hold_factor x slower
         if self.max_hold_s is not None:
-            send_by = min(send_by, min(r.arrival_s for r in timed[h:]) + self.max_hold_s)
+            send_by = min(send_by, _earliest_arrival(timed, h) + self.max_hold_s)
         if now + EPS_S >= send_by:
             return Decision(tuple([r.id for r in timed[h:]]), drop)
         return Decision((), drop, send_by if wake is None or send_by < wake else wake)

@@ -581,7 +581,8 @@ class _Simulation:
         queue = route.queue
         while True:
             start = route.start_s
-            send, drop, wake = policy.decide(queue, now, route.in_flight < route.max_in_flight, start)
+            decision = policy.decide(queue, now, route.in_flight < route.max_in_flight, start)
+            send, drop, wake = decision.send, decision.drop, decision.wake_at
             if drop:
                 status = self.status
                 finish = self.finish
