@@ -358,6 +358,7 @@ class _Simulation:
         self.initial_demand = initial_demand  # None: the trace's rate over its first seconds
         self.duration_s = duration_s if duration_s is not None else math.ceil(trace.duration_s)
         self.rng = random.Random(self.cfg.seed)
+        self.gauss_next: float | None = None  # `_gauss`'s second draw, kept for its next call
         self.stats = SimStats()
         self.solved: dict[tuple, Plan] = {}  # (demand, current placements) -> reproducible plan, this run
         self.heap: list = []
@@ -648,8 +649,20 @@ class _Simulation:
         service = route.median_s[b]
         sigma = route.sigma[b]
         if sigma > 0:
-            service *= math.exp(sigma * self.rng.gauss(0.0, 1.0))
+            service *= math.exp(sigma * self._gauss())
         return service
+
+    def _gauss(self) -> float:
+        """A standard normal draw: `random.Random.gauss(0, 1)` (Box-Muller, two draws per pair of
+        uniforms; the same numbers from the same seed), written out so that it is compiled too."""
+        z = self.gauss_next
+        self.gauss_next = None
+        if z is None:
+            x2pi = self.rng.random() * (2.0 * math.pi)
+            g2rad = math.sqrt(-2.0 * math.log(1.0 - self.rng.random()))
+            z = math.cos(x2pi) * g2rad
+            self.gauss_next = math.sin(x2pi) * g2rad
+        return z
 
     def _start(self, route: _Route, batch: list, sent_at: float, now: float) -> None:
         dev = route.device

@@ -218,3 +218,15 @@ def test_calibration_learns_batch_times_not_the_hold_the_policy_chooses():
     batch_of_one_ms = route.median_s[1] * 1000
     assert np.median(o.latency_ms) > 1.5 * batch_of_one_ms  # held: answered well after its batch could have been
     assert 0.7 < route.calibration.ratio < 1.1  # p50 service against the p95 model
+
+
+def test_service_time_noise_draws_are_random_gauss_from_the_seed():
+    """The simulator's own normal draws (written out so they compile) are `random.gauss`'s."""
+    import random
+
+    from orchestrator.simulator import _Simulation
+
+    _, sim = small(seed=5)
+    run = _Simulation(sim, constant(1.0, duration=2.0), "milp", None, None)
+    reference = random.Random(5)
+    assert [run._gauss() for _ in range(101)] == [reference.gauss(0.0, 1.0) for _ in range(101)]
