@@ -28,6 +28,7 @@ from orchestrator.controlplane.demand import DemandTracker
 from orchestrator.controlplane.executor import ApplyBusy, ApplyFailed
 from orchestrator.controlplane.service import ControlPlane
 from orchestrator.errors import UserError
+from orchestrator.plan import Plan
 
 log = logging.getLogger("orchestrator.controller")
 
@@ -46,6 +47,8 @@ class Controller:
         self.tracker = DemandTracker(cp.config.estimator)
         self._misses: dict[str, deque[tuple[int, int]]] = {}  # family -> (misses, arrivals) per second
         self._live: dict[str, bool] | None = None
+        self._capacity_plan: Plan | None = None  # the plan `_capacity_of` (family -> capacity) is for
+        self._capacity_of: dict[str, float] = {}
         self.headroom: dict[str, float] = {}  # family -> factor over the estimate (grows on misses)
         self.miss_family = ""  # the family the last miss-triggered reason names
         self.demand_rose = False  # whether the last demand-triggered reason was a rise
@@ -126,6 +129,9 @@ class Controller:
             return
         plan = self.cp.plan
         acc = {v.name: v.accuracy for v in self.cp.catalog.variants.values()}
+        if plan is not self._capacity_plan:
+            self._capacity_plan, self._capacity_of = plan, {}
+        capacity_of = self._capacity_of
         history = []
         for fs in rows:
             self.tracker.observe(fs.family, fs.second, fs.arrivals)
@@ -138,16 +144,22 @@ class Controller:
                 served_acc = sum(acc.get(v, 0.0) * n for v, n in fs.served.items())
                 mean_acc = served_acc / fs.completions if fs.completions else 0.0
                 eff = mean_acc * fs.met / fs.arrivals if fs.arrivals else 0.0
-            capacity = 0.0
-            if plan is not None:
-                fam_variants = {v.name for v in self.cp.catalog.families().get(fs.family, [])}
-                capacity = sum(p.capacity_rps for p in plan.placements if p.variant in fam_variants)
+            capacity = capacity_of.get(fs.family)
+            if capacity is None:
+                capacity = capacity_of[fs.family] = self._capacity(plan, fs.family)
             history.append({"second": fs.second, "family": fs.family, "arrivals": fs.arrivals,
                             "estimate": self.tracker.estimate(fs.family) or 0.0, "capacity": round(capacity, 3),
                             "completions": fs.completions, "met": fs.met, "misses": misses,
                             "effective_accuracy": round(eff, 3), "plan_version": plan.version if plan else None,
                             "mix": fs.served})
         self.cp.store.record_history(history)
+
+    def _capacity(self, plan: Plan | None, family: str) -> float:
+        """Requests/s the plan's placements of the family's variants serve at most."""
+        if plan is None:
+            return 0.0
+        variants = {v.name for v in self.cp.catalog.families().get(family, [])}
+        return sum(p.capacity_rps for p in plan.placements if p.variant in variants)
 
     def _health_change(self) -> str | None:
         live = {}
