@@ -242,19 +242,23 @@ class LatencyModel:
         return cls({r.batch_size: getattr(r, f"{percentile}_ms") for r in chosen})
 
 
-class _CostTable(dict):
-    """Batch size -> predicted seconds + slack of one latency model, filled on first use."""
+class _CostTable:
+    """Batch size -> predicted seconds + slack of one latency model (`at`), filled on first use."""
+
+    __slots__ = ("model", "slack_s", "revision", "known", "_costs")
 
     def __init__(self, model: LatencyModel, slack_s: float):
-        super().__init__()
         self.model = model
         self.slack_s = slack_s
         self.revision = model.revision
         self.known = model.known
+        self._costs: list[float] = []  # index: batch size (0 unused)
 
-    def __missing__(self, batch_size: int) -> float:
-        c = self[batch_size] = self.model.seconds(batch_size) + self.slack_s
-        return c
+    def at(self, batch_size: int) -> float:
+        costs = self._costs
+        while len(costs) <= batch_size:
+            costs.append(self.model.seconds(len(costs)) + self.slack_s if costs else 0.0)
+        return costs[batch_size]
 
 
 def _arrival(r: Queued) -> float:
@@ -328,7 +332,7 @@ class ProteusPolicy:
         cost = self._costs  # predicted seconds + slack per batch size, for the model's current points
         if cost.revision != self.model.revision or cost.model is not self.model or cost.slack_s != self.slack_s:
             cost = self._costs = _CostTable(self.model, self.slack_s)
-        cost1 = cost[1]
+        cost1 = cost.at(1)
         t0 = now if start_s is None or start_s <= now else start_s  # when a batch sent now would start running
         # Requests that cannot make their deadline even alone are a prefix of the deadline order.
         n = len(timed)
@@ -355,7 +359,7 @@ class ProteusPolicy:
                 d0 = keys[h][0]
                 extra = 0
                 while len(batch) + extra < cap and extra < feasible and \
-                        t0 + cost[len(batch) + extra + 1] <= d0 + EPS_S:
+                        t0 + cost.at(len(batch) + extra + 1) <= d0 + EPS_S:
                     extra += 1
                 batch += [r.id for r in timed[h:h + extra]]
             return Decision(send=tuple(batch), drop=drop, wake_at=wake)
@@ -373,7 +377,7 @@ class ProteusPolicy:
 
         d0 = keys[h][0]  # the binding (earliest) deadline
         most = cap if cap < feasible else feasible
-        if self.pass_over and not d0 < t0 + cost[most] - EPS_S:  # the usual case: the `most` most urgent all fit
+        if self.pass_over and not d0 < t0 + cost.at(most) - EPS_S:  # the usual case: the `most` most urgent all fit
             best, start = most, 0
         else:
             best, start = self._largest_batch(keys, h, n, t0, cost)
@@ -382,12 +386,12 @@ class ProteusPolicy:
         # Every feasible request fits and there is room for more.
         if no_deadline:  # requests without a deadline would rather go now: fill up and send
             fill = best
-            while fill < cap and fill - best < len(no_deadline) and t0 + cost[fill + 1] <= d0 + EPS_S:
+            while fill < cap and fill - best < len(no_deadline) and t0 + cost.at(fill + 1) <= d0 + EPS_S:
                 fill += 1
             ids = [r.id for r in timed[h:]]
             ids += islice(no_deadline, fill - best)
             return Decision(send=tuple(ids), drop=drop)
-        send_by = d0 - cost[best] * self.hold_factor  # hold while the batch could run hold_factor x slower
+        send_by = d0 - cost.at(best) * self.hold_factor  # hold while the batch could run hold_factor x slower
         if self.max_hold_s is not None:
             send_by = min(send_by, _earliest_arrival(timed, h) + self.max_hold_s)
         if now + EPS_S >= send_by:
@@ -405,12 +409,12 @@ class ProteusPolicy:
         if not self.pass_over:
             d0 = keys[lo][0]
             best = 1
-            while best < n and now + cost[best + 1] <= d0 + EPS_S:
+            while best < n and now + cost.at(best + 1) <= d0 + EPS_S:
                 best += 1
             return best, 0
         for b in range(n, 0, -1):
             # (x,) sorts before every key whose deadline is >= x: a bisect on the deadlines alone
-            start = bisect.bisect_left(keys, (now + cost[b] - EPS_S,), lo, hi) - lo
+            start = bisect.bisect_left(keys, (now + cost.at(b) - EPS_S,), lo, hi) - lo
             if count - start >= b:
                 return b, start
         return 1, 0

@@ -37,6 +37,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -107,7 +108,7 @@ class _Job:
 
     __slots__ = ("route", "batch", "sent_at", "work_s", "version")
 
-    def __init__(self, route: "_Route", batch: list, sent_at: float, work_s: float):
+    def __init__(self, route: "_Route", batch: "list[_Req]", sent_at: float, work_s: float):
         self.route = route
         self.batch = batch
         self.sent_at = sent_at
@@ -150,7 +151,8 @@ class _Route:
 
     __slots__ = ("key", "device", "variant_index", "device_index", "policy", "queue", "in_flight",
                  "max_in_flight", "lanes", "median_s", "sigma", "wake_at", "retired", "placement", "flight",
-                 "start_s", "last_done", "model", "calibration", "running", "waiting", "others", "predicted_s")
+                 "start_s", "last_done", "model", "calibration", "running", "waiting", "others", "predicted_s",
+                 "batch_cap", "seconds")
 
     def __init__(self, key: tuple[str, str], device: _Device, variant_index: int, device_index: int,
                  placement: Placement, policy: Policy, model: LatencyModel, max_in_flight: int, lanes: int,
@@ -159,6 +161,8 @@ class _Route:
         self.placement = placement
         self.policy = policy
         self.model = model
+        self.seconds = model.seconds  # batch size -> predicted seconds (bound once: asked per request)
+        self.batch_cap: int = getattr(policy, "batch_cap", 1)  # the policy's (kept equal at each plan)
         self.max_in_flight = max_in_flight  # batches sent and not answered, at most
         self.lanes = lanes  # of those, running at once (Triton instances)
         self.median_s = median_s  # per batch size 0..cap: service time's median (seconds)
@@ -176,7 +180,7 @@ class _Route:
         self.calibration = Calibration()  # actual / predicted batch time lately, as the shim's worker
         self.predicted_s: dict[int, float] = {}  # id(batch) -> its predicted time when sent (for calibration)
         self.running = 0  # batches of this route running on the device (at most `lanes`)
-        self.waiting: deque = deque()  # (batch, sent_at) sent while every lane was busy
+        self.waiting: deque[tuple[list[_Req], float]] = deque()  # (batch, sent_at) sent while every lane was busy
         self.others: tuple[_Route, ...] = ()  # the device's other routes, in its order (`_Device.routes_changed`)
 
 
@@ -476,6 +480,7 @@ class _Simulation:
                 cap = self._cap(p)
                 if hasattr(old.policy, "batch_cap"):
                     old.policy.batch_cap = cap
+                    old.batch_cap = cap
                 routes[key] = old
             else:
                 routes[key] = self._new_route(p, plan)
@@ -520,8 +525,8 @@ class _Simulation:
         def budget_use(k: int) -> float:
             route = routes[k]
             now = self.arrival_s
-            by = answer_by(now, len(route.queue), getattr(route.policy, "batch_cap", 1), route.model.seconds,
-                           route.flight.seconds(now), _busy_others(route))
+            by = answer_by(now, len(route.queue), route.batch_cap, route.seconds, route.flight.seconds(now),
+                           _busy_others(route))
             return route.calibration.budget_use(now, by, self.limit_s)
         return budget_use
 
@@ -595,7 +600,7 @@ class _Simulation:
                     self.served_by[rid] = route.variant_index
                     self.served_on[rid] = route.device_index
             if send:
-                batch = [queue.pop(rid) for rid in send]
+                batch = [cast(_Req, queue.pop(rid)) for rid in send]  # the simulator queues only _Req
                 route.in_flight += 1
                 finish_at = (start if start is not None and start > now else now) + route.model.seconds(len(batch))
                 route.flight.add(id(batch), finish_at)
@@ -615,7 +620,7 @@ class _Simulation:
                         self.soonest_moved = wake
             return
 
-    def _submit(self, route: _Route, batch: list, now: float) -> None:
+    def _submit(self, route: _Route, batch: list[_Req], now: float) -> None:
         self.stats.batches += 1
         if route.running < route.lanes:
             self._start(route, batch, now, now)
@@ -664,7 +669,7 @@ class _Simulation:
             self.gauss_next = math.sin(x2pi) * g2rad
         return z
 
-    def _start(self, route: _Route, batch: list, sent_at: float, now: float) -> None:
+    def _start(self, route: _Route, batch: list[_Req], sent_at: float, now: float) -> None:
         dev = route.device
         self._share(dev, now)
         if route.running == 0:
@@ -673,7 +678,7 @@ class _Simulation:
         dev.running.append(_Job(route, batch, sent_at, self._service_s(route, len(batch))))
         self._reschedule(dev, now)
 
-    def _done(self, payload, now: float) -> None:
+    def _done(self, payload: tuple[_Job, int], now: float) -> None:
         job, version = payload
         if version != job.version:
             return  # rescheduled since: a newer event stands for it
