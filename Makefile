@@ -14,12 +14,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Debian packages the tests use, installed when missing (needs root): chromium + chromedriver for the
-# web UI's browser test, docker-compose (client only) to validate deploy/ compose files.
+# web UI's browser test, docker-compose (client only) to validate deploy/ compose files, gcc for
+# `make compile`.
 system-deps:
-	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v docker-compose >/dev/null; then :; \
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v docker-compose >/dev/null \
+		&& command -v gcc >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ]; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver docker-compose >/dev/null; \
-	else echo "install Debian's chromium, chromium-driver and docker-compose (sudo apt-get install chromium chromium-driver docker-compose)"; exit 1; fi
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver docker-compose gcc >/dev/null; \
+	else echo "install Debian's chromium, chromium-driver, docker-compose and gcc (sudo apt-get install chromium chromium-driver docker-compose gcc)"; exit 1; fi
 
 demo: $(STAMP)
 	$(BIN)/orchestrator demo
