@@ -119,6 +119,10 @@ def build() -> int:
     import subprocess
     import time
 
+    from orchestrator.errors import UserError
+
+    if importlib.util.find_spec("mypyc") is None:
+        raise UserError("`orchestrator compile` needs mypy, which holds mypyc: pip install -e '.[dev]'")
     clean()
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
     log = BUILD_DIR / "build.log"
@@ -140,7 +144,8 @@ def build() -> int:
                                 stderr=subprocess.STDOUT).returncode
     if status != 0 or not all(_extensions(m) for m in MODULES):
         lines = log.read_text(errors="replace").splitlines()
-        errors = [ln for ln in lines if ": error:" in ln] or lines[-15:]
+        # mypy's "file:line: error: ..." lines, or the compiler's "error: ..." ones (not a traceback)
+        errors = [ln for ln in lines if ": error:" in ln or ln.startswith("error:")] or lines[-3:]
         print("\n".join(errors), file=sys.stderr)
         print(f"compile failed (exit {status}); the sources run. Full log: {log.relative_to(ROOT)}", file=sys.stderr)
         clean()

@@ -123,3 +123,23 @@ def test_a_build_older_than_its_sources_is_not_run(tmp_path):
     backlog.write_text(backlog.read_text().replace("\n# edited after the build\n", ""))
     (routing, _, stale), err = probe_run()
     assert routing.endswith(".so") and stale == "[]"
+
+
+def test_a_failed_build_names_the_error_and_leaves_the_sources_running(tmp_path):
+    """A type error in a compiled module: the build stops with mypy's line for it, exits non-zero
+    and leaves no extension behind (a copy of the package, built in place)."""
+    copy = tmp_path / "orchestrator"
+    shutil.copytree(ROOT / "orchestrator", copy,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.so", "native-sources.json"))
+    routing = copy / "routing.py"
+    routing.write_text(routing.read_text() + "\n\nNOT_A_NUMBER: int = 'seven'\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", "import sys; from orchestrator import native; sys.exit(native.build())"],
+                          env=env, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode != 0
+    assert "orchestrator/routing.py:" in done.stderr and "error: Incompatible types" in done.stderr
+    assert "compile failed" in done.stderr and "Traceback" not in done.stderr
+    assert not list(copy.glob("*.so")) and not (copy / "native-sources.json").exists()
+    probe = subprocess.run([sys.executable, "-c", "import orchestrator.routing as r; print(r.__file__)"], env=env,
+                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert probe.stdout.strip() == str(routing)
