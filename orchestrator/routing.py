@@ -113,11 +113,6 @@ class AccuracyFirst(Generic[K]):
         """The routes with a planned share and their weights (spill routes are not here)."""
         return self.weighted.weights
 
-    @property
-    def tokens(self) -> dict[K, float]:
-        """Each route's tokens as of the last pick that looked at its tier."""
-        return {slot.key: slot.tokens for tier in self.tiers for slot in tier}
-
     def pick_at(self, now: float, eligible: Callable[[K], bool] | None = None,
                 budget_use: Callable[[K], float] | None = None) -> K | None:
         filled_at = self.filled_at

@@ -102,7 +102,6 @@ class RecentPeak:
     name = "peak"
 
     def __init__(self, window_s: int = 300, smooth_s: int = 3):
-        self.window_s = window_s
         self.smooth_s = smooth_s
         self.samples: deque[tuple[int, float]] = deque(maxlen=window_s)
         self._count = 0  # samples observed, ever (the index of the newest)
