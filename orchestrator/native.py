@@ -63,14 +63,15 @@ def built_files() -> list[Path]:
 def stale_sources() -> list[str]:
     """Sources (paths relative to the checkout) that differ from what the build compiled; empty
     when there is no build."""
-    if not any(_extensions(m) for m in MODULES):
+    present = {m: bool(_extensions(m)) for m in MODULES}  # (runs at every package import: look once)
+    if not any(present.values()):
         return []
     try:
         built = json.loads(SOURCES_FILE.read_text())
     except (OSError, ValueError):
         built = {}
     return [str(source_path(m).relative_to(ROOT)) for m in MODULES
-            if not _extensions(m) or built.get(m) != _digest(source_path(m))]
+            if not present[m] or built.get(m) != _digest(source_path(m))]
 
 
 class _SourceFinder(importlib.abc.MetaPathFinder):
