@@ -22,7 +22,7 @@ import tritonclient.grpc as grpcclient
 
 from orchestrator.catalog import Catalog
 from orchestrator.profiler import make_batch
-from orchestrator.triton.control import InstanceConfig, ModelControl
+from orchestrator.triton.control import InstanceConfig
 from orchestrator.triton.embedded import EmbeddedServer
 
 
@@ -72,7 +72,7 @@ def main() -> int:
     session = ort.InferenceSession(str(repo / args.variant / "1" / "model.onnx"), so, providers=["CPUExecutionProvider"])
     totals = {"onnxruntime": [0, 0.0], "triton": [0, 0.0]}
     with EmbeddedServer(repo, name="bench", threads=args.threads) as server:
-        ModelControl(server.grpc_url, model_repository=repo).load(
+        server.control(repo).load(
             args.variant, InstanceConfig(kind="cpu", count=1, threads=args.threads))
         run_ort(session, batch, 1.0)  # warm-up both sides
         run_triton(server.grpc_url, args.variant, batch, variant.inputs, 1.0)

@@ -15,7 +15,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from orchestrator.errors import UserError
-from orchestrator.triton.control import InstanceConfig, ModelControl
+from orchestrator.triton.control import InstanceConfig
 from orchestrator.triton.embedded import EmbeddedServer
 
 
@@ -51,7 +51,7 @@ def test_triton_answers_equal_onnxruntime(server, onnxruntime_session, batch):
 
 
 def test_default_config_is_the_cpu_one(server, resnet18_repo):
-    ctl = ModelControl(server.grpc_url, model_repository=resnet18_repo)
+    ctl = server.control(resnet18_repo)
     try:
         config = ctl.model_config("resnet18")
     finally:
@@ -64,7 +64,7 @@ def test_default_config_is_the_cpu_one(server, resnet18_repo):
 def test_requests_batched_by_triton_are_split_back_per_request(resnet18_repo, onnxruntime_session):
     """Several requests in one execute() call: one onnxruntime run, each request gets its own rows."""
     with EmbeddedServer(resnet18_repo, name="export-batching") as srv:
-        ctl = ModelControl(srv.grpc_url, model_repository=resnet18_repo)
+        ctl = srv.control(resnet18_repo)
         try:
             # a long queue delay makes Triton gather the three requests below into one batch
             ctl.load("resnet18", InstanceConfig(kind="cpu", count=1, threads=1, queue_delay_us=2_000_000))
@@ -96,7 +96,7 @@ def test_gpu_config_is_refused_where_onnxruntime_has_no_cuda(resnet18_repo):
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this onnxruntime has CUDA")
     with EmbeddedServer(resnet18_repo, name="export-gpu") as srv:
-        ctl = ModelControl(srv.grpc_url, model_repository=resnet18_repo)
+        ctl = srv.control(resnet18_repo)
         try:
             with pytest.raises(UserError, match="KIND_GPU"):
                 ctl.load("resnet18", InstanceConfig(kind="gpu", config_name="gpu"))

@@ -15,7 +15,7 @@ from tritonclient.utils import InferenceServerException
 
 from orchestrator.cluster import Cluster
 from orchestrator.errors import UserError
-from orchestrator.triton.control import InstanceConfig, ModelControl
+from orchestrator.triton.control import InstanceConfig
 from orchestrator.triton.embedded import EmbeddedServer
 from orchestrator.triton.gpu import gpu_inventory
 from orchestrator.triton.remote import RemoteServer
@@ -47,8 +47,8 @@ def test_two_embedded_servers_serve_different_variants_at_once(model_repo):
     with EmbeddedServer(model_repo, name="a", load=["resnet18"]) as a, \
             EmbeddedServer(model_repo, name="b", load=["resnet34"]) as b:
         assert a.http_port != b.http_port and a.shm_prefix != b.shm_prefix
-        assert ModelControl(a.grpc_url).loaded() == {"resnet18": "1"}
-        assert ModelControl(b.grpc_url).loaded() == {"resnet34": "1"}
+        assert a.control().loaded() == {"resnet18": "1"}
+        assert b.control().loaded() == {"resnet34": "1"}
         pgids = [a.pid, b.pid]
 
         def call(server, model):
@@ -73,7 +73,7 @@ def test_two_embedded_servers_serve_different_variants_at_once(model_repo):
 
 def test_override_with_two_cpu_instances_then_unload(model_repo):
     with EmbeddedServer(model_repo, name="inst") as server:
-        ctl = ModelControl(server.grpc_url, model_repository=model_repo)
+        ctl = server.control(model_repo)
         config = ctl.load("resnet18", InstanceConfig(kind="cpu", count=2, threads=1))
         assert [(g["kind"], g["count"]) for g in config["instance_group"]] == [("KIND_CPU", 2)]
         assert config["parameters"]["intra_op_threads"]["string_value"] == "1"
@@ -136,7 +136,7 @@ def test_corrupt_model_fails_to_load_and_other_models_stay_loaded(model_repo, tm
     for cfg in [repo / "broken" / "config.pbtxt", *(repo / "broken" / "configs").glob("*.pbtxt")]:
         cfg.write_text(cfg.read_text().replace('"resnet18"', '"broken"'))
     with EmbeddedServer(repo, name="corrupt", load=["resnet18"]) as server:
-        ctl = ModelControl(server.grpc_url, model_repository=repo)
+        ctl = server.control(repo)
         with pytest.raises(UserError, match="load of 'broken' failed") as err:
             ctl.load("broken", InstanceConfig())
         assert "\n" not in str(err.value)

@@ -19,6 +19,14 @@ from google.protobuf import json_format, text_format
 
 from orchestrator.errors import UserError
 
+# The header that carries the key of a server's restricted APIs (model control). Triton expects
+# it as this name over HTTP and as `triton-grpc-protocol-<name>` in gRPC metadata (lower case).
+CONTROL_KEY_HEADER = "orchestrator-control-key"
+GRPC_HEADER_PREFIX = "triton-grpc-protocol-"
+# A remote Triton started with `--http-restricted-api=model-repository:orchestrator-control-key=K`
+# (and the gRPC equivalent) is controlled with K taken from this variable (docs/deploy.md).
+CONTROL_KEY_ENV = "ORCHESTRATOR_TRITON_KEY"
+
 THREADS_PARAMETER = "intra_op_threads"  # read by our python-backend model.py
 ORT_BACKEND_THREADS_PARAMETER = "intra_op_thread_count"  # read by Triton's onnxruntime backend
 
@@ -90,11 +98,23 @@ def one_line(message: str) -> str:
     return " ".join(head.split())
 
 
+def control_headers(control_key: str | None, protocol: str) -> dict[str, str]:
+    """The header that opens a server's restricted APIs with `control_key`, for `protocol`."""
+    if not control_key:
+        return {}
+    return {(GRPC_HEADER_PREFIX if protocol == "grpc" else "") + CONTROL_KEY_HEADER: control_key}
+
+
 class ModelControl:
-    """Load/unload/inspect models on one Triton server (gRPC by default)."""
+    """Load/unload/inspect models on one Triton server (gRPC by default).
+
+    `control_key` goes with every call, as the header Triton checks on a server whose
+    model-repository API is restricted (`--http-restricted-api` / `--grpc-restricted-protocol`;
+    embedded servers always are).
+    """
 
     def __init__(self, url: str, protocol: str = "grpc", model_repository: str | os.PathLike | None = None,
-                 name: str | None = None, timeout_s: float = 120.0):
+                 name: str | None = None, timeout_s: float = 120.0, control_key: str | None = None):
         if protocol not in ("grpc", "http"):
             raise UserError(f"protocol must be 'grpc' or 'http', not {protocol!r}")
         self.url = url
@@ -102,6 +122,7 @@ class ModelControl:
         self.model_repository = Path(model_repository) if model_repository else None
         self.name = name or url
         self.timeout_s = timeout_s
+        self.headers = control_headers(control_key, protocol)
         if protocol == "grpc":
             import tritonclient.grpc as client_module
         else:
@@ -111,7 +132,7 @@ class ModelControl:
 
     def _call(self, what: str, fn, *args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            return fn(*args, headers=self.headers, **kwargs)
         except self._errors as e:
             message = one_line(e.message() or str(e))
             if e.status() == "StatusCode.UNAVAILABLE":
@@ -128,7 +149,7 @@ class ModelControl:
     # -- health ----------------------------------------------------------------------------
     def is_live(self) -> bool:
         try:
-            return bool(self._client.is_server_live())
+            return bool(self._client.is_server_live(headers=self.headers))
         except Exception:
             return False
 
@@ -175,7 +196,7 @@ class ModelControl:
 
     def is_model_ready(self, model: str) -> bool:
         try:
-            return bool(self._client.is_model_ready(model))
+            return bool(self._client.is_model_ready(model, headers=self.headers))
         except Exception:
             return False
 

@@ -2,7 +2,10 @@
 
 It runs in explicit model-control mode (the orchestrator decides what is loaded), on chosen or
 free ports, optionally pinned to CPU cores, with a shared-memory prefix of its own so that several
-servers can share one machine. No process outlives its owner: the server runs in its own process
+servers can share one machine. It listens on one address only (loopback unless the cluster file
+names another), and its model-repository, logging, trace and shared-memory APIs are restricted
+to a key that only its owner holds (`control_key`): anyone who can reach the ports may run
+inference and read metadata, but only the control plane loads and unloads models. No process outlives its owner: the server runs in its own process
 group (stopped as a whole, python-backend stubs included), gets SIGTERM if the owning thread dies
 (PR_SET_PDEATHSIG: start servers from a long-lived thread), and every live server is stopped at exit.
 """
@@ -12,7 +15,9 @@ from __future__ import annotations
 import atexit
 import ctypes
 import json
+import ipaddress
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -26,7 +31,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from orchestrator.errors import UserError
+from orchestrator.names import check_name
 from orchestrator.triton.binary import find_triton
+from orchestrator.triton.control import CONTROL_KEY_HEADER, ModelControl, control_headers
+# The APIs only the key holder may call: model load/unload/index, and the three that write files
+# or map memory on the server's host (log file, trace file, shared-memory registration).
+RESTRICTED_APIS = "model-repository,logging,trace,shared-memory"
 
 _LIVE: set["EmbeddedServer"] = set()
 _LIVE_LOCK = threading.Lock()
@@ -42,8 +52,15 @@ def _stop_all_at_exit() -> None:
 atexit.register(_stop_all_at_exit)
 
 
-def port_is_free(port: int, host: str = "0.0.0.0") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on host:port now (SO_REUSEADDR, as tritonserver binds: a
+    port whose old connections sit in TIME_WAIT after a crash counts as free)."""
+    with socket.socket(_family(host), socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
@@ -51,13 +68,13 @@ def port_is_free(port: int, host: str = "0.0.0.0") -> bool:
     return True
 
 
-def free_ports(count: int) -> list[int]:
-    """`count` distinct ports that are free right now (the OS picks them)."""
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct ports on `host` that are free right now (the OS picks them)."""
     socks, ports = [], []
     try:
         for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
+            s = socket.socket(_family(host), socket.SOCK_STREAM)
+            s.bind((host, 0))
             socks.append(s)
             ports.append(s.getsockname()[1])
     finally:
@@ -87,18 +104,24 @@ class EmbeddedServer:
         cores: Iterable[int] = (),
         threads: int = 1,
         gpu: int | None = None,
+        host: str = "127.0.0.1",
         name: str = "triton",
         load: Iterable[str] = (),
         run_dir: str | os.PathLike | None = None,
         startup_timeout_s: float = 60.0,
         binary: str | None = None,
     ):
+        self.name = check_name(name, "embedded Triton server name")
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise UserError(f"{name}: the address to listen on must be an IP address, not {host!r}") from None
+        self.host = host
         self.model_repository = Path(model_repository).resolve()
         self.requested_http_port = http_port
         self.cores = tuple(cores)
         self.threads = threads
         self.gpu = gpu
-        self.name = name
         self.load_at_start = tuple(load)
         self.startup_timeout_s = startup_timeout_s
         self._binary = binary
@@ -108,19 +131,37 @@ class EmbeddedServer:
         self.log_path: Path | None = None
         self.http_port = self.grpc_port = self.metrics_port = 0
         self.shm_prefix = ""
+        self._control_key = ""
 
     # -- addresses -------------------------------------------------------------------------
     @property
+    def _connect_host(self) -> str:
+        """Where a client on this machine reaches the server (a wildcard bind is reached on loopback)."""
+        ip = ipaddress.ip_address(self.host)
+        if ip.is_unspecified:
+            return "127.0.0.1" if ip.version == 4 else "[::1]"
+        return f"[{self.host}]" if ip.version == 6 else self.host
+
+    @property
     def http_url(self) -> str:
-        return f"127.0.0.1:{self.http_port}"
+        return f"{self._connect_host}:{self.http_port}"
 
     @property
     def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+        return f"{self._connect_host}:{self.grpc_port}"
+
+    @property
+    def control_key(self) -> str:
+        """The key that opens this server run's restricted APIs (model control); made at each start."""
+        return self._control_key
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
+
+    def control(self, model_repository: str | os.PathLike | None = None) -> ModelControl:
+        """Model control of this server run (gRPC, with its key); close it when done."""
+        return ModelControl(self.grpc_url, "grpc", model_repository, name=self.name, control_key=self._control_key)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> "EmbeddedServer":
@@ -131,13 +172,15 @@ class EmbeddedServer:
         install = find_triton(self._binary)
         if self.requested_http_port is not None:
             ports = [self.requested_http_port + i for i in range(3)]
-            busy = [p for p in ports if not port_is_free(p)]
+            busy = [p for p in ports if not port_is_free(p, self.host)]
             if busy:
                 raise UserError(f"{self.name}: port {busy[0]} is already in use (http/grpc/metrics need {ports})")
         else:
-            ports = free_ports(3)
+            ports = free_ports(3, self.host)
         self.http_port, self.grpc_port, self.metrics_port = ports
         self.shm_prefix = f"orch_{self.name}_{uuid.uuid4().hex[:8]}_"
+        self._control_key = secrets.token_urlsafe(24)
+        restricted = f"{RESTRICTED_APIS}:{CONTROL_KEY_HEADER}={self._control_key}"
         run_dir = self._run_dir or Path(tempfile.mkdtemp(prefix=f"triton-{self.name}-"))
         run_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = run_dir / f"{self.name}.log"
@@ -146,9 +189,14 @@ class EmbeddedServer:
             f"--model-repository={self.model_repository}",
             f"--backend-directory={install.backend_dir}",
             "--model-control-mode=explicit",
+            f"--http-address={self.host}",
             f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}",
             f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.host}",
             f"--metrics-port={self.metrics_port}",
+            f"--http-restricted-api={restricted}",
+            f"--grpc-restricted-protocol={restricted}",
             "--exit-on-error=false",
             "--strict-readiness=false",
             "--exit-timeout-secs=5",
@@ -197,7 +245,8 @@ class EmbeddedServer:
         """True once the models asked for at start-up are no longer loading."""
         if not self.load_at_start:
             return True
-        req = urllib.request.Request(f"http://{self.http_url}/v2/repository/index", data=b"{}", method="POST")
+        req = urllib.request.Request(f"http://{self.http_url}/v2/repository/index", data=b"{}", method="POST",
+                                     headers=control_headers(self._control_key, "http"))
         with urllib.request.urlopen(req, timeout=2) as r:
             states = {m["name"]: m.get("state", "") for m in json.loads(r.read())}
         return all(states.get(m) not in ("LOADING", "") for m in self.load_at_start if m in states)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import time
 from urllib.parse import urlparse
 
 from orchestrator.errors import UserError
-from orchestrator.triton.control import ModelControl
+from orchestrator.triton.control import CONTROL_KEY_ENV, ModelControl
 
 
 class RemoteServer:
@@ -30,8 +31,14 @@ class RemoteServer:
     def http_url(self) -> str | None:
         return self.address if self.protocol == "http" else None
 
+    @property
+    def control_key(self) -> str | None:
+        """The key of the server's restricted model-control API: $ORCHESTRATOR_TRITON_KEY, if set."""
+        return os.environ.get(CONTROL_KEY_ENV) or None
+
     def control(self, model_repository=None) -> ModelControl:
-        return ModelControl(self.address, protocol=self.protocol, model_repository=model_repository, name=self.name)
+        return ModelControl(self.address, protocol=self.protocol, model_repository=model_repository, name=self.name,
+                            control_key=self.control_key)
 
     def start(self) -> "RemoteServer":
         """Wait until the server answers as live; a clear error names the device and URL if it never does."""

@@ -26,7 +26,7 @@ def server_for_device(device: Device, model_repository: str | os.PathLike, run_d
         return RemoteServer(device.url, name=device.id)
     spec = device.embedded
     return EmbeddedServer(model_repository, http_port=spec.http_port, cores=spec.cores, threads=spec.threads,
-                          gpu=spec.gpu, name=device.id, run_dir=run_dir)
+                          gpu=spec.gpu, host=getattr(spec, "host", "127.0.0.1"), name=device.id, run_dir=run_dir)
 
 
 def instance_config_for(device: Device, instances: int = 1, threads: int | None = None,
@@ -93,11 +93,7 @@ class ClusterRuntime:
                 server = self.servers.get(device_id)
                 if server is None:
                     raise UserError(f"unknown device {device_id!r}; the cluster has {sorted(self.servers)}")
-                if isinstance(server, RemoteServer):
-                    self._controls[device_id] = server.control(self.model_repository)
-                else:
-                    self._controls[device_id] = ModelControl(server.grpc_url, "grpc", self.model_repository,
-                                                             name=device_id)
+                self._controls[device_id] = server.control(self.model_repository)
             return self._controls[device_id]
 
     def endpoints(self) -> dict[str, dict[str, str | None]]:
