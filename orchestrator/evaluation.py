@@ -21,7 +21,7 @@ import io
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -173,6 +173,21 @@ class Run:
                                          samples=len(ms), source="observed",
                                          note=f"service times of the {self.mode} {self.policy} run"))
         return ProfileSet(records)
+
+    def slowdown(self, profiles: ProfileSet, device_classes: dict[str, str]) -> dict[str, float]:
+        """Per device class, how much slower the run's batches were than `profiles` said: the
+        median over its batches of observed time / profiled p50 at the same variant and batch
+        size (1.0 where nothing can be compared). The run's conditions (other jobs on the cores)
+        in one number per class, robust to the few batches the shim itself held up."""
+        p50 = {(r.variant, r.device_class, r.batch_size): r.p50_ms for r in profiles.records
+               if r.instances == 1 and r.p50_ms > 0}
+        ratios: dict[str, list[float]] = {}
+        for b in self.batches:
+            cls = device_classes[b.device]
+            ref = p50.get((b.variant, cls, b.batch_size))
+            if ref is not None:
+                ratios.setdefault(cls, []).append(b.service_ms / ref)
+        return {cls: float(np.median(ratios[cls])) if ratios.get(cls) else 1.0 for cls in set(device_classes.values())}
 
     def save(self, directory: str | os.PathLike) -> Path:
         d = Path(directory)
@@ -327,3 +342,15 @@ def csv_table(summaries: list[Summary]) -> str:
     for s in summaries:
         w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in s.row().items()})
     return buf.getvalue()
+
+
+def scaled_profiles(profiles: ProfileSet, factor_by_class: dict[str, float]) -> ProfileSet:
+    """`profiles` with every latency of a device class multiplied by its factor (and the
+    throughput divided by it): the profiles as they would have read under the conditions a run
+    measured (`Run.slowdown`)."""
+    records = []
+    for r in profiles.records:
+        f = factor_by_class.get(r.device_class, 1.0)
+        records.append(replace(r, p50_ms=r.p50_ms * f, p95_ms=r.p95_ms * f, p99_ms=r.p99_ms * f,
+                                throughput_rps=r.throughput_rps / f))
+    return ProfileSet(records)

@@ -5,8 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from orchestrator.evaluation import (Outcomes, PlanEvent, Run, ServedBatch, csv_table, markdown_table, summarise,
-                                     worst_window_accuracy)
+from orchestrator.evaluation import (Outcomes, PlanEvent, Run, ServedBatch, csv_table, markdown_table,
+                                     scaled_profiles, summarise, worst_window_accuracy)
+from orchestrator.profiles import ProfileRecord, ProfileSet
 
 
 def outcomes(rows):
@@ -90,3 +91,23 @@ def test_unsorted_rows_are_ordered_by_arrival():
     o = outcomes([(2.0, "ok", 1.0, "a", 1.0), (1.0, "late", 1.0, "b", 2.0)])
     assert o.arrival_s.tolist() == [1.0, 2.0] and o.variant.tolist() == ["b", "a"]
     assert np.array_equal(o.met, [False, True])
+
+
+def test_slowdown_is_the_median_ratio_to_the_profiled_p50_per_class_and_scales_the_profiles():
+    profiles = ProfileSet([
+        ProfileRecord(variant="resnet50", device_class="cpu-1t", batch_size=b, instances=1, threads=1,
+                      p50_ms=40.0 * b, p95_ms=44.0 * b, p99_ms=48.0 * b, throughput_rps=25.0, samples=30)
+        for b in (1, 2)])
+    # four batches 1.5x slower than profiled, one held up 10x by the shim: the median ignores it;
+    # a batch size nobody profiled is not compared
+    batches = [ServedBatch("cpu0", "resnet50", 1, 60.0), ServedBatch("cpu1", "resnet50", 2, 120.0),
+               ServedBatch("cpu0", "resnet50", 1, 60.0), ServedBatch("cpu1", "resnet50", 2, 120.0),
+               ServedBatch("cpu0", "resnet50", 1, 400.0), ServedBatch("cpu0", "resnet50", 8, 5000.0)]
+    run = Run("milp", outcomes([]), batches=batches)
+    classes = {"cpu0": "cpu-1t", "cpu1": "cpu-1t", "gpu0": "gpu-x"}
+    slowdown = run.slowdown(profiles, classes)
+    assert slowdown == {"cpu-1t": pytest.approx(1.5), "gpu-x": 1.0}
+    scaled = {r.batch_size: r for r in scaled_profiles(profiles, slowdown).records}
+    assert scaled[2].p50_ms == pytest.approx(120.0) and scaled[2].p99_ms == pytest.approx(144.0)
+    assert scaled[1].throughput_rps == pytest.approx(25.0 / 1.5)
+    assert {r.p50_ms for r in profiles.records} == {40.0, 80.0}  # the input is left as it was
