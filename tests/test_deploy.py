@@ -8,13 +8,16 @@ There is no Docker engine here, so nothing is pulled or run in a container. What
 - the example cluster files load and agree with the compose files (port, config name, repository);
 - the container's exact command line, run with the same Triton release (2.51, the wheel's
   binary), becomes ready on the healthcheck's URL and serves the orchestrator's remote path:
-  the config name picks `configs/<name>.pbtxt`, and a load with an override works.
+  the config name picks `configs/<name>.pbtxt`, and a load with an override works; model
+  control needs the orchestrator's key ($ORCHESTRATOR_TRITON_KEY), and the file refuses to
+  run without one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -30,6 +33,8 @@ import pytest
 import yaml
 
 from orchestrator.cluster import Cluster
+from orchestrator.triton.control import CONTROL_KEY_ENV, CONTROL_KEY_HEADER
+from orchestrator.triton.embedded import RESTRICTED_APIS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -59,6 +64,10 @@ def test_compose_runs_stock_triton_with_explicit_control(path, config_name):
     assert flag(cmd, "model-control-mode") == "explicit"
     assert flag(cmd, "model-config-name") == config_name
     assert flag(cmd, "load-model") is None  # the orchestrator decides what is loaded
+    # model control only with the orchestrator's key, the same APIs and header as embedded servers
+    restricted = f"{RESTRICTED_APIS}:{CONTROL_KEY_HEADER}=${{{CONTROL_KEY_ENV}:?"
+    assert flag(cmd, "http-restricted-api").startswith(restricted)
+    assert flag(cmd, "grpc-restricted-protocol").startswith(restricted)
     assert sorted(svc["ports"]) == ["8000:8000", "8001:8001", "8002:8002"]
     assert svc["volumes"] == ["../model_repository:/models:ro"]
     assert (path.parent / "../model_repository").resolve() == ROOT / "model_repository"
@@ -117,10 +126,16 @@ def test_docker_compose_config_accepts_the_file(compose_file):
     if client is None:
         pytest.skip("no compose client (`docker compose` plugin or `docker-compose`) installed; "
                     "the files are still checked by parsing above")
-    run = subprocess.run(client + ["-f", str(compose_file), "config"], capture_output=True, text=True, timeout=60)
+    env = {k: v for k, v in os.environ.items() if k != CONTROL_KEY_ENV}
+    run = subprocess.run(client + ["-f", str(compose_file), "config"], capture_output=True, text=True, timeout=60,
+                         env=env)
+    assert run.returncode != 0 and CONTROL_KEY_ENV in run.stderr, "the file must refuse to run without a key"
+    run = subprocess.run(client + ["-f", str(compose_file), "config"], capture_output=True, text=True, timeout=60,
+                         env={**env, CONTROL_KEY_ENV: "k3y"})
     assert run.returncode == 0, run.stderr
     svc = yaml.safe_load(run.stdout)["services"]["triton"]
     assert svc["image"] == IMAGE
+    assert flag(svc["command"], "http-restricted-api") == f"{RESTRICTED_APIS}:{CONTROL_KEY_HEADER}=k3y"
     (volume,) = svc["volumes"]
     if isinstance(volume, str):  # docker-compose 1.x prints the short form, with the source resolved
         source, target, mode = volume.split(":")
@@ -172,8 +187,9 @@ def toy_repository(tmp_path) -> Path:
     return tmp_path / "repo"
 
 
-def start_like_the_container(compose_file: Path, repository: Path, log: Path):
-    """The compose file's command on the wheel's tritonserver: /models -> `repository`, free ports.
+def start_like_the_container(compose_file: Path, repository: Path, log: Path, key: str = "deploy-test-key"):
+    """The compose file's command on the wheel's tritonserver: /models -> `repository`, free ports,
+    `key` for $ORCHESTRATOR_TRITON_KEY (as compose would substitute it).
 
     Returns (process, http port, grpc port). Only what a container would give for free is added:
     ports (the container's are fixed), the backend folder, and a shared-memory prefix of its own
@@ -185,7 +201,8 @@ def start_like_the_container(compose_file: Path, repository: Path, log: Path):
     install = find_triton()
     http, grpc, metrics = free_ports(3)
     command = triton_service(compose_file)["command"]
-    args = [str(install.binary)] + [a.replace("=/models", f"={repository}") for a in command[1:]] + [
+    args = [str(install.binary)] + [re.sub(r"\$\{%s:\?[^}]*\}" % CONTROL_KEY_ENV, key, a.replace("=/models", f"={repository}"))
+                                    for a in command[1:]] + [
         f"--http-port={http}", f"--grpc-port={grpc}", f"--metrics-port={metrics}",
         f"--backend-directory={install.backend_dir}",
         f"--backend-config=python,shm-region-prefix-name=deploytest{uuid.uuid4().hex[:8]}_",
@@ -234,15 +251,22 @@ def test_gpu_command_starts_and_is_ready_without_a_gpu(tmp_path, toy_repository)
     assert proc.returncode is not None
 
 
-def test_cpu_command_serves_the_orchestrator_remote_path(tmp_path, toy_repository):
+def test_cpu_command_serves_the_orchestrator_remote_path(tmp_path, toy_repository, monkeypatch):
     import tritonclient.grpc as grpcclient
 
     from orchestrator.triton.runtime import instance_config_for, server_for_device
 
     log = tmp_path / "triton.log"
-    proc, http, grpc = start_like_the_container(CPU_FILE, toy_repository, log)
+    proc, http, grpc = start_like_the_container(CPU_FILE, toy_repository, log, key="compose-key")
+    monkeypatch.setenv(CONTROL_KEY_ENV, "compose-key")
     try:
         wait_healthy(CPU_FILE, proc, http, log)
+        # without the key nobody loads a model (inference and health stay open, see below)
+        req = urllib.request.Request(f"http://localhost:{http}/v2/repository/models/toy/load", data=b"{}",
+                                     method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=10)
+        assert refused.value.code == 403
         (device,) = Cluster.load(CLUSTERS[CPU_FILE]).devices
         device = dataclasses.replace(device, url=f"grpc://localhost:{grpc}")  # the container's 8001, here
         server = server_for_device(device, toy_repository).start()
