@@ -86,3 +86,62 @@ def copy_repository(src: Path, dst: Path, variants: list[str]) -> Path:
                         copy_function=lambda s, d: Path(d).symlink_to(Path(s).resolve()))
     kept.save(dst)
     return dst
+
+
+class StubRuntime:
+    """Stands in for Triton (no server runs): every device is live, a load makes a model READY at
+    once, an unload removes it. For tests of the REST layer that need no real inference; what it
+    holds is `models[device_id] -> {variant: (instances, threads)}`."""
+
+    def __init__(self, device_ids):
+        self.models: dict[str, dict[str, tuple[int, int | None]]] = {d: {} for d in device_ids}
+
+    def control(self, device_id: str) -> "StubControl":
+        return StubControl(self, device_id)
+
+    def endpoints(self) -> dict:
+        return {d: {"grpc": f"127.0.0.1:{9001 + 3 * i}", "http": None} for i, d in enumerate(self.models)}
+
+    def load(self, device_id: str, variant: str, instances: int = 1, threads: int | None = None, **_) -> dict:
+        self.models[device_id][variant] = (instances, threads)
+        return {}
+
+    def unload(self, device_id: str, variant: str) -> None:
+        self.models[device_id].pop(variant, None)
+
+
+class StubControl:
+    """One stub device's model control: what ModelControl answers, from StubRuntime.models."""
+
+    def __init__(self, runtime: StubRuntime, device_id: str):
+        self.models = runtime.models[device_id]
+
+    def is_live(self) -> bool:
+        return True
+
+    def index(self) -> list[dict]:
+        return [{"name": n, "version": "1", "state": "READY", "reason": ""} for n in sorted(self.models)]
+
+    def loaded(self) -> dict[str, str]:
+        return {n: "1" for n in self.models}
+
+    def is_model_ready(self, model: str) -> bool:
+        return model in self.models
+
+    def model_config(self, model: str) -> dict:
+        instances, threads = self.models[model]
+        params = {"intra_op_threads": {"string_value": str(threads)}} if threads else {}
+        return {"instance_group": [{"count": instances}], "parameters": params}
+
+
+def stub_control_plane(**config):
+    """A ControlPlane over the small-ResNet scenario (two one-core CPU devices, synthetic profiles)
+    and a StubRuntime, with an in-memory store and the test token: the REST layer in milliseconds."""
+    from orchestrator import scenarios
+    from orchestrator.controlplane.service import ControlPlane
+    from orchestrator.controlplane.store import Store
+
+    sc = scenarios.small_resnet(devices=2)
+    runtime = StubRuntime([d.id for d in sc.cluster.devices])
+    cfg = ControlPlaneConfig(token=TOKEN, **{"drain_s": 0.0, **config})
+    return ControlPlane(sc.cluster, sc.catalog, sc.profiles, runtime, Store(":memory:"), cfg)

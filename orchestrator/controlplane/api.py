@@ -7,50 +7,89 @@ Errors are JSON `{"error": "..."}` with a 4xx code a client can act on (see app.
 
 from __future__ import annotations
 
+import json
+import math
+import re
 import time
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from orchestrator.controlplane.auth import require_token
-from orchestrator.controlplane.executor import ApplyBusy
 from orchestrator.controlplane.intake import BadTelemetry
 from orchestrator.controlplane.metrics import prometheus_text
 from orchestrator.controlplane.planning import policies
-from orchestrator.controlplane.service import ControlPlane, NotFound
+from orchestrator.controlplane.service import ControlPlane, NotFound, parse_number, shown
 from orchestrator.errors import UserError
 from orchestrator.plan import Plan
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 probes = Blueprint("probes", __name__)
 
+MAX_DWELL_S = 86400.0  # a day
+
 
 def cp() -> ControlPlane:
     return current_app.config["CONTROL_PLANE"]
 
 
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is too large")
+    return value
+
+
+def parse_json(data: bytes | str):
+    """The one JSON parser for request bodies (app.py's JSON provider uses it too): strict JSON.
+
+    NaN, Infinity and numbers a float cannot hold (1e999) are refused, so nothing non-finite gets
+    into settings, plans or telemetry; so is nesting too deep for the parser. UserError (400)
+    'malformed JSON: ...' names what is wrong."""
+    try:
+        return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise UserError("malformed JSON: nested too deeply") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, an integer of over 4300 digits
+        raise UserError(f"malformed JSON: {' '.join(str(e).split())}") from None
+
+
 def body_object(required: bool = True) -> dict:
     """The JSON object in the request body (empty body: {} unless required)."""
-    if not request.data:
+    data = request.get_data(cache=True)  # over MAX_CONTENT_LENGTH: 413 (app.py)
+    if not data:
         if required:
             raise UserError("the request body must be a JSON object")
         return {}
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise UserError("the request body must be a JSON object (Content-Type: application/json)")
-    return data
+    if not request.is_json:
+        raise UserError(f"the request body must be JSON (Content-Type: application/json), "
+                        f"not {shown(request.mimetype or 'no Content-Type')}")
+    body = parse_json(data)
+    if not isinstance(body, dict):
+        raise UserError(f"the request body must be a JSON object, not {type(body).__name__}")
+    return body
 
 
-def int_arg(name: str, default: int, low: int = 0, high: int = 10**12) -> int:
+def refuse_unknown(body: dict, allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise UserError(f"unknown field {shown(unknown[0])} (allowed: {', '.join(allowed)})")
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]{1,19}")
+
+
+def int_arg(name: str, default: int, low: int = 0, high: int = 10**11) -> int:
+    """An integer query parameter in low..high: '1.5', '1e3', 'inf' and the like are 400s."""
     raw = request.args.get(name)
     if raw is None:
         return default
-    try:
-        value = int(float(raw))
-    except ValueError:
-        raise UserError(f"query parameter {name!r} must be a number, not {raw!r}") from None
-    if not low <= value <= high:
-        raise UserError(f"query parameter {name!r} must be in {low}..{high}, not {value}")
-    return value
+    if not _INTEGER.fullmatch(raw) or not low <= int(raw) <= high:
+        raise UserError(f"query parameter {name!r} must be an integer in {low}..{high}, not {shown(raw)}")
+    return int(raw)
 
 
 # -- probes and metrics ---------------------------------------------------------------------
@@ -127,9 +166,7 @@ def plan_version(version: int):
 def solve():
     """Plan for the current (or given) demand and SLOs. dry_run (default true) only previews the diff."""
     body = body_object(required=False)
-    unknown = set(body) - {"demand", "slo_ms", "policy", "dry_run"}
-    if unknown:
-        raise UserError(f"unknown field {sorted(unknown)[0]!r} (allowed: demand, slo_ms, policy, dry_run)")
+    refuse_unknown(body, ("demand", "slo_ms", "policy", "dry_run"))
     dry_run = body.get("dry_run", True)
     if not isinstance(dry_run, bool):
         raise UserError("dry_run must be true or false")
@@ -153,20 +190,25 @@ def _solve_and_apply(body: dict):
 def apply():
     """Apply {"plan": <Plan>} (e.g. a solve's preview) or {"version": N} (a stored plan, e.g. to roll back)."""
     body = body_object()
+    refuse_unknown(body, ("plan", "version"))
     if ("plan" in body) == ("version" in body):
         raise UserError("send exactly one of 'plan' (a plan object, e.g. from /solve) or 'version' (a stored plan)")
     if "version" in body:
-        if isinstance(body["version"], bool) or not isinstance(body["version"], int):
-            raise UserError(f"version must be an integer, not {body['version']!r}")
-        plan = cp().store.plan(body["version"])
+        version = body["version"]
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise UserError(f"version must be an integer, not {shown(version)}")
+        plan = cp().store.plan(version)
         if plan is None:
-            raise NotFound(f"there is no plan v{body['version']}")
-        reason = f"operator: re-apply plan v{body['version']}"
+            raise NotFound(f"there is no plan v{shown(version)}")
+        reason = f"operator: re-apply plan v{version}"
     else:
+        if not isinstance(body["plan"], dict):
+            raise UserError(f"'plan' must be a plan object (e.g. from /solve), not {shown(body['plan'])}")
         try:
             plan = Plan.from_dict(body["plan"])
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise UserError(f"'plan' is not a plan object (missing or bad field {e})") from None
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
+            raise UserError(f"'plan' is not a plan object (missing or bad field {shown(str(e))})") from None
+        cp().check_plan(plan)
         reason = "operator: apply"
     result = cp().apply(plan, reason=reason)
     return jsonify(plan=result.plan.to_dict(), result=result.to_dict())
@@ -177,6 +219,7 @@ def apply():
 @require_token
 def load(device_id: str, variant: str):
     body = body_object(required=False)
+    refuse_unknown(body, ("instances", "threads"))
     return jsonify(cp().load_variant(device_id, variant, instances=body.get("instances", 1),
                                      threads=body.get("threads")))
 
@@ -191,8 +234,7 @@ def unload(device_id: str, variant: str):
 @api.post("/telemetry")
 def telemetry():
     try:
-        data = request.get_json(silent=True)
-        n = cp().intake.add(data, time.time())
+        n = cp().intake.add(body_object(), time.time())
     except BadTelemetry as e:
         raise UserError(str(e)) from None
     cp().counters["telemetry_reports"] += 1
@@ -218,31 +260,28 @@ def update_family(family: str):
 @api.put("/settings/controller")
 @require_token
 def update_controller():
+    from orchestrator.controlplane.demand import ESTIMATORS
+
     body = body_object()
-    c = cp().config
-    unknown = set(body) - {"auto", "estimator", "policy", "dwell_s", "hysteresis"}
-    if unknown:
-        raise UserError(f"unknown field {sorted(unknown)[0]!r} (allowed: auto, estimator, policy, dwell_s, hysteresis)")
+    refuse_unknown(body, ("auto", "estimator", "policy", "dwell_s", "hysteresis"))
+    changes = {}  # checked in full before any is made
     if "auto" in body:
         if not isinstance(body["auto"], bool):
-            raise UserError("auto must be true or false")
-        c.auto = body["auto"]
-    if "estimator" in body:
-        from orchestrator.controlplane.demand import ESTIMATORS
-        if body["estimator"] not in ESTIMATORS:
-            raise UserError(f"estimator must be one of {', '.join(ESTIMATORS)}, not {body['estimator']!r}")
-        c.estimator = body["estimator"]
-    if "policy" in body:
-        if body["policy"] not in policies():
-            raise UserError(f"policy must be one of {', '.join(policies())}, not {body['policy']!r}")
-        c.policy = body["policy"]
-    for key in ("dwell_s", "hysteresis"):
+            raise UserError(f"auto must be true or false, not {shown(body['auto'])}")
+        changes["auto"] = body["auto"]
+    for key, choices in (("estimator", list(ESTIMATORS)), ("policy", policies())):
         if key in body:
-            v = body[key]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                raise UserError(f"{key} must be a number >= 0, not {v!r}")
-            setattr(c, key, float(v))
-    cp().store.record_decision("settings", "controller: " + ", ".join(f"{k}={v}" for k, v in sorted(body.items())))
+            if body[key] not in choices:  # a list: an unhashable value is just not in it
+                raise UserError(f"{key} must be one of {', '.join(choices)}, not {shown(body[key])}")
+            changes[key] = body[key]
+    if "dwell_s" in body:  # least seconds between two automatic changes of what is loaded
+        changes["dwell_s"] = parse_number(body["dwell_s"], "dwell_s (seconds)", 0, MAX_DWELL_S)
+    if "hysteresis" in body:  # re-plan when demand leaves planned x (1 +- hysteresis)
+        changes["hysteresis"] = parse_number(body["hysteresis"], "hysteresis (a fraction of the planned demand)", 0, 1)
+    c = cp().config
+    for key, value in changes.items():
+        setattr(c, key, value)
+    cp().store.record_decision("settings", "controller: " + ", ".join(f"{k}={v}" for k, v in sorted(changes.items())))
     cp().wake.set()
     return settings()
 
@@ -257,7 +296,7 @@ def history():
     since = int_arg("since", int(time.time()) - 600)
     fam = request.args.get("family")
     if fam is not None and fam not in cp().catalog.families():
-        raise NotFound(f"unknown family {fam!r}; the catalog has {cp().families()}")
+        raise NotFound(f"unknown family {shown(fam)}; the catalog has {cp().families()}")
     return jsonify(history=cp().store.history(since=since, family=fam))
 
 

@@ -9,24 +9,57 @@ from __future__ import annotations
 import logging
 import threading
 
-from flask import Flask, jsonify, render_template
+from flask import Flask, jsonify, render_template, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import make_server
 
-from orchestrator.controlplane.api import api, probes
+from orchestrator.controlplane.api import api, parse_json, probes
 from orchestrator.controlplane.executor import ApplyBusy, ApplyFailed
 from orchestrator.controlplane.service import Conflict, ControlPlane, NotFound
 from orchestrator.errors import UserError
 
 log = logging.getLogger("orchestrator.controlplane")
 
+MAX_BODY_BYTES = 1 << 20  # 1 MiB: a shim's report of a second is a few hundred bytes per family
+# The dashboard is one page with its script and style sheet from /static (no inline script or
+# style, no other origin); the favicon is the empty data: URL, so that the page asks for none.
+CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+                           "form-action 'self'; frame-ancestors 'none'")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+class StrictJSONProvider(DefaultJSONProvider):
+    """Strict JSON both ways: bodies are parsed by api.parse_json (no NaN or Infinity, no nesting
+    too deep), and a response holding a non-finite number fails loudly (a logged 500) instead of
+    sending `NaN`, which is not JSON and which the dashboard cannot read."""
+
+    def loads(self, s, **kwargs):
+        return parse_json(s)
+
+    def dumps(self, obj, **kwargs):
+        return super().dumps(obj, allow_nan=False, **kwargs)
+
 
 def create_app(control_plane: ControlPlane) -> Flask:
     app = Flask(__name__, static_folder="static", template_folder="templates")
+    app.json = StrictJSONProvider(app)
     app.config["CONTROL_PLANE"] = control_plane
     app.config["JSON_SORT_KEYS"] = False
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.register_blueprint(api)
     app.register_blueprint(probes)
+
+    @app.after_request
+    def security_headers(response):
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
 
     @app.get("/")
     def dashboard():
@@ -55,8 +88,16 @@ def create_app(control_plane: ControlPlane) -> Flask:
 
     @app.errorhandler(HTTPException)
     def http_error(e):
-        messages = {404: "no such endpoint (see docs/openapi.yaml)", 405: "method not allowed on this endpoint"}
-        return jsonify(error=messages.get(e.code, e.description)), e.code
+        allowed = ", ".join(m for m in getattr(e, "valid_methods", None) or () if m not in ("HEAD", "OPTIONS"))
+        messages = {404: "no such endpoint (see docs/openapi.yaml)",
+                    405: f"method {request.method} not allowed on this endpoint (allowed: {allowed})",
+                    413: f"the request body is larger than {MAX_BODY_BYTES // 1024} KiB"}
+        resp = jsonify(error=messages.get(e.code, " ".join(str(e.description).split())))
+        resp.status_code = e.code or 500
+        for name, value in e.get_headers():  # 405's Allow, 401's WWW-Authenticate, ...
+            if name.lower() != "content-type":
+                resp.headers[name] = value
+        return resp
 
     @app.errorhandler(Exception)
     def internal(e):

@@ -26,6 +26,7 @@ from collections import deque
 
 from orchestrator.controlplane.demand import DemandTracker
 from orchestrator.controlplane.executor import ApplyBusy, ApplyFailed
+from orchestrator.controlplane.intake import COUNTERS, FamilySecond
 from orchestrator.controlplane.service import ControlPlane
 from orchestrator.errors import UserError
 from orchestrator.plan import Plan
@@ -38,6 +39,7 @@ NOISE_SIGMAS = 2.0  # nor do changes within this many standard deviations of Poi
 HEADROOM_STEP = 1.25  # a miss-triggered re-plan plans for this much more than the estimate ...
 HEADROOM_MAX = 1.5  # ... compounding up to this factor, and decays back to 1 while deadlines are met
 HEADROOM_DECAY = 0.97  # per tick without misses
+MAX_TOTAL = 2**53  # a (family, second)'s counters are clamped to this (SQLite holds 64-bit integers)
 
 
 class Controller:
@@ -124,7 +126,7 @@ class Controller:
         return reason
 
     def _ingest(self, now: float) -> None:
-        rows = self.cp.intake.flush(int(now) - self.cp.config.lateness_s)
+        rows = [fs for fs in map(self._sane, self.cp.intake.flush(int(now) - self.cp.config.lateness_s)) if fs]
         if not rows:
             return
         plan = self.cp.plan
@@ -153,6 +155,27 @@ class Controller:
                             "effective_accuracy": round(eff, 3), "plan_version": plan.version if plan else None,
                             "mix": fs.served})
         self.cp.store.record_history(history)
+
+    def _sane(self, fs: FamilySecond) -> FamilySecond | None:
+        """`fs` with every count an integer in 0..MAX_TOTAL and only the family's variants, or None
+        when it is no catalog family's second. The intake checks reports (intake.py); this keeps a
+        tick from failing on whatever it holds all the same."""
+        family_variants = self.cp.catalog.families().get(fs.family) if isinstance(fs.family, str) else None
+        if family_variants is None or isinstance(fs.second, bool) or not isinstance(fs.second, int) \
+                or not 0 <= fs.second <= MAX_TOTAL:
+            log.warning("telemetry for %r at second %r dropped: not a catalog family's second", fs.family, fs.second)
+            return None
+        names = {v.name for v in family_variants}
+
+        def count(n) -> int:
+            return min(n, MAX_TOTAL) if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 0
+
+        def per_variant(mapping) -> dict[str, int]:
+            return {v: count(n) for v, n in mapping.items() if v in names} if isinstance(mapping, dict) else {}
+
+        return FamilySecond(fs.family, fs.second, **{k: count(getattr(fs, k)) for k in COUNTERS},
+                            served=per_variant(fs.served),
+                            served_met=None if fs.served_met is None else per_variant(fs.served_met))
 
     def _capacity(self, plan: Plan | None, family: str) -> float:
         """Requests/s the plan's placements of the family's variants serve at most."""

@@ -12,10 +12,20 @@ arrive late from several shims still add up).
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 
 COUNTERS = ("arrivals", "completions", "met", "deadline_misses", "drops", "errors", "retries")
+
+# Bounds on a report, so that no client can make the intake grow without end, poison the
+# estimates or overflow the store (SQLite integers are 64-bit).
+MAX_ROWS = 1000  # rows per report (a shim reports every second: a few rows per family)
+MAX_COUNT = 10**7  # any counter of one family in one second
+MAX_AGE_S = 3600  # a row's second may be this far in the past ...
+MAX_AHEAD_S = 60  # ... or this far in the future (clock skew between shim and control plane)
+CLIENT_KEEP_S = 60.0  # a client that has not reported for this long is forgotten
+MAX_CLIENT_ID = 200  # characters
 
 
 class BadTelemetry(ValueError):
@@ -37,47 +47,93 @@ class FamilySecond:
     served_met: dict[str, int] | None = None  # variant -> in-time completions (None: no shim reported it)
 
 
-def parse_report(body) -> list[dict]:
-    """The report's seconds, checked; raises BadTelemetry naming the first bad field."""
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def parse_report(body, now: float, families: dict[str, set[str]] | None = None) -> list[dict]:
+    """The report's seconds, checked; raises BadTelemetry naming the first bad field.
+
+    `families`: the catalog's families and their variants (None: any name is taken). Each row's
+    `second` must lie in now - MAX_AGE_S .. now + MAX_AHEAD_S; counters are integers in
+    0..MAX_COUNT with met <= completions, and the per-variant counts add up to no more than
+    completions (`served`) and met (`served_met`), as the shims count them (orchestrator/telemetry.py)."""
     if not isinstance(body, dict):
         raise BadTelemetry("telemetry body must be a JSON object with a 'seconds' list")
+    client = body.get("client_id", "?")
+    if not isinstance(client, str) or len(client) > MAX_CLIENT_ID:
+        raise BadTelemetry(f"client_id must be a string of at most {MAX_CLIENT_ID} characters, not {_shown(client)}")
     seconds = body.get("seconds")
     if not isinstance(seconds, list):
         raise BadTelemetry("telemetry body needs a 'seconds' list (one entry per family per second)")
+    if len(seconds) > MAX_ROWS:
+        raise BadTelemetry(f"a report may carry at most {MAX_ROWS} rows in 'seconds', not {len(seconds)}")
     for i, row in enumerate(seconds):
         where = f"seconds[{i}]"
         if not isinstance(row, dict):
             raise BadTelemetry(f"{where} must be an object")
-        if not isinstance(row.get("family"), str) or not row["family"]:
+        family = row.get("family")
+        if not isinstance(family, str) or not family:
             raise BadTelemetry(f"{where}.family must be a non-empty string")
-        if not isinstance(row.get("second"), (int, float)) or isinstance(row.get("second"), bool):
-            raise BadTelemetry(f"{where}.second must be a Unix time in seconds")
+        if families is not None and family not in families:
+            raise BadTelemetry(f"{where}.family {_shown(family)} is not in the catalog (families: "
+                               f"{', '.join(sorted(families))})")
+        second = row.get("second")
+        if isinstance(second, bool) or not isinstance(second, (int, float)) or (
+                isinstance(second, float) and not math.isfinite(second)):
+            raise BadTelemetry(f"{where}.second must be a Unix time in seconds, not {_shown(second)}")
+        if not now - MAX_AGE_S <= second <= now + MAX_AHEAD_S:
+            raise BadTelemetry(f"{where}.second {_shown(second)} is not within {MAX_AGE_S} s before and "
+                               f"{MAX_AHEAD_S} s after the control plane's clock ({now:.0f})")
         for k in COUNTERS:
-            v = row.get(k, 0)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise BadTelemetry(f"{where}.{k} must be a non-negative integer, not {v!r}")
-        for key in ("served", "served_met"):
+            if not _count(row.get(k, 0)):
+                raise BadTelemetry(f"{where}.{k} must be an integer in 0..{MAX_COUNT}, not {_shown(row.get(k))}")
+        if row.get("met", 0) > row.get("completions", 0):
+            raise BadTelemetry(f"{where}.met ({row['met']}) exceeds completions ({row.get('completions', 0)})")
+        for key, total in (("served", "completions"), ("served_met", "met")):
             served = row.get(key, {})
-            if not isinstance(served, dict) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
-                                                       for n in served.values()):
-                raise BadTelemetry(f"{where}.{key} must map variant names to counts")
+            if not isinstance(served, dict) or not all(_count(n) for n in served.values()):
+                raise BadTelemetry(f"{where}.{key} must map variant names to integers in 0..{MAX_COUNT}")
+            if families is not None:
+                unknown = sorted(set(served) - families[family])
+                if unknown:
+                    raise BadTelemetry(f"{where}.{key} names {_shown(unknown[0])}, not a variant of {family!r} "
+                                       f"({', '.join(sorted(families[family]))})")
+            if sum(served.values()) > row.get(total, 0):
+                raise BadTelemetry(f"{where}.{key} counts {sum(served.values())} answers, more than {total} "
+                                   f"({row.get(total, 0)})")
     return seconds
 
 
 class TelemetryIntake:
-    """Sums reports per (family, second) until flushed. Thread-safe."""
+    """Sums reports per (family, second) until flushed. Thread-safe.
 
-    def __init__(self):
+    `families`: the catalog's families and their variants; reports naming anything else are refused.
+    What it holds stays bounded: rows lie within MAX_AGE_S..MAX_AHEAD_S of the clock, rows older
+    than MAX_AGE_S that nobody flushed are dropped, and so are clients quiet for CLIENT_KEEP_S."""
+
+    def __init__(self, families: dict[str, set[str]] | None = None):
+        self.families = families
         self._lock = threading.Lock()
         self._open: dict[tuple[str, int], FamilySecond] = {}
         self.reports = 0
         self.clients: dict[str, float] = {}  # client id -> last report time
 
     def add(self, body, now: float) -> int:
-        rows = parse_report(body)
+        """Add a report (all of it, or nothing: BadTelemetry); returns the number of rows."""
+        rows = parse_report(body, now, self.families)
         with self._lock:
             self.reports += 1
-            self.clients[str(body.get("client_id", "?"))] = now
+            self.clients[body.get("client_id", "?")] = now
+            for client in [c for c, t in self.clients.items() if now - t > CLIENT_KEEP_S]:
+                del self.clients[client]
+            for key in [k for k in self._open if k[1] < now - MAX_AGE_S]:
+                del self._open[key]
             for row in rows:
                 key = (row["family"], int(row["second"]))
                 fs = self._open.get(key) or self._open.setdefault(key, FamilySecond(*key))
@@ -90,6 +146,11 @@ class TelemetryIntake:
                     for var, n in row["served_met"].items():
                         fs.served_met[var] = fs.served_met.get(var, 0) + n
         return len(rows)
+
+    def pending(self) -> int:
+        """How many (family, second) sums it holds, waiting for the controller."""
+        with self._lock:
+            return len(self._open)
 
     def flush(self, before_second: int) -> list[FamilySecond]:
         """Remove and return the seconds before `before_second`, oldest first."""

@@ -45,12 +45,42 @@ class ControlPlaneConfig:
     auto: bool = True  # the controller re-plans by itself
 
 
-def parse_positive(value, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or math.isinf(value):
-        raise UserError(f"{what} must be a number, not {value!r}")
-    if value <= 0:
-        raise UserError(f"{what} must be positive, not {value!r}")
+MAX_RATE_RPS = 1e7  # the largest request rate a setting, a demand or a plan may name
+MAX_SLO_MS = 3_600_000.0  # an hour
+
+
+def shown(value, width: int = 60) -> str:
+    """`repr(value)` cut to `width` characters, for error messages about what a client sent."""
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def parse_number(value, what: str, low: float, high: float, *, above_low: bool = False) -> float:
+    """`value` as a float in low..high (above `low` when `above_low`); UserError naming `what` otherwise.
+
+    JSON numbers only: booleans, strings, NaN and infinities are refused, so that nothing
+    non-finite reaches the planner, the store or a response."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float)
+                                                                          and not math.isfinite(value)):
+        raise UserError(f"{what} must be a number, not {shown(value)}")
+    if above_low and not low < value <= high:
+        raise UserError(f"{what} must be a number above {low:g} and at most {high:g}, not {shown(value)}")
+    if not low <= value <= high:
+        raise UserError(f"{what} must be a number in {low:g}..{high:g}, not {shown(value)}")
     return float(value)
+
+
+def parse_positive(value, what: str, high: float = MAX_SLO_MS) -> float:
+    return parse_number(value, what, 0.0, high, above_low=True)
+
+
+def _finite_values(mapping) -> dict:
+    """The entries of a stored {family: number} setting that are finite numbers (a store written by
+    an older version may hold NaN, which JSON cannot carry)."""
+    if not isinstance(mapping, dict):
+        return {}
+    return {k: float(v) for k, v in mapping.items()
+            if not isinstance(v, bool) and isinstance(v, (int, float)) and -1e300 < v < 1e300}  # NaN compares false
 
 
 class ControlPlane:
@@ -62,7 +92,7 @@ class ControlPlane:
         self.runtime = runtime
         self.store = store
         self.config = config or ControlPlaneConfig()
-        self.intake = TelemetryIntake()
+        self.intake = TelemetryIntake({f: {v.name for v in vs} for f, vs in catalog.families().items()})
         self.executor = PlanExecutor(runtime, self._publish, managed=set(catalog.variants),
                                      drain_s=self.config.drain_s)
         self._plan: Plan | None = None
@@ -92,14 +122,17 @@ class ControlPlane:
 
     # -- settings --------------------------------------------------------------------------
     def slo_ms(self) -> dict[str, float]:
-        saved = self.store.get_setting("slo_ms", {})
+        saved = _finite_values(self.store.get_setting("slo_ms", {}))
         return {f: float(saved.get(f, self.config.slo_ms.get(f, self.config.default_slo_ms))) for f in self.families()}
 
     def accuracy_floors(self) -> dict[str, dict]:
-        return self.store.get_setting("accuracy_floor", {})
+        saved = self.store.get_setting("accuracy_floor", {})
+        values = _finite_values({f: v.get("value") for f, v in saved.items() if isinstance(v, dict)}
+                                if isinstance(saved, dict) else {})
+        return {f: {"value": values[f], "kind": saved[f].get("kind", "variant")} for f in values}
 
     def demand_override(self) -> dict[str, float]:
-        return self.store.get_setting("demand_override", {})
+        return _finite_values(self.store.get_setting("demand_override", {}))
 
     def drained(self) -> list[str]:
         return self.store.get_setting("drained", [])
@@ -110,51 +143,57 @@ class ControlPlane:
                 for f in self.families()}
 
     def update_family(self, family: str, body: dict) -> dict:
-        """Set any of slo_ms, accuracy_floor ({value, kind} or a number, or null), demand_override (rps or null)."""
+        """Set any of slo_ms, accuracy_floor ({value, kind} or a number, or null), demand_override (rps or null).
+
+        Every field is checked before anything is stored: a bad one changes nothing."""
         if family not in self.catalog.families():
-            raise NotFound(f"unknown family {family!r}; the catalog has {self.families()}")
+            raise NotFound(f"unknown family {shown(family)}; the catalog has {self.families()}")
         if not isinstance(body, dict) or not body:
             raise UserError("send a JSON object with any of 'slo_ms', 'accuracy_floor', 'demand_override'")
         unknown = set(body) - {"slo_ms", "accuracy_floor", "demand_override"}
         if unknown:
-            raise UserError(f"unknown setting {sorted(unknown)[0]!r} (allowed: slo_ms, accuracy_floor, demand_override)")
+            raise UserError(f"unknown setting {shown(sorted(unknown)[0])} "
+                            f"(allowed: slo_ms, accuracy_floor, demand_override)")
+        updates: dict[str, tuple[dict, object]] = {}  # setting -> (stored mapping, new value or None)
         changes = []
         if "slo_ms" in body:
-            slo = self.store.get_setting("slo_ms", {})
-            slo[family] = parse_positive(body["slo_ms"], f"slo_ms of {family!r}")
-            self.store.set_setting("slo_ms", slo)
-            changes.append(f"SLO {slo[family]:g} ms")
+            slo = parse_positive(body["slo_ms"], f"slo_ms of {family!r}")
+            updates["slo_ms"] = (self.store.get_setting("slo_ms", {}), slo)
+            changes.append(f"SLO {slo:g} ms")
         if "accuracy_floor" in body:
-            floors = self.accuracy_floors()
             raw = body["accuracy_floor"]
+            floor = None
             if raw is None:
-                floors.pop(family, None)
                 changes.append("no accuracy floor")
             else:
                 if not isinstance(raw, dict):
                     raw = {"value": raw}
-                value = raw.get("value")
+                extra = set(raw) - {"value", "kind"}
+                if extra:
+                    raise UserError(f"accuracy_floor of {family!r} takes 'value' and 'kind', not "
+                                    f"{shown(sorted(extra)[0])}")
+                value = parse_number(raw.get("value"), f"accuracy_floor of {family!r} (a top-1 percentage)", 0, 100)
                 kind = raw.get("kind", "variant")
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
-                    raise UserError(f"accuracy_floor of {family!r} must be a top-1 percentage in 0..100, not {value!r}")
                 if kind not in ("variant", "average"):
-                    raise UserError(f"accuracy_floor kind must be 'variant' or 'average', not {kind!r}")
-                floors[family] = {"value": float(value), "kind": kind}
+                    raise UserError(f"accuracy_floor kind must be 'variant' or 'average', not {shown(kind)}")
+                floor = {"value": value, "kind": kind}
                 changes.append(f"accuracy floor {value:g} % ({kind})")
-            self.store.set_setting("accuracy_floor", floors)
+            updates["accuracy_floor"] = (self.accuracy_floors(), floor)
         if "demand_override" in body:
-            override = self.demand_override()
             raw = body["demand_override"]
+            rate = None
             if raw is None:
-                override.pop(family, None)
                 changes.append("demand: auto")
             else:
-                if isinstance(raw, bool) or not isinstance(raw, (int, float)) or raw < 0 or math.isinf(raw):
-                    raise UserError(f"demand_override of {family!r} must be a rate >= 0 (rps) or null for auto, "
-                                    f"not {raw!r}")
-                override[family] = float(raw)
-                changes.append(f"demand fixed at {raw:g} rps")
-            self.store.set_setting("demand_override", override)
+                rate = parse_number(raw, f"demand_override of {family!r} (rps, or null for auto)", 0, MAX_RATE_RPS)
+                changes.append(f"demand fixed at {rate:g} rps")
+            updates["demand_override"] = (self.demand_override(), rate)
+        for key, (stored, value) in updates.items():
+            if value is None:
+                stored.pop(family, None)
+            else:
+                stored[family] = value
+            self.store.set_setting(key, stored)
         self.store.record_decision("settings", f"{family}: " + ", ".join(changes))
         self.wake.set()
         return self.family_settings()[family]
@@ -182,11 +221,11 @@ class ControlPlane:
 
     def check_device(self, device_id: str) -> None:
         if device_id not in self.device_ids():
-            raise NotFound(f"unknown device {device_id!r}; the cluster has {self.device_ids()}")
+            raise NotFound(f"unknown device {shown(device_id)}; the cluster has {self.device_ids()}")
 
     def check_variant(self, variant: str) -> None:
-        if variant not in self.catalog.variants:
-            raise NotFound(f"unknown variant {variant!r}; the catalog has {sorted(self.catalog.variants)}")
+        if not isinstance(variant, str) or variant not in self.catalog.variants:
+            raise NotFound(f"unknown variant {shown(variant)}; the catalog has {sorted(self.catalog.variants)}")
 
     # -- solve and apply -------------------------------------------------------------------
     def planning_demand(self, override: dict[str, float] | None = None) -> dict[str, float]:
@@ -207,22 +246,83 @@ class ControlPlane:
               policy: str | None = None) -> Plan:
         from orchestrator.controlplane.planning import solve_plan  # the planner glue
 
-        for what, mapping in (("demand", demand or {}), ("slo_ms", slo_ms or {})):
-            if not isinstance(mapping, dict):
-                raise UserError(f"{what} must be an object mapping family to a number")
-            for fam, value in mapping.items():
+        for what, mapping in (("demand", demand), ("slo_ms", slo_ms)):
+            if mapping is not None and not isinstance(mapping, dict):
+                raise UserError(f"{what} must be an object mapping family to a number, not {shown(mapping)}")
+            for fam, value in (mapping or {}).items():
                 if fam not in self.catalog.families():
-                    raise NotFound(f"{what} names unknown family {fam!r}; the catalog has {self.families()}")
+                    raise NotFound(f"{what} names unknown family {shown(fam)}; the catalog has {self.families()}")
                 if what == "demand":
-                    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                        raise UserError(f"demand of {fam!r} must be a rate >= 0 (rps), not {value!r}")
+                    parse_number(value, f"demand of {fam!r} (rps)", 0, MAX_RATE_RPS)
                 else:
                     parse_positive(value, f"slo_ms of {fam!r}")
+        if policy is not None and not isinstance(policy, str):
+            from orchestrator.controlplane.planning import policies
+
+            raise UserError(f"unknown policy {shown(policy)}; choose one of {', '.join(policies())}")
         slo = {**self.slo_ms(), **{f: float(v) for f, v in (slo_ms or {}).items()}}
         return solve_plan(self.catalog, self.cluster, self.profiles, slo_ms=slo,
                           demand_rps=self.planning_demand(demand), current=self.plan,
                           floors=self.accuracy_floors(), drained=sorted(set(self.drained()) | self.down),
                           policy=policy or self.config.policy)
+
+    def check_plan(self, plan: Plan) -> None:
+        """A plan a client sent (POST /apply): every name known (404 otherwise), every field of the
+        right type and every number finite and in range (400 otherwise), so that a stored plan can
+        always be planned from, drawn and served as JSON."""
+        def integer(value, what: str, low: int, high: int) -> None:
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise UserError(f"plan: {what} must be an integer in {low}..{high}, not {shown(value)}")
+
+        def text(value, what: str) -> None:
+            if not isinstance(value, str):
+                raise UserError(f"plan: {what} must be a string, not {shown(value)}")
+
+        integer(plan.version, "version", 0, 2**63 - 1)
+        text(plan.policy, "policy")
+        text(plan.created_at, "created_at")
+        for i, note in enumerate(plan.notes):
+            text(note, f"notes[{i}]")
+        text(plan.solver.status, "solver.status")
+        text(plan.solver.solver, "solver.solver")
+        for key in ("objective", "gap", "time_ms"):
+            parse_number(getattr(plan.solver, key), f"plan: solver.{key}", -1e15, 1e15)
+        for i, p in enumerate(plan.placements):
+            where = f"placements[{i}]"
+            text(p.device_id, f"{where}.device_id")
+            text(p.variant, f"{where}.variant")
+            self.check_device(p.device_id)
+            self.check_variant(p.variant)
+            integer(p.batch_cap, f"{where}.batch_cap", 1, 4096)
+            integer(p.instances, f"{where}.instances", 1, 16)
+            integer(p.threads, f"{where}.threads", 1, 64)
+            for key in ("capacity_rps", "served_rps"):
+                parse_number(getattr(p, key), f"plan: {where}.{key}", 0, MAX_RATE_RPS)
+        for name, fp in plan.families.items():
+            where = f"families[{name!r}]"
+            if name not in self.catalog.families():
+                raise NotFound(f"plan: unknown family {shown(name)}; the catalog has {self.families()}")
+            if fp.family != name:
+                raise UserError(f"plan: {where}.family must be {name!r}, not {shown(fp.family)}")
+            parse_number(fp.slo_ms, f"plan: {where}.slo_ms", 0, MAX_SLO_MS)
+            for key in ("demand_rps", "served_rps", "unserved_rps"):
+                parse_number(getattr(fp, key), f"plan: {where}.{key}", 0, MAX_RATE_RPS)
+            parse_number(fp.effective_accuracy, f"plan: {where}.effective_accuracy", 0, 100)
+            if fp.accuracy_floor is not None:
+                parse_number(fp.accuracy_floor, f"plan: {where}.accuracy_floor", 0, 100)
+            text(fp.reason, f"{where}.reason")
+            variants = {v.name for v in self.catalog.families()[name]}
+            for j, r in enumerate(fp.routes):
+                text(r.device_id, f"{where}.routes[{j}].device_id")
+                text(r.variant, f"{where}.routes[{j}].variant")
+                self.check_device(r.device_id)
+                if r.variant not in variants:
+                    raise NotFound(f"plan: {where}.routes[{j}] names {shown(r.variant)}, not a variant of {name!r} "
+                                   f"({', '.join(sorted(variants))})")
+                if (r.device_id, r.variant) not in plan.loaded_pairs():
+                    raise UserError(f"plan: {where}.routes[{j}] sends to {r.variant} on {r.device_id}, "
+                                    f"which the plan's placements do not load")
+                parse_number(r.weight, f"plan: {where}.routes[{j}].weight", 0, 1 + 1e-6)  # planner rounding
 
     def diff(self, target: Plan) -> PlanDiff:
         return self.executor.diff(target, self.plan, self.device_ids())
@@ -260,9 +360,9 @@ class ControlPlane:
         self.check_device(device_id)
         self.check_variant(variant)
         if isinstance(instances, bool) or not isinstance(instances, int) or not 1 <= instances <= 16:
-            raise UserError(f"instances must be an integer in 1..16, not {instances!r}")
+            raise UserError(f"instances must be an integer in 1..16, not {shown(instances)}")
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 64):
-            raise UserError(f"threads must be an integer in 1..64, not {threads!r}")
+            raise UserError(f"threads must be an integer in 1..64, not {shown(threads)}")
         self.runtime.load(device_id, variant, instances=instances, threads=threads)
         self.store.record_decision("load", f"operator loaded {variant} on {device_id} ({instances} instance(s))")
         return {"device_id": device_id, "variant": variant, "ready": self.runtime.control(device_id).is_model_ready(variant)}

@@ -85,6 +85,9 @@ class Store:
                    (plan.version, plan.created_at, plan.policy, int(applied), json.dumps(plan.to_dict())))
 
     def plan(self, version: int) -> Plan | None:
+        """The stored plan `version`, or None (also for a number no SQLite integer can hold)."""
+        if not -2**63 <= version < 2**63:
+            return None
         rows = self._exec("SELECT plan FROM plans WHERE version = ?", (version,))
         return Plan.from_dict(json.loads(rows[0]["plan"])) if rows else None
 
