@@ -15,6 +15,7 @@ Example::
     cores = [0]               # optional CPU pinning (taskset)
     threads = 1               # onnxruntime intra-op threads per instance
     http_port = 8100          # optional; grpc = http+1, metrics = http+2
+    # host = "127.0.0.1"   # address the embedded Triton binds (default loopback)
     # gpu = 0                 # GPU index, for kind = "gpu"
 
     [[device]]
@@ -24,10 +25,15 @@ Example::
     memory_mb = 80000
     url = "grpc://triton-gpu:8001"   # ... or a Triton that runs elsewhere (http:// or grpc://)
     config = "ort-gpu"               # the model config to load there (see exporters/triton_repo.py)
+
+The cluster `name` and each device `id` are held to the safe set of orchestrator/names.py (they
+reach tritonserver arguments and file names).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -35,6 +41,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from orchestrator.errors import UserError
+from orchestrator.names import check_name, is_safe_name
 
 DEVICE_KINDS = ("cpu", "gpu")
 
@@ -47,6 +54,7 @@ class EmbeddedSpec:
     threads: int = 1
     http_port: int | None = None
     gpu: int | None = None
+    host: str = "127.0.0.1"  # the address the embedded tritonserver binds
 
 
 @dataclass(frozen=True)
@@ -88,9 +96,15 @@ class Cluster:
     def load(cls, path: str | os.PathLike) -> "Cluster":
         p = Path(path)
         try:
-            raw = tomllib.loads(p.read_text())
+            raw = tomllib.loads(p.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise UserError(f"{p}: cluster file not found") from None
+        except IsADirectoryError:
+            raise UserError(f"{p}: is a directory, not a cluster file") from None
+        except UnicodeDecodeError as e:
+            raise UserError(f"{p}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
+        except OSError as e:
+            raise UserError(f"{p}: cannot read the cluster file ({e.strerror})") from None
         except tomllib.TOMLDecodeError as e:
             raise UserError(f"{p}: not valid TOML ({e})") from None
         return cls.from_dict(raw, source=p)
@@ -116,19 +130,24 @@ class Cluster:
         repo = raw.get("model_repository")
         repo_path = None
         if repo is not None:
+            if not isinstance(repo, str) or not repo:
+                raise UserError(f"{where}: field 'model_repository' must be a path (a string), not {repo!r}")
             repo_path = Path(repo)
             if not repo_path.is_absolute() and source is not None:
                 repo_path = (source.parent / repo_path).resolve()
-        return cls(name=str(raw.get("name", source.stem if source else "cluster")), devices=devices,
-                   model_repository=repo_path, source=source)
+        if "name" in raw:
+            name = check_name(raw["name"], f"{where}: field 'name'")
+        else:  # the file's stem, when that is a safe name
+            name = source.stem if source is not None and is_safe_name(source.stem) else "cluster"
+        return cls(name=name, devices=devices, model_repository=repo_path, source=source)
 
 
 def _parse_device(d: dict, index: int, where: str) -> Device:
     if not isinstance(d, dict):
         raise UserError(f"{where}: device #{index + 1}: not a table")
-    dev_id = d.get("id")
-    if not isinstance(dev_id, str) or not dev_id:
-        raise UserError(f"{where}: device #{index + 1}: field 'id' is missing or not a string")
+    if "id" not in d:
+        raise UserError(f"{where}: device #{index + 1}: field 'id' is missing")
+    dev_id = check_name(d["id"], f"{where}: device #{index + 1}: field 'id'")
     name = f"{where}: device {dev_id!r}"
 
     def need(key: str, typ, required: bool = True):
@@ -150,11 +169,11 @@ def _parse_device(d: dict, index: int, where: str) -> Device:
     if kind not in DEVICE_KINDS:
         raise UserError(f"{name}: field 'kind' must be one of {DEVICE_KINDS}, not {kind!r}")
     memory_mb = need("memory_mb", (int, float))
-    if memory_mb <= 0:
-        raise UserError(f"{name}: field 'memory_mb' must be positive, not {memory_mb!r}")
+    if not (math.isfinite(memory_mb) and memory_mb > 0):
+        raise UserError(f"{name}: field 'memory_mb' must be a positive finite number, not {memory_mb!r}")
     cost = need("cost_per_hour", (int, float), required=False) or 0.0
-    if cost < 0:
-        raise UserError(f"{name}: field 'cost_per_hour' must not be negative")
+    if not (math.isfinite(cost) and cost >= 0):
+        raise UserError(f"{name}: field 'cost_per_hour' must be a finite number >= 0, not {cost!r}")
     url = need("url", str, required=False)
     config = need("config", str, required=False)
     emb_raw = d.get("embedded")
@@ -174,11 +193,11 @@ def _parse_device(d: dict, index: int, where: str) -> Device:
 def _parse_embedded(e, name: str, kind: str) -> EmbeddedSpec:
     if not isinstance(e, dict):
         raise UserError(f"{name}: field 'embedded' must be a table")
-    unknown = set(e) - {"cores", "threads", "http_port", "gpu"}
+    unknown = set(e) - {"cores", "threads", "http_port", "gpu", "host"}
     if unknown:
         raise UserError(f"{name}: unknown field 'embedded.{sorted(unknown)[0]}'")
     cores = e.get("cores", [])
-    if not isinstance(cores, list) or not all(isinstance(c, int) and c >= 0 for c in cores):
+    if not isinstance(cores, list) or not all(_is_count(c) for c in cores):
         raise UserError(f"{name}: field 'embedded.cores' must be a list of core numbers, not {cores!r}")
     ncpu = os.cpu_count() or 1
     bad = [c for c in cores if c >= ncpu]
@@ -188,11 +207,32 @@ def _parse_embedded(e, name: str, kind: str) -> EmbeddedSpec:
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise UserError(f"{name}: field 'embedded.threads' must be a positive integer, not {threads!r}")
     port = e.get("http_port")
-    if port is not None and (not isinstance(port, int) or not 1024 <= port <= 65533):
+    if port is not None and (not _is_count(port) or not 1024 <= port <= 65533):
         raise UserError(f"{name}: field 'embedded.http_port' must be an integer in 1024..65533, not {port!r}")
     gpu = e.get("gpu")
     if gpu is not None and kind != "gpu":
         raise UserError(f"{name}: field 'embedded.gpu' is only for kind = \"gpu\"")
+    if gpu is not None and not _is_count(gpu):
+        raise UserError(f"{name}: field 'embedded.gpu' must be a GPU index (an integer >= 0), not {gpu!r}")
     if kind == "gpu" and gpu is None:
         gpu = 0
-    return EmbeddedSpec(cores=tuple(cores), threads=threads, http_port=port, gpu=gpu)
+    host = e.get("host", "127.0.0.1")
+    if not _is_ip_address(host):
+        raise UserError(f"{name}: field 'embedded.host' must be an IP address such as \"127.0.0.1\", not {host!r}")
+    return EmbeddedSpec(cores=tuple(cores), threads=threads, http_port=port, gpu=gpu, host=host)
+
+
+def _is_count(value) -> bool:
+    """An integer >= 0 (TOML booleans are not numbers here)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+
+def _is_ip_address(value) -> bool:
+    if not isinstance(value, str):
+        return False  # ip_address() would take an integer
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
