@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -40,20 +41,38 @@ class ProfileRecord:
 
 
 _FIELDS = [f.name for f in fields(ProfileRecord)]
-_INT_FIELDS = {"batch_size", "instances", "threads", "samples"}
-_FLOAT_FIELDS = {"p50_ms", "p95_ms", "p99_ms", "throughput_rps"}
+_REQUIRED = _FIELDS[:10]  # the fields without a default
+# The least value of each number field: integers >= this; floats finite and >= this.
+_INT_FIELDS = {"batch_size": 1, "instances": 1, "threads": 1, "samples": 0}
+_FLOAT_FIELDS = {"p50_ms": 0.0, "p95_ms": 0.0, "p99_ms": 0.0, "throughput_rps": 0.0}
 
 
-def _coerce(d: dict, where: str) -> ProfileRecord:
-    missing = [k for k in _FIELDS[:10] if k not in d]
+def _coerce(d: object, where: str) -> ProfileRecord:
+    """One record of a profiles file, every field checked; a UserError naming `where` and the field if bad."""
+    if not isinstance(d, dict):
+        raise UserError(f"{where}: expected an object with the fields {', '.join(_REQUIRED)}, not {d!r}")
+    missing = [k for k in _REQUIRED if k not in d]
     if missing:
         raise UserError(f"{where}: missing field {missing[0]!r}")
-    try:
-        vals = {k: (int(d[k]) if k in _INT_FIELDS else float(d[k]) if k in _FLOAT_FIELDS else str(d[k]))
-                for k in _FIELDS if k in d}
-    except (TypeError, ValueError) as e:
-        raise UserError(f"{where}: bad value ({e})") from None
+    vals = {k: _value(k, d[k], where) for k in _FIELDS if k in d}
     return ProfileRecord(**vals)
+
+
+def _value(key: str, value: object, where: str) -> object:
+    if key in _INT_FIELDS:
+        least = _INT_FIELDS[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise UserError(f"{where}: field {key!r} must be an integer >= {least}, not {value!r}")
+        return value
+    if key in _FLOAT_FIELDS:
+        least = _FLOAT_FIELDS[key]
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or value < least):
+            raise UserError(f"{where}: field {key!r} must be a finite number >= {least:g}, not {value!r}")
+        return float(value)
+    if not isinstance(value, str):
+        raise UserError(f"{where}: field {key!r} must be a string, not {value!r}")
+    return value
 
 
 @dataclass
@@ -110,9 +129,15 @@ class ProfileSet:
     def load(cls, path: str | os.PathLike) -> "ProfileSet":
         p = Path(path)
         try:
-            raw = json.loads(p.read_text())
+            raw = json.loads(p.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise UserError(f"{p}: profiles file not found (run `orchestrator profile` first)") from None
+        except IsADirectoryError:
+            raise UserError(f"{p}: is a directory, not a profiles file") from None
+        except UnicodeDecodeError as e:
+            raise UserError(f"{p}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
+        except OSError as e:
+            raise UserError(f"{p}: cannot read the profiles file ({e.strerror})") from None
         except json.JSONDecodeError as e:
             raise UserError(f"{p}: not valid JSON ({e})") from None
         if not isinstance(raw, dict) or not isinstance(raw.get("records"), list):
