@@ -103,6 +103,8 @@ def read_trace(path: str | os.PathLike, known_families: Collection[str] | None =
         raise UserError(f"{p}: is a directory, not a trace file") from None
     except UnicodeDecodeError as e:
         raise UserError(f"{p}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise UserError(f"{p}: cannot read the trace file ({e.strerror})") from None
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
     if header is None:
