@@ -11,6 +11,8 @@ import numpy as np
 from orchestrator.catalog import Catalog
 from orchestrator.cluster import Cluster
 from orchestrator.batching import HOLD_FACTOR
+from orchestrator.commands.flags import (check_output_folder, check_slo_families, factor, non_negative_float,
+                                         parse_slo)
 from orchestrator.controlplane.demand import ESTIMATORS
 from orchestrator.errors import UserError
 from orchestrator.profiles import ProfileSet
@@ -31,40 +33,22 @@ def parse_policies(text: str) -> list[str]:
     return names
 
 
-def parse_slo(items: list[str] | None, trace) -> dict[str, float]:
-    """--slo family=ms (repeatable); default per family: the median deadline of its requests."""
+def trace_slo(items: list[str] | None, trace) -> dict[str, float]:
+    """--slo family=ms (repeatable) over the default per family: the median deadline of its requests."""
     slo = {f: float(np.median(trace.deadline_ms[trace.family == f])) for f in trace.families()}
-    for item in items or []:
-        fam, sep, ms = item.partition("=")
-        try:
-            value = float(ms)
-        except ValueError:
-            value = -1.0
-        if not sep or not fam or value <= 0:
-            raise UserError(f"--slo expects FAMILY=MS with a positive number, not {item!r}")
-        slo[fam] = value
-    return slo
-
-
-def _hold_factor(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, not {text}")
-    return value
+    return slo | parse_slo(items)
 
 
 def add_control_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--estimator", choices=ESTIMATORS, default="peak",
                    help="demand estimator of the controller (default peak)")
-    p.add_argument("--dwell", type=float, default=10.0, help="least seconds between plan changes (default 10)")
-    p.add_argument("--hysteresis", type=float, default=0.25,
+    p.add_argument("--dwell", type=non_negative_float, default=10.0,
+                   help="least seconds between plan changes (default 10)")
+    p.add_argument("--hysteresis", type=non_negative_float, default=0.25,
                    help="re-plan when demand leaves planned x (1 +- h) (default 0.25)")
     p.add_argument("--batching", choices=("proteus", "aimd", "none"), default="proteus",
                    help="the shim's batching policy (default proteus)")
-    p.add_argument("--hold-factor", type=_hold_factor, default=HOLD_FACTOR,
+    p.add_argument("--hold-factor", type=factor, default=HOLD_FACTOR,
                    help=f"proteus: send a held batch while it could run this many times its predicted latency "
                         f"(default {HOLD_FACTOR:g}; 1 = the paper's last-moment hold)")
 
@@ -91,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from orchestrator.shim.client import ShimConfig
 
     policies = parse_policies(args.policies)
+    check_output_folder(args.out, "--out")
     cluster = Cluster.load(args.cluster)
     repo = Path(args.repository) if args.repository else cluster.model_repository
     if repo is None:
@@ -101,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
     trace = read_trace(args.trace, known_families=catalog.families())
     if not len(trace):
         raise UserError(f"{args.trace}: the trace holds no requests")
-    slo = parse_slo(args.slo, trace)
+    slo = trace_slo(args.slo, trace)
+    check_slo_families(slo, catalog.families(), repo)
     config = BenchConfig(control=ControlPlaneConfig(estimator=args.estimator, dwell_s=args.dwell,
                                                     hysteresis=args.hysteresis),
                          shim=ShimConfig(policy=args.batching, hold_factor=args.hold_factor))

@@ -17,12 +17,15 @@ from pathlib import Path
 
 from orchestrator.catalog import Catalog
 from orchestrator.cluster import Cluster
-from orchestrator.commands.serve import add_control_plane_arguments, config_from_args, wait_for_interrupt
+from orchestrator.commands.flags import check_slo_families, non_negative_float, positive_float
+from orchestrator.commands.serve import (add_control_plane_arguments, check_state_file, config_from_args,
+                                         resolve_token, wait_for_interrupt)
 from orchestrator.errors import UserError
 from orchestrator.profiles import ProfileSet
 
 DEMO_VARIANTS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 FAMILY = "resnet"
+DEFAULT_DB = "runs/demo/state.sqlite"
 
 
 def register(sub) -> None:
@@ -31,12 +34,17 @@ def register(sub) -> None:
     add_control_plane_arguments(p)
     p.add_argument("--cluster", default="cluster.toml", help="cluster file (default ./cluster.toml)")
     p.add_argument("--profiles", help="profiles.json (default: beside the cluster file; measured when missing)")
-    p.add_argument("--db", default="runs/demo/state.sqlite", help="state file, started fresh (default runs/demo/state.sqlite)")
-    p.add_argument("--low", type=float, help="calm request rate (default: from the profiles, ~10%% of capacity)")
-    p.add_argument("--high", type=float, help="spike request rate (default: from the profiles, ~55%% of capacity)")
-    p.add_argument("--calm-s", type=float, default=45.0, help="seconds of calm between spikes (default 45)")
-    p.add_argument("--spike-s", type=float, default=35.0, help="seconds a spike lasts (default 35)")
-    p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (default: run until Ctrl-C)")
+    p.add_argument("--db", default=DEFAULT_DB,
+                   help=f"state file, started fresh, in a directory that exists (default {DEFAULT_DB}, "
+                        f"whose directory is made)")
+    p.add_argument("--low", type=positive_float,
+                   help="calm request rate (default: from the profiles, ~10%% of capacity)")
+    p.add_argument("--high", type=positive_float,
+                   help="spike request rate (default: from the profiles, ~55%% of capacity)")
+    p.add_argument("--calm-s", type=positive_float, default=45.0, help="seconds of calm between spikes (default 45)")
+    p.add_argument("--spike-s", type=positive_float, default=35.0, help="seconds a spike lasts (default 35)")
+    p.add_argument("--duration", type=non_negative_float, default=0.0,
+                   help="stop after this many seconds (default: run until Ctrl-C)")
     p.set_defaults(run=run, dwell=8.0)
 
 
@@ -90,15 +98,20 @@ def run(args) -> int:
         raise UserError(f"{args.cluster}: set model_repository")
     repo = cluster.model_repository
     profiles_path = Path(args.profiles) if args.profiles else Path(args.cluster).parent / "profiles.json"
+    if args.db == DEFAULT_DB:
+        Path(DEFAULT_DB).parent.mkdir(parents=True, exist_ok=True)
+    check_state_file(args.db)
+    if not args.slo:
+        args.slo = [f"{FAMILY}=600"]
+    token, token_note = resolve_token(args)
+    config = config_from_args(args, args.db, token)
+    slo = config.slo_ms.get(FAMILY, config.default_slo_ms)
     db = Path(args.db)
     for stale in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
         stale.unlink(missing_ok=True)  # a fresh story each run
-    if not args.slo:
-        args.slo = [f"{FAMILY}=600"]
-    config = config_from_args(args, str(db))
-    slo = config.slo_ms.get(FAMILY, config.default_slo_ms)
 
     catalog = ensure_exported(repo)
+    check_slo_families(config.slo_ms, catalog.families(), repo)
     runtime = ClusterRuntime(cluster, repo)
     server = client = load = None
     try:
@@ -117,7 +130,7 @@ def run(args) -> int:
               f"{high:g} req/s spikes ({args.spike_s:g} s), SLO {slo:g} ms", flush=True)
         client = Client(server.url, profiles=profiles)
         load = BurstyLoad(client, FAMILY, low, high, args.calm_s, args.spike_s).start()
-        print(f"\n  dashboard: {server.url}/   (token for changes: {config.token})\n", flush=True)
+        print(f"\n  dashboard: {server.url}/   (token for changes: {token_note})\n", flush=True)
         print("press Ctrl-C to stop", flush=True)
         if args.duration > 0:
             end = time.monotonic() + args.duration

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from orchestrator.catalog import Catalog
 from orchestrator.cluster import Cluster
+from orchestrator.commands.flags import check_output_file, fraction, positive_float, positive_int
 from orchestrator.errors import UserError
 from orchestrator.profiler import (DEFAULT_BATCH_SIZES, ProfileSettings, best_batch_under_slo,
                                    import_perf_analyzer_csv, profile_cluster)
@@ -46,22 +47,22 @@ def register(sub) -> None:
     p.add_argument("--batch-sizes", type=_int_list, default=DEFAULT_BATCH_SIZES, help="default 1,2,4,8,16")
     p.add_argument("--configs", type=_configs, default=None,
                    help="instance configs INSTANCESxTHREADS, e.g. 1x1,2x1 (default: 1 x the device's threads)")
-    p.add_argument("--samples", type=int, default=100, help="timed requests per record (default 100)")
-    p.add_argument("--max-seconds", type=float, default=20.0, help="time budget per record (default 20)")
+    p.add_argument("--samples", type=positive_int, default=100, help="timed requests per record (default 100)")
+    p.add_argument("--max-seconds", type=positive_float, default=20.0, help="time budget per record (default 20)")
     p.add_argument("--force", action="store_true", help="re-measure records that already exist")
     p.add_argument("--all-devices", action="store_true",
                    help="measure on every device of a class at once, under the cluster's own load "
                         "(what a fully loaded cluster sees when devices share a host)")
     p.add_argument("--out", default="profiles.json", help="profiles file (a CSV is written beside it)")
     p.add_argument("--show", action="store_true", help="print the table of the profiles file and exit")
-    p.add_argument("--slo", type=float, default=300.0, help="with --show: deadline in ms (default 300)")
-    p.add_argument("--latency-fraction", type=float, default=0.5,
+    p.add_argument("--slo", type=positive_float, default=300.0, help="with --show: deadline in ms (default 300)")
+    p.add_argument("--latency-fraction", type=fraction, default=0.5,
                    help="with --show: the p99 must fit in slo x this (room for queueing; default 0.5)")
     p.add_argument("--import-perf-analyzer", metavar="CSV", help="import a `perf_analyzer -f` CSV instead")
     p.add_argument("--variant", help="with --import-perf-analyzer")
     p.add_argument("--device-class", help="with --import-perf-analyzer")
-    p.add_argument("--batch-size", type=int, default=1, help="with --import-perf-analyzer")
-    p.add_argument("--concurrency", type=int, help="with --import-perf-analyzer: the row to take")
+    p.add_argument("--batch-size", type=positive_int, default=1, help="with --import-perf-analyzer")
+    p.add_argument("--concurrency", type=positive_int, help="with --import-perf-analyzer: the row to take")
     p.set_defaults(run=run)
 
 
@@ -69,6 +70,7 @@ def run(args) -> int:
     if args.show:
         show(ProfileSet.load(args.out), args.slo, args.latency_fraction)
         return 0
+    check_output_file(args.out, "--out")
     if args.import_perf_analyzer:
         if not args.variant or not args.device_class:
             raise UserError("--import-perf-analyzer needs --variant and --device-class")

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import threading
 from pathlib import Path
 
+from orchestrator.catalog import Catalog
 from orchestrator.cluster import Cluster
+from orchestrator.commands.flags import (check_output_file, check_slo_families, non_negative_float, parse_slo,
+                                         positive_float)
 from orchestrator.controlplane.demand import ESTIMATORS
 from orchestrator.controlplane.server import ControlPlaneServer
 from orchestrator.controlplane.service import ControlPlaneConfig
@@ -28,49 +32,64 @@ def register(sub) -> None:
     add_control_plane_arguments(p)
     p.add_argument("--cluster", required=True, help="cluster.toml")
     p.add_argument("--profiles", help="profiles.json (default: profiles.json beside the cluster file)")
-    p.add_argument("--db", default="state.sqlite", help="SQLite state file (default state.sqlite)")
+    p.add_argument("--db", default="state.sqlite",
+                   help="SQLite state file, in a directory that exists (default state.sqlite)")
     p.set_defaults(run=run)
 
 
 def add_control_plane_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
-    p.add_argument("--token", default=os.environ.get("ORCHESTRATOR_TOKEN"),
-                   help="bearer token for changes (default $ORCHESTRATOR_TOKEN, else a random one, printed)")
+    p.add_argument("--token", help="bearer token for changes (default $ORCHESTRATOR_TOKEN, else a random one, "
+                                   "printed at start-up)")
     p.add_argument("--slo", action="append", default=[], metavar="FAMILY=MS", help="deadline per family (repeat)")
     p.add_argument("--policy", default="milp", help="planner policy (default milp)")
     p.add_argument("--estimator", choices=ESTIMATORS, default="peak", help="demand estimator (default peak)")
-    p.add_argument("--tick", type=float, default=1.0, help="controller period in s (default 1)")
-    p.add_argument("--dwell", type=float, default=10.0, help="least seconds between automatic plan changes")
-    p.add_argument("--drain", type=float, default=2.0, help="seconds old routes drain before their models unload")
+    p.add_argument("--tick", type=positive_float, default=1.0, help="controller period in s (default 1)")
+    p.add_argument("--dwell", type=non_negative_float, default=10.0,
+                   help="least seconds between automatic plan changes")
+    p.add_argument("--drain", type=non_negative_float, default=2.0,
+                   help="seconds old routes drain before their models unload")
     p.add_argument("--manual", action="store_true", help="the controller does not re-plan by itself")
 
 
-def parse_slo(items: list[str]) -> dict[str, float]:
-    out = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        try:
-            out[name.strip()] = float(value)
-            if not sep or not name.strip() or out[name.strip()] <= 0:
-                raise ValueError
-        except ValueError:
-            raise UserError(f"--slo expects FAMILY=MS with MS > 0, not {item!r}") from None
-    return out
+def resolve_token(args) -> tuple[str, str]:
+    """The bearer token (--token, else $ORCHESTRATOR_TOKEN, else a random one) and what start-up
+    prints about it: the token itself only when it was made here, so a given secret stays off
+    the screen and out of logs."""
+    if args.token is not None:
+        if not args.token.strip():
+            raise UserError("--token is empty; give a token, or leave the flag out for a random one")
+        return args.token, "from --token"
+    from_env = os.environ.get("ORCHESTRATOR_TOKEN", "")
+    if from_env.strip():
+        return from_env, "from $ORCHESTRATOR_TOKEN"
+    token = secrets.token_urlsafe(12)
+    return token, token
 
 
-def config_from_args(args, db_path: str) -> ControlPlaneConfig:
+def check_state_file(db: str) -> None:
+    """--db: a file (":memory:" for none) in a directory that exists, checked before any server starts."""
+    if db != ":memory:":
+        check_output_file(db, "--db")
+
+
+def config_from_args(args, db_path: str, token: str) -> ControlPlaneConfig:
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be in 0..65535, not {args.port}")
-    for flag in ("tick", "dwell", "drain"):
-        if getattr(args, flag) < 0 or (flag == "tick" and args.tick <= 0):
-            raise UserError(f"--{flag} must be positive, not {getattr(args, flag)}")
     from orchestrator.controlplane.planning import policies
     if args.policy not in policies():
         raise UserError(f"--policy must be one of {', '.join(policies())}, not {args.policy!r}")
-    return ControlPlaneConfig(token=args.token, db_path=db_path, tick_s=args.tick, dwell_s=args.dwell,
+    return ControlPlaneConfig(token=token, db_path=db_path, tick_s=args.tick, dwell_s=args.dwell,
                               drain_s=args.drain, estimator=args.estimator, policy=args.policy,
                               slo_ms=parse_slo(args.slo), auto=not args.manual)
+
+
+def load_catalog(cluster: Cluster, where: str) -> tuple[Path, Catalog]:
+    """The cluster's model repository and its catalog (the control plane serves what it holds)."""
+    if cluster.model_repository is None:
+        raise UserError(f"{where}: set model_repository (the model repository the control plane serves)")
+    return cluster.model_repository, Catalog.load(cluster.model_repository)
 
 
 def wait_for_interrupt() -> None:
@@ -82,14 +101,20 @@ def wait_for_interrupt() -> None:
 
 
 def run(args) -> int:
+    # Every check of the input comes before the server is made: it starts the Triton servers.
     cluster = Cluster.load(args.cluster)
+    check_state_file(args.db)
     profiles_path = Path(args.profiles) if args.profiles else Path(args.cluster).parent / "profiles.json"
     profiles = ProfileSet.load(profiles_path)
-    config = config_from_args(args, args.db)
-    server = ControlPlaneServer(cluster, profiles, config, host=args.host, port=args.port)
+    token, token_note = resolve_token(args)
+    config = config_from_args(args, args.db, token)
+    repo, catalog = load_catalog(cluster, args.cluster)
+    check_slo_families(config.slo_ms, catalog.families(), repo)
+    server = ControlPlaneServer(cluster, profiles, config, model_repository=repo, host=args.host, port=args.port,
+                                catalog=catalog)
     try:
         server.start(log=lambda msg: print(msg, flush=True))
-        print(f"control plane: {server.url}/  (token: {config.token})", flush=True)
+        print(f"control plane: {server.url}/  (token: {token_note})", flush=True)
         print("press Ctrl-C to stop", flush=True)
         wait_for_interrupt()
     except KeyboardInterrupt:

@@ -8,7 +8,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from orchestrator.commands.bench import DEFAULT_POLICIES, add_control_flags, parse_policies, parse_slo
+from orchestrator.commands.bench import DEFAULT_POLICIES, add_control_flags, parse_policies, trace_slo
+from orchestrator.commands.flags import (check_output_folder, check_slo_families, factor, non_negative_float,
+                                         non_negative_int, positive_float, positive_int)
 from orchestrator.errors import UserError
 
 SCENARIOS = ("proteus", "small-resnet")
@@ -21,20 +23,20 @@ def register(sub) -> None:
     where.add_argument("--scenario", choices=SCENARIOS,
                        help="a built-in cluster (orchestrator/scenarios.py): proteus = 4 device classes, "
                             "46 variants in 9 families (synthetic profiles from published GFLOPS)")
-    where.add_argument("--devices", type=int, default=40, help="with --scenario: number of devices (default 40)")
+    where.add_argument("--devices", type=positive_int, default=40, help="with --scenario: number of devices (default 40)")
     where.add_argument("--cluster", help="cluster file")
     where.add_argument("--profiles", help="profiles of the cluster's device classes")
     where.add_argument("--repository", help="model repository holding variants.json (default: the cluster file's)")
     p.add_argument("--trace", help="trace CSV; with --scenario and no trace, a bursty trace is generated "
                                    "around the scenario's demand")
-    p.add_argument("--duration", type=float, default=120.0, help="generated trace: seconds (default 120)")
-    p.add_argument("--peak-factor", type=float, default=3.0,
+    p.add_argument("--duration", type=positive_float, default=120.0, help="generated trace: seconds (default 120)")
+    p.add_argument("--peak-factor", type=factor, default=3.0,
                    help="generated trace: burst rate / calm rate (default 3)")
-    p.add_argument("--seed", type=int, default=0, help="trace and service-time noise seed (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="trace and service-time noise seed (default 0)")
     p.add_argument("--policies", default=DEFAULT_POLICIES, help=f"comma-separated (default {DEFAULT_POLICIES})")
     p.add_argument("--slo", action="append", metavar="FAMILY=MS", help="SLO per family (default: the trace's)")
-    p.add_argument("--load-fixed", type=float, default=1.5, help="model load delay: fixed seconds (default 1.5)")
-    p.add_argument("--load-per-gb", type=float, default=10.0, help="model load delay: seconds per GB (default 10)")
+    p.add_argument("--load-fixed", type=non_negative_float, default=1.5, help="model load delay: fixed seconds (default 1.5)")
+    p.add_argument("--load-per-gb", type=non_negative_float, default=10.0, help="model load delay: seconds per GB (default 10)")
     p.add_argument("--no-noise", action="store_true", help="service time = profiled p50 exactly")
     p.add_argument("--no-replan", action="store_true", help="keep the first plan for the whole trace")
     p.add_argument("--out", default="runs/simulate", help="output folder (default runs/simulate)")
@@ -71,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from orchestrator.trace import read_trace
 
     policies = parse_policies(args.policies)
+    check_output_folder(args.out, "--out")
     default_slo: dict[str, float] = {}
     if args.scenario:
         if args.cluster or args.profiles:
@@ -95,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
         trace = read_trace(args.trace, known_families=catalog.families())
     if not len(trace):
         raise UserError("the trace holds no requests")
-    slo = {**default_slo, **parse_slo(args.slo, trace)} if not args.slo else parse_slo(args.slo, trace)
+    slo = trace_slo(args.slo, trace) if args.slo else {**default_slo, **trace_slo(None, trace)}
+    check_slo_families(slo, catalog.families(), f"the {args.scenario} scenario" if args.scenario else repo)
     control = ControlPlaneConfig()
     config = SimConfig(shim=ShimConfig(policy=args.batching, hold_factor=args.hold_factor), estimator=args.estimator, dwell_s=args.dwell,
                        hysteresis=args.hysteresis, load_fixed_s=args.load_fixed, load_s_per_gb=args.load_per_gb,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from orchestrator.catalog import Catalog
 from orchestrator.cluster import Cluster
+from orchestrator.commands.flags import parse_slo
 from orchestrator.errors import UserError
 from orchestrator.plan import Plan
 from orchestrator.planner import POLICIES, AccuracyFloor, PlannerOptions, PlanRequest, make_plan
@@ -83,7 +84,7 @@ def run(args) -> int:
     profiles = ProfileSet.load(args.profiles)
     catalog_path = args.catalog or cluster.model_repository or "model_repository"
     catalog = Catalog.load(catalog_path)
-    slo, demand = _numbers(args.slo, "slo"), _numbers(args.demand, "demand")
+    slo, demand = parse_slo(args.slo), _numbers(args.demand, "demand")
     if not demand:
         raise UserError("give the demand to plan for, e.g. --demand resnet=120")
     current = None

@@ -7,7 +7,9 @@ import math
 
 import numpy as np
 
+from orchestrator.commands.flags import check_output_file, non_negative_int, positive_float
 from orchestrator.errors import UserError
+from orchestrator.names import check_name
 from orchestrator.trace import Trace, read_trace, write_trace
 from orchestrator.workloads import (ConstantRate, DiurnalRate, FamilyLoad, MarkovModulatedRate, Pattern,
                                     StepRate, generate)
@@ -29,8 +31,9 @@ def register(sub) -> None:
     g.add_argument("--rate", type=float, required=True, help="base arrival rate, requests/s")
     g.add_argument("--duration", type=float, required=True, help="seconds")
     g.add_argument("--family", required=True, help="model family the requests are for (e.g. resnet)")
-    g.add_argument("--deadline-ms", type=float, default=300.0, help="deadline of every request (default 300)")
-    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g.add_argument("--deadline-ms", type=positive_float, default=300.0,
+                   help="deadline of every request (default 300)")
+    g.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
     g.add_argument("--peak-factor", type=float, default=3.0, help="peak rate / base rate (default 3)")
     g.add_argument("--period", type=float, help="diurnal: seconds per cycle (default: the duration)")
     g.add_argument("--burst-s", type=float, default=5.0, help="bursty: mean burst length, s (default 5)")
@@ -52,13 +55,13 @@ def register(sub) -> None:
 
 
 def pattern_for(args: argparse.Namespace) -> Pattern:
-    """The arrival pattern the `generate` flags describe."""
-    if args.rate is None or not args.rate > 0:
-        raise UserError(f"--rate must be positive, not {args.rate}")
-    if not args.duration > 0:
-        raise UserError(f"--duration must be positive, not {args.duration}")
-    if not args.peak_factor >= 1:
-        raise UserError(f"--peak-factor must be at least 1, not {args.peak_factor}")
+    """The arrival pattern the `generate` flags describe (finite numbers only: inf would never end)."""
+    if args.rate is None or not (math.isfinite(args.rate) and args.rate > 0):
+        raise UserError(f"--rate must be positive and finite, not {args.rate}")
+    if not (math.isfinite(args.duration) and args.duration > 0):
+        raise UserError(f"--duration must be positive and finite, not {args.duration}")
+    if not (math.isfinite(args.peak_factor) and args.peak_factor >= 1):
+        raise UserError(f"--peak-factor must be finite and at least 1, not {args.peak_factor}")
     base, peak = args.rate, args.rate * args.peak_factor
     if args.kind == "constant":
         return ConstantRate(base)
@@ -66,16 +69,17 @@ def pattern_for(args: argparse.Namespace) -> Pattern:
         return StepRate(levels=(base, peak, base), step_s=args.duration / 3)
     if args.kind == "diurnal":
         period = args.period if args.period is not None else args.duration
-        if not period > 0:
-            raise UserError(f"--period must be positive, not {period}")
+        if not (math.isfinite(period) and period > 0):
+            raise UserError(f"--period must be positive and finite, not {period}")
         return DiurnalRate(low=base, high=peak, period_s=period)
-    if not (args.burst_s > 0 and args.calm_s > 0):
-        raise UserError(f"--burst-s and --calm-s must be positive, not {args.burst_s} and {args.calm_s}")
+    if not all(math.isfinite(v) and v > 0 for v in (args.burst_s, args.calm_s)):
+        raise UserError(f"--burst-s and --calm-s must be positive and finite, not {args.burst_s} and {args.calm_s}")
     return MarkovModulatedRate(rates=(base, peak), mean_dwell_s=(args.calm_s, args.burst_s), initial_state=0)
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    load = FamilyLoad(args.family, pattern_for(args), args.deadline_ms)
+    check_output_file(args.out, "--out")
+    load = FamilyLoad(check_name(args.family, "--family"), pattern_for(args), args.deadline_ms)
     trace = generate([load], args.duration, seed=args.seed)
     write_trace(args.out, trace)
     print(f"wrote {len(trace)} requests over {args.duration:g} s "
@@ -84,6 +88,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def run_merge(args: argparse.Namespace) -> int:
+    check_output_file(args.out, "--out")
     trace = Trace.merge(*(read_trace(path) for path in args.traces))
     write_trace(args.out, trace)
     print(f"wrote {len(trace)} requests of {len(trace.families())} families to {args.out}")
@@ -102,8 +107,8 @@ def sparkline(rates: np.ndarray, width: int, top: float) -> str:
 
 def summary_lines(trace: Trace, window_s: float = 1.0, width: int = 60) -> list[str]:
     """The text `trace show` prints."""
-    if window_s <= 0:
-        raise UserError(f"--window must be positive, not {window_s}")
+    if not (math.isfinite(window_s) and window_s > 0):
+        raise UserError(f"--window must be positive and finite, not {window_s}")
     if width < 1:
         raise UserError(f"--width must be at least 1, not {width}")
     duration = trace.duration_s
