@@ -202,10 +202,16 @@ def apply():
             raise NotFound(f"there is no plan v{shown(version)}")
         reason = f"operator: re-apply plan v{version}"
     else:
-        if not isinstance(body["plan"], dict):
-            raise UserError(f"'plan' must be a plan object (e.g. from /solve), not {shown(body['plan'])}")
+        raw = body["plan"]
+        if not isinstance(raw, dict):
+            raise UserError(f"'plan' must be a plan object (e.g. from /solve), not {shown(raw)}")
+        for key, kind, what in (("version", int, "an integer"), ("placements", list, "a list"),
+                                ("families", dict, "an object"), ("solver", dict, "an object"),
+                                ("notes", list, "a list")):  # what Plan.from_dict would coerce
+            if key in raw and (not isinstance(raw[key], kind) or isinstance(raw[key], bool)):
+                raise UserError(f"plan: {key} must be {what}, not {shown(raw[key])}")
         try:
-            plan = Plan.from_dict(body["plan"])
+            plan = Plan.from_dict(raw)
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
             raise UserError(f"'plan' is not a plan object (missing or bad field {shown(str(e))})") from None
         cp().check_plan(plan)

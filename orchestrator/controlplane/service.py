@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from orchestrator.catalog import Catalog
 from orchestrator.cluster import Cluster
@@ -261,10 +261,15 @@ class ControlPlane:
 
             raise UserError(f"unknown policy {shown(policy)}; choose one of {', '.join(policies())}")
         slo = {**self.slo_ms(), **{f: float(v) for f, v in (slo_ms or {}).items()}}
-        return solve_plan(self.catalog, self.cluster, self.profiles, slo_ms=slo,
+        plan = solve_plan(self.catalog, self.cluster, self.profiles, slo_ms=slo,
                           demand_rps=self.planning_demand(demand), current=self.plan,
                           floors=self.accuracy_floors(), drained=sorted(set(self.drained()) | self.down),
                           policy=policy or self.config.policy)
+        unknown = [k for k in ("objective", "gap", "time_ms") if not math.isfinite(getattr(plan.solver, k))]
+        if unknown:  # e.g. a FEASIBLE MILP with no finite bound: JSON has no Infinity, so say so in a note
+            plan = replace(plan, solver=replace(plan.solver, **{k: -1.0 for k in unknown}),
+                           notes=plan.notes + (f"the solver reported no finite {', '.join(unknown)} (shown as -1)",))
+        return plan
 
     def check_plan(self, plan: Plan) -> None:
         """A plan a client sent (POST /apply): every name known (404 otherwise), every field of the
