@@ -45,19 +45,34 @@ def test_cluster_devices_and_catalog(url):
     assert status == 200 and body["families"]["resnet"][0] == "resnet18"
 
 
-def test_no_plan_yet_is_503_for_shims(server, url):
-    if server.cp.plan is not None:
-        pytest.skip("a plan was applied by an earlier test")
-    status, body = call(url + "/api/v1/plan")
+def test_no_plan_yet_is_503_for_shims(server, model_repo):
+    # a control plane of its own (fresh store, so no plan to resume) over the module's Triton servers:
+    # whatever the other tests applied, this one has no plan
+    with running_control_plane(model_repo, runtime=server.runtime, controller=False) as fresh:
+        assert fresh.cp.plan is None
+        status, body = call(fresh.url + "/api/v1/plan", token=None)
     assert status == 503 and "no plan" in body["error"]
+    assert set(body["endpoints"]) == {"cpu0", "cpu1"}
+
+
+def loaded_now(server) -> dict[str, dict[str, str]]:
+    return {d: dict(server.runtime.control(d).loaded()) for d in ("cpu0", "cpu1")}
 
 
 def test_solve_dry_run_previews_without_changing_anything(server, url):
+    loaded, plan = loaded_now(server), server.cp.plan
+    stored, decisions = call(url + "/api/v1/plans")[1]["plans"], call(url + "/api/v1/decisions")[1]["decisions"]
     status, body = call(url + "/api/v1/solve", "POST", {"demand": {"resnet": 5}}, token=None)
     assert status == 200 and body["applied"] is False
     assert body["plan"]["families"]["resnet"]["demand_rps"] == 5
-    assert body["diff"]["load"] and body["summary"].startswith("load")
-    assert all(not server.runtime.control(d).loaded() for d in ("cpu0", "cpu1")) or server.cp.plan is not None
+    # the preview's diff is against what the servers have: it loads exactly what they lack
+    pairs = {(p["device_id"], p["variant"]) for p in body["plan"]["placements"]}
+    assert {(p["device_id"], p["variant"]) for p in body["diff"]["load"]} == \
+        pairs - {(d, v) for d, names in loaded.items() for v in names}
+    # ... and the dry run loaded, unloaded, published and recorded nothing
+    assert loaded_now(server) == loaded and server.cp.plan is plan
+    assert call(url + "/api/v1/plans")[1]["plans"] == stored
+    assert call(url + "/api/v1/decisions")[1]["decisions"] == decisions
 
 
 @pytest.mark.parametrize("body, fragment", [
