@@ -26,7 +26,7 @@ def server_for_device(device: Device, model_repository: str | os.PathLike, run_d
         return RemoteServer(device.url, name=device.id)
     spec = device.embedded
     return EmbeddedServer(model_repository, http_port=spec.http_port, cores=spec.cores, threads=spec.threads,
-                          gpu=spec.gpu, host=getattr(spec, "host", "127.0.0.1"), name=device.id, run_dir=run_dir)
+                          gpu=spec.gpu, host=spec.host, name=device.id, run_dir=run_dir)
 
 
 def instance_config_for(device: Device, instances: int = 1, threads: int | None = None,
