@@ -164,7 +164,7 @@ def _parse_device(d: dict, index: int, where: str) -> Device:
     unknown = set(d) - allowed
     if unknown:
         raise UserError(f"{name}: unknown field {sorted(unknown)[0]!r} (allowed: {sorted(allowed)})")
-    device_class = need("class", str)
+    device_class = check_name(need("class", str), f"{name}: field 'class'")
     kind = need("kind", str)
     if kind not in DEVICE_KINDS:
         raise UserError(f"{name}: field 'kind' must be one of {DEVICE_KINDS}, not {kind!r}")
@@ -176,6 +176,8 @@ def _parse_device(d: dict, index: int, where: str) -> Device:
         raise UserError(f"{name}: field 'cost_per_hour' must be a finite number >= 0, not {cost!r}")
     url = need("url", str, required=False)
     config = need("config", str, required=False)
+    if config is not None:  # names configs/<config>.pbtxt in each model's folder
+        check_name(config, f"{name}: field 'config'")
     emb_raw = d.get("embedded")
     if (url is None) == (emb_raw is None):
         raise UserError(f"{name}: give exactly one of 'url' (a remote Triton) or [device.embedded]")

@@ -22,7 +22,7 @@ import numpy as np
 
 from orchestrator.catalog import Catalog, Variant
 from orchestrator.errors import UserError
-from orchestrator.profiles import ProfileRecord, ProfileSet
+from orchestrator.profiles import ProfileRecord, ProfileSet, checked_record
 from orchestrator.triton.runtime import ClusterRuntime
 
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16)
@@ -228,15 +228,21 @@ def import_perf_analyzer_csv(path: str | os.PathLike, variant: str, device_class
         if not found:
             raise UserError(f"{p}: no row with Concurrency {concurrency}")
         row, line = found[0]
-    try:
-        us = {c: float(row[c]) for c in _PA_COLUMNS}
-    except ValueError as e:
-        raise UserError(f"{p}: line {line}: bad number ({e})") from None
-    return ProfileRecord(variant=variant, device_class=device_class, batch_size=batch_size, instances=instances,
-                         threads=threads, p50_ms=us["p50 latency"] / 1000, p95_ms=us["p95 latency"] / 1000,
-                         p99_ms=us["p99 latency"] / 1000, throughput_rps=us["Inferences/Second"], samples=0,
-                         measured_at=datetime.fromtimestamp(p.stat().st_mtime, timezone.utc).isoformat(timespec="seconds"),
-                         source="perf_analyzer", note=f"imported from {p.name}, concurrency {row['Concurrency']}")
+    us = {}
+    for c in _PA_COLUMNS[1:]:
+        try:
+            us[c] = float(row[c])
+        except (TypeError, ValueError):
+            raise UserError(f"{p}: line {line}: column {c!r} is not a number: {row[c]!r}") from None
+        if not (math.isfinite(us[c]) and us[c] >= 0):
+            raise UserError(f"{p}: line {line}: column {c!r} must be a finite number >= 0, not {row[c]!r}")
+    # the same checks as a profiles file's records (names, integers >= 1)
+    return checked_record(dict(variant=variant, device_class=device_class, batch_size=batch_size, instances=instances,
+                               threads=threads, p50_ms=us["p50 latency"] / 1000, p95_ms=us["p95 latency"] / 1000,
+                               p99_ms=us["p99 latency"] / 1000, throughput_rps=us["Inferences/Second"], samples=0,
+                               measured_at=datetime.fromtimestamp(p.stat().st_mtime, timezone.utc).isoformat(timespec="seconds"),
+                               source="perf_analyzer", note=f"imported from {p.name}, concurrency {row['Concurrency']}"),
+                          f"{p}: line {line}")
 
 
 def best_batch_under_slo(records: list[ProfileRecord], slo_ms: float, latency_fraction: float = 1.0,

@@ -47,7 +47,7 @@ _INT_FIELDS = {"batch_size": 1, "instances": 1, "threads": 1, "samples": 0}
 _FLOAT_FIELDS = {"p50_ms": 0.0, "p95_ms": 0.0, "p99_ms": 0.0, "throughput_rps": 0.0}
 
 
-def _coerce(d: object, where: str) -> ProfileRecord:
+def checked_record(d: object, where: str) -> ProfileRecord:
     """One record of a profiles file, every field checked; a UserError naming `where` and the field if bad."""
     if not isinstance(d, dict):
         raise UserError(f"{where}: expected an object with the fields {', '.join(_REQUIRED)}, not {d!r}")
@@ -142,7 +142,7 @@ class ProfileSet:
             raise UserError(f"{p}: not valid JSON ({e})") from None
         if not isinstance(raw, dict) or not isinstance(raw.get("records"), list):
             raise UserError(f"{p}: expected an object with a 'records' list")
-        return cls([_coerce(d, f"{p}: record #{i + 1}") for i, d in enumerate(raw["records"])])
+        return cls([checked_record(d, f"{p}: record #{i + 1}") for i, d in enumerate(raw["records"])])
 
     @classmethod
     def load_or_empty(cls, path: str | os.PathLike) -> "ProfileSet":

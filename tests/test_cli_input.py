@@ -73,6 +73,8 @@ def test_device_id_with_a_shell_payload_is_refused_and_runs_nothing(tmp_path):
     ("", 'id = "cpu0"\nclass = "c"\nkind = "cpu"\nmemory_mb = inf\n', "", "field 'memory_mb' must be a positive finite"),
     ("", 'id = "cpu0"\n' + DEVICE + "cost_per_hour = nan\n", "", "field 'cost_per_hour' must be a finite number"),
     ("", 'id = "cpu0"\n' + DEVICE + "cost_per_hour = inf\n", "", "field 'cost_per_hour' must be a finite number"),
+    ("", 'id = "cpu0"\nclass = "../c"\nkind = "cpu"\nmemory_mb = 500\n', "", "field 'class' must be a letter or digit"),
+    ("", 'id = "cpu0"\n' + DEVICE + 'config = "../../etc/x"\n', "", "field 'config' must be a letter or digit"),
     ("", 'id = "cpu0"\n' + DEVICE, 'host = "localhost"\n', "field 'embedded.host' must be an IP address"),
     ("", 'id = "cpu0"\n' + DEVICE, 'host = "300.1.2.3"\n', "field 'embedded.host' must be an IP address"),
     ("", 'id = "cpu0"\n' + DEVICE, "host = 2130706433\n", "field 'embedded.host' must be an IP address"),
@@ -301,6 +303,7 @@ def test_serve_db_that_is_a_directory(tmp_path, capsys, embedded_cluster, no_tri
     (["--drain", "nan"], "argument --drain: must be a finite number"),
     (["--drain=-inf"], "argument --drain: must be a finite number"),
     (["--slo", "nosuch=100"], "--slo names family 'nosuch', which has no variant in"),
+    (["--port", "70000"], "argument --port: must be a port number in 0..65535, not 70000"),
 ])
 def test_serve_refuses_bad_flag_values_before_triton(tmp_path, capsys, embedded_cluster, no_triton, flags, message):
     err = one_error(capsys, "serve", "--cluster", str(embedded_cluster), "--db", str(tmp_path / "s.sqlite"), *flags)
@@ -406,6 +409,9 @@ def test_simulate_refuses_bad_numbers(tmp_path, capsys, flags, message):
     (["--seed", "-1"], "argument --seed: must be an integer >= 0"),
     (["--deadline-ms", "nan"], "argument --deadline-ms: must be a finite number"),
     (["--family", "a,b"], "--family must be a letter or digit"),
+    (["--rate", "inf"], "argument --rate: must be a finite number"),
+    (["--burst-s", "0"], "argument --burst-s: must be positive"),
+    (["--period", "nan"], "argument --period: must be a finite number"),
 ])
 def test_trace_generate_refuses_bad_values(tmp_path, capsys, flags, message):
     out = tmp_path / "t.csv"
@@ -413,12 +419,23 @@ def test_trace_generate_refuses_bad_values(tmp_path, capsys, flags, message):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--time-limit", "inf"], "argument --time-limit: must be a finite number"),
+    (["--time-limit", "0"], "argument --time-limit: must be positive"),
+    (["--utilisation-cap", "1.5"], "argument --utilisation-cap: must be in (0, 1]"),
+    (["--latency-fraction", "nan"], "argument --latency-fraction: must be a finite number"),
+])
+def test_solve_refuses_bad_numbers(capsys, files, flags, message):
+    assert message in one_error(capsys, "solve", "--cluster", str(files["cluster"]), "--profiles",
+                                str(files["profiles"]), "--demand", "resnet=5", *flags)
+
+
 def test_trace_show_refuses_a_nan_window(tmp_path, capsys):
     out = tmp_path / "t.csv"
     assert cli.main([*GENERATE, "--out", str(out)]) == 0
     capsys.readouterr()
-    assert "--window must be positive and finite, not nan" in one_error(capsys, "trace", "show", str(out),
-                                                                         "--window", "nan")
+    assert "argument --window: must be a finite number, not 'nan'" in one_error(capsys, "trace", "show", str(out),
+                                                                                  "--window", "nan")
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -156,3 +156,15 @@ def test_percentile_nearest_rank():
     values = list(range(1, 101))
     assert (percentile(values, 50), percentile(values, 99), percentile(values, 100)) == (50, 99, 100)
     assert percentile([7.0], 99) == 7.0
+
+
+@pytest.mark.parametrize("column, value", [("p50 latency", "nan"), ("p99 latency", "inf"),
+                                           ("Inferences/Second", "-5"), ("p95 latency", "")])
+def test_import_perf_analyzer_refuses_numbers_a_profile_cannot_hold(tmp_path, column, value):
+    header, row = PA_CSV.strip().splitlines()[:2]
+    cells = dict(zip(header.split(","), row.split(",")))
+    cells[column] = value
+    src = tmp_path / "pa.csv"
+    src.write_text(header + "\n" + ",".join(cells[c] for c in header.split(",")) + "\n")
+    with pytest.raises(UserError, match=f"{src}: line 2: column '{column}' "):
+        import_perf_analyzer_csv(src, "resnet50", "gpu-h100", batch_size=1)

@@ -49,6 +49,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def port(text: str) -> int:
+    """A TCP port, 0 (any free port) to 65535."""
+    value = _finite(text, int)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number in 0..65535, not {text}")
+    return value
+
+
 def non_negative_float(text: str) -> float:
     value = _finite(text)
     if value < 0:

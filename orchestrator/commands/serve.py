@@ -15,7 +15,7 @@ from pathlib import Path
 
 from orchestrator.catalog import Catalog
 from orchestrator.cluster import Cluster
-from orchestrator.commands.flags import (check_output_file, check_slo_families, non_negative_float, parse_slo,
+from orchestrator.commands.flags import (check_output_file, check_slo_families, non_negative_float, parse_slo, port,
                                          positive_float)
 from orchestrator.controlplane.demand import ESTIMATORS
 from orchestrator.controlplane.server import ControlPlaneServer
@@ -39,9 +39,9 @@ def register(sub) -> None:
 
 def add_control_plane_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
+    p.add_argument("--port", type=port, default=8080, help="HTTP port (default 8080)")
     p.add_argument("--token", help="bearer token for changes (default $ORCHESTRATOR_TOKEN, else a random one, "
-                                   "printed at start-up)")
+                                   "printed at start-up only then)")
     p.add_argument("--slo", action="append", default=[], metavar="FAMILY=MS", help="deadline per family (repeat)")
     p.add_argument("--policy", default="milp", help="planner policy (default milp)")
     p.add_argument("--estimator", choices=ESTIMATORS, default="peak", help="demand estimator (default peak)")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from orchestrator.catalog import Catalog
 from orchestrator.cluster import Cluster
-from orchestrator.commands.flags import parse_slo
+from orchestrator.commands.flags import fraction, parse_slo, positive_float
 from orchestrator.errors import UserError
 from orchestrator.plan import Plan
 from orchestrator.planner import POLICIES, AccuracyFloor, PlannerOptions, PlanRequest, make_plan
@@ -35,10 +35,10 @@ def register(sub) -> None:
     p.add_argument("--drain", action="append", default=[], metavar="DEVICE", help="device that hosts nothing")
     p.add_argument("--reserve", action="append", default=[], metavar="DEVICE",
                    help="device the planner leaves as it is (keeps --current's placements, gets no traffic)")
-    p.add_argument("--utilisation-cap", type=float, default=0.85, help="max time share of a device (default 0.85)")
-    p.add_argument("--latency-fraction", type=float, default=0.5,
+    p.add_argument("--utilisation-cap", type=fraction, default=0.85, help="max time share of a device (default 0.85)")
+    p.add_argument("--latency-fraction", type=fraction, default=0.5,
                    help="a batch qualifies when its p99 <= SLO x this (default 0.5)")
-    p.add_argument("--time-limit", type=float, default=2.0,
+    p.add_argument("--time-limit", type=positive_float, default=2.0,
                    help="solver time limit in s; past it the best plan found is returned with its gap (default 2)")
     p.add_argument("--no-standby", action="store_true",
                    help="milp: do not add standby variants (spill routes) where memory allows")

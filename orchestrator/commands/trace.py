@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from orchestrator.commands.flags import check_output_file, non_negative_int, positive_float
+from orchestrator.commands.flags import check_output_file, factor, non_negative_int, positive_float, positive_int
 from orchestrator.errors import UserError
 from orchestrator.names import check_name
 from orchestrator.trace import Trace, read_trace, write_trace
@@ -28,16 +28,16 @@ def register(sub) -> None:
     g.add_argument("--kind", choices=KINDS, default="constant",
                    help="constant Poisson; step (base, peak, base in thirds); diurnal (sinusoid, trough at 0); "
                         "bursty (2-state MMPP: calm at the base rate, bursts at the peak rate)")
-    g.add_argument("--rate", type=float, required=True, help="base arrival rate, requests/s")
-    g.add_argument("--duration", type=float, required=True, help="seconds")
+    g.add_argument("--rate", type=positive_float, required=True, help="base arrival rate, requests/s")
+    g.add_argument("--duration", type=positive_float, required=True, help="seconds")
     g.add_argument("--family", required=True, help="model family the requests are for (e.g. resnet)")
     g.add_argument("--deadline-ms", type=positive_float, default=300.0,
                    help="deadline of every request (default 300)")
     g.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
-    g.add_argument("--peak-factor", type=float, default=3.0, help="peak rate / base rate (default 3)")
-    g.add_argument("--period", type=float, help="diurnal: seconds per cycle (default: the duration)")
-    g.add_argument("--burst-s", type=float, default=5.0, help="bursty: mean burst length, s (default 5)")
-    g.add_argument("--calm-s", type=float, default=20.0, help="bursty: mean time between bursts, s (default 20)")
+    g.add_argument("--peak-factor", type=factor, default=3.0, help="peak rate / base rate (default 3)")
+    g.add_argument("--period", type=positive_float, help="diurnal: seconds per cycle (default: the duration)")
+    g.add_argument("--burst-s", type=positive_float, default=5.0, help="bursty: mean burst length, s (default 5)")
+    g.add_argument("--calm-s", type=positive_float, default=20.0, help="bursty: mean time between bursts, s (default 20)")
     g.add_argument("--out", required=True, help="trace CSV to write")
     g.set_defaults(run=run_generate)
 
@@ -48,9 +48,9 @@ def register(sub) -> None:
 
     s = tsub.add_parser("show", help="summarise a trace: requests, duration, mean/peak rate per family")
     s.add_argument("trace", help="trace CSV")
-    s.add_argument("--window", type=float, default=1.0, help="window for rates, s (default 1)")
+    s.add_argument("--window", type=positive_float, default=1.0, help="window for rates, s (default 1)")
     s.add_argument("--families", help="comma-separated known families: any other family is an error")
-    s.add_argument("--width", type=int, default=60, help="sparkline width in characters (default 60)")
+    s.add_argument("--width", type=positive_int, default=60, help="sparkline width in characters (default 60)")
     s.set_defaults(run=run_show)
 
 
