@@ -13,37 +13,15 @@ import pytest
 
 from orchestrator import native
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import outcomes  # noqa: E402
+
 ROOT = Path(native.__file__).resolve().parents[1]
 
-# Simulates two cases and saves every request's outcome: a Proteus-scale cluster (accuracy-first
-# routing over spill routes, processor sharing, noise, re-plans) and two CPU devices under a
-# bursty load with the baselines too; prints whether the compiled modules ran.
-SIMULATE = """
-import sys
-import numpy as np
-from orchestrator import native, scenarios
-from orchestrator.planner import PlannerOptions
-from orchestrator.simulator import SimConfig, Simulator
-from orchestrator.workloads import ConstantRate, FamilyLoad, MarkovModulatedRate, StepRate, generate
-
-out = {}
-config = SimConfig(planner=PlannerOptions(time_limit_s=30.0))  # solves end at the gap: no time-limit plans
-sc = scenarios.proteus_scale(devices=8)
-loads = [FamilyLoad(f, StepRate((0.6 * d, 1.3 * d), 4.0), sc.slo_ms[f]) for f, d in sc.demand_rps.items()]
-trace = generate(loads, 8.0, seed=2)
-run = Simulator(sc.catalog, sc.cluster, sc.profiles, sc.slo_ms, config).run(trace, "milp")
-out["proteus"] = run.outcomes
-small = scenarios.small_resnet(devices=2, slo_ms=300.0)
-trace = generate([FamilyLoad("resnet", MarkovModulatedRate((8.0, 40.0), (10.0, 5.0)), 300.0)], 60, seed=3)
-sim = Simulator(small.catalog, small.cluster, small.profiles, {"resnet": 300.0}, config)
-for policy in ("milp", "model-switching", "clipper-ht"):
-    out[policy] = sim.run(trace, policy).outcomes
-arrays = {f"{case}.{field}": np.asarray(getattr(o, field)).astype(str if field in ("status", "variant", "device")
-                                                                    else float)
-          for case, o in out.items() for field in ("status", "latency_ms", "variant", "device")}
-np.savez(sys.argv[1], **arrays)
-print("compiled" if native.compiled() else "interpreted")
-"""
+# The seeded simulations of benchmarks/outcomes.py (a Proteus-scale cluster under a step, two CPU
+# devices under a bursty load with several policies), every request's outcome saved; the script
+# prints whether the compiled modules ran.
+OUTCOMES = ROOT / "benchmarks" / "outcomes.py"
 
 
 def _simulate(tmp_path: Path, interpreted: bool) -> tuple[str, dict[str, np.ndarray]]:
@@ -52,11 +30,11 @@ def _simulate(tmp_path: Path, interpreted: bool) -> tuple[str, dict[str, np.ndar
     if interpreted:
         env[native.INTERPRETED_ENV] = "1"
     out = tmp_path / ("interpreted.npz" if interpreted else "compiled.npz")
-    done = subprocess.run([sys.executable, "-c", SIMULATE, str(out)], env=env, capture_output=True, text=True,
-                          timeout=600, cwd=tmp_path)
+    done = subprocess.run([sys.executable, str(OUTCOMES), "save", str(out)], env=env, capture_output=True,
+                          text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     with np.load(out) as data:
-        return done.stdout.strip(), {k: data[k] for k in data.files}
+        return done.stdout.split(":")[0], {k: data[k] for k in data.files}
 
 
 def _require_build() -> None:
@@ -78,14 +56,8 @@ def test_compiled_and_interpreted_simulations_agree_request_by_request(tmp_path)
     mode_c, compiled = _simulate(tmp_path, interpreted=False)
     mode_i, interpreted = _simulate(tmp_path, interpreted=True)
     assert (mode_c, mode_i) == ("compiled", "interpreted")
-    assert compiled.keys() == interpreted.keys()
-    for key in compiled:
-        a, b = compiled[key], interpreted[key]
-        assert a.shape == b.shape and a.size > 100, key
-        if a.dtype.kind == "f":
-            assert np.array_equal(a, b, equal_nan=True), f"{key}: {np.sum(a != b)} requests differ"
-        else:
-            assert np.array_equal(a, b), f"{key}: {np.sum(a != b)} requests differ"
+    assert outcomes.differences(compiled, interpreted) == []
+    assert all(a.size > 100 for a in compiled.values())
     statuses = set(compiled["proteus.status"].tolist())
     assert {"ok", "late"} <= statuses  # the step overloads the cluster: the comparison covers misses too
 
@@ -143,3 +115,13 @@ def test_a_failed_build_names_the_error_and_leaves_the_sources_running(tmp_path)
     probe = subprocess.run([sys.executable, "-c", "import orchestrator.routing as r; print(r.__file__)"], env=env,
                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert probe.stdout.strip() == str(routing)
+
+
+def test_the_outcome_comparison_names_what_changed():
+    before = {"a.status": np.array(["ok", "late", "ok"]), "a.latency_ms": np.array([1.0, np.nan, 3.0])}
+    assert outcomes.differences(before, {k: v.copy() for k, v in before.items()}) == []  # NaN equals NaN
+    after = {"a.status": np.array(["ok", "ok", "ok"]), "a.latency_ms": np.array([1.0, np.nan, 3.5])}
+    assert outcomes.differences(before, after) == [
+        "a.latency_ms: 1 of 3 requests differ (first: request 2, 3.0 -> 3.5)",
+        "a.status: 1 of 3 requests differ (first: request 1, late -> ok)"]
+    assert outcomes.differences(before, {"a.status": before["a.status"]}) == ["a.latency_ms: only in before"]
