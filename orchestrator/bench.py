@@ -65,15 +65,8 @@ def outcome_row(result: Result | None, arrival_s: float, family: str, deadline_m
     if result is None:
         return {"arrival_s": arrival_s, "family": family, "deadline_ms": deadline_ms, "status": "error",
                 "latency_ms": None, "variant": "", "device": "", "accuracy": 0.0}
-    if result.status == "ok":
-        status = "ok"
-    elif result.status == "deadline_miss":
-        status = "late" if result.outputs is not None else "dropped"
-    elif "has no route" in result.error:
-        status = "unserved"
-    else:
-        status = "error"
-    answered = status in ("ok", "late")
+    status = result.status.value
+    answered = result.status.answered
     v = catalog.variants.get(result.variant)
     return {"arrival_s": arrival_s, "family": family, "deadline_ms": deadline_ms, "status": status,
             "latency_ms": result.latency_ms, "variant": result.variant, "device": result.device_id,

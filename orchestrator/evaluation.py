@@ -26,12 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+from orchestrator.dataplane.status import ANSWERED, STATUS_NAMES, Status
 from orchestrator.errors import UserError
 from orchestrator.files import write_atomic
 from orchestrator.profiles import ProfileRecord, ProfileSet
 
-STATUSES = ("ok", "late", "dropped", "error", "unserved")
-ANSWERED = ("ok", "late")  # statuses that carry a model output
 WORST_WINDOW_S = 10.0
 OUTCOME_COLUMNS = ("arrival_s", "family", "deadline_ms", "status", "latency_ms", "variant", "device", "accuracy")
 
@@ -43,7 +42,7 @@ class Outcomes:
     arrival_s: np.ndarray  # float64
     family: np.ndarray  # object (str)
     deadline_ms: np.ndarray  # float64
-    status: np.ndarray  # object, one of STATUSES
+    status: np.ndarray  # object, one of STATUS_NAMES (dataplane/status.py)
     latency_ms: np.ndarray  # float64: arrival to answer (NaN when the request got no answer at all)
     variant: np.ndarray  # object: the variant that served it ("" when none)
     device: np.ndarray  # object ("" when none)
@@ -69,7 +68,7 @@ class Outcomes:
 
     @property
     def answered(self) -> np.ndarray:
-        return (self.status == "ok") | (self.status == "late")
+        return np.isin(self.status, ANSWERED)
 
     @property
     def effective(self) -> np.ndarray:
@@ -82,7 +81,7 @@ class Outcomes:
         return cls(arrival_s=np.array(cols["arrival_s"], dtype=np.float64),
                    family=np.array(cols["family"], dtype=object),
                    deadline_ms=np.array(cols["deadline_ms"], dtype=np.float64),
-                   status=np.array(cols["status"], dtype=object),
+                   status=np.array([Status(s).value for s in cols["status"]], dtype=object),
                    latency_ms=np.array([math.nan if v is None else v for v in cols["latency_ms"]], dtype=np.float64),
                    variant=np.array(cols["variant"], dtype=object), device=np.array(cols["device"], dtype=object),
                    accuracy=np.array(cols["accuracy"], dtype=np.float64))
@@ -105,6 +104,10 @@ class Outcomes:
             rows = list(csv.DictReader(io.StringIO(p.read_text())))
         except FileNotFoundError:
             raise UserError(f"{p}: outcomes file not found") from None
+        for i, r in enumerate(rows):
+            if r.get("status") not in STATUS_NAMES:
+                raise UserError(f"{p}: line {i + 2}: status must be one of {', '.join(STATUS_NAMES)}, "
+                                f"not {r.get('status')!r}")
         try:
             return cls(arrival_s=np.array([float(r["arrival_s"]) for r in rows]),
                        family=np.array([r["family"] for r in rows], dtype=object),

@@ -36,7 +36,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import cast
 
 import numpy as np
@@ -46,9 +46,11 @@ from orchestrator.batching import EPS_S, WAKE_PAST_S, LatencyModel, Policy, Rout
 from orchestrator.catalog import Catalog
 from orchestrator.cluster import Cluster
 from orchestrator.controlplane.controller import Controller
+from orchestrator.controlplane.demand import make_estimator
 from orchestrator.controlplane.executor import LoadedModel, compute_diff
 from orchestrator.controlplane.intake import FamilySecond
 from orchestrator.controlplane.service import ControlPlane, ControlPlaneConfig
+from orchestrator.dataplane.status import STATUS_NAMES
 from orchestrator.evaluation import Outcomes, PlanEvent, Run
 from orchestrator.plan import Placement, Plan
 from orchestrator.planner import PlannerOptions, PlanRequest, make_plan
@@ -58,8 +60,7 @@ from orchestrator.shim.client import ShimConfig
 from orchestrator.trace import Trace
 
 Z99 = 2.3263478740408408  # standard normal 99th percentile
-STATUS_NAMES = ("ok", "late", "dropped", "error", "unserved")
-OK, LATE, DROPPED, ERROR, UNSERVED = range(5)
+OK, LATE, DROPPED, ERROR, UNSERVED = range(5)  # indexes into STATUS_NAMES (the Status enum's order; a test checks)
 
 # planner statuses whose plan is a function of the request alone (see `_Simulation.solve`)
 REPRODUCIBLE = frozenset({"OPTIMAL", "HEURISTIC"})
@@ -73,21 +74,20 @@ class SimConfig:
     """How the simulated system is set up. Defaults follow the live system's defaults."""
 
     shim: ShimConfig = ShimConfig()  # batching policy, percentile, slack, in-flight per route
-    estimator: str = "peak"  # demand estimator (controlplane/demand.py)
-    tick_s: float = 1.0  # controller tick
-    replan: bool = True  # False: keep the initial plan for the whole trace
-    dwell_s: float = 10.0  # least time between two plan changes (control plane default)
-    hysteresis: float = 0.25  # re-plan when demand leaves [planned x (1-h), planned x (1+h)]
-    miss_rate_trigger: float = 0.05  # re-plan when the miss rate over the controller's window exceeds this
-    lateness_s: int = 2  # the controller sees a second's telemetry this long after it ends (as live)
+    # the controller's settings, as the live control plane takes them: estimator, tick, dwell,
+    # hysteresis, miss-rate trigger, telemetry lateness, drain; `auto` False keeps the first plan
+    # for the whole trace (`policy` is the one each run names)
+    control: ControlPlaneConfig = field(default_factory=ControlPlaneConfig)
     # model-load delay = fixed part + size term; defaults from this machine's embedded Triton
     # (python backend): ResNet-18 (47 MB) loads in ~2 s, ResNet-50 (102 MB) in ~2.5 s
     load_fixed_s: float = 1.5
     load_s_per_gb: float = 10.0
-    drain_s: float = 2.0  # old routes drain this long after a switch before their models unload
     noise: bool = True  # service times drawn from the p50..p99 spread (False: p50 exactly)
     seed: int = 0
     planner: PlannerOptions = PlannerOptions()
+
+    def __post_init__(self) -> None:
+        make_estimator(self.control.estimator)  # ValueError naming the choices for a typo
 
 
 class _Req:
@@ -405,11 +405,7 @@ class _Simulation:
         self.arrival_s = 0.0  # the arrival being routed, and its deadline less the shim's slack (`_budget_use`)
         self.limit_s = 0.0
         cfg = self.cfg
-        self.view = _ControlView(self, ControlPlaneConfig(tick_s=cfg.tick_s, drain_s=cfg.drain_s, dwell_s=cfg.dwell_s,
-                                                          hysteresis=cfg.hysteresis,
-                                                          miss_rate_trigger=cfg.miss_rate_trigger,
-                                                          estimator=cfg.estimator, policy=policy,
-                                                          lateness_s=cfg.lateness_s, auto=cfg.replan), families)
+        self.view = _ControlView(self, replace(cfg.control, policy=policy), families)
         self.controller = Controller(self.view, clock=lambda: self.now)  # type: ignore[arg-type]
         # as live, where the first plan is applied before the controller starts: no dwell after it
         self.controller.last_change = -math.inf
@@ -492,7 +488,7 @@ class _Simulation:
             if routes.get(key) is not r:
                 r.retired = True
                 self.retired.append(r)
-                self.push(now + self.cfg.drain_s, _UNLOAD, r)
+                self.push(now + self.cfg.control.drain_s, _UNLOAD, r)
         self.routes = routes
         for family, fp in plan.families.items():
             live = [r for r in fp.routes if r.weight > 0 or spill]
@@ -743,8 +739,8 @@ class _Simulation:
         plan0 = self.solve(demand0, None)
         self._install(plan0, 0.0, None, len(plan0.placements), 0, "initial plan")
         for second in range(1, int(math.ceil(self.duration_s)) + 1):
-            if second * cfg.tick_s <= self.duration_s:
-                self.push(second * cfg.tick_s, _TICK, None)
+            if second * cfg.control.tick_s <= self.duration_s:
+                self.push(second * cfg.control.tick_s, _TICK, None)
 
         times = trace.time_s.tolist()
         deadlines = (trace.time_s + trace.deadline_ms / 1000.0).tolist()  # absolute (same float sum as per request)

@@ -10,7 +10,7 @@ Counting rules, per request:
   met              completions within the deadline (or with no deadline)
   deadline_misses  answered past the deadline or dropped because it could not be met
   drops            answered without being served (subset of deadline_misses)
-  errors           answered with an error (device failed, retry impossible or failed too)
+  errors           answered with an error (device failed, retry impossible or failed too) or unserved (no route)
   retries          calls re-sent to another route after a device failed
 Latency histogram and served-variant counts cover completions (`served_met`: those in time,
 per variant, so effective accuracy = sum(accuracy[v] * served_met[v]) / arrivals). Latency is end to end: from
@@ -23,9 +23,10 @@ import bisect
 import threading
 from dataclasses import dataclass, field
 
+from orchestrator.dataplane.status import Status
+
 # Upper bounds of the latency histogram buckets (ms); one more bucket catches the rest.
 LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
-STATUSES = ("ok", "deadline_miss", "error")
 METRIC_PREFIX = "orchestrator_shim"
 
 
@@ -93,14 +94,15 @@ class Telemetry:
             for c in self._at(family, now):
                 c.retries += 1
 
-    def record_result(self, family: str, now: float, *, status: str, served: bool, deadline_met: bool,
-                      latency_ms: float, variant: str = "", device_id: str = "") -> None:
-        """One answered request. `served`: it came with outputs (possibly late)."""
-        if status not in STATUSES:
-            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+    def record_result(self, family: str, now: float, status: Status, *, latency_ms: float, variant: str = "",
+                      device_id: str = "") -> None:
+        """One answered request: errors and unserved requests count as errors; late and dropped
+        ones as deadline misses; ok and late ones as completions (they came with outputs)."""
+        status = Status(status)  # ValueError for anything else
+        served, deadline_met = status.answered, status is Status.OK
         with self._lock:
             for c in self._at(family, now):
-                if status == "error":
+                if not (served or status.missed_deadline):
                     c.errors += 1
                     continue
                 if not deadline_met:
@@ -115,7 +117,7 @@ class Telemetry:
                         c.served_met[variant] = c.served_met.get(variant, 0) + 1
                 else:
                     c.drops += 1
-            if served and status != "error":
+            if served:
                 key = (family, device_id, variant)
                 self._served_routes[key] = self._served_routes.get(key, 0) + 1
 

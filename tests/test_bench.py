@@ -6,6 +6,7 @@ import pytest
 from orchestrator import scenarios
 from orchestrator.bench import initial_demand, outcome_row
 from orchestrator.cli import main
+from orchestrator.dataplane.status import Status
 from orchestrator.shim.client import Result
 from orchestrator.trace import Trace, write_trace
 
@@ -13,16 +14,15 @@ CATALOG = scenarios.small_resnet().catalog
 
 
 def result(status, outputs=True, error=""):
-    return Result(status, {"logits": np.zeros(3)} if outputs else None, "resnet50", "cpu0", 42.0,
-                  status == "ok", error)
+    return Result(status, {"logits": np.zeros(3)} if outputs else None, "resnet50", "cpu0", 42.0, error)
 
 
 @pytest.mark.parametrize("res, expected", [
-    (result("ok"), "ok"),
-    (result("deadline_miss"), "late"),
-    (result("deadline_miss", outputs=False, error="dropped: 3.0 ms left"), "dropped"),
-    (result("error", outputs=False, error="family 'resnet' has no route in plan version 2"), "unserved"),
-    (result("error", outputs=False, error="cpu0: unreachable"), "error"),
+    (result(Status.OK), "ok"),
+    (result(Status.LATE), "late"),
+    (result(Status.DROPPED, outputs=False, error="dropped: 3.0 ms left"), "dropped"),
+    (result(Status.UNSERVED, outputs=False, error="family 'resnet' has no route in plan version 2"), "unserved"),
+    (result(Status.ERROR, outputs=False, error="cpu0: unreachable"), "error"),
     (None, "error"),
 ])
 def test_shim_results_map_to_outcome_statuses(res, expected):

@@ -4,6 +4,7 @@ loaded models (milliseconds to apply) does not start a dwell. Driven through the
 which runs the real `Controller.tick` on a simulated clock."""
 
 from orchestrator import scenarios
+from orchestrator.controlplane.service import ControlPlaneConfig
 from orchestrator.planner import PlannerOptions
 from orchestrator.simulator import SimConfig, Simulator
 from orchestrator.workloads import FamilyLoad, StepRate, generate
@@ -16,7 +17,7 @@ def plans_for(levels, step_s):
     # without the MILP's standby variants, which keep ResNet-18 loaded and so make most of these
     # steps routes-only: the dwell rules are about changes of what is loaded
     sim = Simulator(sc.catalog, sc.cluster, sc.profiles, {"resnet": 300.0},
-                    SimConfig(dwell_s=DWELL_S, estimator="window", planner=PlannerOptions(standby=False)))
+                    SimConfig(control=ControlPlaneConfig(dwell_s=DWELL_S, estimator="window"), planner=PlannerOptions(standby=False)))
     trace = generate([FamilyLoad("resnet", StepRate(levels, step_s), 300.0)], 60, seed=2)
     return sim.run(trace, "milp", initial_demand={"resnet": levels[0]}).plans
 

@@ -184,7 +184,7 @@ def test_live_proteus_misses_fewer_deadlines_than_no_batching_above_capacity(ser
                     policy=policy) as client:
             results = open_loop(client, images[0], rate_rps=2.0 * capacity, duration_s=3.0, deadline_ms=deadline_ms)
         miss[policy] = sum(not r.deadline_met for r in results) / len(results)
-        assert all(r.status in ("ok", "deadline_miss") for r in results)
+        assert all(r.status in ("ok", "late", "dropped") for r in results)
     print(f"\nresnet18 p95 at batch 1 {lat1:.1f} ms, load {2 * capacity:.0f} rps, deadline {deadline_ms:.0f} ms: "
           f"miss rate none {miss['none']:.2f}, proteus {miss['proteus']:.2f}")
     assert miss["proteus"] < miss["none"]
@@ -210,7 +210,7 @@ def test_live_spill_route_takes_what_the_planned_route_would_answer_late(servers
         plan = replace(plan, families={"resnet": replace(plan.families["resnet"], demand_rps=capacity / 2)})
         with Client(plan, endpoints(servers), catalog=catalog, profiles=profiles, device_classes={"a": "live"}) as client:
             results = open_loop(client, images[0], rate_rps=2.0 * capacity, duration_s=3.0, deadline_ms=deadline_ms)
-        assert all(r.status in ("ok", "deadline_miss") for r in results)
+        assert all(r.status in ("ok", "late", "dropped") for r in results)
         miss[spill] = sum(not r.deadline_met for r in results) / len(results)
         variants[spill] = Counter(r.variant for r in results)
     print(f"\nresnet50 p95 at batch 1 {lat1:.1f} ms, load {2 * capacity:.0f} rps, deadline {deadline_ms:.0f} ms: "

@@ -1,10 +1,13 @@
 """The discrete-event simulator (orchestrator/simulator.py): pure, fast, no Triton."""
 
+from dataclasses import fields
+
 import numpy as np
 import pytest
 
 from orchestrator import scenarios
 from orchestrator.batching import LatencyModel, SimRequest, make_policy, simulate_route
+from orchestrator.controlplane.service import ControlPlaneConfig
 from orchestrator.evaluation import summarise
 from orchestrator.planner import PlannerOptions
 from orchestrator.shim.client import ShimConfig
@@ -14,9 +17,16 @@ from orchestrator.workloads import ConstantRate, FamilyLoad, MarkovModulatedRate
 SLO = {"resnet": 300.0}
 
 
+CONTROL = {f.name for f in fields(ControlPlaneConfig)}
+
+
 def small(devices=2, **config):
+    """The small-resnet scenario's simulator; `config` names SimConfig fields and the controller's
+    (ControlPlaneConfig: dwell_s, estimator, auto, ...)."""
     sc = scenarios.small_resnet(devices=devices, slo_ms=300.0)
-    return sc, Simulator(sc.catalog, sc.cluster, sc.profiles, SLO, SimConfig(**config))
+    control = ControlPlaneConfig(**{k: v for k, v in config.items() if k in CONTROL})
+    sim_config = SimConfig(control=control, **{k: v for k, v in config.items() if k not in CONTROL})
+    return sc, Simulator(sc.catalog, sc.cluster, sc.profiles, SLO, sim_config)
 
 
 def constant(rate, duration=30.0, seed=1):
@@ -91,7 +101,7 @@ def test_a_demand_step_replans_after_the_dwell_and_switches_after_the_load_delay
 
 
 def test_without_replanning_the_first_plan_stays():
-    _, sim = small(replan=False)
+    _, sim = small(auto=False)
     trace = generate([FamilyLoad("resnet", StepRate((4.0, 40.0), 20.0), 300.0)], 40, seed=2)
     assert len(sim.run(trace, "milp").plans) == 1
 
@@ -102,7 +112,7 @@ def test_one_route_matches_the_batching_modules_own_event_loop():
     give nearly the same outcome per request. (Not exactly: like the shim's worker, the simulator
     tells the policy when a batch sent now would start, predicted from the p95 model, so a
     request may be dropped a little earlier than simulate_route, which does not.)"""
-    sc, sim = small(devices=1, noise=False, replan=False, shim=ShimConfig(pipeline=0))
+    sc, sim = small(devices=1, noise=False, auto=False, shim=ShimConfig(pipeline=0))
     trace = constant(9.0, duration=60.0, seed=5)
     run = sim.run(trace, "clipper-ha")
     (placement,) = run.plans[0].routes["resnet"]
@@ -136,7 +146,7 @@ def test_proteus_scale_runs_with_every_policy():
 def test_the_initial_plan_is_made_for_the_initial_demand_given():
     """`run(..., initial_demand=...)` provisions the first plan for that demand, not for the
     trace's first seconds (without it: the trace's rate over its first 5 s)."""
-    _, sim = small(replan=False)
+    _, sim = small(auto=False)
     trace = constant(4.0)
     assert sim.run(trace, "milp").plans[0].demand_rps["resnet"] == pytest.approx(
         sim.initial_demand(trace)["resnet"], abs=1e-3)

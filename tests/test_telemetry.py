@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from orchestrator.dataplane.status import Status
 from orchestrator.telemetry import LATENCY_BUCKETS_MS, Telemetry
 
 
@@ -12,14 +13,11 @@ def fill(t: Telemetry) -> None:
     t.record_arrival("resnet", 100.5)
     t.record_arrival("resnet", 100.7)
     t.record_arrival("resnet", 100.9)
-    t.record_result("resnet", 100.3, status="ok", served=True, deadline_met=True, latency_ms=15.0,
-                    variant="resnet18", device_id="cpu0")
-    t.record_result("resnet", 100.8, status="deadline_miss", served=True, deadline_met=False, latency_ms=120.0,
-                    variant="resnet50", device_id="cpu1")
-    t.record_result("resnet", 100.9, status="deadline_miss", served=False, deadline_met=False, latency_ms=0.5)
+    t.record_result("resnet", 100.3, Status.OK, latency_ms=15.0, variant="resnet18", device_id="cpu0")
+    t.record_result("resnet", 100.8, Status.LATE, latency_ms=120.0, variant="resnet50", device_id="cpu1")
+    t.record_result("resnet", 100.9, Status.DROPPED, latency_ms=0.5)
     t.record_retry("resnet", 101.0)
-    t.record_result("resnet", 101.1, status="error", served=False, deadline_met=False, latency_ms=3.0,
-                    variant="resnet18", device_id="cpu0")
+    t.record_result("resnet", 101.1, Status.ERROR, latency_ms=3.0, variant="resnet18", device_id="cpu0")
     t.record_arrival("vit", 101.5)
 
 
@@ -81,5 +79,5 @@ def test_prometheus_text_exposition():
 
 
 def test_unknown_status_is_rejected():
-    with pytest.raises(ValueError, match="status"):
-        Telemetry().record_result("resnet", 1.0, status="late", served=True, deadline_met=False, latency_ms=1.0)
+    with pytest.raises(ValueError, match="is not a valid Status"):
+        Telemetry().record_result("resnet", 1.0, "deadline_miss", latency_ms=1.0)

@@ -100,12 +100,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("the trace holds no requests")
     slo = trace_slo(args.slo, trace) if args.slo else {**default_slo, **trace_slo(None, trace)}
     check_slo_families(slo, catalog.families(), f"the {args.scenario} scenario" if args.scenario else repo)
-    control = ControlPlaneConfig()
-    config = SimConfig(shim=ShimConfig(policy=args.batching, hold_factor=args.hold_factor), estimator=args.estimator, dwell_s=args.dwell,
-                       hysteresis=args.hysteresis, load_fixed_s=args.load_fixed, load_s_per_gb=args.load_per_gb,
-                       noise=not args.no_noise, replan=not args.no_replan, seed=args.seed,
-                       tick_s=control.tick_s, drain_s=control.drain_s,
-                       miss_rate_trigger=control.miss_rate_trigger)
+    control = ControlPlaneConfig(estimator=args.estimator, dwell_s=args.dwell, hysteresis=args.hysteresis,
+                                 auto=not args.no_replan)
+    config = SimConfig(shim=ShimConfig(policy=args.batching, hold_factor=args.hold_factor), control=control,
+                       load_fixed_s=args.load_fixed, load_s_per_gb=args.load_per_gb, noise=not args.no_noise,
+                       seed=args.seed)
     sim = Simulator(catalog, cluster, profiles, slo, config)
     print(f"trace: {len(trace)} requests over {trace.duration_s:.0f} s, {len(trace.families())} families; "
           f"cluster: {len(cluster.devices)} devices")

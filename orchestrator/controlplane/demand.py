@@ -148,7 +148,7 @@ def make_estimator(name: str):
 class DemandTracker:
     """One estimator per family, fed second by second (gaps filled with zero arrivals)."""
 
-    def __init__(self, estimator: str = "forecast"):
+    def __init__(self, estimator: str = "peak"):
         make_estimator(estimator)  # reject a bad name now
         self.estimator = estimator
         self._per_family: dict[str, object] = {}

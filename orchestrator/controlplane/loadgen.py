@@ -68,8 +68,8 @@ class BurstyLoad:
         result = fut.result()
         with self._lock:
             self._pending.discard(fut)
-            self.answers[result.status] += 1
-            if result.variant and result.status != "error":
+            self.answers[result.status.value] += 1
+            if result.variant and result.status.answered:
                 self.variants[result.variant] += 1
 
     def stop(self, wait_s: float = 30.0) -> None:

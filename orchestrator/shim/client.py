@@ -33,8 +33,10 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from orchestrator.backlog import answer_by
-from orchestrator.batching import HOLD_FACTOR, LatencyModel, make_policy, max_hold_s
+from orchestrator.batching import HOLD_FACTOR, PERCENTILES, LatencyModel, make_policy, max_hold_s
+from orchestrator.batching import POLICIES as BATCHING_POLICIES  # the planner has POLICIES too
 from orchestrator.catalog import Catalog, Variant
+from orchestrator.dataplane.status import Status
 from orchestrator.plan import Plan, Route
 from orchestrator.profiles import ProfileSet
 from orchestrator.routing import ROUTINGS, DeviceHealth, RoutingTable
@@ -45,24 +47,24 @@ from orchestrator.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("ok", "deadline_miss", "error")
-
-
 @dataclass(frozen=True)
 class Result:
     """The answer to one request."""
 
-    status: str  # ok | deadline_miss (late, or dropped: outputs None) | error
+    status: Status  # ok | late | dropped (outputs None) | error | unserved (no route)
     outputs: dict[str, np.ndarray] | None  # per output name, one sample (batch dim kept if the input had one)
     variant: str  # the variant that served it (or would have)
     device_id: str
     latency_ms: float  # from infer() to the answer
-    deadline_met: bool
     error: str = ""
     request_id: int = 0
     plan_version: int = 0
     batch_size: int = 0  # the batch it was served in (0: not served)
     service_ms: float = 0.0  # that batch's time at Triton, sending to answer (what a profile measures)
+
+    @property
+    def deadline_met(self) -> bool:
+        return self.status is Status.OK
 
     @property
     def output(self) -> np.ndarray:
@@ -90,6 +92,15 @@ class ShimConfig:
     client_id: str = ""  # names this client in telemetry; default: a random id
     metrics_port: int | None = None  # serve Prometheus text at http://0.0.0.0:PORT/metrics
 
+    def __post_init__(self) -> None:
+        """Names are checked where the config is built, so every driver (the shim, the simulator)
+        refuses the same typo."""
+        for name, value, choices in (("policy", self.policy, BATCHING_POLICIES),
+                                     ("percentile", self.percentile, PERCENTILES),
+                                     ("routing", self.routing, ROUTINGS)):
+            if value not in choices:
+                raise ValueError(f"ShimConfig.{name} must be one of {', '.join(choices)}, not {value!r}")
+
 
 class Client:
     """Thread-safe inference client over a plan's routes.
@@ -109,12 +120,10 @@ class Client:
         if unknown:
             raise TypeError(f"unknown setting(s) {sorted(unknown)}; see ShimConfig")
         self.config = replace(config or ShimConfig(), **settings)
-        if self.config.routing not in ROUTINGS:
-            raise ValueError(f"routing must be one of {', '.join(ROUTINGS)}, not {self.config.routing!r}")
         self.client_id = self.config.client_id or f"shim-{uuid.uuid4().hex[:8]}"
         self.telemetry = Telemetry()
         self.health = DeviceHealth(self.config.health_cooldown_s)
-        self.counts: Counter[str] = Counter()  # submitted, answered, ok/deadline_miss/error, retries, ...
+        self.counts: Counter[str] = Counter()  # submitted, answered, each Status's value, retries, ...
         self._profiles = profiles
         self._device_classes = dict(device_classes or {})
         self._catalog = catalog if isinstance(catalog, Catalog) or catalog is None else Catalog.load(catalog)
@@ -247,7 +256,7 @@ class Client:
 
         `deadline_ms` counts from now; None means the family's SLO from the plan (none if the plan
         has none). A request that cannot meet its deadline is answered at once with status
-        deadline_miss and no outputs, unless `serve_late`: then it is served and marked late.
+        dropped and no outputs, unless `serve_late`: then it is served and marked late.
         Raises ValueError for an unknown family or inputs that do not match the catalog.
         """
         return self._enqueue(family, inputs, deadline_ms, serve_late, blocking=False)
@@ -276,7 +285,7 @@ class Client:
             self._count("submitted")
             self.telemetry.record_arrival(family, time.time())
             if route is None:
-                missing = Result("error", None, "", "", 0.0, False,
+                missing = Result(Status.UNSERVED, None, "", "", 0.0,
                                  f"family {family!r} has no route in plan version {table.plan.version}",
                                  request_id, table.plan.version)
             else:
@@ -287,7 +296,7 @@ class Client:
                                       serve_late, future, table.plan.version, blocking=blocking)
                 worker = self._workers[(route.device_id, route.variant)]
         if route is None:
-            self._finish(future, family, missing, served=False)
+            self._finish(future, family, missing)
         else:
             self._submit(worker, request)
         return future
@@ -309,9 +318,9 @@ class Client:
                     worker = self._workers[(route.device_id, route.variant)] if route else None
                 if worker is None:
                     self._finish(request.future, request.family,
-                                 Result("error", None, "", "", (time.monotonic() - request.arrival_s) * 1000.0,
-                                        False, f"family {request.family!r} has no route any more", request.id,
-                                        request.plan_version), served=False)
+                                 Result(Status.UNSERVED, None, "", "", (time.monotonic() - request.arrival_s) * 1000.0,
+                                        f"family {request.family!r} has no route any more", request.id,
+                                        request.plan_version))
                     return
 
     def _count(self, key: str) -> None:
@@ -340,13 +349,12 @@ class Client:
 
     # --- answers (called by route workers) --------------------------------------------------
 
-    def _finish(self, future: Future, family: str, result: Result, *, served: bool) -> None:
-        self.telemetry.record_result(family, time.time(), status=result.status, served=served,
-                                     deadline_met=result.deadline_met, latency_ms=result.latency_ms,
+    def _finish(self, future: Future, family: str, result: Result) -> None:
+        self.telemetry.record_result(family, time.time(), result.status, latency_ms=result.latency_ms,
                                      variant=result.variant, device_id=result.device_id)
         with self._count_lock:
             self.counts["answered"] += 1
-            self.counts[result.status] += 1
+            self.counts[result.status.value] += 1
             if future.done():
                 self.counts["duplicates" if not future.cancelled() else "cancelled"] += 1
                 return
@@ -364,19 +372,17 @@ class Client:
         for i, r in enumerate(batch):
             met = r.deadline_s is None or now <= r.deadline_s
             outs = {name: (arr[i:i + 1] if r.batched else arr[i]) for name, arr in outputs.items()}
-            self._finish(r.future, r.family, Result("ok" if met else "deadline_miss", outs, worker.key.variant,
-                                                    worker.key.device_id, (now - r.arrival_s) * 1000.0, met, "",
-                                                    r.id, r.plan_version, len(batch), service_s * 1000.0),
-                         served=True)
+            self._finish(r.future, r.family, Result(Status.OK if met else Status.LATE, outs, worker.key.variant,
+                                                    worker.key.device_id, (now - r.arrival_s) * 1000.0, "",
+                                                    r.id, r.plan_version, len(batch), service_s * 1000.0))
 
     def answer_dropped(self, worker: RouteWorker, request: ShimRequest, now: float) -> None:
         left_ms = (request.deadline_s - now) * 1000.0 if request.deadline_s is not None else 0.0
         error = (f"dropped: {left_ms:.1f} ms left before the deadline, less than {worker.key.variant} on "
                  f"{worker.key.device_id} needs")
         self._finish(request.future, request.family,
-                     Result("deadline_miss", None, worker.key.variant, worker.key.device_id,
-                            (now - request.arrival_s) * 1000.0, False, error, request.id, request.plan_version),
-                     served=False)
+                     Result(Status.DROPPED, None, worker.key.variant, worker.key.device_id,
+                            (now - request.arrival_s) * 1000.0, error, request.id, request.plan_version))
 
     def batch_failed(self, worker: RouteWorker, batch: list[ShimRequest], error: Exception) -> None:
         """Retry each request once on another device of its family if its deadline allows; answer
@@ -404,9 +410,8 @@ class Client:
         for r in failed:
             tried = f" (devices tried: {', '.join(r.tried)})" if len(r.tried) > 1 else ""
             self._finish(r.future, r.family,
-                         Result("error", None, worker.key.variant, worker.key.device_id,
-                                (now - r.arrival_s) * 1000.0, False, message + tried, r.id, r.plan_version),
-                         served=False)
+                         Result(Status.ERROR, None, worker.key.variant, worker.key.device_id,
+                                (now - r.arrival_s) * 1000.0, message + tried, r.id, r.plan_version))
 
     def _retry_target(self, r: ShimRequest, now: float) -> RouteWorker | None:
         if len(r.tried) > 1 or self._closed or self._table is None or r.family not in self._table.plan.families:
