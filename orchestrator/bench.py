@@ -28,6 +28,7 @@ from orchestrator.catalog import Catalog
 from orchestrator.cluster import Cluster
 from orchestrator.controlplane.app import HttpServer, create_app
 from orchestrator.controlplane.controller import Controller
+from orchestrator.controlplane.planning import initial_demand
 from orchestrator.controlplane.service import ControlPlane, ControlPlaneConfig
 from orchestrator.controlplane.store import Store
 from orchestrator.errors import UserError
@@ -40,7 +41,6 @@ from orchestrator.shim.client import Client, Result, ShimConfig
 from orchestrator.trace import Trace
 from orchestrator.triton.runtime import ClusterRuntime
 
-INITIAL_WINDOW_S = 5.0  # the first plan is made for the trace's rate over its first seconds
 
 
 @dataclass(frozen=True)
@@ -51,12 +51,6 @@ class BenchConfig:
     shim: ShimConfig = ShimConfig()
     settle_s: float = 1.0  # pause between policies
     answer_timeout_s: float = 120.0  # a request still unanswered this long after the trace ended is an error
-
-
-def initial_demand(trace: Trace, window_s: float = INITIAL_WINDOW_S) -> dict[str, float]:
-    """Each family's rate over the trace's first `window_s` seconds (what the first plan serves)."""
-    w = min(window_s, max(trace.duration_s, 1e-9))
-    return {f: float(np.sum((trace.family == f) & (trace.time_s < w))) / w for f in trace.families()}
 
 
 def outcome_row(result: Result | None, arrival_s: float, family: str, deadline_ms: float, catalog: Catalog,

@@ -49,11 +49,12 @@ from orchestrator.controlplane.controller import Controller
 from orchestrator.controlplane.demand import make_estimator
 from orchestrator.controlplane.executor import LoadedModel, compute_diff
 from orchestrator.controlplane.intake import FamilySecond
+from orchestrator.controlplane.planning import initial_demand, solve_plan
 from orchestrator.controlplane.service import ControlPlane, ControlPlaneConfig
 from orchestrator.dataplane.status import STATUS_NAMES
 from orchestrator.evaluation import Outcomes, PlanEvent, Run
 from orchestrator.plan import Placement, Plan
-from orchestrator.planner import PlannerOptions, PlanRequest, make_plan
+from orchestrator.planner import PlannerOptions
 from orchestrator.profiles import ProfileSet
 from orchestrator.routing import AccuracyFirst, SmoothWeightedRoundRobin, keep_state, make_router, route_flows
 from orchestrator.shim.client import ShimConfig
@@ -331,17 +332,9 @@ class Simulator:
 
     # --- the run --------------------------------------------------------------------------------
 
-    def initial_demand(self, trace: Trace, window_s: float = 5.0) -> dict[str, float]:
-        """The rate of each family over the trace's first `window_s` seconds: what an operator (or
-        a controller watching before the run) would provision the first plan for."""
-        w = min(window_s, max(trace.duration_s, 1e-9))
-        return {f: float(np.sum((trace.family == f) & (trace.time_s < w))) / w for f in trace.families()}
-
     def plan_for(self, policy: str, demand: dict[str, float], current: Plan | None) -> Plan:
-        req = PlanRequest(catalog=self.catalog, cluster=self.cluster, profiles=self.profiles,
-                          slo_ms={f: s for f, s in self.slo_ms.items() if f in demand}, demand_rps=dict(demand),
-                          current=current, options=self.config.planner)
-        return make_plan(req, policy)
+        return solve_plan(self.catalog, self.cluster, self.profiles, slo_ms=self.slo_ms, demand_rps=demand,
+                          current=current, policy=policy, options=self.config.planner)
 
     def run(self, trace: Trace, policy: str, initial_demand: dict[str, float] | None = None,
             duration_s: float | None = None) -> Run:
@@ -735,7 +728,7 @@ class _Simulation:
 
     def run(self) -> Run:
         sim, cfg, trace = self.sim, self.cfg, self.trace
-        demand0 = self.initial_demand if self.initial_demand is not None else sim.initial_demand(trace)
+        demand0 = self.initial_demand if self.initial_demand is not None else initial_demand(trace)
         plan0 = self.solve(demand0, None)
         self._install(plan0, 0.0, None, len(plan0.placements), 0, "initial plan")
         for second in range(1, int(math.ceil(self.duration_s)) + 1):

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from orchestrator import scenarios
-from orchestrator.bench import initial_demand, outcome_row
+from orchestrator.bench import outcome_row
+from orchestrator.controlplane.planning import initial_demand
 from orchestrator.cli import main
 from orchestrator.dataplane.status import Status
 from orchestrator.shim.client import Result

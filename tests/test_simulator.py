@@ -7,6 +7,7 @@ import pytest
 
 from orchestrator import scenarios
 from orchestrator.batching import LatencyModel, SimRequest, make_policy, simulate_route
+from orchestrator.controlplane.planning import initial_demand
 from orchestrator.controlplane.service import ControlPlaneConfig
 from orchestrator.evaluation import summarise
 from orchestrator.planner import PlannerOptions
@@ -118,7 +119,7 @@ def test_one_route_matches_the_batching_modules_own_event_loop():
     (placement,) = run.plans[0].routes["resnet"]
     device, variant, _ = placement
     records = sc.profiles.for_pair(variant, "cpu-1t")
-    p = next(p for p in sim.plan_for("clipper-ha", sim.initial_demand(trace), None).placements)
+    p = next(p for p in sim.plan_for("clipper-ha", initial_demand(trace), None).placements)
     p50 = LatencyModel.from_profiles(records, "p50", instances=p.instances, threads=p.threads)
     policy = make_policy("proteus", model=LatencyModel.from_profiles(records, "p95", instances=p.instances,
                                                                      threads=p.threads),
@@ -149,7 +150,7 @@ def test_the_initial_plan_is_made_for_the_initial_demand_given():
     _, sim = small(auto=False)
     trace = constant(4.0)
     assert sim.run(trace, "milp").plans[0].demand_rps["resnet"] == pytest.approx(
-        sim.initial_demand(trace)["resnet"], abs=1e-3)
+        initial_demand(trace)["resnet"], abs=1e-3)
     run = sim.run(trace, "milp", initial_demand={"resnet": 30.0})
     assert run.plans[0].demand_rps == {"resnet": 30.0}
 

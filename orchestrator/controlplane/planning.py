@@ -1,12 +1,18 @@
-"""The one place the control plane calls the planner (orchestrator/planner, `make_plan`)."""
+"""The one place the control plane and the simulator call the planner (orchestrator/planner,
+`make_plan`), and the demand a run's first plan is made for (the live bench and the simulator)."""
 
 from __future__ import annotations
+
+import numpy as np
 
 from orchestrator.catalog import Catalog
 from orchestrator.cluster import Cluster
 from orchestrator.plan import Plan
-from orchestrator.planner import POLICIES, AccuracyFloor, PlanRequest, make_plan
+from orchestrator.planner import POLICIES, AccuracyFloor, PlannerOptions, PlanRequest, make_plan
 from orchestrator.profiles import ProfileSet
+from orchestrator.trace import Trace
+
+INITIAL_WINDOW_S = 5.0  # the first plan serves the rate of the trace's first seconds
 
 
 def policies() -> list[str]:
@@ -14,14 +20,22 @@ def policies() -> list[str]:
 
 
 def solve_plan(catalog: Catalog, cluster: Cluster, profiles: ProfileSet, *, slo_ms: dict[str, float],
-               demand_rps: dict[str, float], current: Plan | None, floors: dict[str, dict],
-               drained: list[str], policy: str) -> Plan:
+               demand_rps: dict[str, float], current: Plan | None, policy: str,
+               floors: dict[str, dict] | None = None, drained: list[str] | None = None,
+               options: PlannerOptions | None = None) -> Plan:
     """A plan (version 0: the executor numbers it when applied). Bad input raises UserError."""
     request = PlanRequest(
         catalog=catalog, cluster=cluster, profiles=profiles,
         slo_ms={f: s for f, s in slo_ms.items() if f in demand_rps},
-        demand_rps=demand_rps, current=current,
+        demand_rps=dict(demand_rps), current=current,
         accuracy_floor={f: AccuracyFloor(value=float(v["value"]), kind=v.get("kind", "variant"))
-                        for f, v in floors.items()},
-        drained=frozenset(drained))
+                        for f, v in (floors or {}).items()},
+        drained=frozenset(drained or ()), options=options or PlannerOptions())
     return make_plan(request, policy=policy)
+
+
+def initial_demand(trace: Trace, window_s: float = INITIAL_WINDOW_S) -> dict[str, float]:
+    """Each family's rate over the trace's first `window_s` seconds: what an operator (or a
+    controller watching before the run) provisions the first plan for."""
+    w = min(window_s, max(trace.duration_s, 1e-9))
+    return {f: float(np.sum((trace.family == f) & (trace.time_s < w))) / w for f in trace.families()}
