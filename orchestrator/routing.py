@@ -290,31 +290,49 @@ def keep_state(old, fresh) -> bool:
 
 
 class RoutingTable:
-    """Per family of one plan: its routes and the picker over them (`make_router`).
+    """Per family of one plan: the routes that may take its requests and the picker over them
+    (`make_router`, keyed by the route's index in `routes(family)`), for every driver: the shim
+    picks through `pick`, the simulator reads `picker` and `routes` once per plan.
 
-    Built from a plan; `RoutingTable(new_plan, previous=old)` keeps the picker state of
-    families whose routes did not change, so a plan re-publish does not disturb the split.
-    `accuracy` (variant -> top-1 accuracy) selects accuracy-first routing; without it, weighted.
+    Under accuracy-first routing (`accuracy`, variant -> top-1 accuracy) a family's routes are
+    all of its plan routes, spill routes (weight 0) included; under weighted routing only those
+    with a weight. `RoutingTable(new_plan, previous=old)` keeps the picker state of families whose
+    routes, weights and flows did not change, so a plan re-publish does not disturb the split.
     """
 
     def __init__(self, plan: Plan, previous: "RoutingTable | None" = None,
                  accuracy: Mapping[str, float] | None = None):
         self.plan = plan
-        self._rr: dict[str, SmoothWeightedRoundRobin[Route] | AccuracyFirst[Route]] = {}
+        self._rr: dict[str, SmoothWeightedRoundRobin[int] | AccuracyFirst[int]] = {}
+        self._routes: dict[str, list[Route]] = {}
         for family, fp in plan.families.items():
-            old = previous._rr.get(family) if previous is not None else None
+            live = [r for r in fp.routes if r.weight > 0 or accuracy is not None]
             flows = route_flows(plan, family)
-            fresh = make_router({r: r for r in fp.routes}, {r: flows[(r.device_id, r.variant)] for r in fp.routes},
-                                accuracy)
-            self._rr[family] = old if old is not None and keep_state(old, fresh) else fresh
+            fresh = make_router(dict(enumerate(live)),
+                                {i: flows[(r.device_id, r.variant)] for i, r in enumerate(live)}, accuracy)
+            old = previous._rr.get(family) if previous is not None else None
+            same_routes = old is not None and previous is not None and \
+                [(r.device_id, r.variant) for r in previous._routes[family]] == [(r.device_id, r.variant) for r in live]
+            self._rr[family] = old if old is not None and same_routes and keep_state(old, fresh) else fresh
+            self._routes[family] = live
 
     @property
     def families(self) -> list[str]:
         return sorted(self.plan.families)
 
     def routes(self, family: str) -> list[Route]:
-        """The family's routes that carry traffic (weight > 0)."""
-        return list(self._check(family).weights)
+        """The routes that may take the family's requests, in the picker's key order."""
+        self._check(family)
+        return self._routes[family]
+
+    def planned_routes(self, family: str) -> list[Route]:
+        """The family's routes that carry planned traffic (weight > 0)."""
+        rr = self._check(family)
+        return [self._routes[family][i] for i in rr.weights]
+
+    def picker(self, family: str) -> "SmoothWeightedRoundRobin[int] | AccuracyFirst[int]":
+        """The family's picker: keys are indexes into `routes(family)`."""
+        return self._check(family)
 
     def pick(self, family: str, healthy: Callable[[Route], bool] = lambda route: True,
              exclude_devices: Iterable[str] = (), now: float = 0.0,
@@ -325,13 +343,15 @@ class RoutingTable:
         lets accuracy-first routing pass over late routes and use spare time and spill routes
         (`AccuracyFirst`). None when the family has no route left."""
         rr = self._check(family)
+        routes = self._routes[family]
         excluded = set(exclude_devices)
-        route = rr.pick_at(now, lambda r: r.device_id not in excluded and healthy(r), budget_use)
-        if route is None:  # every remaining device is marked unhealthy: try them anyway
-            route = rr.pick_at(now, lambda r: r.device_id not in excluded)
-        return route
+        use = (lambda i: budget_use(routes[i])) if budget_use is not None else None
+        i = rr.pick_at(now, lambda i: routes[i].device_id not in excluded and healthy(routes[i]), use)
+        if i is None:  # every remaining device is marked unhealthy: try them anyway
+            i = rr.pick_at(now, lambda i: routes[i].device_id not in excluded)
+        return routes[i] if i is not None else None
 
-    def _check(self, family: str) -> "SmoothWeightedRoundRobin[Route] | AccuracyFirst[Route]":
+    def _check(self, family: str) -> "SmoothWeightedRoundRobin[int] | AccuracyFirst[int]":
         try:
             return self._rr[family]
         except KeyError:

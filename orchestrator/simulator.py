@@ -6,13 +6,14 @@ It runs the *same* decision code as the live system and models only what the har
   `Controller.tick` (controlplane/controller.py: demand estimators, hysteresis band, miss
   trigger and headroom, dwell time), run on a simulated clock over a stand-in for the control
   plane (`_ControlView`) whose telemetry intake is fed from the simulated outcomes;
-* routing: routing.py's pickers, as `RoutingTable` builds them (`make_router` over `route_flows`:
-  accuracy-first or weighted, per `ShimConfig.routing`), with the shim's on-time prediction
-  (backlog.py `answer_by` over the simulated queue and batches in flight, stretched by the
-  device's other busy routes, each route's `Calibration` learned from its simulated batches);
-  spill routes hold as the shim's (`batching.max_hold_s`);
-* batching: the shim's policy objects (`batching.make_policy`, same ShimConfig defaults:
-  Proteus, p95 latency model, 2 ms slack, batches in flight per route = Triton instances + `pipeline` (1));
+* routes: the plan's routes as the shim builds them (dataplane/routes.py `plan_routes`: pairs,
+  batch caps, deadlines, spill routes, latency models, batching policies and hold bounds, when a
+  route is kept across plans), with the shim's `RoutingTable` (routing.py: accuracy-first or
+  weighted, per `ShimConfig.routing`) and its on-time prediction (backlog.py `answer_by` over the
+  simulated queue and batches in flight, stretched by the device's other busy routes, each
+  route's `Calibration` learned from its simulated batches);
+* batching: the shim's policy objects (same ShimConfig defaults: Proteus, p95 latency model,
+  2 ms slack, batches in flight per route = Triton instances + `pipeline` (1));
 * plan changes as the executor makes them (`executor.compute_diff`): load what is new (a
   configurable delay per model, from its size; devices in parallel, models on one device in
   turn), then switch routes; old routes drain their queues and are unloaded `drain_s` later.
@@ -42,7 +43,7 @@ from typing import cast
 import numpy as np
 
 from orchestrator.backlog import Calibration, InFlight, answer_by
-from orchestrator.batching import EPS_S, WAKE_PAST_S, LatencyModel, Policy, RouteQueue, make_policy, max_hold_s
+from orchestrator.batching import EPS_S, WAKE_PAST_S, LatencyModel, Policy, RouteQueue
 from orchestrator.catalog import Catalog
 from orchestrator.cluster import Cluster
 from orchestrator.controlplane.controller import Controller
@@ -51,13 +52,14 @@ from orchestrator.controlplane.executor import LoadedModel, compute_diff
 from orchestrator.controlplane.intake import FamilySecond
 from orchestrator.controlplane.planning import initial_demand, solve_plan
 from orchestrator.controlplane.service import ControlPlane, ControlPlaneConfig
+from orchestrator.dataplane.config import ShimConfig
+from orchestrator.dataplane.routes import RouteSpec, latency_model, plan_routes, route_policy, set_hold
 from orchestrator.dataplane.status import STATUS_NAMES
 from orchestrator.evaluation import Outcomes, PlanEvent, Run
 from orchestrator.plan import Placement, Plan
 from orchestrator.planner import PlannerOptions
 from orchestrator.profiles import ProfileSet
-from orchestrator.routing import AccuracyFirst, SmoothWeightedRoundRobin, keep_state, make_router, route_flows
-from orchestrator.shim.client import ShimConfig
+from orchestrator.routing import AccuracyFirst, RoutingTable, SmoothWeightedRoundRobin
 from orchestrator.trace import Trace
 
 Z99 = 2.3263478740408408  # standard normal 99th percentile
@@ -376,11 +378,8 @@ class _Simulation:
         self.devices = {d: _Device(d) for d in sim.devices}
         self.routes: dict[tuple[str, str], _Route] = {}
         self.retired: list[_Route] = []
-        # per family: weighted round-robin over indices into `pickable` (the routing.py algorithm
-        # RoutingTable runs, keyed by small ints: Route objects hash slowly)
-        self.rr: dict[str, SmoothWeightedRoundRobin[int] | AccuracyFirst[int]] = {}
-        self.rr_routes: dict[str, list[_Route]] = {}
-        # family -> (rr[family], rr_routes[family], budget_use or None), for arrivals
+        self.table: RoutingTable | None = None  # the plan's pickers, as the shim's (routing.py)
+        # family -> (its picker, the routes its keys index, budget_use or None), for arrivals
         self.pickers: dict[str, tuple[SmoothWeightedRoundRobin[int] | AccuracyFirst[int], list[_Route],
                                       Callable[[int], float] | None]] = {}
         self.plan: Plan | None = None
@@ -455,47 +454,33 @@ class _Simulation:
         """Switch routing to `plan` (its models are loaded); retire routes it no longer uses."""
         self.version += 1
         plan = plan.with_version(self.version)
-        wanted: dict[tuple[str, str], Placement] = {}
-        accuracy = self.sim.accuracy if self.cfg.shim.routing == "accuracy-first" else None
-        spill = accuracy is not None  # spill routes (weight 0) take requests under accuracy-first routing only
-        weighted = plan.routed_pairs()
-        for device_id, variant in sorted(plan.routed_pairs(spill)):
-            wanted[(device_id, variant)] = plan.placement(device_id, variant) or Placement(device_id, variant, 8)
+        shim = self.cfg.shim
         routes: dict[tuple[str, str], _Route] = {}
-        for key, p in wanted.items():
+        for key, spec in plan_routes(plan, self.sim.catalog, shim.routing).items():
             old = self.routes.get(key)
-            if old is not None and old.placement.instances == p.instances and old.placement.threads == p.threads:
-                old.placement = p
-                cap = self._cap(p)
-                if hasattr(old.policy, "batch_cap"):
-                    old.policy.batch_cap = cap
-                    old.batch_cap = cap
+            if old is not None and spec.keeps(old.placement):
+                old.placement = spec.placement
+                set_hold(old.policy, spec, old.model, shim)
+                old.batch_cap = getattr(old.policy, "batch_cap", 1)
+                if old.batch_cap >= len(old.median_s):  # its service times cover the batches up to the old cap
+                    old.median_s, old.sigma = self.sim._service(spec.variant, self.sim.device_class[spec.device_id],
+                                                                spec.placement.instances, spec.placement.threads,
+                                                                old.batch_cap)
                 routes[key] = old
             else:
-                routes[key] = self._new_route(p, plan)
-            route = routes[key]
-            if hasattr(route.policy, "max_hold_s"):
-                route.policy.max_hold_s = max_hold_s(key not in weighted, self.cfg.shim.max_hold_ms, route.model,
-                                                     getattr(route.policy, "batch_cap", 1))
+                routes[key] = self._new_route(spec)
         for key, r in self.routes.items():
             if routes.get(key) is not r:
                 r.retired = True
                 self.retired.append(r)
                 self.push(now + self.cfg.control.drain_s, _UNLOAD, r)
         self.routes = routes
-        for family, fp in plan.families.items():
-            live = [r for r in fp.routes if r.weight > 0 or spill]
-            old_picker = self.rr.get(family)
-            flows = route_flows(plan, family)
-            fresh = make_router(dict(enumerate(live)), {i: flows[(r.device_id, r.variant)] for i, r in enumerate(live)},
-                                accuracy)
-            same_routes = old_picker is not None and [x.key for x in self.rr_routes[family]] == \
-                [(r.device_id, r.variant) for r in live]
-            if not (same_routes and keep_state(old_picker, fresh)):
-                self.rr[family] = fresh  # as RoutingTable: unchanged routes keep their picker's state
-            self.rr_routes[family] = [routes[(r.device_id, r.variant)] for r in live]
-            self.pickers[family] = (self.rr[family], self.rr_routes[family],
-                                    self._budget_use(self.rr_routes[family]) if accuracy is not None else None)
+        accuracy = self.sim.accuracy if shim.routing == "accuracy-first" else None
+        table = self.table = RoutingTable(plan, previous=self.table, accuracy=accuracy)
+        for family in plan.families:
+            live = [routes[(r.device_id, r.variant)] for r in table.routes(family)]
+            self.pickers[family] = (table.picker(family), live,
+                                    self._budget_use(live) if accuracy is not None else None)
         self.plan = plan
         self.view.plan = plan
         if decided_s is not None and loads:
@@ -519,26 +504,12 @@ class _Simulation:
             return route.calibration.budget_use(now, by, self.limit_s)
         return budget_use
 
-    def _cap(self, p: Placement) -> int:
-        v = self.sim.catalog.variants[p.variant]
-        cap = p.batch_cap
-        if v.max_batch_size > 0:
-            cap = min(cap, v.max_batch_size)
-        return max(1, cap)
-
-    def _new_route(self, p: Placement, plan: Plan) -> _Route:
+    def _new_route(self, spec: RouteSpec) -> _Route:
         shim = self.cfg.shim
-        cap = self._cap(p)
+        p, cap = spec.placement, spec.batch_cap
         cls = self.sim.device_class[p.device_id]
-        records = self.sim.profiles.for_pair(p.variant, cls)
-        model = (LatencyModel.from_profiles(records, shim.percentile, instances=p.instances, threads=p.threads)
-                 if records else LatencyModel.learned())
-        family = self.sim.catalog.variants[p.variant].family
-        slo = plan.families[family].slo_ms if family in plan.families else 0.0
-        policy = make_policy(shim.policy, model=model, batch_cap=cap,
-                             slo_s=slo / 1000.0 if slo > 0 else None, slack_s=shim.slack_ms / 1000.0,
-                             max_hold_s=None if shim.max_hold_ms is None else shim.max_hold_ms / 1000.0,
-                             hold_factor=shim.hold_factor)
+        model = latency_model(spec, self.sim.profiles, cls, shim.percentile)
+        policy = route_policy(spec, model, shim)
         # service model for batch sizes up to the largest a policy may send (AIMD never exceeds the cap)
         median_s, sigma = self.sim._service(p.variant, cls, p.instances, p.threads, cap)
         # as the shim's RouteWorker: `instances` batches run, `pipeline` more wait at Triton

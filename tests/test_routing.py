@@ -163,7 +163,8 @@ def test_with_on_time_planned_flows_come_first_then_the_fastest_route_on_time():
 
 def test_a_spill_route_takes_only_what_the_weighted_routes_cannot_answer_in_time():
     table = RoutingTable(with_spill(10.0), accuracy=ACC)
-    assert table.routes("resnet") == [table.plan.families["resnet"].routes[0]]  # spill routes carry no share
+    assert table.planned_routes("resnet") == [table.plan.families["resnet"].routes[0]]  # spill routes carry no share
+    assert table.routes("resnet") == list(table.plan.families["resnet"].routes)  # but may take requests
     # without a time test, never: even at ten times the planned demand
     assert picks_at(RoutingTable(with_spill(10.0), accuracy=ACC), 100.0, 5.0) == Counter({"resnet50": 500})
     # with one: within the planned flow only what resnet50 would answer late (every third request)

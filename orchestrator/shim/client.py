@@ -33,15 +33,18 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from orchestrator.backlog import answer_by
-from orchestrator.batching import HOLD_FACTOR, PERCENTILES, LatencyModel, make_policy, max_hold_s
-from orchestrator.batching import POLICIES as BATCHING_POLICIES  # the planner has POLICIES too
+from orchestrator.batching import EPS_S
 from orchestrator.catalog import Catalog, Variant
+from orchestrator.dataplane.config import ShimConfig
+from orchestrator.dataplane.routes import RouteSpec, latency_model, plan_routes
 from orchestrator.dataplane.status import Status
+from orchestrator.dataplane.transport import Transport
 from orchestrator.plan import Plan, Route
 from orchestrator.profiles import ProfileSet
-from orchestrator.routing import ROUTINGS, DeviceHealth, RoutingTable
+from orchestrator.routing import DeviceHealth, RoutingTable
 from orchestrator.shim.inputs import check_inputs
 from orchestrator.shim.plan_source import ControlPlane, Endpoint, parse_endpoints
+from orchestrator.shim.transport import TritonTransport
 from orchestrator.shim.worker import RouteKey, RouteStopped, RouteWorker, ShimRequest
 from orchestrator.telemetry import Telemetry
 
@@ -76,32 +79,6 @@ class Result:
         return next(iter(self.outputs.values()))
 
 
-@dataclass(frozen=True)
-class ShimConfig:
-    policy: str = "proteus"  # proteus | aimd | none (batching.py)
-    percentile: str = "p95"  # which profiled latency the policy plans with
-    slack_ms: float = 2.0  # margin for RPC overhead the profiles do not include
-    max_hold_ms: float | None = None  # proteus: hold a queue at most this long (None: as the deadline allows)
-    hold_factor: float = HOLD_FACTOR  # proteus: send a held batch while it could run this many times slower
-    routing: str = "accuracy-first"  # accuracy-first | weighted (routing.py)
-    pipeline: int = 1  # batches waiting at Triton per route beyond its instances (0: none)
-    call_timeout_s: float = 30.0  # a Triton call taking longer fails (and may be retried)
-    health_cooldown_s: float = 2.0  # a failed device is skipped this long
-    poll_s: float = 1.0  # control-plane source: how often to fetch the plan
-    telemetry_s: float = 1.0  # control-plane source: how often to post telemetry
-    client_id: str = ""  # names this client in telemetry; default: a random id
-    metrics_port: int | None = None  # serve Prometheus text at http://0.0.0.0:PORT/metrics
-
-    def __post_init__(self) -> None:
-        """Names are checked where the config is built, so every driver (the shim, the simulator)
-        refuses the same typo."""
-        for name, value, choices in (("policy", self.policy, BATCHING_POLICIES),
-                                     ("percentile", self.percentile, PERCENTILES),
-                                     ("routing", self.routing, ROUTINGS)):
-            if value not in choices:
-                raise ValueError(f"ShimConfig.{name} must be one of {', '.join(choices)}, not {value!r}")
-
-
 class Client:
     """Thread-safe inference client over a plan's routes.
 
@@ -109,13 +86,15 @@ class Client:
     control plane's URL. `catalog`: a Catalog or the model repository / variants.json path; with
     a URL source it may come with the plan instead. `profiles` + `device_classes` (or the
     endpoints' device_class) give each route its latency model; routes without profiles learn
-    one from the latencies they observe. Settings: the fields of `ShimConfig`.
+    one from the latencies they observe. `transport` ((route key, variant) -> Transport) replaces
+    Triton over gRPC, e.g. with dataplane/transport.py's FakeTransport. Settings: the fields of
+    `ShimConfig`.
     """
 
     def __init__(self, plan_source: Plan | str, endpoints: Mapping[str, str | Mapping] | None = None, *,
                  catalog: Catalog | str | PathLike | None = None, profiles: ProfileSet | None = None,
                  device_classes: Mapping[str, str] | None = None, config: ShimConfig | None = None,
-                 **settings):
+                 transport: Callable[[RouteKey, Variant], Transport] | None = None, **settings):
         unknown = set(settings) - {f.name for f in fields(ShimConfig)}
         if unknown:
             raise TypeError(f"unknown setting(s) {sorted(unknown)}; see ShimConfig")
@@ -125,6 +104,7 @@ class Client:
         self.health = DeviceHealth(self.config.health_cooldown_s)
         self.counts: Counter[str] = Counter()  # submitted, answered, each Status's value, retries, ...
         self._profiles = profiles
+        self._transport = transport  # (route, variant) -> Transport; default Triton over gRPC
         self._device_classes = dict(device_classes or {})
         self._catalog = catalog if isinstance(catalog, Catalog) or catalog is None else Catalog.load(catalog)
         self._ids = itertools.count(1)
@@ -169,38 +149,19 @@ class Client:
         cat = catalog or self._catalog
         if cat is None:
             raise ValueError("no catalog: pass catalog= (a Catalog or the model repository path)")
-        spill = self.config.routing == "accuracy-first"  # spill routes (weight 0) take requests only then
-        weighted = plan.routed_pairs()
-        needed = plan.routed_pairs(spill)
-        missing_dev = sorted({d for d, _ in needed if d not in eps})
-        if missing_dev:
-            raise ValueError(f"plan version {plan.version} routes to device(s) {missing_dev} without an endpoint; "
-                             f"endpoints known: {sorted(eps)}")
-        missing_var = sorted({v for _, v in needed if v not in cat.variants})
-        if missing_var:
-            raise ValueError(f"plan version {plan.version} routes to variant(s) {missing_var} the catalog lacks")
-        slo_of = {r.variant: fp.slo_ms for fp in plan.families.values() for r in fp.routes}
+        specs = plan_routes(plan, cat, self.config.routing, eps)  # ValueError: no endpoint, not in the catalog
         with self._lock:
             if self._closed:
                 raise RuntimeError("client is closed")
             workers: dict[tuple[str, str], RouteWorker] = {}
-            for device_id, variant_name in sorted(needed):
-                variant = cat.variants[variant_name]
-                key = RouteKey(device_id, variant_name, eps[device_id].grpc)
-                placement = plan.placement(device_id, variant_name)
-                cap = placement.batch_cap if placement else (variant.max_batch_size or 8)
-                if variant.max_batch_size > 0:
-                    cap = min(cap, variant.max_batch_size)
-                cap = max(1, cap)
-                old = self._workers.get((device_id, variant_name))
-                if old is not None and old.key == key:
-                    old.set_batch_cap(cap)
-                    worker = old
+            for pair, spec in specs.items():
+                key = RouteKey(spec.device_id, spec.variant, eps[spec.device_id].grpc)
+                old = self._workers.get(pair)
+                if old is not None and old.key == key and spec.keeps(old.spec.placement):
+                    old.update(spec)
+                    workers[pair] = old
                 else:
-                    worker = self._new_worker(key, variant, cap, slo_of[variant_name], placement, eps[device_id])
-                worker.set_max_hold(max_hold_s((device_id, variant_name) not in weighted, self.config.max_hold_ms,
-                                               getattr(worker.policy, "model", None), cap))
-                workers[(device_id, variant_name)] = worker
+                    workers[pair] = self._new_worker(key, spec, cat.variants[spec.variant], eps[spec.device_id])
             for pair, w in self._workers.items():
                 if workers.get(pair) is not w:
                     w.drain()
@@ -220,23 +181,12 @@ class Client:
             self._table = RoutingTable(plan, previous=self._table, accuracy=accuracy)
         log.info("shim %s: plan version %d, %d routes", self.client_id, plan.version, len(workers))
 
-    def _new_worker(self, key: RouteKey, variant: Variant, cap: int, slo_ms: float, placement,
-                    endpoint: Endpoint) -> RouteWorker:
-        model = LatencyModel.learned()
+    def _new_worker(self, key: RouteKey, spec: RouteSpec, variant: Variant, endpoint: Endpoint) -> RouteWorker:
         device_class = self._device_classes.get(key.device_id) or endpoint.device_class
-        if self._profiles is not None and device_class:
-            records = self._profiles.for_pair(variant.name, device_class)
-            if records:
-                model = LatencyModel.from_profiles(records, self.config.percentile,
-                                                   instances=placement.instances if placement else None,
-                                                   threads=placement.threads if placement else None)
-        policy = make_policy(self.config.policy, model=model, batch_cap=cap,
-                             slo_s=slo_ms / 1000.0 if slo_ms > 0 else None, slack_s=self.config.slack_ms / 1000.0,
-                             max_hold_s=None if self.config.max_hold_ms is None else self.config.max_hold_ms / 1000.0,
-                             hold_factor=self.config.hold_factor)
-        return RouteWorker(key, variant.inputs, variant.outputs, policy, self,
-                           instances=placement.instances if placement else 1, pipeline=self.config.pipeline,
-                           call_timeout_s=self.config.call_timeout_s)
+        model = latency_model(spec, self._profiles, device_class, self.config.percentile)
+        transport = (self._transport(key, variant) if self._transport is not None else
+                     TritonTransport(key.url, key.variant, variant.inputs, variant.outputs, self.config.call_timeout_s))
+        return RouteWorker(key, spec, variant.inputs, variant.outputs, model, self.config, self, transport)
 
     # --- requests ---------------------------------------------------------------------------
 
@@ -271,7 +221,7 @@ class Client:
                 raise RuntimeError("client is closed")
             table = self._table
             assert table is not None
-            routes = table.routes(family)  # ValueError for an unknown family
+            routes = table.planned_routes(family)  # ValueError for an unknown family
             if routes:  # check against the family's first variant before the pick uses a turn
                 arrays, batched = check_inputs(routes[0].variant, self._catalog.variants[routes[0].variant].inputs,
                                                inputs)
@@ -370,7 +320,7 @@ class Client:
             self.health.mark_ok(worker.key.device_id)
             self.health.mark_ok(f"{worker.key.device_id}/{worker.key.variant}")
         for i, r in enumerate(batch):
-            met = r.deadline_s is None or now <= r.deadline_s
+            met = r.deadline_s is None or now <= r.deadline_s + EPS_S  # as the simulator and the policies
             outs = {name: (arr[i:i + 1] if r.batched else arr[i]) for name, arr in outputs.items()}
             self._finish(r.future, r.family, Result(Status.OK if met else Status.LATE, outs, worker.key.variant,
                                                     worker.key.device_id, (now - r.arrival_s) * 1000.0, "",

@@ -1,4 +1,5 @@
-"""One route's worker: a queue, the batching policy, and a gRPC client to one Triton.
+"""One route's worker: a queue, the batching policy, and a transport to one model on one device
+(Triton over gRPC, shim/transport.py; in-process in tests).
 
 The batching policy (orchestrator/batching.py) runs on the queue whenever something changes (a
 request arrives, a batch returns, a timer the policy asked for fires). At most `instances`
@@ -18,11 +19,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
-import tritonclient.grpc as grpcclient
 
 from orchestrator.backlog import Calibration, InFlight
-from orchestrator.batching import Policy, RouteQueue
+from orchestrator.batching import LatencyModel, RouteQueue
 from orchestrator.catalog import TensorSpec
+from orchestrator.dataplane.config import ShimConfig
+from orchestrator.dataplane.routes import RouteSpec, route_policy, set_hold
+from orchestrator.dataplane.transport import Transport
 
 
 class RouteStopped(RuntimeError):
@@ -68,16 +71,20 @@ class RouteOwner(Protocol):
 
 
 class RouteWorker:
-    """Queue + policy + one gRPC client for one (device, variant) route."""
+    """Queue + policy + one transport for one (device, variant) route."""
 
-    def __init__(self, key: RouteKey, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...],
-                 policy: Policy, owner: RouteOwner, *, instances: int = 1, pipeline: int = 1,
-                 call_timeout_s: float = 30.0):
+    def __init__(self, key: RouteKey, spec: RouteSpec, inputs: tuple[TensorSpec, ...],
+                 outputs: tuple[TensorSpec, ...], model: LatencyModel, config: ShimConfig, owner: RouteOwner,
+                 transport: Transport):
         self.key = key
+        self.spec = spec
         self.input_specs = inputs
         self.output_specs = outputs
-        self.policy = policy
+        self.model = model  # predicted batch latencies (dataplane/routes.py latency_model)
+        self.config = config
+        self.policy = route_policy(spec, model, config)
         self.owner = owner
+        instances, pipeline, call_timeout_s = spec.placement.instances, config.pipeline, config.call_timeout_s
         self.instances = max(1, instances)  # batches Triton runs at once on this route
         self.max_in_flight = self.instances + max(0, pipeline)  # plus batches waiting at Triton
         self.call_timeout_s = call_timeout_s
@@ -94,8 +101,7 @@ class RouteWorker:
         self._stopped = False
         self._wake_target = math.inf  # when the worker thread will wake next (-inf: it is awake)
         self._cond = threading.Condition()
-        self._client = grpcclient.InferenceServerClient(key.url)
-        self._requested = [grpcclient.InferRequestedOutput(s.name) for s in outputs]
+        self._transport = transport
         self._thread = threading.Thread(target=self._run, name=f"shim-route-{key}", daemon=True)
         self._thread.start()
 
@@ -118,23 +124,17 @@ class RouteWorker:
         else:
             self._act(dropped, batch, now)
 
-    def set_batch_cap(self, batch_cap: int) -> None:
+    def update(self, spec: RouteSpec) -> None:
+        """Take a new plan's spec of this route (`spec.keeps` its placement): batch cap, spill
+        or not (how long it may hold a queue)."""
         with self._cond:
-            if hasattr(self.policy, "batch_cap"):
-                self.policy.batch_cap = batch_cap
-            self._cond.notify()
-
-    def set_max_hold(self, max_hold_s: float | None) -> None:
-        """Bound how long the policy may hold a queue (a spill route: 0, batching.max_hold_s)."""
-        with self._cond:
-            if hasattr(self.policy, "max_hold_s"):
-                self.policy.max_hold_s = max_hold_s
+            self.spec = spec
+            set_hold(self.policy, spec, self.model, self.config)
             self._cond.notify()
 
     def latency_s(self, batch_size: int) -> float:
-        """The policy's predicted latency of a batch (0 when it has no model)."""
-        model = getattr(self.policy, "model", None)
-        return model.seconds(batch_size) if model is not None else 0.0
+        """The predicted latency of a batch of `batch_size`."""
+        return self.model.seconds(batch_size)
 
     def drain(self) -> None:
         """Take no more requests from routing; finish the queue, then stop."""
@@ -214,47 +214,39 @@ class RouteWorker:
                         self._cond.wait(None if wake is None else max(0.0, wake - now))
                 self._act(dropped, batch, now)
         finally:
-            self._client.close()
+            self._transport.close()
 
     def _send(self, batch: list[ShimRequest], wait: bool = False) -> None:
         """Send a batch: asynchronously, or (`wait`) in this thread, for a caller that blocks
         on a request of this batch anyway (one thread hop fewer on its way back)."""
         started = time.monotonic()
         try:
-            inputs = []
-            for spec in self.input_specs:
-                arr = (batch[0].inputs[spec.name][None] if len(batch) == 1
-                       else np.stack([r.inputs[spec.name] for r in batch]))
-                inp = grpcclient.InferInput(spec.name, list(arr.shape), spec.dtype)
-                inp.set_data_from_numpy(arr)
-                inputs.append(inp)
+            inputs = {spec.name: (batch[0].inputs[spec.name][None] if len(batch) == 1
+                                  else np.stack([r.inputs[spec.name] for r in batch]))
+                      for spec in self.input_specs}
             self.batches_sent += 1
             self.requests_sent += len(batch)
             if wait:
-                result = self._client.infer(self.key.variant, inputs, outputs=self._requested,
-                                            client_timeout=self.call_timeout_s)
+                outputs = self._transport.infer(inputs)
             else:
-                self._client.async_infer(self.key.variant, inputs, callback=lambda result, error: self._done(
-                    batch, started, result, error), outputs=self._requested, client_timeout=self.call_timeout_s)
+                self._transport.infer_async(inputs, lambda outputs, error: self._done(batch, started, outputs, error))
                 return
         except Exception as e:  # the call failed, or could not even start
             self._done(batch, started, None, e)
             return
-        self._done(batch, started, result, None)
+        self._done(batch, started, outputs, None)
 
-    def _done(self, batch: list[ShimRequest], started: float, result, error) -> None:
+    def _done(self, batch: list[ShimRequest], started: float, outputs: dict[str, np.ndarray] | None,
+              error: Exception | None) -> None:
         now = time.monotonic()
-        outputs: dict[str, np.ndarray] = {}
         if error is None:
-            try:
-                for spec in self.output_specs:
-                    arr = result.as_numpy(spec.name)
-                    if arr is None or arr.shape[0] != len(batch):
-                        raise RuntimeError(f"output {spec.name!r} missing or not batch {len(batch)} "
-                                           f"(got {None if arr is None else arr.shape})")
-                    outputs[spec.name] = arr
-            except Exception as e:
-                error = e
+            assert outputs is not None
+            for spec in self.output_specs:
+                arr = outputs.get(spec.name)
+                if arr is None or arr.shape[0] != len(batch):
+                    error = RuntimeError(f"output {spec.name!r} missing or not batch {len(batch)} "
+                                         f"(got {None if arr is None else arr.shape})")
+                    break
         dropped: list[ShimRequest] = []
         follow: list[ShimRequest] = []
         with self._cond:
