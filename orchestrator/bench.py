@@ -113,7 +113,7 @@ def run_policy(policy: str, trace: Trace, runtime: ClusterRuntime, catalog: Cata
     progress(f"{policy}: initial plan v{cp.plan.version} loaded in {time.monotonic() - started:.1f} s: "
              + ", ".join(f"{p.variant}@{p.device_id}" for p in cp.plan.placements))
     http = HttpServer(create_app(cp), port=0).start()
-    controller = Controller(cp)
+    controller = Controller(cp, wake=cp.wake)
     device_classes = {d.id: d.device_class for d in cluster.devices}
     client = Client(http.url, catalog=catalog, profiles=profiles, device_classes=device_classes,
                     config=replace(config.shim, client_id=f"bench-{policy}"))

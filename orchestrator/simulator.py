@@ -50,8 +50,8 @@ from orchestrator.controlplane.controller import Controller
 from orchestrator.controlplane.demand import make_estimator
 from orchestrator.controlplane.executor import LoadedModel, compute_diff
 from orchestrator.controlplane.intake import FamilySecond
-from orchestrator.controlplane.planning import initial_demand, solve_plan
-from orchestrator.controlplane.service import ControlPlane, ControlPlaneConfig
+from orchestrator.controlplane.planning import initial_demand, planning_demand, solve_plan
+from orchestrator.controlplane.service import ControlPlaneConfig
 from orchestrator.dataplane.config import ShimConfig
 from orchestrator.dataplane.routes import RouteSpec, latency_model, plan_routes, route_policy, set_hold
 from orchestrator.dataplane.status import STATUS_NAMES
@@ -199,10 +199,10 @@ class _Pending:
 
 
 class _ControlView:
-    """Stands in for `ControlPlane` where `Controller.tick` reads or calls it, so that the real
-    controller runs unchanged on the simulated clock: telemetry seconds come from the simulated
-    outcomes, `solve` calls the planner, `apply` starts a simulated plan change, and the executor
-    is busy while one is in flight. History and decision records are dropped."""
+    """The controller's port (controlplane/port.py) on the simulated clock, so that the real
+    `Controller.tick` runs unchanged: telemetry seconds come from the simulated outcomes, `solve`
+    calls the planner, `apply` starts a simulated plan change, which keeps it busy until it is in
+    force. Devices do not fail; history and decision records are dropped."""
 
     def __init__(self, run: "_Simulation", config: ControlPlaneConfig, families: list[str]):
         self._run = run
@@ -213,34 +213,26 @@ class _ControlView:
         self.counters = {"replans": 0}
         self.down: set[str] = set()
         self._families = families
-        self.intake = self
-        self.store = self
-        self.runtime = self
-        self.executor = self
         self.last_apply_s = 0.0  # how long the last plan change with loads took (the forecaster's horizon)
         self._flushed = 0  # seconds before this one were handed to the controller
 
-    # executor
     @property
     def busy(self) -> bool:
         return self._run.pending is not None
 
-    # runtime: simulated devices do not fail
-    def control(self, device_id: str) -> "_ControlView":
-        return self
+    def device_live(self, device_id: str) -> bool:
+        return True  # simulated devices do not fail
 
-    def is_live(self) -> bool:
-        return True
-
-    # store: nothing is persisted
-    def record_history(self, rows) -> None:
+    # nothing is persisted
+    def record_history(self, rows: list[dict]) -> None:
         pass
 
-    def record_decision(self, *args, **kwargs) -> None:
+    def record_decision(self, kind: str, reason: str, plan_version: int | None = None,
+                        detail: dict | None = None, ts: float | None = None) -> None:
         pass
 
-    # intake: the telemetry seconds that are final
-    def flush(self, before_second: int) -> list[FamilySecond]:
+    def flush_telemetry(self, before_second: int) -> list[FamilySecond]:
+        """The telemetry seconds that are final, from the simulated outcomes."""
         rows = []
         run = self._run
         for second in range(self._flushed, max(self._flushed, before_second)):
@@ -251,18 +243,11 @@ class _ControlView:
         self._flushed = max(self._flushed, before_second)
         return rows
 
-    # the control plane itself
     def device_ids(self) -> list[str]:
         return list(self._run.sim.devices)
 
-    def families(self) -> list[str]:
-        return self._families
-
-    def demand_override(self) -> dict[str, float]:
-        return {}
-
     def planning_demand(self, override: dict[str, float] | None = None) -> dict[str, float]:
-        return ControlPlane.planning_demand(self, override)  # type: ignore[arg-type]
+        return planning_demand(self._families, self.plan, self.estimates, {}, override)
 
     def solve(self) -> Plan:
         return self._run.solve(self.planning_demand(), self.plan)
@@ -398,7 +383,7 @@ class _Simulation:
         self.limit_s = 0.0
         cfg = self.cfg
         self.view = _ControlView(self, replace(cfg.control, policy=policy), families)
-        self.controller = Controller(self.view, clock=lambda: self.now)  # type: ignore[arg-type]
+        self.controller = Controller(self.view, clock=lambda: self.now)
         # as live, where the first plan is applied before the controller starts: no dwell after it
         self.controller.last_change = -math.inf
 

@@ -279,5 +279,5 @@ def test_cli_merge_and_bad_input(tmp_path, run_cli, capsys):
     assert err.startswith(f"error: {m}:") and "unknown family 'bert'" in err and "\n" not in err
     assert run_cli(["trace", "generate", "--rate", "0", "--duration", "30", "--family", "x",
                     "--out", str(tmp_path / "x.csv")]) == 2
-    assert "--rate must be positive" in capsys.readouterr().err
+    assert "argument --rate: must be positive, not 0" in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists()

@@ -27,7 +27,7 @@ from collections import deque
 from orchestrator.controlplane.demand import DemandTracker
 from orchestrator.controlplane.executor import ApplyBusy, ApplyFailed
 from orchestrator.controlplane.intake import COUNTERS, FamilySecond
-from orchestrator.controlplane.service import ControlPlane
+from orchestrator.controlplane.port import ControlPort
 from orchestrator.errors import UserError
 from orchestrator.plan import Plan
 
@@ -43,9 +43,10 @@ MAX_TOTAL = 2**53  # a (family, second)'s counters are clamped to this (SQLite h
 
 
 class Controller:
-    def __init__(self, cp: ControlPlane, clock=time.time):
+    def __init__(self, cp: ControlPort, clock=time.time, wake: threading.Event | None = None):
         self.cp = cp
         self.clock = clock
+        self.wake = wake if wake is not None else threading.Event()  # set: tick now (a setting changed)
         self.tracker = DemandTracker(cp.config.estimator)
         self._misses: dict[str, deque[tuple[int, int]]] = {}  # family -> (misses, arrivals) per second
         self._live: dict[str, bool] | None = None
@@ -67,16 +68,16 @@ class Controller:
 
     def stop(self) -> None:
         self._stop.set()
-        self.cp.wake.set()
+        self.wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            woken = self.cp.wake.wait(self.cp.config.tick_s)
+            woken = self.wake.wait(self.cp.config.tick_s)
             if self._stop.is_set():
                 return
-            self.cp.wake.clear()
+            self.wake.clear()
             try:
                 self.tick(settings_changed=woken)
             except Exception:  # noqa: BLE001 - the loop must survive; the log has the details
@@ -90,11 +91,11 @@ class Controller:
         if self.tracker.estimator != self.cp.config.estimator:
             self.tracker = DemandTracker(self.cp.config.estimator)
         self._ingest(now)
-        self.tracker.set_horizon(max(2.0, self.cp.executor.last_apply_s + self.cp.config.tick_s))
+        self.tracker.set_horizon(max(2.0, self.cp.last_apply_s + self.cp.config.tick_s))
         self._decay_headroom()
         self.cp.estimates = {f: round(v * self.headroom.get(f, 1.0), 3) for f, v in self.tracker.estimates().items()}
         health_reason = self._health_change()
-        if not self.cp.config.auto or self.cp.executor.busy:
+        if not self.cp.config.auto or self.cp.busy:
             return None
         reason = health_reason or ("operator changed a setting" if settings_changed else None)
         if reason is not None and self.cp.plan is None and not any(v > 0 for v in self.cp.planning_demand().values()):
@@ -126,7 +127,7 @@ class Controller:
         return reason
 
     def _ingest(self, now: float) -> None:
-        rows = [fs for fs in map(self._sane, self.cp.intake.flush(int(now) - self.cp.config.lateness_s)) if fs]
+        rows = [fs for fs in map(self._sane, self.cp.flush_telemetry(int(now) - self.cp.config.lateness_s)) if fs]
         if not rows:
             return
         plan = self.cp.plan
@@ -154,7 +155,7 @@ class Controller:
                             "completions": fs.completions, "met": fs.met, "misses": misses,
                             "effective_accuracy": round(eff, 3), "plan_version": plan.version if plan else None,
                             "mix": fs.served})
-        self.cp.store.record_history(history)
+        self.cp.record_history(history)
 
     def _sane(self, fs: FamilySecond) -> FamilySecond | None:
         """`fs` with every count an integer in 0..MAX_TOTAL and only the family's variants, or None
@@ -187,17 +188,14 @@ class Controller:
     def _health_change(self) -> str | None:
         live = {}
         for dev in self.cp.device_ids():
-            try:
-                live[dev] = self.cp.runtime.control(dev).is_live()
-            except UserError:
-                live[dev] = False
+            live[dev] = self.cp.device_live(dev)
         before, self._live = self._live, live
         self.cp.down = {d for d, ok in live.items() if not ok}
         if before is None:
             return None
         changed = [f"{d} {'came back' if ok else 'went down'}" for d, ok in live.items() if before.get(d) != ok]
         if changed:
-            self.cp.store.record_decision("health", "; ".join(changed))
+            self.cp.record_decision("health", "; ".join(changed))
             return "device health changed: " + "; ".join(changed)
         return None
 
@@ -250,5 +248,5 @@ class Controller:
         except ApplyBusy:
             return False  # an operator's apply is running; the next tick looks again
         except (ApplyFailed, UserError) as e:
-            self.cp.store.record_decision("error", f"controller: {reason}; re-plan failed: {e}")
+            self.cp.record_decision("error", f"controller: {reason}; re-plan failed: {e}")
             return True

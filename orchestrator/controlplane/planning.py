@@ -34,6 +34,23 @@ def solve_plan(catalog: Catalog, cluster: Cluster, profiles: ProfileSet, *, slo_
     return make_plan(request, policy=policy)
 
 
+def planning_demand(families: list[str], plan: Plan | None, estimates: dict[str, float],
+                    operator_override: dict[str, float], override: dict[str, float] | None = None) -> dict[str, float]:
+    """The demand a re-plan is made for, per family: `override` (a solve request's) > the
+    operator's per-family override > the controller's estimate > what the plan in force was
+    made for."""
+    demand: dict[str, float] = {}
+    for f in families:
+        if plan is not None and f in plan.families:
+            demand[f] = plan.families[f].demand_rps
+        if f in estimates:
+            demand[f] = estimates[f]
+    demand.update(operator_override)
+    if override:
+        demand.update(override)
+    return {f: round(float(v), 3) for f, v in demand.items()}
+
+
 def initial_demand(trace: Trace, window_s: float = INITIAL_WINDOW_S) -> dict[str, float]:
     """Each family's rate over the trace's first `window_s` seconds: what an operator (or a
     controller watching before the run) provisions the first plan for."""

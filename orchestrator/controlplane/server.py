@@ -65,7 +65,7 @@ class ControlPlaneServer:
                 log(f"resumed plan v{resumed.plan.version} ({resumed.diff.summary() if resumed.diff.changes_models else 'nothing to load'})")
             self.http = HttpServer(create_app(self.cp), host=self.host, port=self.port).start()
             if self.with_controller:
-                self.controller = Controller(self.cp).start()
+                self.controller = Controller(self.cp, wake=self.cp.wake).start()
         except BaseException:
             self.stop()
             raise

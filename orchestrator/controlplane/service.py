@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from orchestrator.catalog import Catalog
 from orchestrator.cluster import Cluster
 from orchestrator.controlplane.executor import ApplyResult, PlanDiff, PlanExecutor
-from orchestrator.controlplane.intake import TelemetryIntake
+from orchestrator.controlplane.intake import FamilySecond, TelemetryIntake
 from orchestrator.controlplane.store import Store
 from orchestrator.errors import UserError
 from orchestrator.plan import Plan
@@ -116,6 +116,31 @@ class ControlPlane:
 
     def device_ids(self) -> list[str]:
         return [d.id for d in self.cluster.devices]
+
+    # -- the controller's port (port.py) ---------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return self.executor.busy
+
+    @property
+    def last_apply_s(self) -> float:
+        return self.executor.last_apply_s
+
+    def flush_telemetry(self, before_second: int) -> list[FamilySecond]:
+        return self.intake.flush(before_second)
+
+    def device_live(self, device_id: str) -> bool:
+        try:
+            return self.runtime.control(device_id).is_live()
+        except UserError:
+            return False
+
+    def record_history(self, rows: list[dict]) -> None:
+        self.store.record_history(rows)
+
+    def record_decision(self, kind: str, reason: str, plan_version: int | None = None,
+                        detail: dict | None = None, ts: float | None = None) -> dict:
+        return self.store.record_decision(kind, reason, plan_version, detail, ts)
 
     def families(self) -> list[str]:
         return sorted(self.catalog.families())
@@ -230,17 +255,9 @@ class ControlPlane:
     # -- solve and apply -------------------------------------------------------------------
     def planning_demand(self, override: dict[str, float] | None = None) -> dict[str, float]:
         """Demand to plan for: explicit override > operator's per-family override > estimate > current plan's."""
-        demand: dict[str, float] = {}
-        plan = self.plan
-        for f in self.families():
-            if plan is not None and f in plan.families:
-                demand[f] = plan.families[f].demand_rps
-            if f in self.estimates:
-                demand[f] = self.estimates[f]
-        demand.update(self.demand_override())
-        if override:
-            demand.update(override)
-        return {f: round(float(v), 3) for f, v in demand.items()}
+        from orchestrator.controlplane.planning import planning_demand
+
+        return planning_demand(self.families(), self.plan, self.estimates, self.demand_override(), override)
 
     def solve(self, demand: dict[str, float] | None = None, slo_ms: dict[str, float] | None = None,
               policy: str | None = None) -> Plan:
