@@ -1,5 +1,9 @@
 """Batching policies for one (device, variant) route: pure decision code, no I/O, no clock.
 
+(Over 600 lines for now: the queue, the latency model, the policies and the route loop the tests
+use are to be split into modules of the data plane (issue 15); they stay in one mypyc-compiled
+module until then, because the compiled group calls them directly.)
+
 The live client shim (orchestrator/shim.py) and the discrete-event simulator run the *same*
 policy objects; time is always passed in (seconds, any origin). Latencies from profiles are in
 milliseconds and converted at the edge (`LatencyModel.seconds`).

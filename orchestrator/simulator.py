@@ -1,5 +1,9 @@
 """A discrete-event simulator of the serving system: replays a trace against a modelled cluster.
 
+(About 800 lines for now: the event engine, the device model and the driver over the data plane
+are to be split (issue 15), each checked against `benchmarks/outcomes.py` and the compiled speed
+of `benchmarks/simulator_bench.py`; one compiled module keeps their per-request calls direct.)
+
 It runs the *same* decision code as the live system and models only what the hardware does:
 
 * planner (orchestrator/planner `make_plan`, any policy), re-planned by the control plane's own

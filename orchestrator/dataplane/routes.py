@@ -28,10 +28,6 @@ class RouteSpec:
     slo_ms: float  # the family's deadline (0: none)
     spill: bool  # no weight in the plan: it takes requests past the planned routes' flows only
 
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.device_id, self.variant)
-
     def keeps(self, previous: Placement) -> bool:
         """Whether a route built for `previous` serves this one: the same model instances and
         threads (a reload with other instances needs a route with other lanes and latencies)."""
