@@ -38,4 +38,4 @@ nightly: $(STAMP)
 	$(BIN)/python -m pytest -q -m nightly
 
 clean:
-	rm -rf $(VENV) model_repository/*/ model_repository/variants.json build/native .mypy_cache orchestrator/*.so orchestrator/native-sources.json
+	rm -rf $(VENV) model_repository/*/ model_repository/variants.json build/native .mypy_cache orchestrator/*.so orchestrator/*/*.so orchestrator/native-sources.json

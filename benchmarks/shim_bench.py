@@ -24,7 +24,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from orchestrator.catalog import Catalog
-from orchestrator.routing import static_plan
+from orchestrator.dataplane.routing import static_plan
 from orchestrator.shim import Client
 from orchestrator.triton.embedded import EmbeddedServer
 

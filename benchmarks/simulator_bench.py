@@ -16,7 +16,7 @@ the initial MILP solve and every re-plan the controller asks for; each solve tak
 wall time, up to its 2-s limit, whichever form runs the simulator) and over the wall time outside
 the planner (the simulator's own work: events, routing, batching, controller ticks). A re-plan
 request equal to an earlier one in the same run reuses that plan when it was proven optimal
-(orchestrator/simulator.py `_Simulation.solve`); nothing carries over between runs. Best of
+(orchestrator/simulation/driver.py `Simulation.solve`); nothing carries over between runs. Best of
 `--repeats` runs (each a full run from scratch). Not a timed test.
 """
 

@@ -1,10 +1,11 @@
 """The compiled form of the per-request code: a mypyc build of the modules in `MODULES`.
 
-Every simulated request, and every request the shim routes live, runs through backlog.py (the
-on-time prediction), routing.py (the pick), batching.py (the batching policy) and, in the
-simulator, simulator.py's event loop. They are plain, typed Python. ``orchestrator
+Every simulated request, and every request the shim routes live, runs through dataplane/
+(queue.py, latency.py, batching.py: the batching policy; backlog.py: the on-time prediction;
+routing.py: the pick) and, in the simulator, simulation/ (events.py, devices.py, driver.py: the
+event loop). They are plain, typed Python. ``orchestrator
 compile`` (``make compile``) compiles them with mypyc into C extensions next
-to their sources (``orchestrator/*.so``, git-ignored), which Python then imports instead of the
+to their sources (``orchestrator/**/*.so``, git-ignored), which Python then imports instead of the
 ``.py`` files: the same code, about twice as fast (benchmarks/simulator_bench.py). Without a
 build the sources run; nothing else differs. ``orchestrator compile --status`` says which run.
 
@@ -29,7 +30,9 @@ import sys
 import warnings
 from pathlib import Path
 
-MODULES = ("orchestrator.backlog", "orchestrator.batching", "orchestrator.routing", "orchestrator.simulator")
+MODULES = ("orchestrator.dataplane.queue", "orchestrator.dataplane.latency", "orchestrator.dataplane.batching",
+           "orchestrator.dataplane.backlog", "orchestrator.dataplane.route_state", "orchestrator.dataplane.routing",
+           "orchestrator.simulation.events", "orchestrator.simulation.devices", "orchestrator.simulation.driver")
 GROUP = "orchestrator._native"  # mypyc's shared library for the group: orchestrator/_native__mypyc.*.so
 PACKAGE_DIR = Path(__file__).resolve().parent
 ROOT = PACKAGE_DIR.parent
@@ -54,9 +57,22 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def leftovers() -> dict[str, Path]:
+    """Extensions in the package that the build no longer makes (an older build's, from before a
+    module moved or left `MODULES`), by module name: they would shadow their sources."""
+    known = set(MODULES) | {GROUP + "__mypyc"}
+    out = {}
+    for path in PACKAGE_DIR.rglob("*.so"):
+        module = ".".join(path.relative_to(ROOT).parent.parts + (path.name.split(".")[0],))
+        if module not in known:
+            out[module] = path
+    return out
+
+
 def built_files() -> list[Path]:
-    """The build's files in the package: each module's extension, the group library, the hashes."""
-    files = [p for m in MODULES + (GROUP + "__mypyc",) for p in _extensions(m)]
+    """The build's files in the package: each module's extension, the group library, the hashes,
+    and any extension an older build left."""
+    files = [p for m in MODULES + (GROUP + "__mypyc",) for p in _extensions(m)] + sorted(leftovers().values())
     return files + ([SOURCES_FILE] if SOURCES_FILE.exists() else [])
 
 
@@ -75,29 +91,40 @@ def stale_sources() -> list[str]:
 
 
 class _SourceFinder(importlib.abc.MetaPathFinder):
-    """Imports `MODULES` from their ``.py`` files even where an extension sits beside them."""
+    """Imports `names` from their ``.py`` files even where an extension sits beside them."""
+
+    def __init__(self, names: set[str]):
+        self.names = names
 
     def find_spec(self, name, path=None, target=None):
-        if name in MODULES:
+        if name in self.names and source_path(name).exists():
             return importlib.util.spec_from_file_location(name, source_path(name))
         return None
 
 
-def _use_sources() -> None:
-    if not any(isinstance(f, _SourceFinder) for f in sys.meta_path):
-        sys.meta_path.insert(0, _SourceFinder())
+def _use_sources(names: set[str]) -> None:
+    for f in sys.meta_path:
+        if isinstance(f, _SourceFinder):
+            f.names |= names
+            return
+    sys.meta_path.insert(0, _SourceFinder(set(names)))
 
 
 def select() -> None:
     """Run at package import (orchestrator/__init__.py): use the build when it is current."""
+    old = leftovers()
+    if old:
+        warnings.warn(f"{', '.join(str(p.relative_to(ROOT)) for p in old.values())}: left by an older build, "
+                      f"not run (`make compile` removes them)", RuntimeWarning, stacklevel=3)
+        _use_sources(set(old))
     if os.environ.get(INTERPRETED_ENV, "") not in ("", "0"):
-        _use_sources()
+        _use_sources(set(MODULES))
         return
     stale = stale_sources()
     if stale:
         warnings.warn(f"{', '.join(stale)} changed since `make compile`: running the sources "
                       f"(run `make compile` again for the compiled speed)", RuntimeWarning, stacklevel=3)
-        _use_sources()
+        _use_sources(set(MODULES))
 
 
 def compiled() -> bool:

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from orchestrator.backlog import CALIBRATION_RANGE, Calibration, InFlight, answer_by
+from orchestrator.dataplane.backlog import CALIBRATION_RANGE, Calibration, InFlight, answer_by
 
 
 def seconds(b: int) -> float:

@@ -1,14 +1,15 @@
-"""Pure batching-policy tests: no Triton, simulated service times (orchestrator.batching.simulate_route)."""
+"""Pure batching-policy tests: no Triton, simulated service times (tests/route_loop.py)."""
 
+import bisect
+import math
 import random
 
 import pytest
 
-import bisect
-import math
-
-from orchestrator.batching import (EPS_S, WAKE_PAST_S, AimdPolicy, LatencyModel, NoBatchingPolicy, ProteusPolicy,
-                                   RouteQueue, SimRequest, make_policy, simulate_route)
+from orchestrator.dataplane.batching import AimdPolicy, NoBatchingPolicy, ProteusPolicy, make_policy
+from orchestrator.dataplane.latency import LatencyModel
+from orchestrator.dataplane.queue import EPS_S, WAKE_PAST_S, RouteQueue
+from tests.route_loop import SimRequest, simulate_route
 from orchestrator.profiles import ProfileRecord
 
 

@@ -35,7 +35,7 @@ pytestmark = pytest.mark.slow
 
 POLICIES = ["milp", "clipper-ha", "clipper-ht"]
 VARIANTS = ["resnet18", "resnet50"]  # the fast and the accurate end; profiling all five costs minutes
-# simulated vs live, per policy (docs/results.md, "Simulator validation")
+# simulated vs live, per policy (docs/results.md, "The reduced live bench in CI")
 MARGIN_ACCURACY = 10.0  # points of effective accuracy
 MARGIN_MISS = 0.10  # deadline-miss ratio
 # the documented trace, on the machine where ResNet-50 serves REFERENCE_RESNET50_RPS on the two devices

@@ -13,9 +13,10 @@ from orchestrator.dataplane.routes import RouteSpec, batch_cap, plan_routes
 from orchestrator.dataplane.status import Status
 from orchestrator.dataplane.transport import FakeTransport
 from orchestrator.plan import Placement
-from orchestrator.routing import static_plan
+from orchestrator.dataplane.routing import static_plan
 from orchestrator.shim import Client
-from orchestrator.simulator import SimConfig, Simulator, _Simulation
+from orchestrator.simulation.driver import Simulation
+from orchestrator.simulator import SimConfig, Simulator
 from orchestrator.trace import Trace
 
 SLO_MS = 300.0
@@ -36,10 +37,10 @@ def shim_driver(routing: str, transports: dict):
                   device_classes=CLASSES, transport=transport, config=ShimConfig(routing=routing))
 
 
-def sim_driver(routing: str) -> _Simulation:
+def sim_driver(routing: str) -> Simulation:
     sim = Simulator(SC.catalog, SC.cluster, SC.profiles, {"resnet": SLO_MS}, SimConfig(shim=ShimConfig(routing=routing)))
     trace = Trace(np.array([0.0]), np.array(["resnet"], dtype=object), np.array([SLO_MS]))
-    return _Simulation(sim, trace, "milp", None, None)
+    return Simulation(sim, trace, "milp", None, None)
 
 
 def described(policy, model, cap: int, lanes: int, max_in_flight: int, spill: bool) -> dict:
@@ -51,10 +52,10 @@ def described(policy, model, cap: int, lanes: int, max_in_flight: int, spill: bo
 
 def shim_routes(client: Client) -> dict:
     return {pair: described(w.policy, w.model, w.batch_cap, w.instances, w.max_in_flight, w.spec.spill)
-            for pair, w in client._workers.items()}
+            for pair, w in client._routes.workers.items()}
 
 
-def sim_routes(run: _Simulation) -> dict:
+def sim_routes(run: Simulation) -> dict:
     return {pair: described(r.policy, r.model, r.batch_cap, r.lanes, r.max_in_flight,
                             pair not in run.plan.routed_pairs())
             for pair, r in run.routes.items()}
@@ -79,7 +80,7 @@ def test_the_shim_and_the_simulator_build_the_same_routes_and_route_alike(routin
             assert shim == sim, f"plan {step}: the drivers built different routes"
             if routing == "accuracy-first" and step == 1:
                 assert any(r["spill"] for r in shim.values()), "the test needs a plan with a spill route"
-            table = client._table
+            table = client._routes.table
             shim_picks = picks(lambda t: (lambda r: (r.device_id, r.variant))(
                 table.pick("resnet", now=t, budget_use=lambda route: 0.1)))
             picker, live, _ = run.pickers["resnet"]

@@ -70,7 +70,7 @@ def test_a_build_older_than_its_sources_is_not_run(tmp_path):
     shutil.copytree(ROOT / "orchestrator", copy, ignore=shutil.ignore_patterns("__pycache__"))
     env = dict(os.environ, PYTHONPATH=str(tmp_path))
     env.pop(native.INTERPRETED_ENV, None)
-    probe = ("import orchestrator, orchestrator.native as n, orchestrator.routing as r, orchestrator.simulator as s\n"
+    probe = ("import orchestrator, orchestrator.native as n, orchestrator.dataplane.routing as r, orchestrator.simulation.driver as s\n"
              "print(r.__file__); print(s.__file__); print(n.stale_sources())")
 
     def probe_run():
@@ -83,12 +83,12 @@ def test_a_build_older_than_its_sources_is_not_run(tmp_path):
     assert routing.startswith(str(copy)) and routing.endswith(".so") and simulator.endswith(".so")
     assert stale == "[]" and "RuntimeWarning" not in err
 
-    backlog = copy / "backlog.py"
+    backlog = copy / "dataplane" / "backlog.py"
     backlog.write_text(backlog.read_text() + "\n# edited after the build\n")
     (routing, simulator, stale), err = probe_run()
-    assert routing == str(copy / "routing.py") and simulator == str(copy / "simulator.py")
-    assert stale == "['orchestrator/backlog.py']"
-    assert "orchestrator/backlog.py changed since `make compile`" in err
+    assert routing == str(copy / "dataplane" / "routing.py") and simulator == str(copy / "simulation" / "driver.py")
+    assert stale == "['orchestrator/dataplane/backlog.py']"
+    assert "orchestrator/dataplane/backlog.py changed since `make compile`" in err
 
     # the hashes the build recorded are what it is judged by: restore the file, and the build runs
     json.loads((copy / "native-sources.json").read_text())  # still there, untouched
@@ -97,22 +97,46 @@ def test_a_build_older_than_its_sources_is_not_run(tmp_path):
     assert routing.endswith(".so") and stale == "[]"
 
 
+def test_an_extension_left_by_an_older_build_does_not_shadow_its_source(tmp_path):
+    """A module that left the build (moved, or no longer compiled) may leave its extension beside
+    its source, where Python would import it first: the package warns, runs the source, and the
+    next build removes it."""
+    _require_build()
+    copy = tmp_path / "orchestrator"
+    shutil.copytree(ROOT / "orchestrator", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (built,) = [p for p in (copy / "simulation").glob("driver.*.so")]
+    stray = copy / built.name.replace("driver.", "simulator.")  # as if simulator.py had been compiled
+    shutil.copy(built, stray)
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    env.pop(native.INTERPRETED_ENV, None)
+    done = subprocess.run([sys.executable, "-c", "import orchestrator.simulator as s, orchestrator.native as n\n"
+                           "print(s.__file__); print(sorted(n.leftovers()))"],
+                          env=env, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [str(copy / "simulator.py"), "['orchestrator.simulator']"]
+    assert f"orchestrator/{stray.name}: left by an older build, not run" in done.stderr
+    probe = "import orchestrator.native as n; print(len(n.clean()) > 0, sorted(n.leftovers()))"
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, cwd=tmp_path,
+                          timeout=120)
+    assert done.stdout.split() == ["True", "[]"] and not stray.exists()
+
+
 def test_a_failed_build_names_the_error_and_leaves_the_sources_running(tmp_path):
     """A type error in a compiled module: the build stops with mypy's line for it, exits non-zero
     and leaves no extension behind (a copy of the package, built in place)."""
     copy = tmp_path / "orchestrator"
     shutil.copytree(ROOT / "orchestrator", copy,
                     ignore=shutil.ignore_patterns("__pycache__", "*.so", "native-sources.json"))
-    routing = copy / "routing.py"
+    routing = copy / "dataplane" / "routing.py"
     routing.write_text(routing.read_text() + "\n\nNOT_A_NUMBER: int = 'seven'\n")
     env = dict(os.environ, PYTHONPATH=str(tmp_path))
     done = subprocess.run([sys.executable, "-c", "import sys; from orchestrator import native; sys.exit(native.build())"],
                           env=env, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert done.returncode != 0
-    assert "orchestrator/routing.py:" in done.stderr and "error: Incompatible types" in done.stderr
+    assert "orchestrator/dataplane/routing.py:" in done.stderr and "error: Incompatible types" in done.stderr
     assert "compile failed" in done.stderr and "Traceback" not in done.stderr
-    assert not list(copy.glob("*.so")) and not (copy / "native-sources.json").exists()
-    probe = subprocess.run([sys.executable, "-c", "import orchestrator.routing as r; print(r.__file__)"], env=env,
+    assert not list(copy.rglob("*.so")) and not (copy / "native-sources.json").exists()
+    probe = subprocess.run([sys.executable, "-c", "import orchestrator.dataplane.routing as r; print(r.__file__)"], env=env,
                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert probe.stdout.strip() == str(routing)
 

@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from orchestrator.routing import SPARE_USE, DeviceHealth, RoutingTable, SmoothWeightedRoundRobin, static_plan
+from orchestrator.dataplane.routing import SPARE_USE, DeviceHealth, RoutingTable, SmoothWeightedRoundRobin, static_plan
 
 
 def test_smooth_wrr_interleaves_by_weight_and_is_deterministic():

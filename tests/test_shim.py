@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from orchestrator.catalog import Catalog, TensorSpec, Variant
-from orchestrator.routing import static_plan
+from orchestrator.dataplane.routing import static_plan
 from orchestrator.shim import Client
 from orchestrator.shim.inputs import check_inputs
 from orchestrator.shim.plan_source import Endpoint, parse_endpoints

@@ -16,7 +16,7 @@ import pytest
 
 from orchestrator.catalog import Catalog
 from orchestrator.profiles import ProfileRecord, ProfileSet
-from orchestrator.routing import static_plan
+from orchestrator.dataplane.routing import static_plan
 from orchestrator.shim import Client
 from orchestrator.triton.embedded import EmbeddedServer
 from tests.triton_helpers import infer_logits

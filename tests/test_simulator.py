@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from orchestrator import scenarios
-from orchestrator.batching import LatencyModel, SimRequest, make_policy, simulate_route
+from orchestrator.dataplane.batching import make_policy
+from orchestrator.dataplane.latency import LatencyModel
+from tests.route_loop import SimRequest, simulate_route
 from orchestrator.controlplane.planning import initial_demand
 from orchestrator.controlplane.service import ControlPlaneConfig
 from orchestrator.evaluation import summarise
@@ -167,7 +169,7 @@ def test_reusing_the_plan_of_an_equal_request_changes_no_outcome(monkeypatch):
     reused = sim.run(trace, "milp")
     stats = sim.last_stats
     assert stats.reused > 0 and stats.solves > stats.reused
-    monkeypatch.setattr("orchestrator.simulator.REPRODUCIBLE", frozenset())  # every request solved
+    monkeypatch.setattr("orchestrator.simulation.driver.REPRODUCIBLE", frozenset())  # every request solved
     fresh = sim.run(trace, "milp")
     assert sim.last_stats.reused == 0 and sim.last_stats.solves == stats.solves
     assert np.array_equal(reused.outcomes.status, fresh.outcomes.status)
@@ -183,24 +185,26 @@ def test_models_sharing_a_device_run_at_once_at_shared_speed():
     instance), then shares the device with what is left of the long one."""
     import heapq
 
-    from orchestrator.routing import static_plan
-    from orchestrator.simulator import _DONE, _Req, _Simulation
+    from orchestrator.dataplane.routing import static_plan
+    from orchestrator.simulation.devices import Request
+    from orchestrator.simulation.driver import Simulation
+    from orchestrator.simulation.events import DONE
 
     sc, sim = small(devices=1, noise=False)
     plan = static_plan({"resnet": [("cpu0", "resnet18", 1), ("cpu0", "resnet50", 1)]}, batch_cap=1, slo_ms=300.0)
-    run = _Simulation(sim, constant(20.0, duration=1.0), "milp", None, None)  # (outcome slots for ids 0-2)
+    run = Simulation(sim, constant(20.0, duration=1.0), "milp", None, None)  # (outcome slots for ids 0-2)
     run._install(plan, 0.0, None, 2, 0, "test")
     fast, slow = run.routes[("cpu0", "resnet18")], run.routes[("cpu0", "resnet50")]
     a, b = fast.median_s[1], slow.median_s[1]
     assert 0 < a < b
     for route, rid in ((fast, 0), (slow, 1), (fast, 2)):
         route.in_flight += 1
-        run._submit(route, [_Req(rid, 0.0, 10.0)], 0.0)
+        run.hardware.submit(route, [Request(rid, 0.0, 10.0)], 0.0)
     assert fast.running == 1 and len(fast.waiting) == 1  # one lane: the second batch waits
     done = {}
-    while run.heap:
-        now, _, kind, payload = heapq.heappop(run.heap)
-        if kind == _DONE and payload[1] == payload[0].version:
+    while run.clock.heap:
+        now, _, kind, payload = heapq.heappop(run.clock.heap)
+        if kind == DONE and payload[1] == payload[0].version:
             done[payload[0].batch[0].id] = now
             run._done(payload, now)
     assert done[0] == pytest.approx(2 * a)
@@ -218,10 +222,10 @@ def test_calibration_learns_batch_times_not_the_hold_the_policy_chooses():
     compares batch times (sent to answered) with their prediction, so the route does not look
     slow for the hold (a request's whole time would make it look 4x slow: routing would then
     pass it over, as it did a spill route that batches a burst)."""
-    from orchestrator.simulator import _Simulation
+    from orchestrator.simulation.driver import Simulation
 
     _, sim = small(devices=1, noise=False)
-    run = _Simulation(sim, constant(3.0, duration=60.0), "clipper-ht", None, None)
+    run = Simulation(sim, constant(3.0, duration=60.0), "clipper-ht", None, None)
     result = run.run()
     o = result.outcomes
     assert summarise(result).miss_ratio == 0.0
@@ -235,9 +239,9 @@ def test_service_time_noise_draws_are_random_gauss_from_the_seed():
     """The simulator's own normal draws (written out so they compile) are `random.gauss`'s."""
     import random
 
-    from orchestrator.simulator import _Simulation
+    from orchestrator.simulation.driver import Simulation
 
     _, sim = small(seed=5)
-    run = _Simulation(sim, constant(1.0, duration=2.0), "milp", None, None)
+    run = Simulation(sim, constant(1.0, duration=2.0), "milp", None, None)
     reference = random.Random(5)
-    assert [run._gauss() for _ in range(101)] == [reference.gauss(0.0, 1.0) for _ in range(101)]
+    assert [run.hardware._gauss() for _ in range(101)] == [reference.gauss(0.0, 1.0) for _ in range(101)]

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from orchestrator import simulator
+from orchestrator.simulation import driver as simulator
 from orchestrator.dataplane.status import ANSWERED, STATUS_NAMES, Status
 
 
@@ -27,11 +27,25 @@ def test_a_status_reads_and_writes_as_its_plain_value():
 def test_a_misspelt_name_is_refused_where_the_config_is_built():
     from orchestrator.controlplane.service import ControlPlaneConfig
     from orchestrator.shim.client import ShimConfig
-    from orchestrator.simulator import SimConfig
 
     with pytest.raises(ValueError, match="ShimConfig.routing must be one of accuracy-first, weighted, not 'wieghted'"):
         ShimConfig(routing="wieghted")
     with pytest.raises(ValueError, match="ShimConfig.policy must be one of proteus, aimd, none"):
         ShimConfig(policy="protues")
-    with pytest.raises(ValueError, match="unknown demand estimator 'peek'"):
-        SimConfig(control=ControlPlaneConfig(estimator="peek"))
+    with pytest.raises(ValueError, match="ShimConfig.percentile must be one of p50, p95, p99, not 'p90'"):
+        ShimConfig(percentile="p90")
+    with pytest.raises(ValueError, match="ControlPlaneConfig.estimator must be one of window, ewma, forecast, peak, "
+                                         "not 'peek'"):
+        ControlPlaneConfig(estimator="peek")
+
+
+def test_names_become_enums_that_read_as_their_plain_values():
+    from orchestrator.controlplane.demand import Estimator
+    from orchestrator.controlplane.service import ControlPlaneConfig
+    from orchestrator.dataplane.config import Batching, Percentile, Routing, ShimConfig
+
+    config = ShimConfig(policy="aimd", routing="weighted", percentile="p99")
+    assert config.policy is Batching.AIMD and config.routing is Routing.WEIGHTED and config.percentile is Percentile.P99
+    assert config.routing == "weighted" and f"{config.policy}" == "aimd"
+    control = ControlPlaneConfig(estimator="ewma")
+    assert control.estimator is Estimator.EWMA and json.dumps({"e": control.estimator}) == '{"e": "ewma"}'

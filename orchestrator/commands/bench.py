@@ -10,7 +10,8 @@ import numpy as np
 
 from orchestrator.catalog import Catalog
 from orchestrator.cluster import Cluster
-from orchestrator.batching import HOLD_FACTOR
+from orchestrator.dataplane.batching import HOLD_FACTOR
+from orchestrator.dataplane.config import Batching
 from orchestrator.commands.flags import (check_output_folder, check_slo_families, factor, non_negative_float,
                                          parse_slo)
 from orchestrator.controlplane.demand import ESTIMATORS
@@ -46,7 +47,7 @@ def add_control_flags(p: argparse.ArgumentParser) -> None:
                    help="least seconds between plan changes (default 10)")
     p.add_argument("--hysteresis", type=non_negative_float, default=0.25,
                    help="re-plan when demand leaves planned x (1 +- h) (default 0.25)")
-    p.add_argument("--batching", choices=("proteus", "aimd", "none"), default="proteus",
+    p.add_argument("--batching", choices=Batching.choices(), default="proteus",
                    help="the shim's batching policy (default proteus)")
     p.add_argument("--hold-factor", type=factor, default=HOLD_FACTOR,
                    help=f"proteus: send a held batch while it could run this many times its predicted latency "

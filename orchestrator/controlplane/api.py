@@ -266,7 +266,7 @@ def update_family(family: str):
 @api.put("/settings/controller")
 @require_token
 def update_controller():
-    from orchestrator.controlplane.demand import ESTIMATORS
+    from orchestrator.controlplane.demand import ESTIMATORS, Estimator
 
     body = body_object()
     refuse_unknown(body, ("auto", "estimator", "policy", "dwell_s", "hysteresis"))
@@ -279,7 +279,7 @@ def update_controller():
         if key in body:
             if body[key] not in choices:  # a list: an unhashable value is just not in it
                 raise UserError(f"{key} must be one of {', '.join(choices)}, not {shown(body[key])}")
-            changes[key] = body[key]
+            changes[key] = Estimator(body[key]) if key == "estimator" else body[key]
     if "dwell_s" in body:  # least seconds between two automatic changes of what is loaded
         changes["dwell_s"] = parse_number(body["dwell_s"], "dwell_s (seconds)", 0, MAX_DWELL_S)
     if "hysteresis" in body:  # re-plan when demand leaves planned x (1 +- hysteresis)

@@ -1,5 +1,5 @@
 """What the controller (controller.py) reads and calls: the narrow port that the live control
-plane (`service.ControlPlane`) and the simulator's stand-in (`simulator._ControlView`) both
+plane (`service.ControlPlane`) and the simulator's stand-in (`simulation/control.py` `SimControlPort`) both
 implement, so the same `Controller.tick` runs on either."""
 
 from __future__ import annotations

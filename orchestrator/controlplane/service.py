@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from orchestrator.catalog import Catalog
 from orchestrator.cluster import Cluster
+from orchestrator.controlplane.demand import ESTIMATORS, Estimator
 from orchestrator.controlplane.executor import ApplyResult, PlanDiff, PlanExecutor
 from orchestrator.controlplane.intake import FamilySecond, TelemetryIntake
 from orchestrator.controlplane.store import Store
@@ -37,12 +38,19 @@ class ControlPlaneConfig:
     dwell_s: float = 10.0  # least time between two automatic plan changes
     hysteresis: float = 0.25  # re-plan when demand leaves [planned x (1-h), planned x (1+h)]
     miss_rate_trigger: float = 0.05  # re-plan when the deadline-miss rate over the window exceeds this
-    estimator: str = "peak"  # window | ewma | forecast | peak (controlplane/demand.py)
+    estimator: Estimator = Estimator.PEAK  # window | ewma | forecast | peak (controlplane/demand.py)
     policy: str = "milp"
     default_slo_ms: float = 500.0
     slo_ms: dict[str, float] = field(default_factory=dict)  # initial SLO per family (else the default)
     lateness_s: int = 2  # telemetry seconds are final this long after they end
     auto: bool = True  # the controller re-plans by itself
+
+    def __post_init__(self) -> None:
+        try:
+            self.estimator = Estimator(self.estimator)
+        except ValueError:
+            raise ValueError(f"ControlPlaneConfig.estimator must be one of {', '.join(ESTIMATORS)}, "
+                             f"not {self.estimator!r}") from None
 
 
 MAX_RATE_RPS = 1e7  # the largest request rate a setting, a demand or a plan may name

@@ -1,13 +1,46 @@
 """The data plane's settings (`ShimConfig`): one object for the shim and the simulator, checked
-where it is built."""
+where it is built, and the enums of its names."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
-from orchestrator.batching import HOLD_FACTOR, PERCENTILES
-from orchestrator.batching import POLICIES as BATCHING_POLICIES  # the planner has POLICIES too
-from orchestrator.routing import ROUTINGS
+from orchestrator.dataplane.batching import HOLD_FACTOR
+
+
+class _Name(str, Enum):
+    """A name chosen from a fixed set; a `str`, so it compares, formats and serialises as its value."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def choices(cls) -> tuple[str, ...]:
+        return tuple(m.value for m in cls)
+
+
+class Batching(_Name):
+    """A route's batching policy (dataplane/batching.py `make_policy`)."""
+
+    PROTEUS = "proteus"  # deadline-aware adaptive batching
+    AIMD = "aimd"  # Clipper's additive-increase, multiplicative-decrease batch size
+    NONE = "none"  # one request per call
+
+
+class Routing(_Name):
+    """How a family's requests are spread over its routes (dataplane/routing.py)."""
+
+    ACCURACY_FIRST = "accuracy-first"  # most accurate route with room, spilling when it would be late
+    WEIGHTED = "weighted"  # the plan's split, smooth weighted round-robin
+
+
+class Percentile(_Name):
+    """Which profiled latency a batching policy plans with."""
+
+    P50 = "p50"
+    P95 = "p95"
+    P99 = "p99"
 
 
 @dataclass(frozen=True)
@@ -15,12 +48,12 @@ class ShimConfig:
     """How requests are batched, routed and sent: the shim's settings (the simulator reads the
     batching, routing and pipeline ones; the rest are the live shim's)."""
 
-    policy: str = "proteus"  # proteus | aimd | none (batching.py)
-    percentile: str = "p95"  # which profiled latency the policy plans with
+    policy: Batching = Batching.PROTEUS
+    percentile: Percentile = Percentile.P95
     slack_ms: float = 2.0  # margin for RPC overhead the profiles do not include
     max_hold_ms: float | None = None  # proteus: hold a queue at most this long (None: as the deadline allows)
     hold_factor: float = HOLD_FACTOR  # proteus: send a held batch while it could run this many times slower
-    routing: str = "accuracy-first"  # accuracy-first | weighted (routing.py)
+    routing: Routing = Routing.ACCURACY_FIRST
     pipeline: int = 1  # batches waiting at Triton per route beyond its instances (0: none)
     call_timeout_s: float = 30.0  # a Triton call taking longer fails (and may be retried)
     health_cooldown_s: float = 2.0  # a failed device is skipped this long
@@ -30,10 +63,12 @@ class ShimConfig:
     metrics_port: int | None = None  # serve Prometheus text at http://0.0.0.0:PORT/metrics
 
     def __post_init__(self) -> None:
-        """Names are checked where the config is built, so every driver (the shim, the simulator)
-        refuses the same typo."""
-        for name, value, choices in (("policy", self.policy, BATCHING_POLICIES),
-                                     ("percentile", self.percentile, PERCENTILES),
-                                     ("routing", self.routing, ROUTINGS)):
-            if value not in choices:
-                raise ValueError(f"ShimConfig.{name} must be one of {', '.join(choices)}, not {value!r}")
+        """Names are checked (and made enums) where the config is built, so every driver (the
+        shim, the simulator) refuses the same typo."""
+        for name, kind in (("policy", Batching), ("percentile", Percentile), ("routing", Routing)):
+            value = getattr(self, name)
+            try:
+                object.__setattr__(self, name, kind(value))
+            except ValueError:
+                raise ValueError(f"ShimConfig.{name} must be one of {', '.join(kind.choices())}, "
+                                 f"not {value!r}") from None

@@ -8,9 +8,10 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from orchestrator.batching import LatencyModel, Policy, make_policy, max_hold_s
+from orchestrator.dataplane.batching import Policy, make_policy, max_hold_s
 from orchestrator.catalog import Catalog, Variant
 from orchestrator.dataplane.config import ShimConfig
+from orchestrator.dataplane.latency import LatencyModel
 from orchestrator.plan import Placement, Plan
 from orchestrator.profiles import ProfileSet
 

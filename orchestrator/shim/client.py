@@ -7,11 +7,12 @@
 
     client = Client("http://control-plane:8080")   # plan, endpoints (and catalog) polled from there
 
-Each request is checked against the catalog, routed by the plan's weights (routing.py), queued
-on its (device, variant) route where the batching policy (batching.py) forms batches
-(worker.py), and answered exactly once with a `Result`. A new plan takes over without losing a
-request: new requests use the new routes, queued ones finish on the old. docs/shim.md has the
-whole picture.
+Each request is checked against the catalog, routed over the plan's routes (route_set.py over
+dataplane/routing.py), queued on its (device, variant) route where the batching policy
+(dataplane/batching.py) forms batches (worker.py), and answered exactly once with a `Result`. A
+new plan takes over without losing a request: new requests use the new routes, queued ones
+finish on the old. A failed batch's requests are tried once more on another device where their
+deadline allows. docs/shim.md has the whole picture.
 """
 
 from __future__ import annotations
@@ -19,64 +20,35 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import math
 import threading
 import time
 import uuid
-from collections import Counter
-from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass, fields, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from os import PathLike
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import fields, replace
+from os import PathLike
 
 import numpy as np
 
-from orchestrator.backlog import answer_by
-from orchestrator.batching import EPS_S
 from orchestrator.catalog import Catalog, Variant
 from orchestrator.dataplane.config import ShimConfig
 from orchestrator.dataplane.routes import RouteSpec, latency_model, plan_routes
-from orchestrator.dataplane.status import Status
 from orchestrator.dataplane.transport import Transport
-from orchestrator.plan import Plan, Route
+from orchestrator.plan import Plan
 from orchestrator.profiles import ProfileSet
-from orchestrator.routing import DeviceHealth, RoutingTable
+from orchestrator.shim.answers import Answers
 from orchestrator.shim.inputs import check_inputs
-from orchestrator.shim.plan_source import ControlPlane, Endpoint, parse_endpoints
-from orchestrator.shim.transport import TritonTransport
+from orchestrator.shim.metrics_http import MetricsServer
+from orchestrator.shim.plan_source import Endpoint, PlanFollower, PublishedPlan, parse_endpoints
+from orchestrator.shim.result import Result
+from orchestrator.shim.route_set import RouteSet
+from orchestrator.shim.transport import TritonTransport, describe_failure
 from orchestrator.shim.worker import RouteKey, RouteStopped, RouteWorker, ShimRequest
 from orchestrator.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
-@dataclass(frozen=True)
-class Result:
-    """The answer to one request."""
-
-    status: Status  # ok | late | dropped (outputs None) | error | unserved (no route)
-    outputs: dict[str, np.ndarray] | None  # per output name, one sample (batch dim kept if the input had one)
-    variant: str  # the variant that served it (or would have)
-    device_id: str
-    latency_ms: float  # from infer() to the answer
-    error: str = ""
-    request_id: int = 0
-    plan_version: int = 0
-    batch_size: int = 0  # the batch it was served in (0: not served)
-    service_ms: float = 0.0  # that batch's time at Triton, sending to answer (what a profile measures)
-
-    @property
-    def deadline_met(self) -> bool:
-        return self.status is Status.OK
-
-    @property
-    def output(self) -> np.ndarray:
-        """The only output of a single-output model."""
-        if not self.outputs:
-            raise ValueError(f"request {self.request_id} has no outputs ({self.status}: {self.error})")
-        if len(self.outputs) != 1:
-            raise ValueError(f"the model has outputs {sorted(self.outputs)}: use .outputs[name]")
-        return next(iter(self.outputs.values()))
+__all__ = ["Client", "Result", "ShimConfig"]
 
 
 class Client:
@@ -101,45 +73,44 @@ class Client:
         self.config = replace(config or ShimConfig(), **settings)
         self.client_id = self.config.client_id or f"shim-{uuid.uuid4().hex[:8]}"
         self.telemetry = Telemetry()
-        self.health = DeviceHealth(self.config.health_cooldown_s)
-        self.counts: Counter[str] = Counter()  # submitted, answered, each Status's value, retries, ...
+        self._answers = Answers(self.telemetry)
+        self.counts = self._answers.counts  # submitted, answered, each Status's value, retries, ... (read-only)
+        self._routes = RouteSet(self.config)  # guarded by _lock
+        self.health = self._routes.health
         self._profiles = profiles
         self._transport = transport  # (route, variant) -> Transport; default Triton over gRPC
         self._device_classes = dict(device_classes or {})
         self._catalog = catalog if isinstance(catalog, Catalog) or catalog is None else Catalog.load(catalog)
+        self._endpoints: dict[str, Endpoint] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        self._count_lock = threading.Lock()
         self._closed = False
-        self._table: RoutingTable | None = None
-        self._endpoints: dict[str, Endpoint] = {}
-        self._workers: dict[tuple[str, str], RouteWorker] = {}  # (device_id, variant) of the current plan
-        self._draining: list[RouteWorker] = []
-        self._control: ControlPlane | None = None
-        self._stop = threading.Event()
-        self._background: threading.Thread | None = None
-        self._metrics_server: ThreadingHTTPServer | None = None
-        self.metrics_port: int | None = None
+        self._follower: PlanFollower | None = None
+        self._metrics: MetricsServer | None = None
 
         if isinstance(plan_source, Plan):
             if endpoints is None:
                 raise ValueError("a Plan source needs endpoints {device_id: 'host:port'}")
             self.set_plan(plan_source, endpoints)
         elif isinstance(plan_source, str):
-            self._control = ControlPlane(plan_source)
-            self._refresh_plan()  # the first fetch must work: raises ConnectionError / ValueError
-            self._background = threading.Thread(target=self._poll_control_plane, name="shim-control", daemon=True)
-            self._background.start()
+            self._follower = PlanFollower(plan_source, self._install_published, self.telemetry, self.client_id,
+                                          self._answers.count, self.config.poll_s, self.config.telemetry_s)
+            self._follower.start()  # the first fetch must work: raises ConnectionError / ValueError
         else:
             raise TypeError(f"plan_source must be a Plan or the control plane's URL, got {type(plan_source).__name__}")
         if self.config.metrics_port is not None:
-            self._serve_metrics(self.config.metrics_port)
+            self._metrics = MetricsServer(self.telemetry, self.config.metrics_port)
+
+    @property
+    def metrics_port(self) -> int | None:
+        """Where the Prometheus text is served (None: not served)."""
+        return self._metrics.port if self._metrics is not None else None
 
     # --- the plan ---------------------------------------------------------------------------
 
     @property
     def plan(self) -> Plan | None:
-        return self._table.plan if self._table else None
+        return self._routes.table.plan if self._routes.table else None
 
     def set_plan(self, plan: Plan, endpoints: Mapping[str, str | Mapping] | None = None,
                  catalog: Catalog | None = None) -> None:
@@ -153,33 +124,15 @@ class Client:
         with self._lock:
             if self._closed:
                 raise RuntimeError("client is closed")
-            workers: dict[tuple[str, str], RouteWorker] = {}
-            for pair, spec in specs.items():
-                key = RouteKey(spec.device_id, spec.variant, eps[spec.device_id].grpc)
-                old = self._workers.get(pair)
-                if old is not None and old.key == key and spec.keeps(old.spec.placement):
-                    old.update(spec)
-                    workers[pair] = old
-                else:
-                    workers[pair] = self._new_worker(key, spec, cat.variants[spec.variant], eps[spec.device_id])
-            for pair, w in self._workers.items():
-                if workers.get(pair) is not w:
-                    w.drain()
-                    self._draining.append(w)
-            self._draining = [w for w in self._draining if not w.done]
-            on_device: dict[str, list[RouteWorker]] = {}  # draining workers too: they still run batches
-            for w in list(workers.values()) + self._draining:
-                on_device.setdefault(w.key.device_id, []).append(w)
-            for peers in on_device.values():
-                for w in peers:
-                    w.peers = [o for o in peers if o is not w]
-            self._workers = workers
+            self._routes.install(plan, specs, eps, cat,
+                                 lambda key, spec: self._new_worker(key, spec, cat.variants[spec.variant],
+                                                                    eps[spec.device_id]))
             self._endpoints = eps
             self._catalog = cat
-            accuracy = ({name: v.accuracy for name, v in cat.variants.items()}
-                        if self.config.routing == "accuracy-first" else None)
-            self._table = RoutingTable(plan, previous=self._table, accuracy=accuracy)
-        log.info("shim %s: plan version %d, %d routes", self.client_id, plan.version, len(workers))
+        log.info("shim %s: plan version %d, %d routes", self.client_id, plan.version, len(specs))
+
+    def _install_published(self, published: PublishedPlan) -> None:
+        self.set_plan(published.plan, {d: vars(e) for d, e in published.endpoints.items()}, catalog=published.catalog)
 
     def _new_worker(self, key: RouteKey, spec: RouteSpec, variant: Variant, endpoint: Endpoint) -> RouteWorker:
         device_class = self._device_classes.get(key.device_id) or endpoint.device_class
@@ -219,34 +172,29 @@ class Client:
         with self._lock:
             if self._closed:
                 raise RuntimeError("client is closed")
-            table = self._table
-            assert table is not None
+            table = self._routes.table
+            assert table is not None and self._catalog is not None
+            variants = self._catalog.variants
             routes = table.planned_routes(family)  # ValueError for an unknown family
             if routes:  # check against the family's first variant before the pick uses a turn
-                arrays, batched = check_inputs(routes[0].variant, self._catalog.variants[routes[0].variant].inputs,
-                                               inputs)
+                arrays, batched = check_inputs(routes[0].variant, variants[routes[0].variant].inputs, inputs)
             slo = table.plan.families[family].slo_ms
             budget_ms = deadline_ms if deadline_ms is not None else (slo if slo > 0 else None)
             deadline_s = now + budget_ms / 1000.0 if budget_ms is not None else None
-            budget_use = self._budget_use(now, deadline_s) if deadline_s is not None else None
-            route = table.pick(family, self._healthy(now), now=now, budget_use=budget_use)
+            worker = self._routes.pick(family, now, deadline_s)
             future: Future = Future()
             request_id = next(self._ids)
-            self._count("submitted")
+            self._answers.count("submitted")
             self.telemetry.record_arrival(family, time.time())
-            if route is None:
-                missing = Result(Status.UNSERVED, None, "", "", 0.0,
-                                 f"family {family!r} has no route in plan version {table.plan.version}",
-                                 request_id, table.plan.version)
-            else:
-                variant = self._catalog.variants[route.variant]
-                if variant.inputs != self._catalog.variants[routes[0].variant].inputs:
-                    arrays, batched = check_inputs(route.variant, variant.inputs, inputs)
+            version = table.plan.version
+            if worker is not None:
+                if variants[worker.key.variant].inputs != variants[routes[0].variant].inputs:
+                    arrays, batched = check_inputs(worker.key.variant, variants[worker.key.variant].inputs, inputs)
                 request = ShimRequest(request_id, family, arrays, batched, now, deadline_s,
                                       serve_late, future, table.plan.version, blocking=blocking)
-                worker = self._workers[(route.device_id, route.variant)]
-        if route is None:
-            self._finish(future, family, missing)
+        if worker is None:
+            self._answers.unserved(future, family, now, f"family {family!r} has no route in plan version {version}",
+                                   request_id, version)
         else:
             self._submit(worker, request)
         return future
@@ -261,131 +209,61 @@ class Client:
                 return
             except RouteStopped:
                 with self._lock:
-                    route = None
-                    if self._table is not None and request.family in self._table.plan.families:
-                        t = time.monotonic()
-                        route = self._table.pick(request.family, self._healthy(t), now=t)
-                    worker = self._workers[(route.device_id, route.variant)] if route else None
-                if worker is None:
-                    self._finish(request.future, request.family,
-                                 Result(Status.UNSERVED, None, "", "", (time.monotonic() - request.arrival_s) * 1000.0,
-                                        f"family {request.family!r} has no route any more", request.id,
-                                        request.plan_version))
+                    table = self._routes.table
+                    known = table is not None and request.family in table.plan.families
+                    retry = self._routes.pick(request.family, time.monotonic()) if known else None
+                if retry is None:
+                    self._answers.unserved(request.future, request.family, request.arrival_s,
+                                           f"family {request.family!r} has no route any more", request.id,
+                                           request.plan_version)
                     return
+                worker = retry
 
-    def _count(self, key: str) -> None:
-        with self._count_lock:
-            self.counts[key] += 1
-
-    def _budget_use(self, now: float, deadline_s: float) -> Callable[[Route], float]:
-        """The routing's `budget_use` for a request arriving at `now` (client lock held): the
-        share of the request's time budget the route would use, from its worker's queue and
-        batches in flight and how many other routes on its device are busy (draining routes
-        included), scaled by the route's calibration (backlog.py)."""
-        limit = deadline_s - self.config.slack_ms / 1000.0
-
-        def budget_use(route: Route) -> float:
-            w = self._workers.get((route.device_id, route.variant))
-            if w is None:
-                return math.inf
-            queued, own = w.backlog(now)
-            by = answer_by(now, queued, w.batch_cap, w.latency_s, own, w.busy_peers())
-            return w.calibration.budget_use(now, by, limit)
-        return budget_use
-
-    def _healthy(self, now: float):
-        return lambda r: (self.health.healthy(r.device_id, now)
-                          and self.health.healthy(f"{r.device_id}/{r.variant}", now))
-
-    # --- answers (called by route workers) --------------------------------------------------
-
-    def _finish(self, future: Future, family: str, result: Result) -> None:
-        self.telemetry.record_result(family, time.time(), result.status, latency_ms=result.latency_ms,
-                                     variant=result.variant, device_id=result.device_id)
-        with self._count_lock:
-            self.counts["answered"] += 1
-            self.counts[result.status.value] += 1
-            if future.done():
-                self.counts["duplicates" if not future.cancelled() else "cancelled"] += 1
-                return
-        try:
-            future.set_result(result)
-        except InvalidStateError:  # cancelled by the caller meanwhile
-            with self._count_lock:
-                self.counts["cancelled"] += 1
+    # --- answers (route workers call these three: worker.RouteOwner) -------------------------
 
     def answer_served(self, worker: RouteWorker, batch: list[ShimRequest], outputs: dict[str, np.ndarray],
                       now: float, service_s: float = 0.0) -> None:
         with self._lock:
             self.health.mark_ok(worker.key.device_id)
             self.health.mark_ok(f"{worker.key.device_id}/{worker.key.variant}")
-        for i, r in enumerate(batch):
-            met = r.deadline_s is None or now <= r.deadline_s + EPS_S  # as the simulator and the policies
-            outs = {name: (arr[i:i + 1] if r.batched else arr[i]) for name, arr in outputs.items()}
-            self._finish(r.future, r.family, Result(Status.OK if met else Status.LATE, outs, worker.key.variant,
-                                                    worker.key.device_id, (now - r.arrival_s) * 1000.0, "",
-                                                    r.id, r.plan_version, len(batch), service_s * 1000.0))
+        self._answers.served(worker.key, batch, outputs, now, service_s)
 
     def answer_dropped(self, worker: RouteWorker, request: ShimRequest, now: float) -> None:
-        left_ms = (request.deadline_s - now) * 1000.0 if request.deadline_s is not None else 0.0
-        error = (f"dropped: {left_ms:.1f} ms left before the deadline, less than {worker.key.variant} on "
-                 f"{worker.key.device_id} needs")
-        self._finish(request.future, request.family,
-                     Result(Status.DROPPED, None, worker.key.variant, worker.key.device_id,
-                            (now - request.arrival_s) * 1000.0, error, request.id, request.plan_version))
+        self._answers.dropped(worker.key, request, now)
 
     def batch_failed(self, worker: RouteWorker, batch: list[ShimRequest], error: Exception) -> None:
         """Retry each request once on another device of its family if its deadline allows; answer
         the rest with an error naming the device."""
         now = time.monotonic()
-        unreachable, message = _describe_failure(worker.key, error)
+        key = worker.key
+        unreachable, message = describe_failure(key.device_id, key.url, key.variant, error)
         failed: list[ShimRequest] = []
         retries: list[tuple[RouteWorker, ShimRequest]] = []
         with self._lock:
-            self.health.mark_failed(worker.key.device_id if unreachable else
-                                    f"{worker.key.device_id}/{worker.key.variant}", now)
-            self._count("failed_calls")
+            self.health.mark_failed(key.device_id if unreachable else f"{key.device_id}/{key.variant}", now)
+            self._answers.count("failed_calls")
             for r in batch:
-                r.tried.append(worker.key.device_id)
-                target = self._retry_target(r, now)
+                r.tried.append(key.device_id)
+                target = None if self._closed else self._routes.retry_target(r, now)
                 if target is None:
                     failed.append(r)
                     continue
-                self._count("retries")
+                self._answers.count("retries")
                 self.telemetry.record_retry(r.family, time.time())
                 retries.append((target, r))
         for target, r in retries:
             self._submit(target, r)
         log.warning("shim %s: %s (%d requests)", self.client_id, message, len(batch))
         for r in failed:
-            tried = f" (devices tried: {', '.join(r.tried)})" if len(r.tried) > 1 else ""
-            self._finish(r.future, r.family,
-                         Result(Status.ERROR, None, worker.key.variant, worker.key.device_id,
-                                (now - r.arrival_s) * 1000.0, message + tried, r.id, r.plan_version))
-
-    def _retry_target(self, r: ShimRequest, now: float) -> RouteWorker | None:
-        if len(r.tried) > 1 or self._closed or self._table is None or r.family not in self._table.plan.families:
-            return None
-        route: Route | None = self._table.pick(r.family, self._healthy(now), exclude_devices=r.tried, now=now)
-        if route is None:
-            return None
-        target = self._workers[(route.device_id, route.variant)]
-        if r.deadline_s is not None and now + target.latency_s(1) > r.deadline_s:
-            return None
-        return target
+            self._answers.failed(key, r, now, message)
 
     # --- state, shutdown --------------------------------------------------------------------
 
     def stats(self) -> dict:
         """Request counters and the queue depth of every route (current and draining)."""
         with self._lock:
-            routes = {str(w.key): {"queued": w.queued(), "batches": w.batches_sent, "requests": w.requests_sent}
-                      for w in self._workers.values()}
-            draining = {str(w.key): w.queued() for w in self._draining if not w.done}
-        with self._count_lock:
-            counts = dict(self.counts)
-        return {"counts": counts, "routes": routes, "draining": draining,
-                "plan_version": self.plan.version if self.plan else None}
+            routes = self._routes.stats()
+        return {"counts": self._answers.snapshot(), **routes, "plan_version": self.plan.version if self.plan else None}
 
     def close(self, timeout_s: float | None = None) -> None:
         """Stop taking requests, answer every queued one, stop the threads. Idempotent."""
@@ -393,92 +271,20 @@ class Client:
             if self._closed:
                 return
             self._closed = True
-            workers = list(self._workers.values()) + self._draining
+            workers = self._routes.everything()
             for w in workers:
                 w.drain()
-        self._stop.set()
-        if self._background is not None:
-            self._background.join(timeout_s)
+        if self._follower is not None:
+            self._follower.stop(timeout_s)
         for w in workers:
             w.join(timeout_s)
-        if self._control is not None:
-            self._post_telemetry(time.time() + 1.0)  # the last (partial) second too
-        if self._metrics_server is not None:
-            self._metrics_server.shutdown()
-            self._metrics_server.server_close()
+        if self._follower is not None:
+            self._follower.post_telemetry(time.time() + 1.0)  # the last (partial) second too
+        if self._metrics is not None:
+            self._metrics.close()
 
     def __enter__(self) -> "Client":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-    # --- control plane and metrics ----------------------------------------------------------
-
-    def _refresh_plan(self) -> None:
-        assert self._control is not None
-        published = self._control.fetch_plan()
-        current = self.plan
-        if current is None or published.plan.version != current.version or published.endpoints != self._endpoints:
-            self.set_plan(published.plan, {d: vars(e) for d, e in published.endpoints.items()},
-                          catalog=published.catalog)
-
-    def _post_telemetry(self, now: float) -> None:
-        assert self._control is not None
-        body = self.telemetry.report(now, self.client_id)
-        if not body["seconds"]:
-            return
-        try:
-            self._control.post_telemetry(body)
-        except ConnectionError as e:
-            self._count("telemetry_failures")
-            log.warning("shim %s: telemetry not delivered: %s", self.client_id, e)
-
-    def _poll_control_plane(self) -> None:
-        next_poll = next_post = time.monotonic()
-        while not self._stop.wait(max(0.0, min(next_poll, next_post) - time.monotonic())):
-            now = time.monotonic()
-            if now >= next_poll:
-                next_poll = now + self.config.poll_s
-                try:
-                    self._refresh_plan()
-                except (ConnectionError, ValueError) as e:
-                    self._count("plan_fetch_failures")
-                    log.warning("shim %s: keeping plan version %s: %s", self.client_id,
-                                self.plan.version if self.plan else None, e)
-            if now >= next_post:
-                next_post = now + self.config.telemetry_s
-                self._post_telemetry(time.time())
-
-    def _serve_metrics(self, port: int) -> None:
-        telemetry = self.telemetry
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's name)
-                if self.path.split("?")[0] != "/metrics":
-                    self.send_error(404)
-                    return
-                body = telemetry.prometheus_text().encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self._metrics_server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
-        self.metrics_port = self._metrics_server.server_address[1]
-        threading.Thread(target=self._metrics_server.serve_forever, name="shim-metrics", daemon=True).start()
-
-
-def _describe_failure(key: RouteKey, error: Exception) -> tuple[bool, str]:
-    """(whether the device looks unreachable, a one-line message naming it)."""
-    status = ""
-    if hasattr(error, "status") and callable(error.status):
-        status = str(error.status() or "")
-    text = error.message() if hasattr(error, "message") and callable(error.message) else str(error)
-    unreachable = "UNAVAILABLE" in status or "failed to connect" in text.lower() or "connection refused" in text.lower()
-    what = "unreachable" if unreachable else f"failed serving {key.variant}"
-    return unreachable, f"device {key.device_id} at {key.url} {what}: {text.strip().splitlines()[0] if text else error!r}"

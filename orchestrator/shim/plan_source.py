@@ -1,4 +1,5 @@
-"""Where a client gets its plan: in process, or from the control plane over HTTP.
+"""Where a client gets its plan: in process, or from the control plane over HTTP
+(`ControlPlaneClient`), followed by a background thread (`PlanFollower`).
 
 The control plane serves ``GET {url}/api/v1/plan`` as::
 
@@ -13,13 +14,19 @@ docs/shim.md describes both.
 from __future__ import annotations
 
 import json
+import logging
+import threading
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from orchestrator.catalog import Catalog, Variant
 from orchestrator.plan import Plan
+from orchestrator.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
 
 PLAN_PATH = "/api/v1/plan"
 TELEMETRY_PATH = "/api/v1/telemetry"
@@ -63,8 +70,9 @@ class PublishedPlan:
     catalog: Catalog | None = None
 
 
-class ControlPlane:
-    """The control plane's plan and telemetry endpoints."""
+class ControlPlaneClient:
+    """An HTTP client of the control plane's plan and telemetry endpoints (the control plane itself is
+    controlplane/service.py `ControlPlane`)."""
 
     def __init__(self, url: str, timeout_s: float = 5.0):
         self.url = (url if "://" in url else f"http://{url}").rstrip("/")
@@ -100,3 +108,66 @@ class ControlPlane:
                 resp.read()
         except (urllib.error.URLError, OSError) as e:
             raise ConnectionError(f"control plane {where}: {getattr(e, 'reason', e)}") from None
+
+
+class PlanFollower:
+    """Keeps a client on the control plane's plan: fetches it every `poll_s` seconds and hands it
+    to `install` when its version or endpoints changed, and posts the client's telemetry every
+    `telemetry_s` seconds, on one background thread. Failures are counted (`count`) and logged;
+    the client keeps the plan it has."""
+
+    def __init__(self, url: str, install: Callable[[PublishedPlan], None], telemetry: Telemetry, client_id: str,
+                 count: Callable[[str], None], poll_s: float, telemetry_s: float):
+        self.source = ControlPlaneClient(url)
+        self._install = install
+        self._telemetry = telemetry
+        self._client_id = client_id
+        self._count = count
+        self._poll_s = poll_s
+        self._telemetry_s = telemetry_s
+        self._installed: PublishedPlan | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="shim-control", daemon=True)
+
+    def start(self) -> None:
+        """Fetch and install the first plan (ConnectionError / ValueError when that fails), then follow."""
+        self.refresh()
+        self._thread.start()
+
+    def refresh(self) -> None:
+        published = self.source.fetch_plan()
+        last = self._installed
+        if last is None or published.plan.version != last.plan.version or published.endpoints != last.endpoints:
+            self._install(published)
+            self._installed = published
+
+    def post_telemetry(self, now: float) -> None:
+        body = self._telemetry.report(now, self._client_id)
+        if not body["seconds"]:
+            return
+        try:
+            self.source.post_telemetry(body)
+        except ConnectionError as e:
+            self._count("telemetry_failures")
+            log.warning("shim %s: telemetry not delivered: %s", self._client_id, e)
+
+    def stop(self, timeout_s: float | None = None) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        next_poll = next_post = time.monotonic()
+        while not self._stop.wait(max(0.0, min(next_poll, next_post) - time.monotonic())):
+            now = time.monotonic()
+            if now >= next_poll:
+                next_poll = now + self._poll_s
+                try:
+                    self.refresh()
+                except (ConnectionError, ValueError) as e:
+                    self._count("plan_fetch_failures")
+                    log.warning("shim %s: keeping plan version %s: %s", self._client_id,
+                                self._installed.plan.version if self._installed else None, e)
+            if now >= next_post:
+                next_post = now + self._telemetry_s
+                self.post_telemetry(time.time())

@@ -53,3 +53,15 @@ class TritonTransport:
 
     def close(self) -> None:
         self._client.close()
+
+
+def describe_failure(device_id: str, url: str, variant: str, error: Exception) -> tuple[bool, str]:
+    """(whether the device looks unreachable, a one-line message naming it) for a failed call
+    (a tritonclient error has `status()` and `message()`; any other exception its text)."""
+    status = ""
+    if hasattr(error, "status") and callable(error.status):
+        status = str(error.status() or "")
+    text = error.message() if hasattr(error, "message") and callable(error.message) else str(error)
+    unreachable = "UNAVAILABLE" in status or "failed to connect" in text.lower() or "connection refused" in text.lower()
+    what = "unreachable" if unreachable else f"failed serving {variant}"
+    return unreachable, f"device {device_id} at {url} {what}: {text.strip().splitlines()[0] if text else error!r}"

@@ -1,7 +1,7 @@
 """One route's worker: a queue, the batching policy, and a transport to one model on one device
 (Triton over gRPC, shim/transport.py; in-process in tests).
 
-The batching policy (orchestrator/batching.py) runs on the queue whenever something changes (a
+The batching policy (dataplane/batching.py) runs on the queue whenever something changes (a
 request arrives, a batch returns, a timer the policy asked for fires). At most `instances`
 batches run at Triton plus `pipeline` waiting there, so the device does not idle between
 batches; the policy is told when a batch sent now would start (`start_s`). Deciding (and
@@ -20,10 +20,12 @@ from typing import Protocol
 
 import numpy as np
 
-from orchestrator.backlog import Calibration, InFlight
-from orchestrator.batching import LatencyModel, RouteQueue
 from orchestrator.catalog import TensorSpec
+from orchestrator.dataplane.backlog import Calibration
+from orchestrator.dataplane.batching import Policy
 from orchestrator.dataplane.config import ShimConfig
+from orchestrator.dataplane.latency import LatencyModel
+from orchestrator.dataplane.route_state import RouteState
 from orchestrator.dataplane.routes import RouteSpec, route_policy, set_hold
 from orchestrator.dataplane.transport import Transport
 
@@ -80,22 +82,14 @@ class RouteWorker:
         self.spec = spec
         self.input_specs = inputs
         self.output_specs = outputs
-        self.model = model  # predicted batch latencies (dataplane/routes.py latency_model)
         self.config = config
-        self.policy = route_policy(spec, model, config)
         self.owner = owner
-        instances, pipeline, call_timeout_s = spec.placement.instances, config.pipeline, config.call_timeout_s
-        self.instances = max(1, instances)  # batches Triton runs at once on this route
-        self.max_in_flight = self.instances + max(0, pipeline)  # plus batches waiting at Triton
-        self.call_timeout_s = call_timeout_s
+        self.instances = max(1, spec.placement.instances)  # batches Triton runs at once on this route
+        # queue, policy, batches in flight, calibration (dataplane/route_state.py, as the simulator's routes)
+        self.state = RouteState(route_policy(spec, model, config), model, lanes=self.instances,
+                                max_in_flight=self.instances + max(0, config.pipeline))  # plus batches waiting at Triton
         self.batches_sent = 0
         self.requests_sent = 0
-        self._queue = RouteQueue()  # arrival order, and by deadline for the policy
-        self._in_flight = 0
-        self._flight = InFlight()  # id(batch) -> predicted finish, for batches in flight (backlog.py)
-        self._sent: dict[int, tuple[float, float]] = {}  # id(batch) -> (sent at, predicted time then)
-        self._last_done = -math.inf  # when the latest batch came back
-        self.calibration = Calibration()  # actual / predicted time of its batches lately (backlog.py)
         self.peers: list[RouteWorker] = []  # the other workers on its device (the client sets them)
         self._draining = False
         self._stopped = False
@@ -114,7 +108,7 @@ class RouteWorker:
         with self._cond:
             if self._stopped:
                 raise RouteStopped(f"route {self.key} has stopped")
-            self._queue.add(request)
+            self.state.queue.add(request)
             now = time.monotonic()
             dropped, batch, _ = self._step(now)
         if request.blocking and any(r is request for r in batch):
@@ -129,12 +123,29 @@ class RouteWorker:
         or not (how long it may hold a queue)."""
         with self._cond:
             self.spec = spec
-            set_hold(self.policy, spec, self.model, self.config)
+            set_hold(self.state.policy, spec, self.state.model, self.config)
+            self.state.batch_cap = getattr(self.state.policy, "batch_cap", 1)
             self._cond.notify()
 
     def latency_s(self, batch_size: int) -> float:
         """The predicted latency of a batch of `batch_size`."""
-        return self.model.seconds(batch_size)
+        return self.state.seconds(batch_size)
+
+    @property
+    def policy(self) -> Policy:
+        return self.state.policy
+
+    @property
+    def model(self) -> LatencyModel:
+        return self.state.model
+
+    @property
+    def calibration(self) -> Calibration:
+        return self.state.calibration
+
+    @property
+    def max_in_flight(self) -> int:
+        return self.state.max_in_flight
 
     def drain(self) -> None:
         """Take no more requests from routing; finish the queue, then stop."""
@@ -152,22 +163,22 @@ class RouteWorker:
 
     def queued(self) -> int:
         with self._cond:
-            return len(self._queue) + self._in_flight
+            return len(self.state.queue) + self.state.in_flight
 
     @property
     def batch_cap(self) -> int:
-        return getattr(self.policy, "batch_cap", 1)
+        return self.state.batch_cap
 
     def busy_peers(self) -> int:
         """How many of the device's other routes have a batch in flight. Read without their
         locks (an int each): a count one batch stale moves one prediction, not a decision rule."""
-        return sum(1 for w in self.peers if w._in_flight > 0)
+        return sum(1 for w in self.peers if w.state.in_flight > 0)
 
     def backlog(self, now: float) -> tuple[int, float]:
         """What `backlog.answer_by` needs at `now` (time.monotonic): requests queued here, and the
         time left on the batches in flight (`InFlight.seconds`)."""
         with self._cond:
-            return len(self._queue), self._flight.seconds(now)
+            return len(self.state.queue), self.state.flight.seconds(now)
 
     # --- deciding and acting ---------------------------------------------------------------
     # The policy runs under the lock wherever something changed: in `submit` (caller thread), in
@@ -177,16 +188,12 @@ class RouteWorker:
     def _step(self, now: float) -> tuple[list[ShimRequest], list[ShimRequest], float | None]:
         """One policy decision (lock held): pop what it drops and the batch it sends; make sure
         the worker thread wakes by the time the policy asked for (also returned)."""
-        start = self._flight.start_s(self.instances)  # every instance busy: when one frees (predicted)
-        d = self.policy.decide(self._queue, now, can_send=self._in_flight < self.max_in_flight,
-                               start_s=start)
-        dropped = [self._queue.pop(i) for i in d.drop]
-        batch = [self._queue.pop(i) for i in d.send]
+        state = self.state
+        d = state.decide(now)
+        dropped = [state.queue.pop(i) for i in d.drop]
+        batch = [state.queue.pop(i) for i in d.send]
         if batch:
-            self._in_flight += 1
-            finish = max(now, start or now) + self.latency_s(len(batch))
-            self._flight.add(id(batch), finish)
-            self._sent[id(batch)] = (now, (finish - now) * (1 + self.busy_peers()))  # backlog.py
+            state.sent(id(batch), len(batch), now, self.busy_peers())
         if d.wake_at is not None and d.wake_at < self._wake_target:
             self._cond.notify()
         return dropped, batch, d.wake_at
@@ -202,7 +209,7 @@ class RouteWorker:
             while True:
                 with self._cond:
                     while True:
-                        if self._draining and not self._queue and self._in_flight == 0:
+                        if self._draining and not self.state.queue and self.state.in_flight == 0:
                             self._stopped = True
                             return
                         now = time.monotonic()
@@ -250,15 +257,8 @@ class RouteWorker:
         dropped: list[ShimRequest] = []
         follow: list[ShimRequest] = []
         with self._cond:
-            self._in_flight -= 1
-            self._flight.remove(id(batch))
-            sent = self._sent.pop(id(batch), None)
-            service_s = now - max(started, self._last_done)  # a pipelined batch waited for the one before
-            self._last_done = now
+            service_s = self.state.answered(id(batch), len(batch), started, now, ok=error is None)
             if error is None:
-                self.policy.observe(len(batch), service_s)
-                if sent is not None:
-                    self.calibration.answered(sent[0], sent[1], now)
                 dropped, follow, _ = self._step(now)  # the next batch goes out before answering this one
                 if self._draining:
                     self._cond.notify()  # the worker thread stops once the queue and the flight are empty

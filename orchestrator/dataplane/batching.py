@@ -1,74 +1,49 @@
 """Batching policies for one (device, variant) route: pure decision code, no I/O, no clock.
 
-(Over 600 lines for now: the queue, the latency model, the policies and the route loop the tests
-use are to be split into modules of the data plane (issue 15); they stay in one mypyc-compiled
-module until then, because the compiled group calls them directly.)
-
-The live client shim (orchestrator/shim.py) and the discrete-event simulator run the *same*
-policy objects; time is always passed in (seconds, any origin). Latencies from profiles are in
-milliseconds and converted at the edge (`LatencyModel.seconds`).
+The shim's route workers, the gateway and the simulator run the *same* policy objects; time is
+always passed in (seconds, any origin). Latencies from profiles are in milliseconds and
+converted at the edge (`LatencyModel.seconds`).
 
 The contract, one policy object per route:
 
 * ``decide(queue, now, can_send=True, start_s=None) -> Decision`` — `queue` holds the route's
-  waiting requests (anything with ``id``, ``arrival_s``, ``deadline_s`` (None: no deadline) and
-  ``serve_late``), in arrival order: a `RouteQueue` (what the shim's worker and the simulator
-  keep: it also keeps the deadline order, so a decision costs no sort) or any iterable; `can_send` says whether the route has a free slot for a batch right now;
-  `start_s`, when the device is still busy, when a batch sent now would start running (a
-  driver that queues one batch ahead at Triton, so the device never idles between batches). The decision says
-  which ids to send as one batch now, which to answer at once as deadline misses, and when to
-  call again if nothing else happens (a new arrival or a finished batch are the other reasons).
+  waiting requests (`Queued`: ``id``, ``arrival_s``, ``deadline_s`` (None: no deadline) and
+  ``serve_late``), in arrival order: a `RouteQueue` (it also keeps the deadline order, so a
+  decision costs no sort) or any iterable; `can_send` says whether the route has a free slot for
+  a batch right now; `start_s`, when the device is still busy, when a batch sent now would start
+  running (a driver that queues one batch ahead at Triton, so the device never idles between
+  batches). The decision says which ids to send as one batch now, which to answer at once as
+  deadline misses, and when to call again if nothing else happens (a new arrival or a finished
+  batch are the other reasons).
 * ``observe(batch_size, latency_s)`` — called after each batch completes.
 
 Policies:
 
 * `ProteusPolicy` (Proteus, ASPLOS'24): hold the queue as long as the earliest deadline allows
-  (with room for the batch to run `HOLD_FACTOR` x slower than predicted), then send the largest batch (<= the plan's batch cap) whose profiled latency still meets it;
-  a request that can no longer meet its deadline even alone is dropped (answered with a
-  deadline miss at once) unless its caller asked to have it served late. Under overload it
-  passes over the most urgent requests when that lets a larger batch meet its deadlines.
+  (with room for the batch to run `HOLD_FACTOR` x slower than predicted), then send the largest
+  batch (<= the plan's batch cap) whose profiled latency still meets it; a request that can no
+  longer meet its deadline even alone is dropped (answered with a deadline miss at once) unless
+  its caller asked to have it served late. Under overload it passes over the most urgent
+  requests when that lets a larger batch meet its deadlines.
 * `AimdPolicy` (Clipper, NSDI'17): send at once, at most the current batch limit; the limit grows
   by one after a batch within the SLO and shrinks by 10 % after a batch over it.
 * `NoBatchingPolicy`: one request at a time, first come first served.
 
-`simulate_route` is a tiny deterministic single-route event loop that drives a policy against
-arrivals and a service-time function; tests use it, and it documents how a driver calls
-`decide`.
+tests/route_loop.py drives a policy against arrivals on one route; it documents how a driver
+calls `decide`.
 """
 
 from __future__ import annotations
 
 import bisect
-import heapq
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from itertools import islice
-from typing import Protocol
 
-from orchestrator.profiles import ProfileRecord
+from orchestrator.dataplane.latency import LatencyModel
+from orchestrator.dataplane.queue import EPS_S, WAKE_PAST_S, Queued, RouteQueue
 
-PERCENTILES = ("p50", "p95", "p99")
-EPS_S = 1e-9  # float slack when comparing computed send times
-WAKE_PAST_S = 1e-6  # wake just *after* a request turns hopeless, so the next decide drops it
 HOLD_FACTOR = 2.0  # Proteus sends a held batch while it could still run this many times its predicted latency
-
-
-class Queued(Protocol):
-    """What a policy reads of a waiting request (read-only: a request class may narrow a type,
-    e.g. a deadline that is never None)."""
-
-    @property
-    def id(self) -> int: ...
-
-    @property
-    def arrival_s(self) -> float: ...
-
-    @property
-    def deadline_s(self) -> float | None: ...
-
-    @property
-    def serve_late(self) -> bool: ...
 
 
 class Decision:
@@ -88,162 +63,6 @@ class Decision:
 
 _NOTHING = Decision()
 
-
-class RouteQueue:
-    """A route's waiting requests: in arrival (insertion) order, and indexed by deadline.
-
-    Iterating yields the requests in insertion order, as a dict of them would. Alongside, the
-    requests with a deadline are kept sorted by (deadline, arrival, insertion) in
-    `by_deadline` / `deadline_keys`: an append when deadlines arrive in order (one SLO per
-    route, the usual case), a bisect insert otherwise; removing the most urgent is a delete
-    at the front. Requests without a deadline are kept apart, in insertion order
-    (`no_deadline`). A request's deadline must not change while it is queued; ids are unique.
-    """
-
-    __slots__ = ("_items", "_key_of", "deadline_keys", "by_deadline", "no_deadline", "_seq")
-
-    def __init__(self, requests: Iterable[Queued] = ()):
-        self._items: dict[int, Queued] = {}  # id -> request, insertion order
-        self._key_of: dict[int, tuple[float, float, int] | None] = {}  # id -> its deadline key (None: no deadline)
-        self.deadline_keys: list[tuple[float, float, int]] = []  # sorted (deadline, arrival, insertion seq)
-        self.by_deadline: list[Queued] = []  # the requests of `deadline_keys`, same order
-        self.no_deadline: dict[int, Queued] = {}  # id -> request without a deadline, insertion order
-        self._seq = 0
-        for r in requests:
-            self.add(r)
-
-    def add(self, r: Queued) -> None:
-        rid = r.id
-        if rid in self._items:
-            raise ValueError(f"request id {rid} is already queued")
-        self._items[rid] = r
-        self._seq += 1
-        if r.deadline_s is None:
-            self._key_of[rid] = None
-            self.no_deadline[rid] = r
-            return
-        key = (r.deadline_s, r.arrival_s, self._seq)
-        self._key_of[rid] = key
-        keys = self.deadline_keys
-        if not keys or key > keys[-1]:
-            keys.append(key)
-            self.by_deadline.append(r)
-        else:
-            i = bisect.bisect_right(keys, key)
-            keys.insert(i, key)
-            self.by_deadline.insert(i, r)
-
-    def pop(self, rid: int) -> Queued:
-        """Remove and return the request with id `rid` (KeyError if it is not queued)."""
-        r = self._items.pop(rid)
-        key = self._key_of.pop(rid)
-        if key is None:
-            del self.no_deadline[rid]
-        else:
-            keys = self.deadline_keys
-            i = 0 if keys[0] is key else bisect.bisect_left(keys, key)
-            del keys[i]
-            del self.by_deadline[i]
-        return r
-
-    def seq(self, i: int) -> int:
-        """Insertion number of ``by_deadline[i]`` (smaller: queued earlier)."""
-        return self.deadline_keys[i][2]
-
-    def clear(self) -> None:
-        self._items.clear()
-        self._key_of.clear()
-        self.deadline_keys.clear()
-        self.by_deadline.clear()
-        self.no_deadline.clear()
-
-    def __iter__(self) -> Iterator[Queued]:
-        return iter(self._items.values())
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __contains__(self, rid: object) -> bool:
-        return rid in self._items
-
-
-class LatencyModel:
-    """Batch latency of one (variant, device class): batch size -> milliseconds.
-
-    Linear interpolation between measured batch sizes; below the smallest measured size the
-    smallest's latency; above the largest, the slope of the last two points (one point: latency
-    proportional to batch size). A model with ``learn=True`` updates its points from observed
-    batch latencies (exponentially weighted), for routes without profiles. A model with no
-    points is *unknown*: `ProteusPolicy` then sends at once instead of holding.
-    """
-
-    def __init__(self, points_ms: dict[int, float] | None = None, *, learn: bool = False, alpha: float = 0.2):
-        self.points_ms: dict[int, float] = dict(points_ms or {})
-        self.learn = learn
-        self.alpha = alpha
-        self._sorted: list[tuple[int, float]] = sorted(self.points_ms.items())
-        self.revision = 0  # bumped whenever the points change (users may cache predictions per revision)
-        self._seconds: dict[int, float] = {}  # batch size -> seconds(batch size), for this revision
-
-    @property
-    def known(self) -> bool:
-        return bool(self._sorted)
-
-    def ms(self, batch_size: int) -> float:
-        """Predicted latency in ms of a batch (0.0 when the model is unknown)."""
-        pts = self._sorted
-        if not pts:
-            return 0.0
-        if batch_size <= pts[0][0]:
-            return pts[0][1]
-        if len(pts) == 1:
-            return pts[0][1] * batch_size / pts[0][0]
-        for (b0, y0), (b1, y1) in zip(pts, pts[1:]):
-            if batch_size <= b1:
-                return y0 + (y1 - y0) * (batch_size - b0) / (b1 - b0)
-        (b0, y0), (b1, y1) = pts[-2], pts[-1]
-        slope = max(0.0, (y1 - y0) / (b1 - b0))
-        return y1 + slope * (batch_size - b1)
-
-    def seconds(self, batch_size: int) -> float:
-        s = self._seconds.get(batch_size)
-        if s is None:
-            s = self._seconds[batch_size] = self.ms(batch_size) / 1000.0
-        return s
-
-    def observe(self, batch_size: int, latency_ms: float) -> None:
-        """Fold in one observed batch latency (only when the model learns)."""
-        if not self.learn:
-            return
-        old = self.points_ms.get(batch_size)
-        self.points_ms[batch_size] = latency_ms if old is None else old + self.alpha * (latency_ms - old)
-        self._sorted = sorted(self.points_ms.items())
-        self.revision += 1
-        self._seconds = {}
-
-    @classmethod
-    def learned(cls) -> "LatencyModel":
-        return cls(learn=True)
-
-    @classmethod
-    def from_profiles(cls, records: Iterable[ProfileRecord], percentile: str = "p95", *,
-                      instances: int | None = None, threads: int | None = None) -> "LatencyModel":
-        """Model from the profile records of one (variant, device class).
-
-        When records were measured under several (instances, threads) configurations, the one
-        matching `instances`/`threads` is used if present, otherwise the most measured one.
-        """
-        if percentile not in PERCENTILES:
-            raise ValueError(f"percentile must be one of {PERCENTILES}, got {percentile!r}")
-        records = list(records)
-        if not records:
-            return cls()
-        configs: dict[tuple[int, int], list[ProfileRecord]] = {}
-        for r in records:
-            configs.setdefault((r.instances, r.threads), []).append(r)
-        wanted = (instances, threads)
-        chosen = configs.get(wanted) or max(configs.values(), key=len)  # type: ignore[arg-type]
-        return cls({r.batch_size: getattr(r, f"{percentile}_ms") for r in chosen})
 
 
 class _CostTable:
@@ -479,7 +298,6 @@ class NoBatchingPolicy:
         pass
 
 
-POLICIES = ("proteus", "aimd", "none")
 Policy = ProteusPolicy | AimdPolicy | NoBatchingPolicy
 
 
@@ -502,106 +320,12 @@ def max_hold_s(spill: bool, max_hold_ms: float | None, model: LatencyModel | Non
 
 def make_policy(name: str, *, model: LatencyModel, batch_cap: int, slo_s: float | None,
                 slack_s: float = 0.0, max_hold_s: float | None = None, hold_factor: float = HOLD_FACTOR) -> Policy:
-    """Build a policy by name ("proteus", "aimd", "none") for one route."""
+    """Build a policy by name (config.Batching: "proteus", "aimd", "none") for one route."""
     if name == "proteus":
         return ProteusPolicy(model, batch_cap, slack_s=slack_s, max_hold_s=max_hold_s, hold_factor=hold_factor)
     if name == "aimd":
         return AimdPolicy(batch_cap, slo_s if slo_s is not None else math.inf)
     if name == "none":
         return NoBatchingPolicy()
-    raise ValueError(f"unknown batching policy {name!r}; choose one of {POLICIES}")
+    raise ValueError(f"unknown batching policy {name!r}; choose one of proteus, aimd, none")
 
-
-# --- a tiny deterministic event loop for one route ------------------------------------------
-
-
-@dataclass
-class SimRequest:
-    id: int
-    arrival_s: float
-    deadline_s: float | None
-    serve_late: bool = False
-
-
-@dataclass
-class SimOutcome:
-    id: int
-    arrival_s: float
-    deadline_s: float | None
-    finish_s: float | None  # None: dropped
-    batch_size: int = 0
-
-    @property
-    def met(self) -> bool:
-        return self.finish_s is not None and (self.deadline_s is None or self.finish_s <= self.deadline_s + EPS_S)
-
-
-@dataclass
-class SimResult:
-    outcomes: list[SimOutcome] = field(default_factory=list)
-    batches: list[int] = field(default_factory=list)  # sizes, in send order
-
-    @property
-    def miss_rate(self) -> float:
-        if not self.outcomes:
-            return 0.0
-        return sum(not o.met for o in self.outcomes) / len(self.outcomes)
-
-    @property
-    def drops(self) -> int:
-        return sum(o.finish_s is None for o in self.outcomes)
-
-    @property
-    def mean_batch(self) -> float:
-        return sum(self.batches) / len(self.batches) if self.batches else 0.0
-
-
-def simulate_route(policy: Policy, arrivals: Sequence[SimRequest], service_s: Callable[[int], float], *,
-                   max_in_flight: int = 1) -> SimResult:
-    """Drive `policy` on one route: requests arrive at their times; a batch of size b occupies
-    one of `max_in_flight` slots for ``service_s(b)``. Returns one outcome per request.
-
-    Deterministic: same inputs, same result. A driver calls `decide` after every event (arrival,
-    completion, or a wake-up the policy asked for) and keeps calling while it sends batches.
-    """
-    pending = sorted(arrivals, key=lambda r: (r.arrival_s, r.id))
-    queue = RouteQueue()
-    running: list[tuple[float, int, list[Queued], float]] = []  # heap: (done_at, seq, batch, started)
-    result = SimResult()
-    i, seq, wake = 0, 0, None
-    while i < len(pending) or queue or running:
-        candidates = []
-        if i < len(pending):
-            candidates.append(pending[i].arrival_s)
-        if running:
-            candidates.append(running[0][0])
-        if wake is not None and queue:
-            candidates.append(wake)
-        if not candidates:  # queue holds requests but the policy wants no wake-up: should not happen
-            raise RuntimeError(f"policy {policy.name} stalled with {len(queue)} queued requests")
-        now = min(candidates)
-        while running and running[0][0] <= now:
-            done_at, _, batch, started = heapq.heappop(running)
-            policy.observe(len(batch), done_at - started)
-            for r in batch:
-                result.outcomes.append(SimOutcome(r.id, r.arrival_s, r.deadline_s, done_at, len(batch)))
-        while i < len(pending) and pending[i].arrival_s <= now:
-            queue.add(pending[i])
-            i += 1
-        wake = None
-        while True:
-            d = policy.decide(queue, now, can_send=len(running) < max_in_flight)
-            for rid in d.drop:
-                r = queue.pop(rid)
-                result.outcomes.append(SimOutcome(r.id, r.arrival_s, r.deadline_s, None))
-            if d.send:
-                batch = [queue.pop(rid) for rid in d.send]
-                heapq.heappush(running, (now + service_s(len(batch)), seq, batch, now))
-                seq += 1
-                result.batches.append(len(batch))
-                continue
-            wake = d.wake_at
-            if wake is not None and wake <= now:
-                wake = now + WAKE_PAST_S  # never spin at the same instant
-            break
-    return result

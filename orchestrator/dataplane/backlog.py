@@ -1,6 +1,6 @@
 """When a request sent to a route now would be answered: the on-time test of accuracy-first routing.
 
-The shim's route workers (shim/worker.py) and the simulator's routes (simulator.py) keep the same
+The shim's route workers (shim/worker.py) and the simulator's routes (simulation/devices.py `SimRoute`) keep the same
 state (`InFlight`: each route's batches in flight, their earliest and latest predicted finish kept
 up to date), and both ask `answer_by` before routing a request (routing.py `AccuracyFirst`,
 `budget_use`).

@@ -1,7 +1,7 @@
 """Routing a family's requests over the plan's (device, variant) routes.
 
 Pure and deterministic (time is passed in): the same sequence of picks gives the same routes,
-so tests and the simulator can count on the split. Two ways, `ROUTINGS`:
+so tests and the simulator can count on the split. Two ways (config.Routing):
 
 * ``weighted``: smooth weighted round-robin (as in nginx) by the plan's weights; it interleaves
   routes instead of sending runs to one: weights 3:1 give A A B A, A A B A, ...
@@ -63,7 +63,6 @@ class SmoothWeightedRoundRobin(Generic[K]):
         return self.pick(eligible)
 
 
-ROUTINGS = ("accuracy-first", "weighted")
 BURST_S = 0.5  # accuracy-first: a route's bucket holds this many seconds of its flow
 ON_TIME_USE = 0.8  # a route takes a request it is predicted to answer within this share of its budget
 SPARE_USE = 0.5  # past its flow, a route takes requests it answers within this share of their budget

@@ -1,0 +1,74 @@
+"""The controller's port (controlplane/port.py) on the simulated clock, so that the control
+plane's own `Controller.tick` runs unchanged in a simulated run."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from orchestrator.controlplane.intake import FamilySecond
+from orchestrator.controlplane.planning import planning_demand
+from orchestrator.controlplane.service import ControlPlaneConfig
+from orchestrator.plan import Plan
+
+if TYPE_CHECKING:
+    from orchestrator.simulation.driver import Simulation
+
+
+class SimControlPort:
+    """The controller's port (controlplane/port.py) on the simulated clock, so that the real
+    `Controller.tick` runs unchanged: telemetry seconds come from the simulated outcomes, `solve`
+    calls the planner, `apply` starts a simulated plan change, which keeps it busy until it is in
+    force. Devices do not fail; history and decision records are dropped."""
+
+    def __init__(self, run: "Simulation", config: ControlPlaneConfig, families: list[str]):
+        self._run = run
+        self.config = config
+        self.catalog = run.sim.catalog
+        self.plan: Plan | None = None
+        self.estimates: dict[str, float] = {}
+        self.counters = {"replans": 0}
+        self.down: set[str] = set()
+        self._families = families
+        self.last_apply_s = 0.0  # how long the last plan change with loads took (the forecaster's horizon)
+        self._flushed = 0  # seconds before this one were handed to the controller
+
+    @property
+    def busy(self) -> bool:
+        return self._run.pending is not None
+
+    def device_live(self, device_id: str) -> bool:
+        return True  # simulated devices do not fail
+
+    # nothing is persisted
+    def record_history(self, rows: list[dict]) -> None:
+        pass
+
+    def record_decision(self, kind: str, reason: str, plan_version: int | None = None,
+                        detail: dict | None = None, ts: float | None = None) -> None:
+        pass
+
+    def flush_telemetry(self, before_second: int) -> list[FamilySecond]:
+        """The telemetry seconds that are final, from the simulated outcomes."""
+        rows = []
+        run = self._run
+        for second in range(self._flushed, max(self._flushed, before_second)):
+            for f, counts in run.arrivals_per_second.items():
+                arrivals = int(counts[second]) if second < len(counts) else 0
+                rows.append(FamilySecond(f, second, arrivals=arrivals,
+                                         deadline_misses=run.misses.pop((f, second), 0)))
+        self._flushed = max(self._flushed, before_second)
+        return rows
+
+    def device_ids(self) -> list[str]:
+        return list(self._run.sim.devices)
+
+    def planning_demand(self, override: dict[str, float] | None = None) -> dict[str, float]:
+        return planning_demand(self._families, self.plan, self.estimates, {}, override)
+
+    def solve(self) -> Plan:
+        return self._run.solve(self.planning_demand(), self.plan)
+
+    def apply(self, target: Plan, reason: str, kind: str = "apply") -> None:
+        self._run.start_apply(target, self._run.now, reason)
+
+
