@@ -1,8 +1,8 @@
 """The compiled form of the per-request code: a mypyc build of the modules in `MODULES`.
 
 Every simulated request, and every request the shim routes live, runs through dataplane/
-(queue.py, latency.py, batching.py: the batching policy; backlog.py: the on-time prediction;
-routing.py: the pick) and, in the simulator, simulation/ (events.py, devices.py, driver.py: the
+(queue.py, latency.py, batching.py: the batching policy; route_state.py: a route's state;
+backlog.py: the on-time prediction; routing.py: the pick) and, in the simulator, simulation/ (events.py, devices.py, driver.py: the
 event loop). They are plain, typed Python. ``orchestrator
 compile`` (``make compile``) compiles them with mypyc into C extensions next
 to their sources (``orchestrator/**/*.so``, git-ignored), which Python then imports instead of the

@@ -1,4 +1,4 @@
-"""The on-time prediction (orchestrator/backlog.py): the in-flight state the shim's workers and the
+"""The on-time prediction (orchestrator/dataplane/backlog.py): the in-flight state the shim's workers and the
 simulator keep, what a route has ahead of a request, how the device's sharing stretches it, and
 how calibration learns a device's speed from its batches."""
 

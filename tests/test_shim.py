@@ -168,6 +168,13 @@ def test_client_follows_the_control_plane_plan_and_posts_telemetry():
             threading.Event().wait(0.02)
         assert client.plan.version == 2
         assert client.infer("resnet", IMAGE).device_id == "cpu1"
+        # a plan set by hand lasts until the next poll: the client follows what is published
+        client.set_plan(static_plan({"resnet": [("cpu1", "resnet50", 1)]}, version=7))
+        for _ in range(200):
+            if client.plan.version == 2:
+                break
+            threading.Event().wait(0.02)
+        assert client.plan.version == 2
         client.close()
         seconds = [row for post in cp.posts for row in post["seconds"]]
         assert sum(row["arrivals"] for row in seconds) == 2

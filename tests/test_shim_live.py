@@ -193,7 +193,7 @@ def test_live_proteus_misses_fewer_deadlines_than_no_batching_above_capacity(ser
 def test_live_spill_route_takes_what_the_planned_route_would_answer_late(servers, catalog, images):
     """A plan made for a calm rate: ResNet-50 on "a", with ResNet-18 on "a" as its spill route
     (weight 0, planner/standby.py). At twice ResNet-50's capacity the shim's on-time prediction
-    (orchestrator/backlog.py) sends the overflow to ResNet-18 at once; the same plan without the
+    (dataplane/backlog.py) sends the overflow to ResNet-18 at once; the same plan without the
     spill route misses far more deadlines."""
     from dataclasses import replace
 

@@ -110,7 +110,7 @@ def test_without_replanning_the_first_plan_stays():
 
 
 def test_one_route_matches_the_batching_modules_own_event_loop():
-    """The simulator drives the same policy objects as batching.simulate_route: with one device,
+    """The simulator drives the same policy objects as tests/route_loop.py simulate_route: with one device,
     one static route, exact (p50) service times and no pipelining (simulate_route has none) both
     give nearly the same outcome per request. (Not exactly: like the shim's worker, the simulator
     tells the policy when a batch sent now would start, predicted from the p95 model, so a

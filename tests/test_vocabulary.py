@@ -44,6 +44,9 @@ def test_names_become_enums_that_read_as_their_plain_values():
     from orchestrator.controlplane.service import ControlPlaneConfig
     from orchestrator.dataplane.config import Batching, Percentile, Routing, ShimConfig
 
+    from orchestrator.dataplane.latency import PERCENTILES
+
+    assert Percentile.choices() == PERCENTILES  # the compiled latency model's own list of them
     config = ShimConfig(policy="aimd", routing="weighted", percentile="p99")
     assert config.policy is Batching.AIMD and config.routing is Routing.WEIGHTED and config.percentile is Percentile.P99
     assert config.routing == "weighted" and f"{config.policy}" == "aimd"

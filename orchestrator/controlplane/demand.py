@@ -22,22 +22,20 @@ seconds count as zero arrivals), `estimate()` for the rate.
 from __future__ import annotations
 
 from collections import deque
-from enum import Enum
+
+from orchestrator.names import Choice
 
 
-class Estimator(str, Enum):
-    """A demand estimator's name (`make_estimator`); a `str`, so it compares and serialises as its value."""
+class Estimator(Choice):
+    """A demand estimator's name (`make_estimator`)."""
 
     WINDOW = "window"
     EWMA = "ewma"
     FORECAST = "forecast"
     PEAK = "peak"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-ESTIMATORS = tuple(e.value for e in Estimator)  # for argparse choices and error messages
+ESTIMATORS = Estimator.choices()  # for argparse choices and error messages
 
 
 class WindowedRate:

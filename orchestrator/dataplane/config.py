@@ -4,23 +4,12 @@ where it is built, and the enums of its names."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 
 from orchestrator.dataplane.batching import HOLD_FACTOR
+from orchestrator.names import Choice
 
 
-class _Name(str, Enum):
-    """A name chosen from a fixed set; a `str`, so it compares, formats and serialises as its value."""
-
-    def __str__(self) -> str:
-        return self.value
-
-    @classmethod
-    def choices(cls) -> tuple[str, ...]:
-        return tuple(m.value for m in cls)
-
-
-class Batching(_Name):
+class Batching(Choice):
     """A route's batching policy (dataplane/batching.py `make_policy`)."""
 
     PROTEUS = "proteus"  # deadline-aware adaptive batching
@@ -28,14 +17,14 @@ class Batching(_Name):
     NONE = "none"  # one request per call
 
 
-class Routing(_Name):
+class Routing(Choice):
     """How a family's requests are spread over its routes (dataplane/routing.py)."""
 
     ACCURACY_FIRST = "accuracy-first"  # most accurate route with room, spilling when it would be late
     WEIGHTED = "weighted"  # the plan's split, smooth weighted round-robin
 
 
-class Percentile(_Name):
+class Percentile(Choice):
     """Which profiled latency a batching policy plans with."""
 
     P50 = "p50"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from orchestrator.dataplane.batching import Policy, make_policy, max_hold_s
 from orchestrator.catalog import Catalog, Variant
-from orchestrator.dataplane.config import ShimConfig
+from orchestrator.dataplane.config import Routing, ShimConfig
 from orchestrator.dataplane.latency import LatencyModel
 from orchestrator.plan import Placement, Plan
 from orchestrator.profiles import ProfileSet
@@ -47,7 +47,7 @@ def plan_routes(plan: Plan, catalog: Catalog, routing: str,
     """The plan's routes under `routing` (accuracy-first routes spill routes too, weighted only
     the weighted ones), by (device, variant), in sorted order. ValueError for a device not in
     `endpoints` (when given) or a variant the catalog lacks."""
-    spill_routing = routing == "accuracy-first"
+    spill_routing = routing == Routing.ACCURACY_FIRST
     weighted = plan.routed_pairs()
     needed = sorted(plan.routed_pairs(spill_routing))
     if endpoints is not None:

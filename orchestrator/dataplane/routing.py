@@ -11,7 +11,7 @@ so tests and the simulator can count on the split. Two ways (config.Routing):
   round-robin among equally accurate ones), and only when none has room to the weighted pick.
 
   With a prediction of when each route would answer (the shim and the simulator pass one as
-  `budget_use`: orchestrator/backlog.py), a route with a token that would answer late is passed
+  `budget_use`: dataplane/backlog.py), a route with a token that would answer late is passed
   over; a route without a token takes a request only with spare time (most accurate first), or,
   when nothing else is on time, as the *fastest* route that is. A plan's *spill routes* (weight
   0: the family's fastest variant, standing by where memory allowed, planner/standby.py) have no

@@ -3,10 +3,10 @@ bench's and the simulator's outcomes (evaluation.py)."""
 
 from __future__ import annotations
 
-from enum import Enum
+from orchestrator.names import Choice
 
 
-class Status(str, Enum):
+class Status(Choice):
     """A request's outcome. A `str`, so `result.status == "ok"` and CSV/JSON hold the plain value."""
 
     OK = "ok"  # answered within its deadline (or it had none)
@@ -14,9 +14,6 @@ class Status(str, Enum):
     DROPPED = "dropped"  # not sent: it could no longer meet its deadline (no outputs)
     ERROR = "error"  # the call failed (after the retry, if any)
     UNSERVED = "unserved"  # no route: the plan in force does not serve its family
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def answered(self) -> bool:

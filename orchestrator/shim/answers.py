@@ -69,8 +69,7 @@ class Answers:
         self.finish(r.future, r.family, Result(Status.ERROR, None, key.variant, key.device_id,
                                                (now - r.arrival_s) * 1000.0, message + tried, r.id, r.plan_version))
 
-    def unserved(self, future: Future, family: str, arrival_s: float, why: str, request_id: int,
+    def unserved(self, future: Future, family: str, latency_ms: float, why: str, request_id: int,
                  plan_version: int) -> None:
         """No route of the plan serves the request's family."""
-        self.finish(future, family, Result(Status.UNSERVED, None, "", "", (time.monotonic() - arrival_s) * 1000.0,
-                                           why, request_id, plan_version))
+        self.finish(future, family, Result(Status.UNSERVED, None, "", "", latency_ms, why, request_id, plan_version))

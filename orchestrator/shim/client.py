@@ -132,7 +132,11 @@ class Client:
         log.info("shim %s: plan version %d, %d routes", self.client_id, plan.version, len(specs))
 
     def _install_published(self, published: PublishedPlan) -> None:
-        self.set_plan(published.plan, {d: vars(e) for d, e in published.endpoints.items()}, catalog=published.catalog)
+        """The control plane's plan, unless it is the one in force on the same endpoints."""
+        current = self.plan
+        if current is None or published.plan.version != current.version or published.endpoints != self._endpoints:
+            self.set_plan(published.plan, {d: vars(e) for d, e in published.endpoints.items()},
+                          catalog=published.catalog)
 
     def _new_worker(self, key: RouteKey, spec: RouteSpec, variant: Variant, endpoint: Endpoint) -> RouteWorker:
         device_class = self._device_classes.get(key.device_id) or endpoint.device_class
@@ -193,7 +197,7 @@ class Client:
                 request = ShimRequest(request_id, family, arrays, batched, now, deadline_s,
                                       serve_late, future, table.plan.version, blocking=blocking)
         if worker is None:
-            self._answers.unserved(future, family, now, f"family {family!r} has no route in plan version {version}",
+            self._answers.unserved(future, family, 0.0, f"family {family!r} has no route in plan version {version}",
                                    request_id, version)
         else:
             self._submit(worker, request)
@@ -213,7 +217,8 @@ class Client:
                     known = table is not None and request.family in table.plan.families
                     retry = self._routes.pick(request.family, time.monotonic()) if known else None
                 if retry is None:
-                    self._answers.unserved(request.future, request.family, request.arrival_s,
+                    self._answers.unserved(request.future, request.family,
+                                           (time.monotonic() - request.arrival_s) * 1000.0,
                                            f"family {request.family!r} has no route any more", request.id,
                                            request.plan_version)
                     return

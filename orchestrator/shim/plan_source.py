@@ -112,9 +112,9 @@ class ControlPlaneClient:
 
 class PlanFollower:
     """Keeps a client on the control plane's plan: fetches it every `poll_s` seconds and hands it
-    to `install` when its version or endpoints changed, and posts the client's telemetry every
-    `telemetry_s` seconds, on one background thread. Failures are counted (`count`) and logged;
-    the client keeps the plan it has."""
+    to `install` (which installs it unless the client already runs that version on those
+    endpoints), and posts the client's telemetry every `telemetry_s` seconds, on one background
+    thread. Failures are counted (`count`) and logged; the client keeps the plan it has."""
 
     def __init__(self, url: str, install: Callable[[PublishedPlan], None], telemetry: Telemetry, client_id: str,
                  count: Callable[[str], None], poll_s: float, telemetry_s: float):
@@ -125,7 +125,6 @@ class PlanFollower:
         self._count = count
         self._poll_s = poll_s
         self._telemetry_s = telemetry_s
-        self._installed: PublishedPlan | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="shim-control", daemon=True)
 
@@ -135,11 +134,7 @@ class PlanFollower:
         self._thread.start()
 
     def refresh(self) -> None:
-        published = self.source.fetch_plan()
-        last = self._installed
-        if last is None or published.plan.version != last.plan.version or published.endpoints != last.endpoints:
-            self._install(published)
-            self._installed = published
+        self._install(self.source.fetch_plan())
 
     def post_telemetry(self, now: float) -> None:
         body = self._telemetry.report(now, self._client_id)
@@ -166,8 +161,7 @@ class PlanFollower:
                     self.refresh()
                 except (ConnectionError, ValueError) as e:
                     self._count("plan_fetch_failures")
-                    log.warning("shim %s: keeping plan version %s: %s", self._client_id,
-                                self._installed.plan.version if self._installed else None, e)
+                    log.warning("shim %s: keeping the plan in force: %s", self._client_id, e)
             if now >= next_post:
                 next_post = now + self._telemetry_s
                 self.post_telemetry(time.time())

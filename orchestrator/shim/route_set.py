@@ -56,7 +56,7 @@ class RouteSet:
                 w.peers = [o for o in peers if o is not w]
         self.workers = workers
         accuracy = ({name: v.accuracy for name, v in catalog.variants.items()}
-                    if self.config.routing is Routing.ACCURACY_FIRST else None)
+                    if self.config.routing == Routing.ACCURACY_FIRST else None)
         self.table = RoutingTable(plan, previous=self.table, accuracy=accuracy)
 
     def everything(self) -> list[RouteWorker]:

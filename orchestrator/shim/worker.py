@@ -16,7 +16,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 
@@ -190,8 +190,8 @@ class RouteWorker:
         the worker thread wakes by the time the policy asked for (also returned)."""
         state = self.state
         d = state.decide(now)
-        dropped = [state.queue.pop(i) for i in d.drop]
-        batch = [state.queue.pop(i) for i in d.send]
+        dropped = [cast(ShimRequest, state.queue.pop(i)) for i in d.drop]  # the worker queues only ShimRequests
+        batch = [cast(ShimRequest, state.queue.pop(i)) for i in d.send]
         if batch:
             state.sent(id(batch), len(batch), now, self.busy_peers())
         if d.wake_at is not None and d.wake_at < self._wake_target:

@@ -19,7 +19,7 @@ import heapq
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
@@ -28,6 +28,7 @@ from orchestrator.controlplane.controller import Controller
 from orchestrator.controlplane.executor import LoadedModel, compute_diff
 from orchestrator.controlplane.planning import initial_demand
 from orchestrator.dataplane.backlog import answer_by
+from orchestrator.dataplane.config import Routing
 from orchestrator.dataplane.queue import EPS_S, WAKE_PAST_S, met
 from orchestrator.dataplane.routes import RouteSpec, latency_model, plan_routes, route_policy, set_hold
 from orchestrator.dataplane.routing import AccuracyFirst, RoutingTable, SmoothWeightedRoundRobin
@@ -50,14 +51,13 @@ REPRODUCIBLE = frozenset({"OPTIMAL", "HEURISTIC"})
 
 @dataclass
 class Pending:
-    """A plan being applied: decided, loading, switching at `switch_at`."""
+    """A plan being applied: decided at `decided_s`, loading; it switches at its SWITCH event."""
 
     plan: Plan
     decided_s: float
     loads: int
     unloads: int
     reason: str
-
 
 
 @dataclass
@@ -68,8 +68,6 @@ class SimStats:
     reused: int = 0  # of those, answered with the plan of an equal request earlier in the run
     time_limited: int = 0  # of those, solves that stopped at the planner's time limit (FEASIBLE)
     solve_s: float = 0.0  # wall seconds in the planner, the initial plan included
-    notes: list[str] = field(default_factory=list)
-
 
 
 class Simulation:
@@ -94,7 +92,6 @@ class Simulation:
         self.served_on = [-1] * n  # device index
         self.devices = {d: Device(d) for d in sim.devices}
         self.routes: dict[tuple[str, str], SimRoute] = {}
-        self.retired: list[SimRoute] = []
         self.table: RoutingTable | None = None  # the plan's pickers, as the shim's (routing.py)
         # family -> (its picker, the routes its keys index, budget_use or None), for arrivals
         self.pickers: dict[str, tuple[SmoothWeightedRoundRobin[int] | AccuracyFirst[int], list[SimRoute],
@@ -185,10 +182,9 @@ class Simulation:
         for key, r in self.routes.items():
             if routes.get(key) is not r:
                 r.retired = True
-                self.retired.append(r)
                 self.clock.push(now + self.cfg.control.drain_s, UNLOAD, r)
         self.routes = routes
-        accuracy = self.sim.accuracy if shim.routing == "accuracy-first" else None
+        accuracy = self.sim.accuracy if shim.routing == Routing.ACCURACY_FIRST else None
         table = self.table = RoutingTable(plan, previous=self.table, accuracy=accuracy)
         for family in plan.families:
             live = [routes[(r.device_id, r.variant)] for r in table.routes(family)]
@@ -271,7 +267,7 @@ class Simulation:
                     self.served_by[rid] = route.variant_index
                     self.served_on[rid] = route.device_index
             if send:
-                batch = [cast(Request, queue.pop(rid)) for rid in send]  # the simulator queues only _Req
+                batch = [cast(Request, queue.pop(rid)) for rid in send]  # the simulator queues only Requests
                 route.sent(id(batch), len(batch), now, busy_others(route))
                 self.stats.batches += 1
                 self.hardware.submit(route, batch, now)
