@@ -18,6 +18,7 @@ from pathlib import Path
 from orchestrator.catalog import Catalog
 from orchestrator.cluster import Cluster
 from orchestrator.commands.flags import check_slo_families, non_negative_float, positive_float
+from orchestrator.commands.gateway import start_beside
 from orchestrator.commands.serve import (add_control_plane_arguments, check_state_file, config_from_args,
                                          resolve_token, wait_for_interrupt)
 from orchestrator.errors import UserError
@@ -113,7 +114,7 @@ def run(args) -> int:
     catalog = ensure_exported(repo)
     check_slo_families(config.slo_ms, catalog.families(), repo)
     runtime = ClusterRuntime(cluster, repo)
-    server = client = load = None
+    server = client = load = gateway = None
     try:
         print(f"[2/5] starting {len(cluster.devices)} embedded Triton servers ...", flush=True)
         runtime.start()
@@ -130,7 +131,11 @@ def run(args) -> int:
               f"{high:g} req/s spikes ({args.spike_s:g} s), SLO {slo:g} ms", flush=True)
         client = Client(server.url, profiles=profiles)
         load = BurstyLoad(client, FAMILY, low, high, args.calm_s, args.spike_s).start()
-        print(f"\n  dashboard: {server.url}/   (token for changes: {token_note})\n", flush=True)
+        gateway = start_beside(args, server.url)
+        print(f"\n  dashboard: {server.url}/   (token for changes: {token_note})", flush=True)
+        if gateway is not None:
+            print(f"  {gateway.addresses()}", flush=True)
+        print("", flush=True)
         print("press Ctrl-C to stop", flush=True)
         if args.duration > 0:
             end = time.monotonic() + args.duration
@@ -145,6 +150,8 @@ def run(args) -> int:
             load.stop(wait_s=10)
         if client is not None:
             client.close(timeout_s=10)
+        if gateway is not None:
+            gateway.close()
         if server is not None:
             server.stop()
         runtime.stop()

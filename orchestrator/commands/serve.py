@@ -17,6 +17,7 @@ from orchestrator.catalog import Catalog
 from orchestrator.cluster import Cluster
 from orchestrator.commands.flags import (check_output_file, check_slo_families, non_negative_float, parse_slo, port,
                                          positive_float)
+from orchestrator.commands.gateway import add_gateway_arguments, start_beside
 from orchestrator.controlplane.demand import ESTIMATORS
 from orchestrator.controlplane.server import ControlPlaneServer
 from orchestrator.controlplane.service import ControlPlaneConfig
@@ -51,6 +52,7 @@ def add_control_plane_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drain", type=non_negative_float, default=2.0,
                    help="seconds old routes drain before their models unload")
     p.add_argument("--manual", action="store_true", help="the controller does not re-plan by itself")
+    add_gateway_arguments(p)
 
 
 def resolve_token(args) -> tuple[str, str]:
@@ -112,13 +114,19 @@ def run(args) -> int:
     check_slo_families(config.slo_ms, catalog.families(), repo)
     server = ControlPlaneServer(cluster, profiles, config, model_repository=repo, host=args.host, port=args.port,
                                 catalog=catalog)
+    gateway = None
     try:
         server.start(log=lambda msg: print(msg, flush=True))
         print(f"control plane: {server.url}/  (token: {token_note})", flush=True)
+        gateway = start_beside(args, server.url)
+        if gateway is not None:
+            print(gateway.addresses(), flush=True)
         print("press Ctrl-C to stop", flush=True)
         wait_for_interrupt()
     except KeyboardInterrupt:
         print("stopping ...", flush=True)
     finally:
+        if gateway is not None:
+            gateway.close()
         server.stop()
     return 0

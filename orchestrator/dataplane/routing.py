@@ -335,20 +335,29 @@ class RoutingTable:
 
     def pick(self, family: str, healthy: Callable[[Route], bool] = lambda route: True,
              exclude_devices: Iterable[str] = (), now: float = 0.0,
-             budget_use: Callable[[Route], float] | None = None) -> Route | None:
+             budget_use: Callable[[Route], float] | None = None, variant: str | None = None) -> Route | None:
         """The next route of `family` at time `now` (seconds, any origin), skipping devices in
         `exclude_devices` and, while any healthy one is left, unhealthy routes. `budget_use` (a
         route -> predicted time to answer a request sent now, as a share of its time budget)
         lets accuracy-first routing pass over late routes and use spare time and spill routes
-        (`AccuracyFirst`). None when the family has no route left."""
+        (`AccuracyFirst`). `variant`: only that variant's routes (a request pinned to it). None
+        when the family has no route left."""
         rr = self._check(family)
         routes = self._routes[family]
         excluded = set(exclude_devices)
         use = (lambda i: budget_use(routes[i])) if budget_use is not None else None
-        i = rr.pick_at(now, lambda i: routes[i].device_id not in excluded and healthy(routes[i]), use)
+
+        def allowed(i: int) -> bool:
+            r = routes[i]
+            return r.device_id not in excluded and (variant is None or r.variant == variant)
+        i = rr.pick_at(now, lambda i: allowed(i) and healthy(routes[i]), use)
         if i is None:  # every remaining device is marked unhealthy: try them anyway
-            i = rr.pick_at(now, lambda i: routes[i].device_id not in excluded)
+            i = rr.pick_at(now, allowed)
         return routes[i] if i is not None else None
+
+    def serves(self, family: str, variant: str) -> bool:
+        """Whether the plan routes requests of `family` to `variant` somewhere."""
+        return family in self._routes and any(r.variant == variant for r in self._routes[family])
 
     def _check(self, family: str) -> "SmoothWeightedRoundRobin[int] | AccuracyFirst[int]":
         try:

@@ -112,6 +112,19 @@ class Client:
     def plan(self) -> Plan | None:
         return self._routes.table.plan if self._routes.table else None
 
+    @property
+    def catalog(self) -> Catalog | None:
+        return self._catalog
+
+    def routes_of(self, family: str) -> list[str]:
+        """The variants the plan in force sends `family`'s requests to, the planned ones first."""
+        with self._lock:
+            table = self._routes.table
+            if table is None or family not in table.plan.families:
+                return []
+            names = [r.variant for r in table.planned_routes(family)] + [r.variant for r in table.routes(family)]
+        return list(dict.fromkeys(names))
+
     def set_plan(self, plan: Plan, endpoints: Mapping[str, str | Mapping] | None = None,
                  catalog: Catalog | None = None) -> None:
         """Switch to `plan`. New requests use its routes at once; requests queued on routes it
@@ -148,9 +161,9 @@ class Client:
     # --- requests ---------------------------------------------------------------------------
 
     def infer(self, family: str, inputs: Mapping[str, np.ndarray] | np.ndarray, deadline_ms: float | None = None,
-              serve_late: bool = False) -> Result:
+              serve_late: bool = False, variant: str | None = None) -> Result:
         """Send one request and wait for its Result. See `infer_async`."""
-        return self._enqueue(family, inputs, deadline_ms, serve_late, blocking=True).result()
+        return self._enqueue(family, inputs, deadline_ms, serve_late, variant, blocking=True).result()
 
     async def ainfer(self, family: str, inputs: Mapping[str, np.ndarray] | np.ndarray,
                      deadline_ms: float | None = None, serve_late: bool = False) -> Result:
@@ -158,18 +171,21 @@ class Client:
         return await asyncio.wrap_future(self.infer_async(family, inputs, deadline_ms, serve_late))
 
     def infer_async(self, family: str, inputs: Mapping[str, np.ndarray] | np.ndarray,
-                    deadline_ms: float | None = None, serve_late: bool = False) -> Future:
+                    deadline_ms: float | None = None, serve_late: bool = False,
+                    variant: str | None = None) -> Future:
         """Queue one request (one sample); the Future resolves to its Result, exactly once.
 
         `deadline_ms` counts from now; None means the family's SLO from the plan (none if the plan
         has none). A request that cannot meet its deadline is answered at once with status
         dropped and no outputs, unless `serve_late`: then it is served and marked late.
-        Raises ValueError for an unknown family or inputs that do not match the catalog.
+        `variant` pins the request to that variant of the family (unserved where the plan does
+        not route to it). Raises ValueError for an unknown family or inputs that do not match the
+        catalog.
         """
-        return self._enqueue(family, inputs, deadline_ms, serve_late, blocking=False)
+        return self._enqueue(family, inputs, deadline_ms, serve_late, variant, blocking=False)
 
     def _enqueue(self, family: str, inputs: Mapping[str, np.ndarray] | np.ndarray, deadline_ms: float | None,
-                 serve_late: bool, *, blocking: bool) -> Future:
+                 serve_late: bool, variant: str | None, *, blocking: bool) -> Future:
         if deadline_ms is not None and not deadline_ms > 0:
             raise ValueError(f"deadline_ms must be > 0, got {deadline_ms}")
         now = time.monotonic()
@@ -180,12 +196,14 @@ class Client:
             assert table is not None and self._catalog is not None
             variants = self._catalog.variants
             routes = table.planned_routes(family)  # ValueError for an unknown family
+            if variant is not None:
+                routes = [r for r in table.routes(family) if r.variant == variant]
             if routes:  # check against the family's first variant before the pick uses a turn
                 arrays, batched = check_inputs(routes[0].variant, variants[routes[0].variant].inputs, inputs)
             slo = table.plan.families[family].slo_ms
             budget_ms = deadline_ms if deadline_ms is not None else (slo if slo > 0 else None)
             deadline_s = now + budget_ms / 1000.0 if budget_ms is not None else None
-            worker = self._routes.pick(family, now, deadline_s)
+            worker = self._routes.pick(family, now, deadline_s, variant=variant)
             future: Future = Future()
             request_id = next(self._ids)
             self._answers.count("submitted")
@@ -195,10 +213,10 @@ class Client:
                 if variants[worker.key.variant].inputs != variants[routes[0].variant].inputs:
                     arrays, batched = check_inputs(worker.key.variant, variants[worker.key.variant].inputs, inputs)
                 request = ShimRequest(request_id, family, arrays, batched, now, deadline_s,
-                                      serve_late, future, table.plan.version, blocking=blocking)
+                                      serve_late, future, table.plan.version, blocking=blocking, variant=variant)
         if worker is None:
-            self._answers.unserved(future, family, 0.0, f"family {family!r} has no route in plan version {version}",
-                                   request_id, version)
+            what = f"family {family!r}" + (f" has no route to {variant!r}" if variant else " has no route")
+            self._answers.unserved(future, family, 0.0, f"{what} in plan version {version}", request_id, version)
         else:
             self._submit(worker, request)
         return future
@@ -215,7 +233,8 @@ class Client:
                 with self._lock:
                     table = self._routes.table
                     known = table is not None and request.family in table.plan.families
-                    retry = self._routes.pick(request.family, time.monotonic()) if known else None
+                    retry = (self._routes.pick(request.family, time.monotonic(), variant=request.variant)
+                             if known else None)
                 if retry is None:
                     self._answers.unserved(request.future, request.family,
                                            (time.monotonic() - request.arrival_s) * 1000.0,

@@ -63,14 +63,14 @@ class RouteSet:
         return list(self.workers.values()) + self.draining
 
     def pick(self, family: str, now: float, deadline_s: float | None = None,
-             exclude_devices: list[str] | None = None) -> RouteWorker | None:
+             exclude_devices: list[str] | None = None, variant: str | None = None) -> RouteWorker | None:
         """The worker of the route a request of `family` arriving at `now` goes to (None: the
-        plan has no healthy route for it). With a deadline, routing weighs each route's predicted
-        answer time against it (accuracy-first)."""
+        plan has no route for it). With a deadline, routing weighs each route's predicted answer
+        time against it (accuracy-first); `variant` pins the request to that variant's routes."""
         assert self.table is not None
         budget_use = self._budget_use(now, deadline_s) if deadline_s is not None else None
         route = self.table.pick(family, self._healthy(now), exclude_devices=exclude_devices or (), now=now,
-                                budget_use=budget_use)
+                                budget_use=budget_use, variant=variant)
         return self.workers[(route.device_id, route.variant)] if route is not None else None
 
     def retry_target(self, r: ShimRequest, now: float) -> RouteWorker | None:
@@ -78,7 +78,7 @@ class RouteSet:
         family that can still answer it alone by its deadline (None: answer it with the error)."""
         if len(r.tried) > 1 or self.table is None or r.family not in self.table.plan.families:
             return None
-        target = self.pick(r.family, now, exclude_devices=r.tried)
+        target = self.pick(r.family, now, exclude_devices=r.tried, variant=r.variant)
         if target is None or (r.deadline_s is not None and now + target.latency_s(1) > r.deadline_s):
             return None
         return target

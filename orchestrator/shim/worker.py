@@ -61,6 +61,7 @@ class ShimRequest:
     plan_version: int
     blocking: bool = False  # the caller waits for the answer in `infer` (its thread may send the batch)
     tried: list[str] = field(default_factory=list)  # device ids that failed it
+    variant: str | None = None  # pinned to this variant's routes (None: the plan's choice)
 
 
 class RouteOwner(Protocol):
