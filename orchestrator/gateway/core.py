@@ -185,15 +185,20 @@ class Gateway:
                                                       f"not {deadline_ms!r}")
         futures: list[Future] = []
         try:
-            for i in range(batch):
-                futures.append(client.infer_async(family, {k: a[i:i + 1] for k, a in inputs.items()},
-                                                  deadline_ms=deadline_ms, serve_late=serve_late, variant=pinned))
+            if batch == 1:  # the caller's thread may send the batch itself: one thread hop fewer (shim worker.py)
+                results = [client.infer(family, inputs, deadline_ms=deadline_ms, serve_late=serve_late,
+                                        variant=pinned)]
+            else:
+                for i in range(batch):
+                    futures.append(client.infer_async(family, {k: a[i:i + 1] for k, a in inputs.items()},
+                                                      deadline_ms=deadline_ms, serve_late=serve_late, variant=pinned))
         except ValueError as e:  # the catalog's check of the inputs
             raise GatewayError(Code.INVALID_ARGUMENT, str(e)) from None
         except RuntimeError as e:  # the client is closing
             raise GatewayError(Code.UNAVAILABLE, str(e)) from None
-        wait_s = (deadline_ms or 0.0) / 1000.0 + client.config.call_timeout_s + ANSWER_GRACE_S
-        results = [_result(f, wait_s) for f in futures]
+        if futures:  # every request is answered by the data plane; the wait is the gateway's own bound
+            wait_s = (deadline_ms or 0.0) / 1000.0 + client.config.call_timeout_s + ANSWER_GRACE_S
+            results = [_result(f, wait_s) for f in futures]
         return _answer(name, results, outputs or [t.name for t in variant.outputs])
 
     def _ready_client(self) -> Client:
