@@ -26,8 +26,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +33,9 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from orchestrator.triton.embedded import EmbeddedServer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from shim_bench import run_threads  # noqa: E402  (the same threaded loop as the shim's benchmark)
 
 ECHO_CONFIG = textwrap.dedent("""\
     name: "echo"
@@ -96,41 +97,20 @@ def process_cpu_s(pid: int) -> float:
 
 
 def run(protocol: str, url: str, model: str, x: np.ndarray, concurrency: int, requests: int) -> tuple[float, list[float]]:
-    """(wall seconds, per-call ms) of `requests` calls over `concurrency` threads."""
+    """(wall seconds, per-call ms) of `requests` calls over `concurrency` threads, each with its own client."""
     lib = grpcclient if protocol == "grpc" else httpclient
     clients = [lib.InferenceServerClient(url) for _ in range(concurrency)]
-    left, lock, latencies, errors = [requests], threading.Lock(), [], []
 
-    def worker(i: int) -> None:
-        mine = []
-        try:
-            while True:
-                with lock:
-                    if left[0] == 0:
-                        break
-                    left[0] -= 1
-                inp = lib.InferInput("input", list(x.shape), "FP32")
-                inp.set_data_from_numpy(x)
-                t = time.perf_counter()
-                clients[i].infer(model, [inp]).as_numpy("logits")
-                mine.append((time.perf_counter() - t) * 1000)
-        except Exception as e:  # reported after join
-            errors.append(e)
-        with lock:
-            latencies.extend(mine)
+    def call(i: int) -> None:
+        inp = lib.InferInput("input", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        clients[i].infer(model, [inp]).as_numpy("logits")
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - started
-    for c in clients:
-        c.close()
-    if errors:
-        raise errors[0]
-    return wall, latencies
+    try:
+        return run_threads(concurrency, requests, call)
+    finally:
+        for c in clients:
+            c.close()
 
 
 def compare(server: EmbeddedServer, gateway: dict, model: str, x: np.ndarray, levels: list[int], requests: int,
