@@ -24,6 +24,7 @@ import threading
 from dataclasses import dataclass, field
 
 from orchestrator.dataplane.status import Status
+from orchestrator.prometheus import histogram_lines, metric_lines
 
 # Upper bounds of the latency histogram buckets (ms); one more bucket catches the rest.
 LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
@@ -150,48 +151,25 @@ class Telemetry:
         return {"family": key[0], "second": key[1], **c.to_dict()}
 
     def prometheus_text(self) -> str:
-        """Running totals in the Prometheus text exposition format (version 0.0.4)."""
+        """Running totals in the Prometheus text exposition format."""
         p = METRIC_PREFIX
-        lines: list[str] = []
         with self._lock:
             totals = sorted(self._totals.items())
             routes = sorted(self._served_routes.items())
-
-            def counter(name: str, help_text: str, attr: str) -> None:
-                lines.append(f"# HELP {p}_{name} {help_text}")
-                lines.append(f"# TYPE {p}_{name} counter")
-                for fam, c in totals:
-                    lines.append(f'{p}_{name}{{family="{_esc(fam)}"}} {getattr(c, attr)}')
-
-            counter("requests_total", "Requests accepted by the client.", "arrivals")
-            counter("met_total", "Requests answered with outputs within their deadline.", "met")
-            counter("deadline_misses_total", "Requests answered late or dropped as unable to meet the deadline.",
-                    "deadline_misses")
-            counter("drops_total", "Requests dropped before sending because the deadline could not be met.", "drops")
-            counter("errors_total", "Requests answered with an error.", "errors")
-            counter("retries_total", "Calls re-sent to another route after a device failed.", "retries")
-
-            lines.append(f"# HELP {p}_completions_total Requests answered with outputs, by serving route.")
-            lines.append(f"# TYPE {p}_completions_total counter")
-            for (fam, dev, var), n in routes:
-                lines.append(f'{p}_completions_total{{family="{_esc(fam)}",device="{_esc(dev)}",'
-                             f'variant="{_esc(var)}"}} {n}')
-
-            lines.append(f"# HELP {p}_latency_seconds End-to-end latency of completed requests.")
-            lines.append(f"# TYPE {p}_latency_seconds histogram")
-            for fam, c in totals:
-                cumulative = 0
-                for bound, n in zip(LATENCY_BUCKETS_MS, c.latency_ms_hist):
-                    cumulative += n
-                    lines.append(f'{p}_latency_seconds_bucket{{family="{_esc(fam)}",le="{bound / 1000:g}"}} '
-                                 f'{cumulative}')
-                cumulative += c.latency_ms_hist[-1]
-                lines.append(f'{p}_latency_seconds_bucket{{family="{_esc(fam)}",le="+Inf"}} {cumulative}')
-                lines.append(f'{p}_latency_seconds_sum{{family="{_esc(fam)}"}} {c.latency_ms_sum / 1000:.6f}')
-                lines.append(f'{p}_latency_seconds_count{{family="{_esc(fam)}"}} {cumulative}')
+            lines: list[str] = []
+            for name, help_text, attr in (
+                    ("requests_total", "Requests accepted by the client.", "arrivals"),
+                    ("met_total", "Requests answered with outputs within their deadline.", "met"),
+                    ("deadline_misses_total", "Requests answered late or dropped as unable to meet the deadline.",
+                     "deadline_misses"),
+                    ("drops_total", "Requests dropped before sending because the deadline could not be met.", "drops"),
+                    ("errors_total", "Requests answered with an error.", "errors"),
+                    ("retries_total", "Calls re-sent to another route after a device failed.", "retries")):
+                lines += metric_lines(f"{p}_{name}", "counter", help_text,
+                                      [({"family": fam}, getattr(c, attr)) for fam, c in totals])
+            lines += metric_lines(f"{p}_completions_total", "counter", "Requests answered with outputs, by serving route.",
+                                  [({"family": fam, "device": dev, "variant": var}, n) for (fam, dev, var), n in routes])
+            lines += histogram_lines(f"{p}_latency_seconds", "End-to-end latency of completed requests.",
+                                     [b / 1000 for b in LATENCY_BUCKETS_MS],
+                                     [({"family": fam}, c.latency_ms_hist, c.latency_ms_sum / 1000) for fam, c in totals])
         return "\n".join(lines) + "\n"
-
-
-def _esc(value: str) -> str:
-    """Escape a Prometheus label value."""
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')

@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 from orchestrator.controlplane.service import ControlPlane
+from orchestrator.prometheus import metric_lines
 
 PREFIX = "orchestrator"
-
-
-def _esc(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
 def prometheus_text(cp: ControlPlane, devices: list[dict] | None = None) -> str:
     lines: list[str] = []
 
     def metric(name: str, kind: str, help_text: str, samples: list[tuple[dict, float]]) -> None:
-        lines.append(f"# HELP {PREFIX}_{name} {help_text}")
-        lines.append(f"# TYPE {PREFIX}_{name} {kind}")
-        for labels, value in samples:
-            lab = ",".join(f'{k}="{_esc(str(v))}"' for k, v in labels.items())
-            lines.append(f"{PREFIX}_{name}{{{lab}}} {value:g}" if lab else f"{PREFIX}_{name} {value:g}")
+        lines.extend(metric_lines(f"{PREFIX}_{name}", kind, help_text, samples))
 
     plan = cp.plan
     metric("plan_version", "gauge", "Version of the published plan (0: none).", [({}, plan.version if plan else 0)])
