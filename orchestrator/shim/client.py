@@ -38,8 +38,8 @@ from orchestrator.plan import Plan
 from orchestrator.profiles import ProfileSet
 from orchestrator.shim.answers import Answers
 from orchestrator.shim.inputs import check_inputs
-from orchestrator.shim.metrics_http import MetricsServer
-from orchestrator.shim.plan_source import Endpoint, PlanFollower, PublishedPlan, parse_endpoints
+from orchestrator.shim.metrics_http import MetricsServer, state_text
+from orchestrator.shim.plan_source import Contact, Endpoint, PlanFollower, PublishedPlan, parse_endpoints
 from orchestrator.shim.result import Result
 from orchestrator.shim.route_set import RouteSet
 from orchestrator.shim.transport import TritonTransport, describe_failure
@@ -99,7 +99,7 @@ class Client:
         else:
             raise TypeError(f"plan_source must be a Plan or the control plane's URL, got {type(plan_source).__name__}")
         if self.config.metrics_port is not None:
-            self._metrics = MetricsServer(self.telemetry, self.config.metrics_port)
+            self._metrics = MetricsServer(self.prometheus_text, self.config.metrics_port)
 
     @property
     def metrics_port(self) -> int | None:
@@ -282,6 +282,21 @@ class Client:
             self._answers.failed(key, r, now, message)
 
     # --- state, shutdown --------------------------------------------------------------------
+
+    def contact(self) -> Contact | None:
+        """How the plan fetches from the control plane go (None: the plan is set in process)."""
+        return self._follower.contact(time.time()) if self._follower is not None else None
+
+    def prometheus_text(self) -> str:
+        """The telemetry's running totals and gauges of the routes' queues, the plan and the
+        control plane (what `metrics_port` serves)."""
+        queued: dict[tuple[str, str], int] = {}
+        with self._lock:
+            for w in self._routes.everything():
+                pair = (w.key.device_id, w.key.variant)
+                queued[pair] = queued.get(pair, 0) + w.queued()
+            version = self.plan.version if self.plan else None
+        return self.telemetry.prometheus_text() + state_text(queued, version, self.contact())
 
     def stats(self) -> dict:
         """Request counters and the queue depth of every route (current and draining)."""

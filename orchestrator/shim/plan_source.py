@@ -70,6 +70,22 @@ class PublishedPlan:
     catalog: Catalog | None = None
 
 
+@dataclass(frozen=True)
+class Contact:
+    """A client's view of its control plane: reachable or since when not, and why."""
+
+    url: str
+    reachable: bool  # the last plan fetch worked
+    since_ok_s: float | None  # seconds since the last fetch that worked (None: none has)
+    failing_s: float  # seconds the fetches have been failing (0 when reachable)
+    error: str  # the last failure ("" when reachable)
+
+    def describe(self) -> str:
+        if self.reachable:
+            return f"following the control plane at {self.url}"
+        return f"the control plane at {self.url} has not answered for {self.failing_s:.0f} s ({self.error})"
+
+
 class ControlPlaneClient:
     """An HTTP client of the control plane's plan and telemetry endpoints (the control plane itself is
     controlplane/service.py `ControlPlane`)."""
@@ -114,7 +130,8 @@ class PlanFollower:
     """Keeps a client on the control plane's plan: fetches it every `poll_s` seconds and hands it
     to `install` (which installs it unless the client already runs that version on those
     endpoints), and posts the client's telemetry every `telemetry_s` seconds, on one background
-    thread. Failures are counted (`count`) and logged; the client keeps the plan it has."""
+    thread. Failures are counted (`count`) and logged; the client keeps the plan it has, and
+    `contact()` says since when the control plane has not answered."""
 
     def __init__(self, url: str, install: Callable[[PublishedPlan], None], telemetry: Telemetry, client_id: str,
                  count: Callable[[str], None], poll_s: float, telemetry_s: float):
@@ -127,6 +144,9 @@ class PlanFollower:
         self._telemetry_s = telemetry_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="shim-control", daemon=True)
+        self._last_ok = 0.0  # Unix time of the last plan fetch that worked
+        self._failing_since: float | None = None  # Unix time of the first failed fetch since then
+        self._last_error = ""
 
     def start(self) -> None:
         """Fetch and install the first plan (ConnectionError / ValueError when that fails), then follow."""
@@ -134,7 +154,21 @@ class PlanFollower:
         self._thread.start()
 
     def refresh(self) -> None:
-        self._install(self.source.fetch_plan())
+        try:
+            published = self.source.fetch_plan()
+        except (ConnectionError, ValueError) as e:
+            if self._failing_since is None:
+                self._failing_since = time.time()
+            self._last_error = str(e)
+            raise
+        self._last_ok, self._failing_since, self._last_error = time.time(), None, ""
+        self._install(published)
+
+    def contact(self, now: float) -> "Contact":
+        """How the last plan fetches went, as of `now` (Unix seconds)."""
+        failing = self._failing_since
+        return Contact(self.source.url, failing is None, now - self._last_ok if self._last_ok else None,
+                       now - failing if failing is not None else 0.0, self._last_error)
 
     def post_telemetry(self, now: float) -> None:
         body = self._telemetry.report(now, self._client_id)
