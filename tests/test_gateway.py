@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import urllib.error
 import urllib.request
 
@@ -198,6 +199,90 @@ def test_bad_grpc_requests_get_the_status_triton_gives(gateway, triton, case):
     assert codes[1] == codes[0], f"{case}: the gateway answered {codes[1]}, tritonserver {codes[0]}"
 
 
+_SAMPLE = re.compile(r'^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$')
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def _metrics(text: str) -> tuple[dict[str, str], dict[tuple[str, frozenset], float]]:
+    """Prometheus text -> ({name: type}, {(name, labels): value})."""
+    types, samples = {}, {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            types[name] = kind
+        elif line and not line.startswith("#"):
+            m = _SAMPLE.match(line)
+            assert m, f"not a Prometheus sample line: {line!r}"
+            samples[(m.group(1), frozenset(_LABEL.findall(m.group(2) or "")))] = float(m.group(3))
+    return types, samples
+
+
+def _total(samples: dict, name: str, **labels) -> float:
+    want = set(labels.items())
+    return sum(v for (n, lab), v in samples.items() if n == name and want <= lab)
+
+
+def test_metrics_are_named_and_typed_as_tritons_and_count_every_request(gateway, triton, image):
+    """The gateway's nv_inference_* metrics carry Triton's names, types and labels (compared with
+    the real tritonserver's /metrics after the same kind of traffic), and count what was sent."""
+    gw = gateway["gateway"]
+    _, before = _metrics(gw.prometheus_text())
+    grpc = grpcclient.InferenceServerClient(gateway["grpc"])
+    inp = grpcclient.InferInput("input", list(image.shape), "FP32")
+    inp.set_data_from_numpy(image)
+    for _ in range(3):
+        grpc.infer("resnet", [inp])
+    bad = grpcclient.InferInput("input", list(image.shape), "INT32")
+    bad.set_data_from_numpy(image.astype(np.int32))
+    for model in ("resnet", "nosuch"):  # a wrong datatype; a model nobody serves
+        with pytest.raises(InferenceServerException):
+            grpc.infer(model, [bad])
+    grpc.close()
+    http = httpclient.InferenceServerClient(gateway["http"])
+    pair = np.concatenate([image, image])
+    hinp = httpclient.InferInput("input", list(pair.shape), "FP32")
+    hinp.set_data_from_numpy(pair)
+    http.infer("resnet18", [hinp])  # one request of two inferences
+    http.close()
+    types, after = _metrics(gw.prometheus_text())
+
+    def delta(name: str, **labels) -> float:
+        return _total(after, name, **labels) - _total(before, name, **labels)
+
+    assert delta("nv_inference_request_success", model="resnet", version="1") == 3
+    assert delta("nv_inference_request_success", model="resnet18") == 1
+    assert delta("nv_inference_count", model="resnet18") == 2
+    assert delta("nv_inference_request_failure", model="resnet", reason="INVALID_ARGUMENT") == 1
+    assert not any(dict(lab).get("model") == "nosuch" for _, lab in after), "an unknown name made a series"
+    assert delta("nv_inference_request_duration_us", model="resnet") >= delta("nv_inference_compute_infer_duration_us",
+                                                                               model="resnet") > 0
+    assert delta("orchestrator_gateway_request_duration_seconds_count", model="resnet", protocol="grpc") == 3
+    assert delta("orchestrator_gateway_request_duration_seconds_count", model="resnet18", protocol="http") == 1
+    answered = {dict(lab)["variant"] for (n, lab), v in after.items() if n == "orchestrator_gateway_answers_total"}
+    assert answered <= {"resnet18", "resnet50"} and "resnet18" in answered
+    assert delta("orchestrator_gateway_answers_total", model="resnet") == 3
+    assert _total(after, "orchestrator_gateway_ready") == 1
+    assert _total(after, "orchestrator_shim_plan_version") == gw.client.plan.version
+    queues = {dict(lab)["variant"] for (n, lab), _ in after.items() if n == "orchestrator_shim_route_queue_depth"}
+    assert queues == {"resnet18", "resnet50"}
+    assert _total(after, "nv_inference_pending_request_count") == 0
+
+    # the same kind of traffic to tritonserver itself, then its names, types and label keys
+    direct = grpcclient.InferenceServerClient(triton.grpc_url)
+    direct.infer("resnet18", [inp])
+    direct.close()
+    with urllib.request.urlopen(f"http://127.0.0.1:{triton.metrics_port}/metrics", timeout=30) as r:
+        triton_types, triton_samples = _metrics(r.read().decode())
+    ours = sorted(n for n in types if n.startswith("nv_"))
+    assert len(ours) == 7
+    for name in ours:
+        assert triton_types.get(name) == types[name], f"{name}: {types[name]} here, {triton_types.get(name)} at Triton"
+        keys = {k for (n, lab), _ in after.items() if n == name for k, _ in lab}
+        triton_keys = {k for (n, lab), _ in triton_samples.items() if n == name for k, _ in lab}
+        if triton_keys:  # (Triton writes a failure series only once a request failed at the model)
+            assert keys <= triton_keys, f"{name}: labels {keys} here, {triton_keys} at Triton"
+
+
 def test_a_hopeless_deadline_is_an_explicit_deadline_error_at_once(gateway, image):
     grpc = grpcclient.InferenceServerClient(gateway["grpc"])
     inp = grpcclient.InferInput("input", list(image.shape), "FP32")
@@ -255,7 +340,7 @@ def test_the_gateway_follows_the_control_plane_reports_to_it_and_serves_on_when_
     with ClusterRuntime(cluster_for(model_repo, devices=1), model_repo) as runtime:
         with running_control_plane(model_repo, runtime=runtime) as server:
             server.cp.apply(server.cp.solve(demand={"resnet": 2.0}), reason="test: first plan")
-            gw = GatewayServer(server.url, http_port=0, grpc_port=0, poll_s=0.2, telemetry_s=0.2)
+            gw = GatewayServer(server.url, http_port=0, grpc_port=0, metrics_port=0, poll_s=0.2, telemetry_s=0.2)
             try:
                 assert wait_ready(gw.gateway, 30.0), gw.gateway.readiness()
                 client = grpcclient.InferenceServerClient(gw.grpc.url)
@@ -288,6 +373,16 @@ def test_the_gateway_follows_the_control_plane_reports_to_it_and_serves_on_when_
                 assert outcomes.count("ok") == 12, outcomes
                 assert gw.gateway.ready() and gw.gateway.client.plan.version == version
                 assert gw.gateway.client.counts["plan_fetch_failures"] >= 1
+                # ... and says so: in its readiness detail and its metrics
+                with urllib.request.urlopen(f"http://{gw.http.url}/v2/health/ready", timeout=30) as r:
+                    health = json.loads(r.read())
+                assert health["ready"] and health["plan_version"] == version and not health["control_plane"]["up"]
+                assert "has not answered" in health["control_plane"]["detail"]
+                with urllib.request.urlopen(f"http://{gw.metrics.url}/metrics", timeout=30) as r:
+                    _, samples = _metrics(r.read().decode())
+                assert _total(samples, "orchestrator_shim_control_plane_up") == 0
+                assert _total(samples, "orchestrator_shim_control_plane_failing_seconds") > 0
+                assert _total(samples, "nv_inference_request_success", model="resnet") == 5 + 12
                 client.close()
             finally:
                 gw.close()

@@ -23,7 +23,7 @@ def register(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--http-port", type=port, default=8000, help="KServe v2 HTTP port (default 8000)")
     p.add_argument("--grpc-port", type=port, default=8001, help="KServe v2 gRPC port (default 8001)")
-    p.add_argument("--metrics-port", type=port, default=None, help="Prometheus text at /metrics (default: none)")
+    p.add_argument("--metrics-port", type=port, default=8002, help="Prometheus text at /metrics (default 8002)")
     p.set_defaults(run=run)
 
 
@@ -31,6 +31,8 @@ def add_gateway_arguments(p: argparse.ArgumentParser) -> None:
     """`serve` and `demo` start a gateway beside the control plane unless --no-gateway."""
     p.add_argument("--gateway-http-port", type=port, default=8000, help="the gateway's KServe v2 HTTP port (default 8000)")
     p.add_argument("--gateway-grpc-port", type=port, default=8001, help="the gateway's KServe v2 gRPC port (default 8001)")
+    p.add_argument("--gateway-metrics-port", type=port, default=8002,
+                   help="the gateway's Prometheus port, /metrics (default 8002)")
     p.add_argument("--no-gateway", action="store_true", help="do not start a gateway")
 
 
@@ -38,18 +40,18 @@ def start_beside(args, control_plane: str):
     """The gateway `serve` and `demo` start (None with --no-gateway), on the control plane's host."""
     if args.no_gateway:
         return None
-    return start(control_plane, args.host, args.gateway_http_port, args.gateway_grpc_port)
+    return start(control_plane, args.host, args.gateway_http_port, args.gateway_grpc_port, args.gateway_metrics_port)
 
 
-def start(control_plane: str, host: str, http_port: int, grpc_port: int, metrics_port: int | None = None):
+def start(control_plane: str, host: str, http_port: int, grpc_port: int, metrics_port: int):
     """A running GatewayServer; a port already taken is a UserError naming it."""
     from orchestrator.gateway.server import GatewayServer
 
     try:
         return GatewayServer(control_plane, host, http_port, grpc_port, metrics_port)
     except OSError as e:
-        raise UserError(f"gateway: cannot listen on {host} (HTTP port {http_port}, gRPC port {grpc_port}): "
-                        f"{e.strerror or e}") from None
+        raise UserError(f"gateway: cannot listen on {host} (HTTP port {http_port}, gRPC port {grpc_port}, metrics "
+                        f"port {metrics_port}): {e.strerror or e}") from None
 
 
 def run(args) -> int:

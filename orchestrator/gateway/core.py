@@ -21,6 +21,7 @@ import numpy as np
 
 from orchestrator.catalog import TRITON_TO_NUMPY, Catalog, TensorSpec, Variant
 from orchestrator.dataplane.status import Status
+from orchestrator.gateway.metrics import GatewayMetrics
 from orchestrator.shim.client import Client, Result
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class Answer:
     """An inference answer: outputs with their batch dimension, and who answered."""
 
     model: str  # the name asked for
+    batch: int
     outputs: dict[str, np.ndarray]
     variant: str  # the variant that answered (several, comma-separated, when a batch was split)
     device: str
@@ -80,11 +82,11 @@ class Answer:
 class Gateway:
     """The data plane behind the protocol servers. `client` is an in-process `Client`; or
     `follow(url)` makes one that follows the control plane, retrying until it publishes a plan
-    (the gateway is live, not ready, meanwhile)."""
+    (the gateway is live, not ready, meanwhile). The endpoints count their requests in `metrics`."""
 
-    def __init__(self, client: Client | None = None, catalog: Catalog | None = None):
+    def __init__(self, client: Client | None = None):
         self._client = client
-        self._catalog = catalog
+        self.metrics = GatewayMetrics()
         self._stop = threading.Event()
         self._follower: threading.Thread | None = None
         self.last_error = ""  # why there is no client yet (the control plane's answer)
@@ -130,6 +132,25 @@ class Gateway:
         if self.ready():
             return ""
         return f"no plan yet: {self.last_error}" if self.last_error else "no plan yet"
+
+    def health(self) -> dict:
+        """The readiness detail: the plan in force, and whether the control plane answers (a
+        gateway keeps serving its last plan while it does not)."""
+        client = self._client
+        plan = client.plan if client is not None else None
+        contact = client.contact() if client is not None else None
+        detail: dict[str, object] = {"ready": self.ready(), "plan_version": plan.version if plan else None}
+        if not self.ready():
+            detail["error"] = self.readiness()
+        if contact is not None:
+            detail["control_plane"] = {"url": contact.url, "up": contact.reachable,
+                                       "failing_s": round(contact.failing_s, 3), "detail": contact.describe()}
+        return detail
+
+    def prometheus_text(self) -> str:
+        """The gateway's metrics, then its data plane's (route queues, plan, control plane)."""
+        client = self._client
+        return self.metrics.prometheus_text(self.ready()) + (client.prometheus_text() if client is not None else "")
 
     def resolve(self, name: str, version: str = "") -> tuple[str, str | None, Variant]:
         """A model name -> (family, pinned variant or None, the variant whose tensors it shows)."""
@@ -263,7 +284,7 @@ def _answer(name: str, results: list[Result], wanted: list[str]) -> Answer:
             raise GatewayError(code, f"{status.value}: {failed.error}")
     outputs = {o: np.concatenate([r.outputs[o] for r in results if r.outputs is not None]) for o in wanted}
     slowest = max(results, key=lambda r: r.latency_ms)
-    return Answer(model=name, outputs=outputs, variant=",".join(sorted({r.variant for r in results})),
+    return Answer(model=name, batch=len(results), outputs=outputs, variant=",".join(sorted({r.variant for r in results})),
                   device=",".join(sorted({r.device_id for r in results})),
                   queue_ms=max(0.0, slowest.latency_ms - slowest.service_ms), service_ms=slowest.service_ms,
                   late=any(r.status is Status.LATE for r in results), plan_version=slowest.plan_version)

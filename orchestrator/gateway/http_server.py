@@ -73,10 +73,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._body()  # read what was sent, so that the connection stays usable
         if path == "/v2/health/live" and method == "GET":
             return 200, b"", {}
-        if path == "/v2/health/ready" and method == "GET":
-            if gateway.ready():
-                return 200, b"", {}
-            return 503, json.dumps({"error": gateway.readiness()}).encode(), {}
+        if path == "/v2/health/ready" and method == "GET":  # the body: the plan and the control plane's state
+            return (200 if gateway.ready() else 503), json.dumps(gateway.health()).encode(), {}
         if path == "/v2" and method == "GET":
             return 200, json.dumps({"name": "orchestrator", "version": VERSION, "extensions": ["binary_tensor_data"]}
                                    ).encode(), {}
@@ -110,11 +108,12 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(n)
 
     def _infer(self, gateway: Gateway, name: str, version: str) -> tuple[int, bytes, dict[str, str]]:
-        request, inputs = parse_http(self._body(), self.headers.get(HEADER_LENGTH))
-        outputs, binary = requested_outputs(request)
-        params = request.get("parameters") if isinstance(request.get("parameters"), dict) else {}
-        answer = gateway.infer(name, inputs, outputs, deadline_ms=params.get("deadline_ms"), version=version,
-                               serve_late=params.get("serve_late") is True)
+        with gateway.metrics.request(name, version, "http") as outcome:
+            request, inputs = parse_http(self._body(), self.headers.get(HEADER_LENGTH))
+            outputs, binary = requested_outputs(request)
+            params = request.get("parameters") if isinstance(request.get("parameters"), dict) else {}
+            answer = outcome.answer = gateway.infer(name, inputs, outputs, deadline_ms=params.get("deadline_ms"),
+                                                    version=version, serve_late=params.get("serve_late") is True)
         body, headers = http_response(answer, request.get("id"), binary)
         return 200, body, headers
 
