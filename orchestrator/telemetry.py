@@ -141,9 +141,10 @@ class Telemetry:
         with self._lock:
             return {f: c.to_dict() for f, c in sorted(self._totals.items())}
 
-    def report(self, now: float, client_id: str) -> dict:
-        """The POST body for the control plane: the finished seconds, drained."""
-        return {"client_id": client_id, "sent_at": round(now, 3), "interval_s": 1,
+    def report(self, now: float, client_id: str, kind: str = "shim") -> dict:
+        """The POST body for the control plane: the finished seconds, drained. `kind`: "shim" or
+        "gateway" (what the dashboard calls the client)."""
+        return {"client_id": client_id, "kind": kind, "sent_at": round(now, 3), "interval_s": 1,
                 "latency_buckets_ms": list(LATENCY_BUCKETS_MS), "seconds": self.drain(now)}
 
     @staticmethod

@@ -97,3 +97,16 @@ def test_intake_sums_shims_per_second_and_flushes_finished_seconds():
     assert [f.second for f in intake.flush(before_second=200)] == [101]
     with pytest.raises(BadTelemetry, match=r"seconds\[0\]\.family"):
         intake.add({"seconds": [{"second": 1}]}, now=0)
+
+
+def test_intake_lists_each_client_with_its_kind_and_request_rate():
+    intake = TelemetryIntake()
+    rows = [{"family": "resnet", "second": s, "arrivals": 20, "completions": 20, "met": 20} for s in range(90, 100)]
+    intake.add({"client_id": "gw-1", "kind": "gateway", "seconds": rows}, now=100.5)
+    intake.add({"client_id": "app", "seconds": rows[-2:]}, now=100.5)  # no kind: an embedded shim
+    assert intake.client_list(100.5) == [
+        {"id": "app", "kind": "shim", "requests_per_s": 4.0, "reported_s_ago": 0.0},
+        {"id": "gw-1", "kind": "gateway", "requests_per_s": 20.0, "reported_s_ago": 0.0}]
+    assert [c["id"] for c in intake.client_list(120.0)] == []  # quiet for longer than the window
+    with pytest.raises(BadTelemetry, match=r"kind must be one of shim, gateway, not 'proxy'"):
+        intake.add({"client_id": "x", "kind": "proxy", "seconds": []}, now=100.5)

@@ -1,21 +1,29 @@
 """The dashboard in a real headless browser (Debian's chromium via Selenium, chromedriver from apt).
 
-The page must load without console errors, draw its charts from live history, and a solve/apply
-made from the page must change what the (real, embedded) Triton servers have loaded.
+The page must load without console errors, draw its charts from live history, a solve/apply
+made from the page must change what the (real, embedded) Triton servers have loaded, and traffic
+sent through a gateway must show as the gateway's.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 
 sys.path.insert(0, str(Path(__file__).parent))
 from controlplane_helpers import TOKEN, call, running_control_plane  # noqa: E402
+
+from orchestrator.gateway.core import wait_ready  # noqa: E402
+from orchestrator.gateway.server import GatewayServer  # noqa: E402
 
 selenium = pytest.importorskip("selenium")
 from selenium import webdriver  # noqa: E402
@@ -98,7 +106,33 @@ def test_dashboard_draws_and_solve_apply_from_the_page_loads_models(model_repo, 
         # the page shows the new plan and the loaded models
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#plan-bars .bar[data-family='resnet'] div[data-variant]"))
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#devices .chip")) == len(plan.placements))
+
+        # traffic through a gateway (stock tritonclient) shows on the page as the gateway's
+        gateway = GatewayServer(server.url, http_port=0, grpc_port=0, poll_s=0.2, telemetry_s=0.2)
+        stop = threading.Event()
+        sender = threading.Thread(target=send_until, args=(gateway, stop))
+        try:
+            assert wait_ready(gateway.gateway, 30.0), gateway.gateway.readiness()
+            sender.start()
+            WebDriverWait(browser, 60, poll_frequency=0.5).until(
+                lambda d: re.search(r"1 gateway · [1-9]\d*\.\d req/s", d.find_element(By.ID, "kpi-clients").text))
+        finally:
+            stop.set()
+            if sender.is_alive():
+                sender.join(60)
+            gateway.close()
         assert severe_console_entries(browser) == []
+
+
+def send_until(gateway, stop: threading.Event) -> None:
+    """Infer resnet through the gateway with stock tritonclient until `stop`."""
+    image = np.zeros((1, 3, 224, 224), np.float32)
+    client = grpcclient.InferenceServerClient(gateway.grpc.url)
+    inp = grpcclient.InferInput("input", list(image.shape), "FP32")
+    inp.set_data_from_numpy(image)
+    while not stop.is_set():
+        client.infer("resnet", [inp], parameters={"deadline_ms": 5000})
+    client.close()
 
 
 def test_dashboard_without_token_says_so_and_changes_nothing(model_repo, browser):

@@ -318,6 +318,7 @@ def state():
         families=cp().family_settings(), estimates=cp().estimates,
         controller={"auto": cp().config.auto, "estimator": cp().config.estimator, "policy": cp().config.policy,
                     "busy": cp().executor.busy, "clients": cp().intake.active_clients(now)},
+        clients=cp().intake.client_list(now),
         policies=policies(),
         decisions=cp().store.decisions(30),
         history=cp().store.history(since=int_arg("since", int(now) - 300)),

@@ -1,13 +1,14 @@
 """Telemetry intake: the shims' per-second reports (POST /api/v1/telemetry), summed over clients.
 
 Body (orchestrator/telemetry.py `Telemetry.report`, documented in docs/shim.md):
-    {"client_id": "...", "sent_at": 1732350000.1, "interval_s": 1, "latency_buckets_ms": [...],
+    {"client_id": "...", "kind": "shim", "sent_at": 1732350000.1, "interval_s": 1, "latency_buckets_ms": [...],
      "seconds": [{"family": "resnet", "second": 1732349999, "arrivals": 40, "completions": 39,
                   "met": 38, "deadline_misses": 2, "drops": 1, "errors": 0, "retries": 0,
                   "latency_ms_hist": [...], "latency_ms_sum": 812.5, "served": {"resnet18": 39},
                   "served_met": {"resnet18": 38}}]}
 Seconds are kept until the controller flushes them (a little after they end, so reports that
-arrive late from several shims still add up).
+arrive late from several shims still add up). `kind` says what reports: an embedded "shim" or a
+"gateway" (orchestrator/gateway); the dashboard shows each client's kind and request rate.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ MAX_AGE_S = 3600  # a row's second may be this far in the past ...
 MAX_AHEAD_S = 60  # ... or this far in the future (clock skew between shim and control plane)
 CLIENT_KEEP_S = 60.0  # a client that has not reported for this long is forgotten
 MAX_CLIENT_ID = 200  # characters
+CLIENT_KINDS = ("shim", "gateway")
+RATE_WINDOW_S = 10  # a client's request rate: its arrivals over the last this many seconds
 
 
 class BadTelemetry(ValueError):
@@ -68,6 +71,9 @@ def parse_report(body, now: float, families: dict[str, set[str]] | None = None) 
     client = body.get("client_id", "?")
     if not isinstance(client, str) or len(client) > MAX_CLIENT_ID:
         raise BadTelemetry(f"client_id must be a string of at most {MAX_CLIENT_ID} characters, not {_shown(client)}")
+    kind = body.get("kind", "shim")
+    if kind not in CLIENT_KINDS:
+        raise BadTelemetry(f"kind must be one of {', '.join(CLIENT_KINDS)}, not {_shown(kind)}")
     seconds = body.get("seconds")
     if not isinstance(seconds, list):
         raise BadTelemetry("telemetry body needs a 'seconds' list (one entry per family per second)")
@@ -110,6 +116,19 @@ def parse_report(body, now: float, families: dict[str, set[str]] | None = None) 
     return seconds
 
 
+@dataclass
+class ClientSeen:
+    """One reporting client: its kind, when it last reported, its arrivals per second (recent)."""
+
+    kind: str
+    last_report: float
+    arrivals: dict[int, int] = field(default_factory=dict)  # second -> requests, over all families
+
+    def requests_per_s(self, now: float) -> float:
+        start = int(now) - RATE_WINDOW_S
+        return sum(n for s, n in self.arrivals.items() if start <= s < int(now)) / RATE_WINDOW_S
+
+
 class TelemetryIntake:
     """Sums reports per (family, second) until flushed. Thread-safe.
 
@@ -122,15 +141,24 @@ class TelemetryIntake:
         self._lock = threading.Lock()
         self._open: dict[tuple[str, int], FamilySecond] = {}
         self.reports = 0
-        self.clients: dict[str, float] = {}  # client id -> last report time
+        self.clients: dict[str, ClientSeen] = {}  # client id -> what it reported
 
     def add(self, body, now: float) -> int:
         """Add a report (all of it, or nothing: BadTelemetry); returns the number of rows."""
         rows = parse_report(body, now, self.families)
         with self._lock:
             self.reports += 1
-            self.clients[body.get("client_id", "?")] = now
-            for client in [c for c, t in self.clients.items() if now - t > CLIENT_KEEP_S]:
+            client_id = body.get("client_id", "?")
+            seen = self.clients.get(client_id)
+            if seen is None:
+                seen = self.clients[client_id] = ClientSeen(body.get("kind", "shim"), now)
+            seen.last_report = now
+            for row in rows:
+                second = int(row["second"])
+                seen.arrivals[second] = seen.arrivals.get(second, 0) + int(row.get("arrivals", 0))
+            for second in [s for s in seen.arrivals if s < now - 2 * RATE_WINDOW_S]:
+                del seen.arrivals[second]
+            for client in [c for c, t in self.clients.items() if now - t.last_report > CLIENT_KEEP_S]:
                 del self.clients[client]
             for key in [k for k in self._open if k[1] < now - MAX_AGE_S]:
                 del self._open[key]
@@ -160,4 +188,11 @@ class TelemetryIntake:
 
     def active_clients(self, now: float, within_s: float = 10.0) -> int:
         with self._lock:
-            return sum(1 for t in self.clients.values() if now - t <= within_s)
+            return sum(1 for c in self.clients.values() if now - c.last_report <= within_s)
+
+    def client_list(self, now: float, within_s: float = 10.0) -> list[dict]:
+        """The clients that reported within `within_s`: id, kind, request rate, seconds since."""
+        with self._lock:
+            return [{"id": cid, "kind": c.kind, "requests_per_s": round(c.requests_per_s(now), 2),
+                     "reported_s_ago": round(now - c.last_report, 1)}
+                    for cid, c in sorted(self.clients.items()) if now - c.last_report <= within_s]

@@ -48,7 +48,8 @@ class ShimConfig:
     health_cooldown_s: float = 2.0  # a failed device is skipped this long
     poll_s: float = 1.0  # control-plane source: how often to fetch the plan
     telemetry_s: float = 1.0  # control-plane source: how often to post telemetry
-    client_id: str = ""  # names this client in telemetry; default: a random id
+    client_id: str = ""  # names this client in telemetry; default: its kind and a random id
+    client_kind: str = "shim"  # what it is in telemetry and on the dashboard: "shim" or "gateway"
     metrics_port: int | None = None  # serve Prometheus text at http://0.0.0.0:PORT/metrics
 
     def __post_init__(self) -> None:
@@ -61,3 +62,5 @@ class ShimConfig:
             except ValueError:
                 raise ValueError(f"ShimConfig.{name} must be one of {', '.join(kind.choices())}, "
                                  f"not {value!r}") from None
+        if self.client_kind not in ("shim", "gateway"):
+            raise ValueError(f"ShimConfig.client_kind must be shim or gateway, not {self.client_kind!r}")

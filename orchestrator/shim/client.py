@@ -71,7 +71,7 @@ class Client:
         if unknown:
             raise TypeError(f"unknown setting(s) {sorted(unknown)}; see ShimConfig")
         self.config = replace(config or ShimConfig(), **settings)
-        self.client_id = self.config.client_id or f"shim-{uuid.uuid4().hex[:8]}"
+        self.client_id = self.config.client_id or f"{self.config.client_kind}-{uuid.uuid4().hex[:8]}"
         self.telemetry = Telemetry()
         self._answers = Answers(self.telemetry)
         self.counts = self._answers.counts  # submitted, answered, each Status's value, retries, ... (read-only)
@@ -94,7 +94,8 @@ class Client:
             self.set_plan(plan_source, endpoints)
         elif isinstance(plan_source, str):
             self._follower = PlanFollower(plan_source, self._install_published, self.telemetry, self.client_id,
-                                          self._answers.count, self.config.poll_s, self.config.telemetry_s)
+                                          self._answers.count, self.config.poll_s, self.config.telemetry_s,
+                                          client_kind=self.config.client_kind)
             self._follower.start()  # the first fetch must work: raises ConnectionError / ValueError
         else:
             raise TypeError(f"plan_source must be a Plan or the control plane's URL, got {type(plan_source).__name__}")

@@ -134,8 +134,9 @@ class PlanFollower:
     `contact()` says since when the control plane has not answered."""
 
     def __init__(self, url: str, install: Callable[[PublishedPlan], None], telemetry: Telemetry, client_id: str,
-                 count: Callable[[str], None], poll_s: float, telemetry_s: float):
+                 count: Callable[[str], None], poll_s: float, telemetry_s: float, client_kind: str = "shim"):
         self.source = ControlPlaneClient(url)
+        self._client_kind = client_kind
         self._install = install
         self._telemetry = telemetry
         self._client_id = client_id
@@ -171,7 +172,7 @@ class PlanFollower:
                        now - failing if failing is not None else 0.0, self._last_error)
 
     def post_telemetry(self, now: float) -> None:
-        body = self._telemetry.report(now, self._client_id)
+        body = self._telemetry.report(now, self._client_id, self._client_kind)
         if not body["seconds"]:
             return
         try:

@@ -73,8 +73,23 @@ function drawHeader(d) {
   $("kpi-acc").textContent = plan ? acc.toFixed(1) + " %" : "–";
   const est = Object.values(d.estimates || {}).reduce((a, v) => a + v, 0);
   $("kpi-demand").textContent = est.toFixed(1) + " rps";
-  $("kpi-controller").textContent = (d.controller.auto ? "auto" : "manual") + (d.controller.busy ? " · applying" : "") +
-    ` · ${d.controller.clients} shim${d.controller.clients === 1 ? "" : "s"}`;
+  $("kpi-controller").textContent = (d.controller.auto ? "auto" : "manual") + (d.controller.busy ? " · applying" : "");
+  drawClients(d.clients || []);
+}
+
+// Who sends the traffic: per kind (gateway, shim), how many report and their request rate.
+function drawClients(clients) {
+  const kinds = {};
+  for (const c of clients) {
+    const k = kinds[c.kind] || (kinds[c.kind] = { n: 0, rps: 0 });
+    k.n += 1;
+    k.rps += c.requests_per_s;
+  }
+  const parts = Object.keys(kinds).sort().map(kind =>
+    `${kinds[kind].n} ${kind}${kinds[kind].n === 1 ? "" : "s"} · ${kinds[kind].rps.toFixed(1)} req/s`);
+  const box = $("kpi-clients");
+  box.textContent = parts.length ? parts.join(", ") : "no clients";
+  box.title = clients.map(c => `${c.id} (${c.kind}): ${c.requests_per_s} req/s`).join("\n");
 }
 
 function drawDevices(d) {
