@@ -320,11 +320,11 @@ def test_a_gateway_without_a_plan_is_live_not_ready_and_answers_unavailable(imag
         gw.close()
 
 
-def test_the_gateway_follows_the_control_plane_reports_to_it_and_serves_on_when_it_dies(model_repo, image):
-    """`orchestrator serve`'s gateway (GatewayServer, as serve starts it): it picks up the plan the
-    control plane publishes, its traffic reaches the control plane's telemetry (the dashboard's
-    source), and when the control plane goes away every request a client sends through the
-    gateway is still answered, on the last plan."""
+def test_gateways_follow_the_control_plane_report_to_it_and_serve_on_when_it_dies(model_repo, image):
+    """`orchestrator serve`'s gateway (GatewayServer, as serve starts it), two of them: each picks
+    up the plan the control plane publishes, their traffic adds up in the control plane's
+    telemetry (the dashboard's source), and when the control plane goes away every request a
+    client sends through a gateway is still answered, on the last plan, and the gateway says so."""
     import sys
     import threading
     import time
@@ -341,20 +341,26 @@ def test_the_gateway_follows_the_control_plane_reports_to_it_and_serves_on_when_
         with running_control_plane(model_repo, runtime=runtime) as server:
             server.cp.apply(server.cp.solve(demand={"resnet": 2.0}), reason="test: first plan")
             gw = GatewayServer(server.url, http_port=0, grpc_port=0, metrics_port=0, poll_s=0.2, telemetry_s=0.2)
+            other = GatewayServer(server.url, http_port=0, grpc_port=0, poll_s=0.2, telemetry_s=0.2)
             try:
                 assert wait_ready(gw.gateway, 30.0), gw.gateway.readiness()
-                client = grpcclient.InferenceServerClient(gw.grpc.url)
+                assert wait_ready(other.gateway, 30.0), other.gateway.readiness()
+                version = server.cp.plan.version
+                assert gw.gateway.client.plan.version == other.gateway.client.plan.version == version
                 inp = grpcclient.InferInput("input", list(image.shape), "FP32")
                 inp.set_data_from_numpy(image)
-                for _ in range(5):
-                    assert client.infer("resnet", [inp], parameters={"deadline_ms": 5000}).as_numpy("logits").shape \
-                        == (1, 1000)
-                end = time.monotonic() + 10
-                while server.cp.intake.reports == 0 and time.monotonic() < end:
-                    time.sleep(0.1)
-                assert server.cp.intake.active_clients(time.time()) >= 1
-                assert sum(fs.arrivals for fs in server.cp.intake.flush(int(time.time()) + 2)) >= 5
-                version = gw.gateway.client.plan.version
+                for url, n in ((other.grpc.url, 3), (gw.grpc.url, 5)):
+                    client = grpcclient.InferenceServerClient(url)
+                    for _ in range(n):
+                        assert client.infer("resnet", [inp], parameters={"deadline_ms": 5000}).as_numpy(
+                            "logits").shape == (1, 1000)
+                arrivals, end = 0, time.monotonic() + 20
+                while arrivals < 8 and time.monotonic() < end:
+                    time.sleep(0.2)
+                    arrivals += sum(fs.arrivals for fs in server.cp.intake.flush(int(time.time()) + 2))
+                assert arrivals == 8  # 3 + 5: the two gateways' telemetry adds up
+                clients = server.cp.intake.client_list(time.time())
+                assert sorted(c["kind"] for c in clients) == ["gateway", "gateway"], clients
                 outcomes: list[str] = []
 
                 def send(n: int) -> None:
@@ -385,4 +391,5 @@ def test_the_gateway_follows_the_control_plane_reports_to_it_and_serves_on_when_
                 assert _total(samples, "nv_inference_request_success", model="resnet") == 5 + 12
                 client.close()
             finally:
+                other.close()
                 gw.close()

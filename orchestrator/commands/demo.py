@@ -91,6 +91,7 @@ def default_rates(catalog: Catalog, cluster: Cluster, profiles: ProfileSet, slo_
 def run(args) -> int:
     from orchestrator.controlplane.loadgen import BurstyLoad
     from orchestrator.controlplane.server import ControlPlaneServer
+    from orchestrator.gateway.core import wait_ready
     from orchestrator.shim.client import Client
     from orchestrator.triton.runtime import ClusterRuntime
 
@@ -127,11 +128,18 @@ def run(args) -> int:
         server.start(log=lambda msg: print("      " + msg, flush=True))
         first = server.cp.solve(demand={FAMILY: low})
         server.cp.apply(first, reason="demo: first plan for the calm rate")
-        print(f"[5/5] bursty load through the shim: {low:g} req/s calm ({args.calm_s:g} s), "
+        gateway = start_beside(args, server.url, profiles=profiles)
+        if gateway is not None:  # the load goes to it with stock tritonclient, as an application's would
+            if not wait_ready(gateway.gateway, 60.0):
+                raise UserError(f"the gateway did not get the first plan: {gateway.gateway.readiness()}")
+            target: str | Client = gateway.grpc.url
+            via = f"the gateway ({gateway.grpc.url}, tritonclient.grpc)"
+        else:
+            client = Client(server.url, profiles=profiles)
+            target, via = client, "an in-process shim (--no-gateway)"
+        print(f"[5/5] bursty load through {via}: {low:g} req/s calm ({args.calm_s:g} s), "
               f"{high:g} req/s spikes ({args.spike_s:g} s), SLO {slo:g} ms", flush=True)
-        client = Client(server.url, profiles=profiles)
-        load = BurstyLoad(client, FAMILY, low, high, args.calm_s, args.spike_s).start()
-        gateway = start_beside(args, server.url)
+        load = BurstyLoad(target, FAMILY, low, high, args.calm_s, args.spike_s).start()
         print(f"\n  dashboard: {server.url}/   (token for changes: {token_note})", flush=True)
         if gateway is not None:
             print(f"  {gateway.addresses()}", flush=True)

@@ -36,19 +36,21 @@ def add_gateway_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-gateway", action="store_true", help="do not start a gateway")
 
 
-def start_beside(args, control_plane: str):
-    """The gateway `serve` and `demo` start (None with --no-gateway), on the control plane's host."""
+def start_beside(args, control_plane: str, **settings):
+    """The gateway `serve` and `demo` start (None with --no-gateway), on the control plane's host;
+    `settings` go to its data plane (shim.Client)."""
     if args.no_gateway:
         return None
-    return start(control_plane, args.host, args.gateway_http_port, args.gateway_grpc_port, args.gateway_metrics_port)
+    return start(control_plane, args.host, args.gateway_http_port, args.gateway_grpc_port, args.gateway_metrics_port,
+                 **settings)
 
 
-def start(control_plane: str, host: str, http_port: int, grpc_port: int, metrics_port: int):
+def start(control_plane: str, host: str, http_port: int, grpc_port: int, metrics_port: int, **settings):
     """A running GatewayServer; a port already taken is a UserError naming it."""
     from orchestrator.gateway.server import GatewayServer
 
     try:
-        return GatewayServer(control_plane, host, http_port, grpc_port, metrics_port)
+        return GatewayServer(control_plane, host, http_port, grpc_port, metrics_port, **settings)
     except OSError as e:
         raise UserError(f"gateway: cannot listen on {host} (HTTP port {http_port}, gRPC port {grpc_port}, metrics "
                         f"port {metrics_port}): {e.strerror or e}") from None
