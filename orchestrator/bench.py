@@ -16,7 +16,6 @@ The runs, a results table (markdown + CSV) and the plots are written to the outp
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace

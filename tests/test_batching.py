@@ -1,7 +1,6 @@
 """Pure batching-policy tests: no Triton, simulated service times (tests/route_loop.py)."""
 
 import bisect
-import math
 import random
 
 import pytest

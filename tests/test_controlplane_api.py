@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from controlplane_helpers import TOKEN, call, running_control_plane  # noqa: E402
+from controlplane_helpers import call, running_control_plane  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ Two servers: "a" serves resnet18 and resnet50, "b" serves resnet18. These tests 
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections import Counter
 

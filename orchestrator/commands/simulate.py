@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from orchestrator.commands.bench import DEFAULT_POLICIES, add_control_flags, parse_policies, trace_slo

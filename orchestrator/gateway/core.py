@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator.catalog import TRITON_TO_NUMPY, Catalog, TensorSpec, Variant
+from orchestrator.catalog import TRITON_TO_NUMPY, TensorSpec, Variant
 from orchestrator.dataplane.status import Status
 from orchestrator.gateway.metrics import GatewayMetrics
 from orchestrator.shim.client import Client, Result
