@@ -13,19 +13,26 @@ Targets: ratio >= 0.95 at concurrency 1 and >= 0.90 at 16; added p50 <= 1 ms at 
 
 `--ceiling` also measures the gateway alone: an identity python-backend model on 4 floats, so
 that Triton costs little, gRPC at concurrency 16, and prints requests/s and the gateway
-process's CPU per request (goal: 3,000 req/s per core).
+process's CPU per request (goal: 3,000 req/s per core). With `--profile` (needs `py-spy`, a
+pip package) it samples the gateway process during those runs and prints where its busy time
+goes: the inbound protocol server, the outbound Triton client, the gateway's and the data
+plane's own code (threads blocked in a poll or a wait are left out).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +87,16 @@ def child(model: str, grpc_url: str, catalog_path: str) -> None:
     grpc.close()
     http.close()
     gateway.close()
+
+
+def start_profile(pid: int, out: Path) -> subprocess.Popen:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        raise SystemExit("--profile needs py-spy (pip install py-spy)")
+    proc = subprocess.Popen([spy, "record", "-p", str(pid), "-r", "200", "-f", "raw", "-o", str(out), "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached before the load starts
+    return proc
 
 
 def start_gateway(model: str, grpc_url: str, catalog_path: Path) -> tuple[subprocess.Popen, dict]:
@@ -151,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", type=int, default=64, help="requests per measurement")
     ap.add_argument("--rounds", type=int, default=6, help="alternating direct/gateway rounds per level")
     ap.add_argument("--ceiling", action="store_true", help="also measure the gateway alone on a trivial model")
+    ap.add_argument("--profile", action="store_true", help="with --ceiling: where the gateway's time goes (py-spy)")
     args = ap.parse_args(argv)
     repo = Path(args.repo)
     if not (repo / "variants.json").is_file():
@@ -172,11 +190,41 @@ def main(argv: list[str] | None = None) -> int:
     print(f"target (ratio >= 0.95 at 1, >= 0.90 at 16; added p50 <= 1 ms at 1; medians over rounds): "
           f"{'met' if ok else 'NOT met'}")
     if args.ceiling:
-        ceiling(min(levels[-1], 16))
+        ceiling(min(levels[-1], 16), profile=args.profile)
     return 0
 
 
-def ceiling(concurrency: int, requests: int = 3000) -> None:
+# where a sample's time goes: the first of these found walking up from its innermost frame
+PARTS = (("gateway/tensors.py", "KServe tensor decoding and encoding"),
+         ("tritonclient/", "the outbound Triton client (tritonclient, grpc channel)"),
+         ("grpc/_channel", "the outbound Triton client (tritonclient, grpc channel)"),
+         ("orchestrator/shim", "the data plane (route worker, policy, answers)"),
+         ("orchestrator/dataplane", "the data plane (route worker, policy, answers)"),
+         ("orchestrator/telemetry", "the data plane (route worker, policy, answers)"),
+         ("orchestrator/gateway", "the gateway's own code (names, checks, metrics)"),
+         ("grpc/_server", "the inbound gRPC server (grpcio)"), ("concurrent/futures", "the inbound gRPC server (grpcio)"),
+         ("http/server", "the inbound HTTP server (http.server)"), ("socketserver", "the inbound HTTP server (http.server)"),
+         ("email/", "the inbound HTTP server (http.server)"), ("socket.py", "the inbound HTTP server (http.server)"))
+# innermost frames where a thread waits (py-spy shows C calls that released the GIL as active)
+WAITING = ("Condition.wait", "Event.wait", "thread.py:81)", "completion_queue.poll", "_server.py:1330)",
+           "_channel.py:1162)", "_channel.py:1751)", "select", "poll (")
+
+
+def breakdown(raw: Path) -> str:
+    """py-spy's raw stacks -> the share of the busy samples per part of the gateway."""
+    parts: collections.Counter[str] = collections.Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")[::-1]
+        if not frames or any(w in frames[0] for w in WAITING):
+            continue
+        part = next((name for f in frames for key, name in PARTS if key in f), "other")
+        parts[part] += int(count)
+    busy = sum(parts.values()) or 1
+    return "; ".join(f"{name} {100 * n / busy:.0f} %" for name, n in parts.most_common()) + f" ({busy} samples)"
+
+
+def ceiling(concurrency: int, requests: int = 3000, profile: bool = False) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp)
         (repo / "echo" / "1").mkdir(parents=True)
@@ -189,9 +237,14 @@ def ceiling(concurrency: int, requests: int = 3000) -> None:
             try:
                 run("grpc", gateway["grpc"], "bench", x, 4, 200)
                 for protocol in ("grpc", "http"):
+                    spy = start_profile(proc.pid, repo / f"{protocol}.txt") if profile else None
                     cpu0 = process_cpu_s(proc.pid)
                     wall, lat = run(protocol, gateway[protocol], "bench", x, concurrency, requests)
                     cpu = process_cpu_s(proc.pid) - cpu0
+                    if spy is not None:
+                        spy.send_signal(signal.SIGINT)
+                        spy.wait(60)
+                        print(f"profile, {protocol}: {breakdown(repo / f'{protocol}.txt')}", flush=True)
                     direct_wall, _ = run(protocol, server.grpc_url if protocol == "grpc" else server.http_url, "echo",
                                          x, concurrency, requests)
                     print(f"ceiling, {protocol}, identity model, concurrency {concurrency}: gateway {requests / wall:,.0f} "
