@@ -283,6 +283,31 @@ def test_metrics_are_named_and_typed_as_tritons_and_count_every_request(gateway,
             assert keys <= triton_keys, f"{name}: labels {keys} here, {triton_keys} at Triton"
 
 
+def test_a_stream_answers_every_request_in_order_and_errors_without_ending(gateway, triton, model_repo, image):
+    """ModelStreamInfer with tritonclient's stream API: one answer per request; a bad request is
+    an error answer and the stream goes on, as tritonserver's stream does."""
+    answers: dict[str, list] = {}
+    for name, url, model in (("gateway", gateway["grpc"], "resnet"), ("triton", triton.grpc_url, "resnet18")):
+        got: list = []
+        client = grpcclient.InferenceServerClient(url)
+        client.start_stream(callback=lambda result, error, got=got: got.append((result, error)))
+        good = grpcclient.InferInput("input", list(image.shape), "FP32")
+        good.set_data_from_numpy(image)
+        bad = grpcclient.InferInput("input", list(image.shape), "INT32")
+        bad.set_data_from_numpy(image.astype(np.int32))
+        for i, inp in enumerate((good, bad, good)):
+            client.async_stream_infer(model, [inp], request_id=str(i))
+        client.stop_stream()  # waits for the answers
+        client.close()
+        answers[name] = got
+    assert [e is None for _, e in answers["gateway"]] == [e is None for _, e in answers["triton"]] == [True, False, True]
+    results = [r for r, e in answers["gateway"] if e is None]
+    assert [r.get_response().id for r in results] == ["0", "2"]
+    variant = _grpc_parameters(results[0])["variant"]
+    np.testing.assert_allclose(results[0].as_numpy("logits"), onnx_logits(model_repo, variant, image), rtol=0, atol=ATOL)
+    assert "data-type" in answers["gateway"][1][1].message()
+
+
 def test_a_hopeless_deadline_is_an_explicit_deadline_error_at_once(gateway, image):
     grpc = grpcclient.InferenceServerClient(gateway["grpc"])
     inp = grpcclient.InferInput("input", list(image.shape), "FP32")

@@ -1,7 +1,7 @@
 """The gateway's KServe v2 gRPC endpoint (Triton's `inference.GRPCInferenceService`, from the
 stubs that ship with tritonclient): ServerLive, ServerReady, ServerMetadata, ModelReady,
-ModelMetadata, ModelConfig and ModelInfer. Errors abort the call with the status Triton gives
-(core.Code) and a one-line message.
+ModelMetadata, ModelConfig, ModelInfer and ModelStreamInfer. Errors abort the call with the
+status Triton gives (core.Code) and a one-line message.
 """
 
 from __future__ import annotations
@@ -75,17 +75,31 @@ class _Service(service_pb2_grpc.GRPCInferenceServiceServicer):
                 output=tensors(model_config_pb2.ModelOutput, c["output"])))
         return self._call(context, config)
 
+    def _infer(self, request):
+        """A ModelInferRequest's ModelInferResponse; GatewayError when it fails."""
+        with self.gateway.metrics.request(request.model_name, request.model_version, "grpc") as outcome:
+            inputs = parse_grpc(request)
+            outputs = [o.name for o in request.outputs] or None
+            serve_late = "serve_late" in request.parameters and request.parameters["serve_late"].bool_param
+            answer = outcome.answer = self.gateway.infer(request.model_name, inputs, outputs,
+                                                         deadline_ms=grpc_parameter(request, "deadline_ms"),
+                                                         version=request.model_version, serve_late=serve_late)
+        return grpc_response(answer, request.id, service_pb2)
+
     def ModelInfer(self, request, context):  # noqa: N802
-        def infer():
-            with self.gateway.metrics.request(request.model_name, request.model_version, "grpc") as outcome:
-                inputs = parse_grpc(request)
-                outputs = [o.name for o in request.outputs] or None
-                serve_late = "serve_late" in request.parameters and request.parameters["serve_late"].bool_param
-                answer = outcome.answer = self.gateway.infer(request.model_name, inputs, outputs,
-                                                             deadline_ms=grpc_parameter(request, "deadline_ms"),
-                                                             version=request.model_version, serve_late=serve_late)
-            return grpc_response(answer, request.id, service_pb2)
-        return self._call(context, infer)
+        return self._call(context, lambda: self._infer(request))
+
+    def ModelStreamInfer(self, request_iterator, context):  # noqa: N802
+        """One answer per request, in order; a failed request is an `error_message` answer and
+        the stream goes on, as Triton's."""
+        for request in request_iterator:
+            try:
+                yield service_pb2.ModelStreamInferResponse(infer_response=self._infer(request))
+            except GatewayError as e:
+                yield service_pb2.ModelStreamInferResponse(error_message=e.message)
+            except Exception as e:  # never a stack trace to the client
+                log.exception("gateway: streamed inference failed")
+                yield service_pb2.ModelStreamInferResponse(error_message=f"internal error: {type(e).__name__}")
 
 
 class GrpcEndpoint:
