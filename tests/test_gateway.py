@@ -244,6 +244,8 @@ def test_metrics_are_named_and_typed_as_tritons_and_count_every_request(gateway,
     hinp.set_data_from_numpy(pair)
     http.infer("resnet18", [hinp])  # one request of two inferences
     http.close()
+    assert _status(f"http://{gateway['http']}/v2/models/junk/infer", b'{"inputs": [',
+                   {"Content-Type": "application/json"}) >= 400  # malformed, for a model nobody serves
     types, after = _metrics(gw.prometheus_text())
 
     def delta(name: str, **labels) -> float:
@@ -253,7 +255,7 @@ def test_metrics_are_named_and_typed_as_tritons_and_count_every_request(gateway,
     assert delta("nv_inference_request_success", model="resnet18") == 1
     assert delta("nv_inference_count", model="resnet18") == 2
     assert delta("nv_inference_request_failure", model="resnet", reason="INVALID_ARGUMENT") == 1
-    assert not any(dict(lab).get("model") == "nosuch" for _, lab in after), "an unknown name made a series"
+    assert not any(dict(lab).get("model") in ("nosuch", "junk") for _, lab in after), "an unknown name made a series"
     assert delta("nv_inference_request_duration_us", model="resnet") >= delta("nv_inference_compute_infer_duration_us",
                                                                                model="resnet") > 0
     assert delta("orchestrator_gateway_request_duration_seconds_count", model="resnet", protocol="grpc") == 3

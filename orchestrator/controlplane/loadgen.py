@@ -35,7 +35,7 @@ class _GatewaySender:
     def send(self, family: str, done) -> None:
         def answered(result, error) -> None:
             if error is not None:
-                head = error.message().split(":", 1)[0]
+                head = (error.message() or "").split(":", 1)[0]
                 done(head if head in STATUS_NAMES else "error", "")
                 return
             params = result.get_response().parameters

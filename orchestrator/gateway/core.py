@@ -86,7 +86,7 @@ class Gateway:
 
     def __init__(self, client: Client | None = None):
         self._client = client
-        self.metrics = GatewayMetrics()
+        self.metrics = GatewayMetrics(known=self.model_ready)
         self._stop = threading.Event()
         self._follower: threading.Thread | None = None
         self.last_error = ""  # why there is no client yet (the control plane's answer)
@@ -162,7 +162,8 @@ class Gateway:
         if name in plan.families:
             routes = client.routes_of(name)
             if not routes:
-                raise GatewayError(Code.UNAVAILABLE, f"model '{name}' has no route in plan version {plan.version}")
+                raise GatewayError(Code.UNAVAILABLE, f"{Status.UNSERVED.value}: model '{name}' has no route in plan "
+                                                     f"version {plan.version}")
             return name, None, catalog.variants[routes[0]]
         v = catalog.variants.get(name)
         if v is not None and v.family in plan.families and name in client.routes_of(v.family):

@@ -23,9 +23,9 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from orchestrator.prometheus import histogram_lines, metric_lines
@@ -57,9 +57,12 @@ class Outcome:
 
 
 class GatewayMetrics:
-    """Counters of the gateway's inference requests. Thread-safe."""
+    """Counters of the gateway's inference requests. Thread-safe. `known(name, version)` says
+    whether the gateway serves a model name: a failed request for a name it does not serve is
+    not counted, so that clients cannot make up series."""
 
-    def __init__(self):
+    def __init__(self, known: Callable[[str, str], bool]):
+        self._known = known
         self._lock = threading.Lock()
         self._models: dict[tuple[str, str], _Model] = {}
         self._pending: dict[tuple[str, str], int] = {}
@@ -69,8 +72,7 @@ class GatewayMetrics:
     @contextmanager
     def request(self, model: str, version: str, protocol: str) -> Iterator[Outcome]:
         """Count one inference request: the endpoint sets `.answer`, or raises (a GatewayError's
-        code is its reason; anything else is INTERNAL). A model name the gateway does not know
-        (NOT_FOUND) is not counted: clients must not be able to make up series."""
+        code is its reason; anything else is INTERNAL)."""
         key = (model, version or "1")
         outcome = Outcome()
         started = time.perf_counter()
@@ -88,13 +90,14 @@ class GatewayMetrics:
 
     def _record(self, key: tuple[str, str], protocol: str, answer: "Answer | None", reason: str,
                 seconds: float) -> None:
+        counted = answer is not None or key in self._models or self._known(*key)
         with self._lock:
             left = self._pending[key] - 1
             if left:
                 self._pending[key] = left
             else:
                 del self._pending[key]
-            if answer is None and reason == "NOT_FOUND" and key not in self._models:
+            if not counted:
                 return
             m = self._models.get(key)
             if m is None:
@@ -115,9 +118,9 @@ class GatewayMetrics:
 
     def prometheus_text(self, ready: bool) -> str:
         with self._lock:
-            models = sorted(self._models.items())
+            models = sorted((k, replace(m, failure=dict(m.failure))) for k, m in self._models.items())
             pending = dict(self._pending)
-            latency = sorted(self._latency.items())
+            latency = sorted((k, (list(counts), list(total))) for k, (counts, total) in self._latency.items())
             answers = sorted(self._answers.items())
 
         def per_model(attr: str, scale: float = 1.0) -> list[tuple[dict, float]]:
