@@ -8,7 +8,9 @@ For every policy, in turn, on one set of Triton servers (embedded or remote, fro
      before the clock starts;
   3. a shim `Client` pointed at the control plane's URL (it polls the plan and posts telemetry,
      as an application would) receives the trace open-loop: each request is sent at its arrival
-     time whatever happened to earlier ones;
+     time whatever happened to earlier ones. With `via="gateway"` the client is a gateway's data
+     plane (gateway/, in this process) and the trace goes to the gateway's gRPC port with stock
+     tritonclient (gateway/remote.py), as a Triton user's application would send it;
   4. every request's `Result` becomes an outcome row (evaluation.Outcomes); every plan the
      executor publishes becomes a `PlanEvent`.
 The runs, a results table (markdown + CSV) and the plots are written to the output folder.
@@ -36,6 +38,9 @@ from orchestrator.files import write_atomic
 from orchestrator.plan import Plan
 from orchestrator.planner import POLICIES
 from orchestrator.profiles import ProfileSet
+from orchestrator.gateway.core import Gateway
+from orchestrator.gateway.grpc_server import GrpcEndpoint
+from orchestrator.gateway.remote import RemoteGateway
 from orchestrator.shim.client import Client, Result, ShimConfig
 from orchestrator.trace import Trace
 from orchestrator.triton.runtime import ClusterRuntime
@@ -49,6 +54,7 @@ class BenchConfig:
     control: ControlPlaneConfig = field(default_factory=ControlPlaneConfig)
     shim: ShimConfig = ShimConfig()
     settle_s: float = 1.0  # pause between policies
+    via: str = "shim"  # "shim": the trace goes to an in-process shim; "gateway": to a gateway, with tritonclient
     answer_timeout_s: float = 120.0  # a request still unanswered this long after the trace ended is an error
 
 
@@ -115,7 +121,12 @@ def run_policy(policy: str, trace: Trace, runtime: ClusterRuntime, catalog: Cata
     controller = Controller(cp, wake=cp.wake)
     device_classes = {d.id: d.device_class for d in cluster.devices}
     client = Client(http.url, catalog=catalog, profiles=profiles, device_classes=device_classes,
-                    config=replace(config.shim, client_id=f"bench-{policy}"))
+                    config=replace(config.shim, client_id=f"bench-{policy}",
+                                   client_kind="gateway" if config.via == "gateway" else "shim"))
+    sender, gateway = client, None
+    if config.via == "gateway":  # a gateway on the client's data plane, reached over gRPC
+        gateway = GrpcEndpoint(Gateway(client), port=0)
+        sender = RemoteGateway(gateway.url, call_timeout_s=config.answer_timeout_s)
     image = np.random.default_rng(0).standard_normal((3, 224, 224)).astype(np.float32)
     futures: list = [None] * len(trace)
     lag_max = 0.0
@@ -132,7 +143,7 @@ def run_policy(policy: str, trace: Trace, runtime: ClusterRuntime, catalog: Cata
                 time.sleep(delay)
             else:
                 lag_max = max(lag_max, -delay)
-            futures[i] = client.infer_async(families[i], image, deadline_ms=deadlines[i])
+            futures[i] = sender.infer_async(families[i], image, deadline_ms=deadlines[i])
             if t >= next_report:
                 progress(f"{policy}: t={t:.0f}/{trace.duration_s:.0f} s, {i + 1} requests sent, "
                          f"plan v{cp.plan.version}")
@@ -151,11 +162,15 @@ def run_policy(policy: str, trace: Trace, runtime: ClusterRuntime, catalog: Cata
                 rows.append(outcome_row(None, times[i], families[i], deadlines[i], catalog, str(e)))
     finally:
         controller.stop()
+        if gateway is not None:
+            sender.close()
+            gateway.close()
         client.close(timeout_s=30)
         http.stop()
         store.close()
     decisions = [e for e in recorder.events]
-    notes = [f"open-loop sender fell behind the trace by at most {lag_max * 1000:.1f} ms",
+    notes = [f"open-loop sender fell behind the trace by at most {lag_max * 1000:.1f} ms, sending "
+             + ("to a gateway with tritonclient.grpc" if config.via == "gateway" else "to an in-process shim"),
              f"controller: estimator {control.estimator}, tick {control.tick_s} s, dwell {control.dwell_s} s, "
              f"hysteresis {control.hysteresis}; shim: {config.shim.policy} batching, {config.shim.percentile}, "
              f"slack {config.shim.slack_ms} ms"]

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator.bench import run_bench
+from orchestrator.bench import BenchConfig, run_bench, run_policy
 from orchestrator.catalog import Catalog
 from orchestrator.cli import main as cli_main
 from orchestrator.cluster import Cluster
@@ -78,8 +78,10 @@ def bench(model_repo, tmp_path_factory):
         slo = {"resnet": round(deadline_ms, 1)}
         runs = run_bench(trace, cluster, catalog, profiles, POLICIES, slo, work / "out", runtime=runtime,
                          progress=print)
+        # the MILP once more, the trace sent to a gateway with stock tritonclient
+        via_gateway = run_policy("milp", trace, runtime, catalog, profiles, slo, BenchConfig(via="gateway"), print)
     return {"trace": trace, "runs": {r.policy: r for r in runs}, "out": work / "out", "cluster": cluster,
-            "catalog": catalog, "profiles": profiles, "slo": slo}
+            "catalog": catalog, "profiles": profiles, "slo": slo, "via_gateway": via_gateway}
 
 
 def test_every_request_has_one_outcome_and_results_are_written(bench):
@@ -100,6 +102,23 @@ def test_every_request_has_one_outcome_and_results_are_written(bench):
     for png in ("timeline.png", "accuracy.png", "latency_cdf.png"):
         assert (out / png).stat().st_size > 10_000
     print("\n" + table)
+
+
+def test_the_trace_sent_through_a_gateway_is_answered_as_through_the_shim(bench):
+    """The live bench with `via="gateway"`: every request of the trace, sent with tritonclient to
+    a gateway, has one outcome, the answers name the variants and batches that served them, and
+    the effective accuracy is within the sim-vs-live margin of the same policy through the shim."""
+    run, trace = bench["via_gateway"], bench["trace"]
+    o = run.outcomes
+    assert len(o) == len(trace) and np.allclose(o.arrival_s, trace.time_s)
+    assert set(o.status.tolist()) <= {"ok", "late", "dropped", "error", "unserved"}
+    assert o.answered.sum() > 0.5 * len(o) and set(o.variant[o.answered].tolist()) <= set(VARIANTS)
+    assert run.batches and all(b.batch_size >= 1 for b in run.batches)
+    assert "to a gateway" in run.notes[0]
+    shim, gateway = summarise(bench["runs"]["milp"]), summarise(run)
+    print(f"\nmilp through the shim: {shim.effective_accuracy:.2f} %, miss ratio {shim.miss_ratio:.3f}; "
+          f"through a gateway: {gateway.effective_accuracy:.2f} %, miss ratio {gateway.miss_ratio:.3f}")
+    assert abs(gateway.effective_accuracy - shim.effective_accuracy) <= MARGIN_ACCURACY
 
 
 @pytest.mark.xfail(strict=False, reason=(

@@ -47,6 +47,8 @@ def add_control_flags(p: argparse.ArgumentParser) -> None:
                    help="least seconds between plan changes (default 10)")
     p.add_argument("--hysteresis", type=non_negative_float, default=0.25,
                    help="re-plan when demand leaves planned x (1 +- h) (default 0.25)")
+    p.add_argument("--via", choices=("shim", "gateway"), default="shim",
+                   help="send the trace to an in-process shim (default) or to a gateway with stock tritonclient")
     p.add_argument("--batching", choices=Batching.choices(), default="proteus",
                    help="the shim's batching policy (default proteus)")
     p.add_argument("--hold-factor", type=factor, default=HOLD_FACTOR,
@@ -91,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     check_slo_families(slo, catalog.families(), repo)
     config = BenchConfig(control=ControlPlaneConfig(estimator=args.estimator, dwell_s=args.dwell,
                                                     hysteresis=args.hysteresis),
-                         shim=ShimConfig(policy=args.batching, hold_factor=args.hold_factor))
+                         shim=ShimConfig(policy=args.batching, hold_factor=args.hold_factor), via=args.via)
     runs = run_bench(trace, cluster, catalog, profiles, policies, slo, args.out, config)
     print()
     print(markdown_table([summarise(r) for r in runs]))

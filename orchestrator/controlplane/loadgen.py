@@ -1,10 +1,11 @@
 """A bursty open-loop load, for the demo and the end-to-end test: sent to a gateway with stock
-tritonclient (as a user's application would), or through an in-process shim `Client`.
+tritonclient (gateway/remote.py, as a user's application would), or through an in-process shim
+`Client`: either one's `infer_async`.
 
 Poisson arrivals whose rate follows a square wave: `low_rps` for `low_s` seconds, then `high_rps`
 for `high_s` seconds, repeated. Requests go out asynchronously and are never awaited by the
 sender (an open loop: a slow server does not slow the arrivals); every answer is counted by its
-status (dataplane/status.py values: a gateway's error names its status first, gateway/core.py).
+status.
 """
 
 from __future__ import annotations
@@ -15,56 +16,11 @@ from collections import Counter
 
 import numpy as np
 
-from orchestrator.dataplane.status import STATUS_NAMES
-
-CALL_TIMEOUT_S = 60.0  # a gRPC call the gateway has not answered by then counts as an error
-
-
-class _GatewaySender:
-    """Sends with stock `tritonclient.grpc` `async_infer` to a KServe v2 endpoint at host:port;
-    the answer is (status, variant) from the response parameters or the error's message."""
-
-    def __init__(self, url: str, image: np.ndarray):
-        import tritonclient.grpc as grpcclient
-
-        self._client = grpcclient.InferenceServerClient(url)
-        batch = image[None]
-        self._input = grpcclient.InferInput("input", list(batch.shape), "FP32")
-        self._input.set_data_from_numpy(batch)
-
-    def send(self, family: str, done) -> None:
-        def answered(result, error) -> None:
-            if error is not None:
-                head = (error.message() or "").split(":", 1)[0]
-                done(head if head in STATUS_NAMES else "error", "")
-                return
-            params = result.get_response().parameters
-            met = params["deadline_met"].bool_param if "deadline_met" in params else True
-            done("ok" if met else "late", params["variant"].string_param if "variant" in params else "")
-
-        self._client.async_infer(family, [self._input], answered, client_timeout=CALL_TIMEOUT_S)
-
-    def close(self) -> None:
-        self._client.close()
-
-
-class _ShimSender:
-    """Sends with an in-process shim `Client.infer_async`."""
-
-    def __init__(self, client, image: np.ndarray):
-        self._client = client
-        self._image = image
-
-    def send(self, family: str, done) -> None:
-        fut = self._client.infer_async(family, self._image)  # RuntimeError once the client closed
-        fut.add_done_callback(lambda f: done(f.result().status.value, f.result().variant or ""))
-
-    def close(self) -> None:
-        pass
+from orchestrator.gateway.remote import RemoteGateway
 
 
 class BurstyLoad:
-    """`target`: a gateway's gRPC address "host:port", or a shim `Client`."""
+    """`target`: a gateway's gRPC address "host:port" (reached with tritonclient), or a shim `Client`."""
 
     def __init__(self, target, family: str, low_rps: float, high_rps: float, low_s: float = 40.0,
                  high_s: float = 30.0, seed: int = 0, image_shape=(3, 224, 224)):
@@ -72,8 +28,9 @@ class BurstyLoad:
         self.low_rps, self.high_rps = low_rps, high_rps
         self.low_s, self.high_s = low_s, high_s
         self._rng = np.random.default_rng(seed)
-        image = self._rng.standard_normal(image_shape).astype(np.float32)
-        self._sender = _GatewaySender(target, image) if isinstance(target, str) else _ShimSender(target, image)
+        self._image = self._rng.standard_normal(image_shape).astype(np.float32)
+        self._remote = RemoteGateway(target) if isinstance(target, str) else None
+        self._target = self._remote or target
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -105,20 +62,20 @@ class BurstyLoad:
                 return
             if rate <= 0:
                 continue
+            try:
+                fut = self._target.infer_async(self.family, self._image)
+            except RuntimeError:  # the client closed under us
+                return
             with self._lock:
                 self.sent += 1
-            try:
-                self._sender.send(self.family, self._answered)
-            except RuntimeError:  # the client closed under us
-                with self._lock:
-                    self.sent -= 1
-                return
+            fut.add_done_callback(self._answered)
 
-    def _answered(self, status: str, variant: str) -> None:
+    def _answered(self, fut) -> None:
+        result = fut.result()
         with self._lock:
-            self.answers[status] += 1
-            if variant and status in ("ok", "late"):
-                self.variants[variant] += 1
+            self.answers[result.status.value] += 1
+            if result.variant and result.status.answered:
+                self.variants[result.variant] += 1
 
     def stop(self, wait_s: float = 30.0) -> None:
         """Stop sending, then wait (up to `wait_s`) for the requests in flight to be answered."""
@@ -128,7 +85,8 @@ class BurstyLoad:
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline and self.answered() < self.sent:
             time.sleep(0.05)
-        self._sender.close()
+        if self._remote is not None:
+            self._remote.close()
 
     def answered(self) -> int:
         with self._lock:

@@ -70,12 +70,14 @@ class Answer:
     device: str
     queue_ms: float  # the slowest sample's time before its batch was sent
     service_ms: float  # and its batch's time at Triton
+    served_batch: int  # the size of that batch at Triton
     late: bool  # some sample was answered after its deadline (asked to be served late)
     plan_version: int
 
     def parameters(self) -> dict[str, object]:
         return {"variant": self.variant, "device": self.device, "queue_ms": round(self.queue_ms, 3),
-                "service_ms": round(self.service_ms, 3), "deadline_met": not self.late,
+                "service_ms": round(self.service_ms, 3), "batch_size": self.served_batch,
+                "deadline_met": not self.late,
                 "plan_version": self.plan_version}
 
 
@@ -288,6 +290,7 @@ def _answer(name: str, results: list[Result], wanted: list[str]) -> Answer:
     return Answer(model=name, batch=len(results), outputs=outputs, variant=",".join(sorted({r.variant for r in results})),
                   device=",".join(sorted({r.device_id for r in results})),
                   queue_ms=max(0.0, slowest.latency_ms - slowest.service_ms), service_ms=slowest.service_ms,
+                  served_batch=slowest.batch_size,
                   late=any(r.status is Status.LATE for r in results), plan_version=slowest.plan_version)
 
 
