@@ -285,6 +285,31 @@ def test_metrics_are_named_and_typed_as_tritons_and_count_every_request(gateway,
             assert keys <= triton_keys, f"{name}: labels {keys} here, {triton_keys} at Triton"
 
 
+def test_the_classification_extension_answers_as_tritonserver(gateway, triton):
+    """Top-3 classes of a batch of two, asked for as Triton's classification extension over gRPC
+    and HTTP (JSON and binary): the same BYTES tensor as tritonserver's for the same variant."""
+    x = np.random.default_rng(8).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    got = {}
+    for kind in ("grpc", "http-json", "http-binary"):
+        for where, url, model in (("gateway", gateway, "resnet18"), ("triton", triton, "resnet18")):
+            if kind == "grpc":
+                client = grpcclient.InferenceServerClient(url["grpc"] if where == "gateway" else url.grpc_url)
+                inp = grpcclient.InferInput("input", list(x.shape), "FP32")
+                inp.set_data_from_numpy(x)
+                out = grpcclient.InferRequestedOutput("logits", class_count=3)
+            else:
+                client = httpclient.InferenceServerClient(url["http"] if where == "gateway" else url.http_url)
+                inp = httpclient.InferInput("input", list(x.shape), "FP32")
+                inp.set_data_from_numpy(x, binary_data=kind == "http-binary")
+                out = httpclient.InferRequestedOutput("logits", class_count=3, binary_data=kind == "http-binary")
+            got[(kind, where)] = client.infer(model, [inp], outputs=[out]).as_numpy("logits")
+            client.close()
+        assert got[(kind, "gateway")].shape == (2, 3), kind
+        assert got[(kind, "gateway")].tolist() == got[(kind, "triton")].tolist(), kind
+    first = got[("grpc", "gateway")][0, 0].decode().split(":")
+    assert len(first) == 2 and 0 <= int(first[1]) < 1000
+
+
 def test_a_stream_answers_every_request_in_order_and_errors_without_ending(gateway, triton, model_repo, image):
     """ModelStreamInfer with tritonclient's stream API: one answer per request; a bad request is
     an error answer and the stream goes on, as tritonserver's stream does."""

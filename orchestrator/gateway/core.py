@@ -15,7 +15,7 @@ import threading
 import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -198,12 +198,18 @@ class Gateway:
     # --- inference --------------------------------------------------------------------------
 
     def infer(self, name: str, inputs: dict[str, np.ndarray], outputs: list[str] | None = None,
-              deadline_ms: float | None = None, version: str = "", serve_late: bool = False) -> Answer:
-        """Answer one KServe v2 request: `inputs` name -> array with a leading batch dimension."""
+              deadline_ms: float | None = None, version: str = "", serve_late: bool = False,
+              classification: dict[str, object] | None = None) -> Answer:
+        """Answer one KServe v2 request: `inputs` name -> array with a leading batch dimension.
+        `classification`: outputs to answer as their top N classes (Triton's extension)."""
         family, pinned, variant = self.resolve(name, version)
         client = self._client
         assert client is not None
         batch = _check(name, variant, inputs, outputs)
+        for o, n in (classification or {}).items():
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise GatewayError(Code.INVALID_ARGUMENT, f"output '{o}': 'classification' must be a positive "
+                                                          f"integer, not {n!r}")
         if deadline_ms is not None and not (isinstance(deadline_ms, (int, float)) and 0 < deadline_ms < 3.6e6):
             raise GatewayError(Code.INVALID_ARGUMENT, f"parameter 'deadline_ms' must be a number in (0, 3600000), "
                                                       f"not {deadline_ms!r}")
@@ -223,13 +229,25 @@ class Gateway:
         if futures:  # every request is answered by the data plane; the wait is the gateway's own bound
             wait_s = (deadline_ms or 0.0) / 1000.0 + client.config.call_timeout_s + ANSWER_GRACE_S
             results = [_result(f, wait_s) for f in futures]
-        return _answer(name, results, outputs or [t.name for t in variant.outputs])
+        answer = _answer(name, results, outputs or [t.name for t in variant.outputs])
+        if classification:
+            answer = replace(answer, outputs={o: classify(a, classification[o]) if o in classification else a
+                                              for o, a in answer.outputs.items()})
+        return answer
 
     def _ready_client(self) -> Client:
         client = self._client
         if client is None or client.plan is None or client.catalog is None:
             raise GatewayError(Code.UNAVAILABLE, f"the gateway is not ready: {self.readiness()}")
         return client
+
+
+def classify(scores: np.ndarray, n: int) -> np.ndarray:
+    """Triton's classification extension: per sample the top `n` classes, highest first, each
+    b"score:index" (BYTES, shape [batch, n])."""
+    flat = scores.reshape(scores.shape[0], -1)
+    top = np.argsort(-flat, axis=1, kind="stable")[:, :n]
+    return np.array([[f"{row[i]:f}:{i}".encode() for i in idx] for row, idx in zip(flat, top)], dtype=object)
 
 
 def _tensor_metadata(t: TensorSpec) -> dict:

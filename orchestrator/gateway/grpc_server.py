@@ -80,10 +80,13 @@ class _Service(service_pb2_grpc.GRPCInferenceServiceServicer):
         with self.gateway.metrics.request(request.model_name, request.model_version, "grpc") as outcome:
             inputs = parse_grpc(request)
             outputs = [o.name for o in request.outputs] or None
+            classes = {o.name: o.parameters["classification"].int64_param for o in request.outputs
+                       if "classification" in o.parameters}
             serve_late = "serve_late" in request.parameters and request.parameters["serve_late"].bool_param
             answer = outcome.answer = self.gateway.infer(request.model_name, inputs, outputs,
                                                          deadline_ms=grpc_parameter(request, "deadline_ms"),
-                                                         version=request.model_version, serve_late=serve_late)
+                                                         version=request.model_version, serve_late=serve_late,
+                                                         classification=classes)
         return grpc_response(answer, request.id, service_pb2)
 
     def ModelInfer(self, request, context):  # noqa: N802

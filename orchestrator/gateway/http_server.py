@@ -110,10 +110,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _infer(self, gateway: Gateway, name: str, version: str) -> tuple[int, bytes, dict[str, str]]:
         with gateway.metrics.request(name, version, "http") as outcome:
             request, inputs = parse_http(self._body(), self.headers.get(HEADER_LENGTH))
-            outputs, binary = requested_outputs(request)
+            outputs, binary, classes = requested_outputs(request)
             params = request.get("parameters") if isinstance(request.get("parameters"), dict) else {}
             answer = outcome.answer = gateway.infer(name, inputs, outputs, deadline_ms=params.get("deadline_ms"),
-                                                    version=version, serve_late=params.get("serve_late") is True)
+                                                    version=version, serve_late=params.get("serve_late") is True,
+                                                    classification=classes)
         body, headers = http_response(answer, request.get("id"), binary)
         return 200, body, headers
 

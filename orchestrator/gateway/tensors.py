@@ -113,17 +113,20 @@ def _json_data(data: object, dtype: np.dtype, tensor: str) -> np.ndarray:
                                           f"{np.dtype(dtype).name} values") from None
 
 
-def requested_outputs(request: dict) -> tuple[list[str] | None, set[str]]:
-    """(the outputs asked for, None: all; those to send as binary data)."""
+def requested_outputs(request: dict) -> tuple[list[str] | None, set[str], dict[str, int]]:
+    """(the outputs asked for, None: all; those to send as binary data; those asked as the top
+    `classification` classes, with how many)."""
     outputs = request.get("outputs")
     if outputs is None:
         binary_all = bool((request.get("parameters") or {}).get("binary_data_output", False))
-        return None, {"*"} if binary_all else set()
+        return None, {"*"} if binary_all else set(), {}
     if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
                                                 for o in outputs):
         raise GatewayError(Code.INVALID_ARGUMENT, "'outputs' must be a list of objects with a 'name'")
-    binary = {o["name"] for o in outputs if isinstance(o.get("parameters"), dict) and o["parameters"].get("binary_data")}
-    return [o["name"] for o in outputs], binary
+    params = {o["name"]: o["parameters"] for o in outputs if isinstance(o.get("parameters"), dict)}
+    binary = {name for name, p in params.items() if p.get("binary_data")}
+    classes = {name: p["classification"] for name, p in params.items() if "classification" in p}
+    return [o["name"] for o in outputs], binary, classes
 
 
 def http_response(answer: Answer, request_id: object, binary: set[str]) -> tuple[bytes, dict[str, str]]:
@@ -133,11 +136,12 @@ def http_response(answer: Answer, request_id: object, binary: set[str]) -> tuple
         datatype = _datatype(arr)
         entry: dict = {"name": name, "datatype": datatype, "shape": list(arr.shape)}
         if "*" in binary or name in binary:
-            data = np.ascontiguousarray(arr).tobytes()
+            data = _raw(arr)
             entry["parameters"] = {"binary_data_size": len(data)}
             blobs.append(data)
         else:
-            entry["data"] = arr.reshape(-1).tolist()
+            flat = arr.reshape(-1).tolist()
+            entry["data"] = [b.decode() for b in flat] if datatype == "BYTES" else flat
         outputs.append(entry)
     head = {"model_name": answer.model, "model_version": "1", "outputs": outputs, "parameters": answer.parameters()}
     if request_id is not None:
@@ -148,7 +152,16 @@ def http_response(answer: Answer, request_id: object, binary: set[str]) -> tuple
     return text + b"".join(blobs), {"Content-Type": "application/octet-stream", HEADER_LENGTH: str(len(text))}
 
 
+def _raw(arr: np.ndarray) -> bytes:
+    """A tensor's raw contents: BYTES elements each after its 4-byte little-endian length."""
+    if arr.dtype == object:
+        return b"".join(len(b).to_bytes(4, "little") + b for b in arr.reshape(-1).tolist())
+    return np.ascontiguousarray(arr).tobytes()
+
+
 def _datatype(arr: np.ndarray) -> str:
+    if arr.dtype == object:
+        return "BYTES"
     for t, n in TRITON_TO_NUMPY.items():
         if arr.dtype == np.dtype(n):
             return t
@@ -189,7 +202,7 @@ def grpc_response(answer: Answer, request_id: str, service_pb2):
         out = response.outputs.add()
         out.name, out.datatype = name, _datatype(arr)
         out.shape.extend(arr.shape)
-        response.raw_output_contents.append(np.ascontiguousarray(arr).tobytes())
+        response.raw_output_contents.append(_raw(arr))
     for key, value in answer.parameters().items():
         p = response.parameters[key]
         if isinstance(value, bool):
