@@ -20,11 +20,9 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from orchestrator.catalog import TRITON_TO_NUMPY
 from orchestrator.dataplane.status import Status
+from orchestrator.gateway.core import NUMPY_TO_TRITON
 from orchestrator.shim.result import Result
-
-NUMPY_TO_TRITON = {np.dtype(n).str: t for t, n in TRITON_TO_NUMPY.items()}
 
 
 class RemoteGateway:
