@@ -104,7 +104,8 @@ class GatewayMetrics:
                 m = self._models[key] = _Model()
             m.request_us += seconds * 1e6
             if answer is None:
-                m.failure[reason or "INTERNAL"] = m.failure.get(reason or "INTERNAL", 0) + 1
+                reason = reason or "INTERNAL"
+                m.failure[reason] = m.failure.get(reason, 0) + 1
                 return
             m.success += 1
             m.inferences += answer.batch

@@ -20,7 +20,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from orchestrator.dataplane.status import Status
+from orchestrator.dataplane.status import STATUS_NAMES, Status
 from orchestrator.gateway.core import NUMPY_TO_TRITON
 from orchestrator.shim.result import Result
 
@@ -75,7 +75,7 @@ def _result(result, error, request_id: int, latency_ms: float) -> Result:
     if error is not None:
         message = error.message() or str(error)
         head = message.split(":", 1)[0]
-        status = Status(head) if head in {s.value for s in Status} else Status.ERROR
+        status = Status(head) if head in STATUS_NAMES else Status.ERROR
         return Result(status, None, "", "", latency_ms, error=message, request_id=request_id)
     params = result.get_response().parameters
 
