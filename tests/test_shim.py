@@ -150,6 +150,11 @@ def test_parse_endpoints_takes_strings_and_objects():
         parse_endpoints({"c": {"http": "h:3"}})
 
 
+def test_parse_endpoints_takes_a_remote_grpc_device_without_http():
+    # a cluster device given as grpc://host:port is published with "http": null (openapi.yaml allows it)
+    assert parse_endpoints({"r": {"grpc": "h:2", "http": None, "device_class": None}}) == {"r": Endpoint("h:2")}
+
+
 def test_client_follows_the_control_plane_plan_and_posts_telemetry():
     plan1 = static_plan({"resnet": [("cpu0", "resnet18", 1)]}, version=1)
     body = {"plan": plan1.to_dict(), "endpoints": {"cpu0": {"grpc": f"127.0.0.1:{closed_port()}", "http": ""}},

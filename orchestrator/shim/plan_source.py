@@ -55,8 +55,9 @@ def parse_endpoints(raw: Mapping[str, str | Mapping]) -> dict[str, Endpoint]:
         if isinstance(value, str):
             out[device_id] = Endpoint(grpc=_strip_scheme(value))
         elif isinstance(value, Mapping) and isinstance(value.get("grpc"), str):
-            out[device_id] = Endpoint(grpc=_strip_scheme(value["grpc"]), http=_strip_scheme(value.get("http", "")),
-                                      device_class=str(value.get("device_class", "")))
+            # "http" and "device_class" may be null (a device given as grpc://host:port has no HTTP address)
+            out[device_id] = Endpoint(grpc=_strip_scheme(value["grpc"]), http=_strip_scheme(value.get("http") or ""),
+                                      device_class=str(value.get("device_class") or ""))
         else:
             raise ValueError(f"endpoint of device {device_id!r}: expected 'host:port' or "
                              f"{{'grpc': 'host:port', ...}}, got {value!r}")
