@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from orchestrator.cluster import Cluster
 from orchestrator.errors import UserError
 from orchestrator.triton.control import InstanceConfig
-from orchestrator.triton.embedded import EmbeddedServer
+from orchestrator.triton.embedded import EmbeddedServer, port_is_free
 from orchestrator.triton.gpu import gpu_inventory
 from orchestrator.triton.remote import RemoteServer
 from orchestrator.triton.runtime import ClusterRuntime
@@ -118,6 +120,27 @@ def test_port_in_use_is_reported_and_nothing_is_started(model_repo):
         with pytest.raises(UserError, match=f"port {port} is already in use"):
             server.start()
         assert server.pid is None
+
+
+def test_a_crashed_server_restarts_at_once_on_its_fixed_ports(model_repo):
+    # a killed server's connections sit in TIME_WAIT on its ports for ~60 s; tritonserver binds with
+    # SO_REUSEADDR, so a restart on the same fixed ports must not be refused as "already in use"
+    import tritonclient.http as httpclient
+    from orchestrator.triton.embedded import free_ports
+    base = next(p for p in sorted(free_ports(8)) if p < 65000 and all(port_is_free(p + i) for i in range(3)))
+    first = EmbeddedServer(model_repo, http_port=base, name="crash").start()
+    clients = [httpclient.InferenceServerClient(first.http_url), grpcclient.InferenceServerClient(first.grpc_url)]
+    assert all(c.is_server_live() for c in clients)
+    os.killpg(first.pid, signal.SIGKILL)
+    first._proc.wait(10)
+    for c in clients:  # the clients close after the server's side did: the server's ends stay in TIME_WAIT
+        c.close()
+    with socket.socket() as plain:  # what a restart meets: a bind without SO_REUSEADDR is refused
+        with pytest.raises(OSError):
+            plain.bind(("127.0.0.1", base))
+    first.stop()
+    with EmbeddedServer(model_repo, http_port=base, name="crash") as second:
+        assert second.http_port == base and httpclient.InferenceServerClient(second.http_url).is_server_live()
 
 
 def test_missing_binary_is_reported(model_repo, tmp_path):
