@@ -123,6 +123,22 @@ def test_a_failed_batch_is_an_error_result_not_a_hang():
     assert result.status is Status.ERROR and "device gone" in result.error
 
 
+def test_a_call_that_outlives_its_deadline_is_cut_there_and_answered_with_an_error():
+    # a hung device answers after 3 s; the request's 200-ms deadline ends the call at 200 ms + the margin
+    plan = static_plan({"resnet": [("cpu0", "resnet18", 1)]}, batch_cap=4)
+    client = Client(plan, {"cpu0": "fake:1"}, catalog=SC.catalog,
+                    transport=lambda key, variant: FakeTransport(variant.outputs, latency_s=lambda n: 3.0))
+    try:
+        cut = client.infer("resnet", np.zeros((3, 224, 224), np.float32), deadline_ms=200.0)
+        late = client.infer_async("resnet", np.zeros((3, 224, 224), np.float32), deadline_ms=200.0, serve_late=True)
+        served_late = late.result(timeout=10)
+    finally:
+        client.close()
+    assert cut.status is Status.ERROR and "Deadline Exceeded" in cut.error
+    assert cut.latency_ms < 1500  # not the 3 s the device took
+    assert served_late.status is Status.LATE and served_late.latency_ms >= 3000  # asked to be served late: not cut
+
+
 def test_route_specs_cover_caps_spill_and_unknown_names():
     plan = plan_for(30.0)
     specs = plan_routes(plan, SC.catalog, "accuracy-first")

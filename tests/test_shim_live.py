@@ -6,7 +6,9 @@ Two servers: "a" serves resnet18 and resnet50, "b" serves resnet18. These tests 
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import time
 from collections import Counter
 
@@ -137,6 +139,23 @@ def test_unreachable_device_is_retried_on_another_route(servers, catalog, images
     assert {r.device_id for r in results} == {"b"}
     assert counts["retries"] >= 1 and counts["failed_calls"] >= 1
     assert counts["retries"] <= 2  # after the first failure the dead device is skipped (cooldown)
+
+
+def test_a_hung_server_does_not_hold_a_request_past_its_deadline(servers, catalog, images):
+    # SIGSTOP: the server's sockets stay open but nothing answers. The request's 600-ms deadline
+    # ends the call (the call timeout, 30 s, used to)
+    plan = static_plan({"resnet": [("b", "resnet18", 1)]}, batch_cap=4)
+    with Client(plan, endpoints(servers), catalog=catalog) as client:
+        assert client.infer("resnet", images[0], deadline_ms=5_000).status == "ok"  # warm, latency learned
+        os.killpg(servers["b"].pid, signal.SIGSTOP)
+        try:
+            hung = client.infer("resnet", images[1], deadline_ms=600)
+        finally:
+            os.killpg(servers["b"].pid, signal.SIGCONT)
+        assert hung.status == "error" and "Deadline Exceeded" in hung.error, hung
+        assert hung.latency_ms < 3_000
+        time.sleep(client.config.health_cooldown_s + 0.5)  # the failed route's cooldown
+        assert client.infer("resnet", images[2], deadline_ms=5_000).status == "ok"  # and it serves again
 
 
 def measure_profile(url: str, model: str, image: np.ndarray, sizes=(1, 2, 4, 8), reps=3) -> ProfileSet:

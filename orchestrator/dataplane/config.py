@@ -45,6 +45,7 @@ class ShimConfig:
     routing: Routing = Routing.ACCURACY_FIRST
     pipeline: int = 1  # batches waiting at Triton per route beyond its instances (0: none)
     call_timeout_s: float = 30.0  # a Triton call taking longer fails (and may be retried)
+    deadline_margin_ms: float = 20.0  # a call is cut this long after the last deadline of its batch (serve_late: not)
     health_cooldown_s: float = 2.0  # a failed device is skipped this long
     poll_s: float = 1.0  # control-plane source: how often to fetch the plan
     telemetry_s: float = 1.0  # control-plane source: how often to post telemetry

@@ -18,13 +18,14 @@ Done = Callable[[Outputs | None, Exception | None], None]
 
 class Transport(Protocol):
     """Sends batches to one model on one device. `inputs` are batched arrays by input name;
-    outputs come back by output name, batch first."""
+    outputs come back by output name, batch first. A call not answered within `timeout_s`
+    seconds fails (the route worker passes its batch's deadline)."""
 
-    def infer(self, inputs: dict[str, np.ndarray]) -> Outputs:
+    def infer(self, inputs: dict[str, np.ndarray], timeout_s: float) -> Outputs:
         """Send and wait; raises on failure."""
         ...
 
-    def infer_async(self, inputs: dict[str, np.ndarray], done: Done) -> None:
+    def infer_async(self, inputs: dict[str, np.ndarray], done: Done, timeout_s: float) -> None:
         """Send; `done(outputs, None)` or `done(None, error)` is called once, from any thread."""
         ...
 
@@ -34,7 +35,8 @@ class Transport(Protocol):
 class FakeTransport:
     """Answers every batch with zeros of the outputs' shapes after `latency_s(batch size)`
     seconds (0: at once, in the sending thread), and records the batch sizes it was sent.
-    `fail`, when set, is raised for every batch instead."""
+    `fail`, when set, is raised for every batch instead; a call slower than its timeout fails
+    with `TimeoutError` once the timeout has passed, as a gRPC deadline does."""
 
     def __init__(self, outputs: tuple[TensorSpec, ...], latency_s: Callable[[int], float] = lambda n: 0.0):
         self.outputs = outputs
@@ -55,24 +57,29 @@ class FakeTransport:
             self.batches.append(n)
         return n
 
-    def infer(self, inputs: dict[str, np.ndarray]) -> Outputs:
+    def infer(self, inputs: dict[str, np.ndarray], timeout_s: float) -> Outputs:
         n = self._batch_size(inputs)
         delay = self.latency_s(n)
         if delay > 0:
-            threading.Event().wait(delay)
+            threading.Event().wait(min(delay, timeout_s))
+        if delay > timeout_s:
+            raise TimeoutError(f"Deadline Exceeded: no answer within {timeout_s * 1000:.0f} ms")
         return self._answer(n)
 
-    def infer_async(self, inputs: dict[str, np.ndarray], done: Done) -> None:
+    def infer_async(self, inputs: dict[str, np.ndarray], done: Done, timeout_s: float) -> None:
         n = self._batch_size(inputs)
+        delay = self.latency_s(n)
 
         def answer() -> None:
             try:
+                if delay > timeout_s:
+                    raise TimeoutError(f"Deadline Exceeded: no answer within {timeout_s * 1000:.0f} ms")
                 outputs = self._answer(n)
             except Exception as e:  # noqa: BLE001 - handed to the route, as a failed call
                 done(None, e)
                 return
             done(outputs, None)
-        delay = self.latency_s(n)
+        delay = min(delay, timeout_s)
         if delay > 0:
             timer = threading.Timer(delay, answer)
             timer.daemon = True

@@ -11,7 +11,8 @@ from orchestrator.dataplane.transport import Done, Outputs
 
 
 class TritonTransport:
-    """Batches to `model` at `url` (host:port, gRPC); a call longer than `timeout_s` fails."""
+    """Batches to `model` at `url` (host:port, gRPC); a call fails (gRPC DEADLINE_EXCEEDED) when
+    not answered within the timeout it is given, `timeout_s` at most."""
 
     def __init__(self, url: str, model: str, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...],
                  timeout_s: float):
@@ -32,12 +33,12 @@ class TritonTransport:
     def _outputs(self, result) -> Outputs:
         return {s.name: result.as_numpy(s.name) for s in self.output_specs}
 
-    def infer(self, inputs: dict[str, np.ndarray]) -> Outputs:
+    def infer(self, inputs: dict[str, np.ndarray], timeout_s: float) -> Outputs:
         result = self._client.infer(self.model, self._inputs(inputs), outputs=self._requested,
-                                    client_timeout=self.timeout_s)
+                                    client_timeout=min(timeout_s, self.timeout_s))
         return self._outputs(result)
 
-    def infer_async(self, inputs: dict[str, np.ndarray], done: Done) -> None:
+    def infer_async(self, inputs: dict[str, np.ndarray], done: Done, timeout_s: float) -> None:
         def callback(result, error) -> None:
             if error is not None:
                 done(None, error)
@@ -49,7 +50,7 @@ class TritonTransport:
                 return
             done(outputs, None)
         self._client.async_infer(self.model, self._inputs(inputs), callback=callback, outputs=self._requested,
-                                 client_timeout=self.timeout_s)
+                                 client_timeout=min(timeout_s, self.timeout_s))
 
     def close(self) -> None:
         self._client.close()

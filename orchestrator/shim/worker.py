@@ -234,15 +234,27 @@ class RouteWorker:
                       for spec in self.input_specs}
             self.batches_sent += 1
             self.requests_sent += len(batch)
+            timeout_s = self._timeout_s(batch, started)
             if wait:
-                outputs = self._transport.infer(inputs)
+                outputs = self._transport.infer(inputs, timeout_s)
             else:
-                self._transport.infer_async(inputs, lambda outputs, error: self._done(batch, started, outputs, error))
+                self._transport.infer_async(inputs, lambda outputs, error: self._done(batch, started, outputs, error),
+                                            timeout_s)
                 return
         except Exception as e:  # the call failed, or could not even start
             self._done(batch, started, None, e)
             return
         self._done(batch, started, outputs, None)
+
+    def _timeout_s(self, batch: list[ShimRequest], now: float) -> float:
+        """How long the batch's call may take: until the last deadline in it, plus the margin (an
+        answer after that is no use to anyone); the call timeout where a request has no deadline
+        or is to be served late."""
+        limit = self.config.call_timeout_s
+        if any(r.deadline_s is None or r.serve_late for r in batch):
+            return limit
+        last = max(cast(float, r.deadline_s) for r in batch)
+        return min(limit, max(0.0, last - now) + self.config.deadline_margin_ms / 1000.0)
 
     def _done(self, batch: list[ShimRequest], started: float, outputs: dict[str, np.ndarray] | None,
               error: Exception | None) -> None:
