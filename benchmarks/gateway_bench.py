@@ -11,6 +11,12 @@ pair's throughput ratio and added p50 (the machine is shared and its load drifts
 each with its own client, each sending one image at a time, no deadline.
 Targets: ratio >= 0.95 at concurrency 1 and >= 0.90 at 16; added p50 <= 1 ms at concurrency 1.
 
+`--floor` measures, at concurrency 1 over gRPC, what Python's grpcio costs by itself: a
+pass-through proxy (its own process: raw request bytes in, the same bytes to Triton, the answer's
+bytes back; no parsing, no routing) beside direct calls and the gateway, one call of each in turn
+so that drifts of Triton's own speed fall on all three alike; it prints the median of the paired
+differences. No gateway written on grpcio can add less than the proxy does.
+
 `--ceiling` also measures the gateway alone: an identity python-backend model on 4 floats, so
 that Triton costs little, gRPC at concurrency 16, and prints requests/s and the gateway
 process's CPU per request (goal: 3,000 req/s per core). With `--profile` (needs `py-spy`, a
@@ -89,6 +95,22 @@ def child(model: str, grpc_url: str, catalog_path: str) -> None:
     gateway.close()
 
 
+def passthrough(target: str) -> None:
+    """The floor process: gRPC ModelInfer bytes forwarded to `target` and back untouched; prints its port."""
+    import grpc
+    from concurrent import futures
+    options = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20)]
+    forward = grpc.insecure_channel(target, options=options).unary_unary("/inference.GRPCInferenceService/ModelInfer")
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=options)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("inference.GRPCInferenceService", {
+        "ModelInfer": grpc.unary_unary_rpc_method_handler(lambda request, context: forward(request, timeout=60))}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    print(json.dumps({"grpc": f"127.0.0.1:{port}"}), flush=True)
+    sys.stdin.read()
+    server.stop(0)
+
+
 def start_profile(pid: int, out: Path) -> subprocess.Popen:
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
@@ -99,8 +121,9 @@ def start_profile(pid: int, out: Path) -> subprocess.Popen:
     return proc
 
 
-def start_gateway(model: str, grpc_url: str, catalog_path: Path) -> tuple[subprocess.Popen, dict]:
-    proc = subprocess.Popen([sys.executable, __file__, "--child", model, grpc_url, str(catalog_path)],
+def start_gateway(model: str, grpc_url: str, catalog_path: Path, mode: str = "--child") -> tuple[subprocess.Popen, dict]:
+    """The gateway (or with mode "--passthrough", the floor proxy) in its own process, and its addresses."""
+    proc = subprocess.Popen([sys.executable, __file__, mode, model, grpc_url, str(catalog_path)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if not line:
@@ -157,9 +180,43 @@ def compare(server: EmbeddedServer, gateway: dict, model: str, x: np.ndarray, le
     return ok
 
 
+def floor(server: EmbeddedServer, gateway: dict, model: str, x: np.ndarray, requests: int) -> None:
+    """Direct, pass-through proxy and gateway calls in turn, gRPC, concurrency 1: medians and paired differences."""
+    proc, proxy = start_gateway(model, server.grpc_url, Path("."), mode="--passthrough")
+    clients = {"direct": (grpcclient.InferenceServerClient(server.grpc_url), model),
+               "pass-through": (grpcclient.InferenceServerClient(proxy["grpc"]), model),
+               "gateway": (grpcclient.InferenceServerClient(gateway["grpc"]), "bench")}
+
+    def call(kind: str) -> float:
+        client, name = clients[kind]
+        inp = grpcclient.InferInput("input", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        start = time.perf_counter()
+        client.infer(name, [inp]).as_numpy("logits")
+        return (time.perf_counter() - start) * 1000
+
+    try:
+        for kind in clients:  # warm
+            for _ in range(4):
+                call(kind)
+        rows = [{kind: call(kind) for kind in clients} for _ in range(requests)]
+    finally:
+        for client, _ in clients.values():
+            client.close()
+        proc.stdin.close()
+        proc.wait(30)
+    med = {kind: statistics.median(r[kind] for r in rows) for kind in clients}
+    added = {kind: statistics.median(r[kind] - r["direct"] for r in rows) for kind in ("pass-through", "gateway")}
+    print(f"\nfloor, gRPC, concurrency 1, {requests} calls of each in turn: p50 direct {med['direct']:.2f} ms, "
+          f"pass-through proxy {med['pass-through']:.2f} ms, gateway {med['gateway']:.2f} ms; added (median of "
+          f"paired differences): grpcio pass-through {added['pass-through']:+.2f} ms, gateway "
+          f"{added['gateway']:+.2f} ms (the gateway's own part {added['gateway'] - added['pass-through']:+.2f} ms)",
+          flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(*sys.argv[2:5])
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] in ("--child", "--passthrough"):
+        (child if sys.argv[1] == "--child" else lambda model, url, path: passthrough(url))(*sys.argv[2:5])
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repo", default="model_repository", help="exported model repository")
@@ -167,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", default="1,16", help="comma-separated concurrency levels")
     ap.add_argument("--requests", type=int, default=64, help="requests per measurement")
     ap.add_argument("--rounds", type=int, default=6, help="alternating direct/gateway rounds per level")
+    ap.add_argument("--floor", action="store_true", help="also measure a raw grpcio pass-through proxy at concurrency 1")
     ap.add_argument("--ceiling", action="store_true", help="also measure the gateway alone on a trivial model")
     ap.add_argument("--profile", action="store_true", help="with --ceiling: where the gateway's time goes (py-spy)")
     args = ap.parse_args(argv)
@@ -184,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
             run("grpc", gateway["grpc"], "bench", x, 2, 16)  # warm both paths
             run("grpc", server.grpc_url, args.model, x, 2, 16)
             ok = compare(server, gateway, args.model, x, levels, args.requests, args.rounds)
+            if args.floor:
+                floor(server, gateway, args.model, x, args.requests * 2)
         finally:
             proc.stdin.close()
             proc.wait(30)
