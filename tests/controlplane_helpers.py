@@ -119,6 +119,9 @@ class StubControl:
     def is_live(self) -> bool:
         return True
 
+    def probe(self, timeout_s: float) -> list[dict]:
+        return self.index()
+
     def index(self) -> list[dict]:
         return [{"name": n, "version": "1", "state": "READY", "reason": ""} for n in sorted(self.models)]
 

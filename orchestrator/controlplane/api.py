@@ -100,11 +100,15 @@ def healthz():
 
 @probes.get("/readyz")
 def readyz():
+    """Ready while some device's Triton answers (the control plane plans around the others, which
+    the body lists); 503 only when none does."""
     devices = cp().device_health()
     down = [d["id"] for d in devices if not d["live"]]
-    if down:
-        return jsonify(status="not ready", error=f"Triton does not answer on device(s) {', '.join(down)}"), 503
-    return jsonify(status="ready", devices=len(devices), plan_version=cp().plan.version if cp().plan else 0)
+    if devices and len(down) == len(devices):
+        return jsonify(status="not ready", error=f"Triton does not answer on any device ({', '.join(down)})",
+                       down=down), 503
+    return jsonify(status="degraded" if down else "ready", devices=len(devices), down=down,
+                   plan_version=cp().plan.version if cp().plan else 0)
 
 
 @probes.get("/metrics")

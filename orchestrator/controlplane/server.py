@@ -60,6 +60,7 @@ class ControlPlaneServer:
             self.store = Store(self.config.db_path)
             self.cp = ControlPlane(self.cluster, self.catalog, self.profiles, self.runtime, self.store, self.config)
             self.cp.executor.log = log
+            self.cp.start_health()
             resumed = self.cp.resume()
             if resumed is not None:
                 log(f"resumed plan v{resumed.plan.version} ({resumed.diff.summary() if resumed.diff.changes_models else 'nothing to load'})")
@@ -78,6 +79,8 @@ class ControlPlaneServer:
         if self.http is not None:
             self.http.stop()
             self.http = None
+        if self.cp is not None:
+            self.cp.close()
         if self.store is not None:
             self.store.close()
             self.store = None

@@ -16,6 +16,7 @@ from orchestrator.catalog import Catalog
 from orchestrator.cluster import Cluster
 from orchestrator.controlplane.demand import ESTIMATORS, Estimator
 from orchestrator.controlplane.executor import ApplyResult, PlanDiff, PlanExecutor
+from orchestrator.controlplane.health import DeviceHealth, HealthMonitor
 from orchestrator.controlplane.intake import FamilySecond, TelemetryIntake
 from orchestrator.controlplane.store import Store
 from orchestrator.errors import UserError
@@ -108,8 +109,19 @@ class ControlPlane:
         self.started_at = time.time()
         self.counters = {"applies": 0, "apply_failures": 0, "rollbacks": 0, "replans": 0, "telemetry_reports": 0}
         self.estimates: dict[str, float] = {}  # the controller's latest demand estimate per family
-        self.wake = threading.Event()  # set to make the controller tick now (a setting changed)
+        self.wake = threading.Event()  # set to make the controller tick now (a setting or a device's health changed)
         self.down: set[str] = set()  # devices whose Triton does not answer (the controller checks)
+        # probed off the controller's thread once started (`start_health`); until then each read probes
+        self.health = HealthMonitor(self.device_ids(), self._probe, lambda device_id, health: self.wake.set())
+
+    def start_health(self) -> None:
+        self.health.start()
+
+    def close(self) -> None:
+        self.health.stop()
+
+    def _probe(self, device_id: str, timeout_s: float) -> list[dict]:
+        return self.runtime.control(device_id).probe(timeout_s)
 
     # -- plan ------------------------------------------------------------------------------
     @property
@@ -138,10 +150,11 @@ class ControlPlane:
         return self.intake.flush(before_second)
 
     def device_live(self, device_id: str) -> bool:
-        try:
-            return self.runtime.control(device_id).is_live()
-        except UserError:
-            return False
+        return self.health.current(device_id).live
+
+    def live_device_ids(self) -> list[str]:
+        """The devices whose Triton answers (the others host nothing a plan can use)."""
+        return [d for d in self.device_ids() if self.health.current(d).live]
 
     def record_history(self, rows: list[dict]) -> None:
         self.store.record_history(rows)
@@ -233,23 +246,20 @@ class ControlPlane:
 
     # -- health ----------------------------------------------------------------------------
     def device_health(self) -> list[dict]:
+        """Every device as the health monitor last saw it (no call to a Triton here)."""
         plan = self.plan
+        drained = self.drained()
         out = []
         for d in self.cluster.devices:
-            entry = {"id": d.id, "class": d.device_class, "kind": d.kind, "memory_mb": d.memory_mb,
-                     "remote": d.is_remote, "live": False, "models": [], "error": None,
-                     "drained": d.id in self.drained(),
-                     "planned": sorted(p.variant for p in plan.placements_on(d.id)) if plan else []}
-            try:
-                ctl = self.runtime.control(d.id)
-                entry["live"] = ctl.is_live()
-                if entry["live"]:
-                    entry["models"] = [{"name": m.get("name"), "version": m.get("version", ""),
-                                        "state": m.get("state", ""), "reason": m.get("reason", "")}
-                                       for m in ctl.index() if m.get("state")]
-            except UserError as e:
-                entry["error"] = str(e)
-            out.append(entry)
+            h: DeviceHealth = self.health.current(d.id)
+            out.append({"id": d.id, "class": d.device_class, "kind": d.kind, "memory_mb": d.memory_mb,
+                        "remote": d.is_remote, "live": h.live, "error": h.error,
+                        "models": [{"name": m.get("name"), "version": m.get("version", ""),
+                                    "state": m.get("state", ""), "reason": m.get("reason", "")}
+                                   for m in h.models if m.get("state")],
+                        "last_answer": h.last_ok, "since": h.since,
+                        "drained": d.id in drained,
+                        "planned": sorted(p.variant for p in plan.placements_on(d.id)) if plan else []})
         return out
 
     def check_device(self, device_id: str) -> None:
@@ -355,7 +365,7 @@ class ControlPlane:
                 parse_number(r.weight, f"plan: {where}.routes[{j}].weight", 0, 1 + 1e-6)  # planner rounding
 
     def diff(self, target: Plan) -> PlanDiff:
-        return self.executor.diff(target, self.plan, self.device_ids())
+        return self.executor.diff(target, self.plan, self.live_device_ids())
 
     def apply(self, target: Plan, reason: str, kind: str = "apply") -> ApplyResult:
         """Carry out `target`; records the decision (and the rollback, on failure)."""
@@ -366,7 +376,8 @@ class ControlPlane:
             self.check_variant(p.variant)
         current = self.plan
         try:
-            result = self.executor.apply(target, current, self.device_ids(), next_version=self.store.next_plan_version)
+            result = self.executor.apply(target, current, self.live_device_ids(),
+                                         next_version=self.store.next_plan_version)
         except ApplyBusy:
             raise
         except ApplyFailed as e:
@@ -421,7 +432,7 @@ class ControlPlane:
         from orchestrator.controlplane.executor import ApplyFailed
 
         try:
-            result = self.executor.apply(last, None, self.device_ids())  # version kept: nothing new is decided
+            result = self.executor.apply(last, None, self.live_device_ids())  # version kept: nothing new is decided
         except (ApplyFailed, UserError) as e:
             # keep serving what is there; the controller re-plans when it sees the devices' health
             self.store.record_decision("reconcile", f"resumed plan v{last.version}, but could not restore it: {e}",

@@ -105,16 +105,23 @@ def control_headers(control_key: str | None, protocol: str) -> dict[str, str]:
     return {(GRPC_HEADER_PREFIX if protocol == "grpc" else "") + CONTROL_KEY_HEADER: control_key}
 
 
+class Unreachable(UserError):
+    """The server refused the connection or is not there (not merely slow)."""
+
+
 class ModelControl:
     """Load/unload/inspect models on one Triton server (gRPC by default).
 
-    `control_key` goes with every call, as the header Triton checks on a server whose
-    model-repository API is restricted (`--http-restricted-api` / `--grpc-restricted-protocol`;
-    embedded servers always are).
+    Every call is bounded: a load or unload by `timeout_s`, anything else by `call_timeout_s`,
+    `probe` by the timeout it is given; a server that does not answer in time is an error, never
+    a wait without end. `control_key` goes with every call, as the header Triton checks on a
+    server whose model-repository API is restricted (`--http-restricted-api` /
+    `--grpc-restricted-protocol`; embedded servers always are).
     """
 
     def __init__(self, url: str, protocol: str = "grpc", model_repository: str | os.PathLike | None = None,
-                 name: str | None = None, timeout_s: float = 120.0, control_key: str | None = None):
+                 name: str | None = None, timeout_s: float = 120.0, control_key: str | None = None,
+                 call_timeout_s: float = 10.0):
         if protocol not in ("grpc", "http"):
             raise UserError(f"protocol must be 'grpc' or 'http', not {protocol!r}")
         self.url = url
@@ -122,23 +129,36 @@ class ModelControl:
         self.model_repository = Path(model_repository) if model_repository else None
         self.name = name or url
         self.timeout_s = timeout_s
+        self.call_timeout_s = call_timeout_s
         self.headers = control_headers(control_key, protocol)
         if protocol == "grpc":
             import tritonclient.grpc as client_module
-        else:
+            self._client = client_module.InferenceServerClient(url=url)
+        else:  # tritonclient.http has no per-call timeout: the client's own bounds every call
             import tritonclient.http as client_module
+            self._client = client_module.InferenceServerClient(url=url, connection_timeout=call_timeout_s,
+                                                               network_timeout=timeout_s)
+        self._module = client_module
         self._errors = client_module.InferenceServerException
-        self._client = client_module.InferenceServerClient(url=url)
+        self._probe_clients: dict[float, object] = {}  # HTTP: one client per probe timeout
 
-    def _call(self, what: str, fn, *args, **kwargs):
+    def _call(self, what: str, fn, *args, timeout_s: float | None = None, **kwargs):
+        timeout_s = timeout_s or self.call_timeout_s
+        if self.protocol == "grpc":
+            kwargs["client_timeout"] = timeout_s
         try:
             return fn(*args, headers=self.headers, **kwargs)
         except self._errors as e:
-            message = one_line(e.message() or str(e))
-            if e.status() == "StatusCode.UNAVAILABLE":
-                message = f"Triton at {self.url} does not answer ({message})"
+            message, status = one_line(e.message() or str(e)), str(e.status() or "")
+            if status == "StatusCode.UNAVAILABLE":
+                raise Unreachable(f"{self.name}: {what} failed: Triton at {self.url} does not answer ({message})") \
+                    from None
+            if status == "StatusCode.DEADLINE_EXCEEDED" or "timed out" in message.lower():
+                message = f"Triton at {self.url} did not answer within {timeout_s:g} s"
             raise UserError(f"{self.name}: {what} failed: {message}") from None
-        except Exception as e:  # connection refused and the like, raised by the transport
+        except (ConnectionError, OSError) as e:  # HTTP: refused, reset, no route
+            raise Unreachable(f"{self.name}: {what} failed: Triton at {self.url} does not answer ({e})") from None
+        except Exception as e:  # a timeout and the like, raised by the transport
             raise UserError(f"{self.name}: {what} failed: Triton at {self.url} does not answer ({e})") from None
 
     def _json(self, fn, *args, **kwargs):
@@ -147,11 +167,29 @@ class ModelControl:
         return fn(*args, **kwargs)
 
     # -- health ----------------------------------------------------------------------------
-    def is_live(self) -> bool:
+    def is_live(self, timeout_s: float | None = None) -> bool:
         try:
-            return bool(self._client.is_server_live(headers=self.headers))
-        except Exception:
+            self.probe(timeout_s or self.call_timeout_s, index=False)
+            return True
+        except UserError:
             return False
+
+    def probe(self, timeout_s: float, index: bool = True) -> list[dict]:
+        """Liveness and (with `index`) the repository index, each call within `timeout_s`;
+        `Unreachable` when the server is not there, UserError when it does not answer in time."""
+        if self.protocol == "grpc":
+            client = self._client
+        else:
+            client = self._probe_clients.get(timeout_s)
+            if client is None:
+                client = self._probe_clients[timeout_s] = self._module.InferenceServerClient(
+                    url=self.url, connection_timeout=timeout_s, network_timeout=timeout_s)
+        if not self._call("liveness probe", client.is_server_live, timeout_s=timeout_s):
+            raise UserError(f"{self.name}: Triton at {self.url} says it is not live")
+        if not index:
+            return []
+        idx = self._call("repository index", self._json, client.get_model_repository_index, timeout_s=timeout_s)
+        return list(idx.get("models", [])) if isinstance(idx, dict) else list(idx)
 
     def server_version(self) -> str:
         meta = self._call("server metadata", self._json, self._client.get_server_metadata)
@@ -162,21 +200,22 @@ class ModelControl:
         if self.model_repository is not None and (self.model_repository / model).is_dir():
             return read_repository_config(self.model_repository, model, config_name)
         if not self.is_model_ready(model):
-            self._call(f"load of {model!r}", self._client.load_model, model)
+            self._call(f"load of {model!r}", self._client.load_model, model, timeout_s=self.timeout_s)
         return self.model_config(model)
 
     def load(self, model: str, inst: InstanceConfig | None = None) -> dict:
         """Load (or reload) `model` with `inst`; returns the config Triton now runs."""
         if inst is None:
-            self._call(f"load of {model!r}", self._client.load_model, model)
+            self._call(f"load of {model!r}", self._client.load_model, model, timeout_s=self.timeout_s)
         else:
             config = apply_instance_config(self.base_config(model, inst.config_name), inst)
-            self._call(f"load of {model!r}", self._client.load_model, model, config=json.dumps(config))
+            self._call(f"load of {model!r}", self._client.load_model, model, config=json.dumps(config),
+                       timeout_s=self.timeout_s)
         return self.model_config(model)
 
     def unload(self, model: str, wait_s: float = 30.0) -> None:
         """Unload `model`; Triton unloads in the background, so wait (up to `wait_s`) until it is gone."""
-        self._call(f"unload of {model!r}", self._client.unload_model, model)
+        self._call(f"unload of {model!r}", self._client.unload_model, model, timeout_s=self.timeout_s)
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             state = next((m.get("state") for m in self.index() if m.get("name") == model), None)
@@ -196,8 +235,8 @@ class ModelControl:
 
     def is_model_ready(self, model: str) -> bool:
         try:
-            return bool(self._client.is_model_ready(model, headers=self.headers))
-        except Exception:
+            return bool(self._call(f"readiness of {model!r}", self._client.is_model_ready, model))
+        except UserError:
             return False
 
     def model_config(self, model: str) -> dict:
@@ -209,3 +248,5 @@ class ModelControl:
 
     def close(self) -> None:
         self._client.close()
+        for client in self._probe_clients.values():
+            client.close()

@@ -1,0 +1,126 @@
+"""Device health, probed off the controller's thread.
+
+One thread per device asks its Triton `ServerLive` and the repository index every `period_s`,
+each call bounded by `timeout_s`. A device whose server refuses the connection is down at once; one
+that stops answering (hung: SIGSTOP, a wedged process, a partitioned link) is down once it has not
+answered for `down_after_s`; either is up again at its first answer. The controller, `/readyz`
+and `/api/v1/cluster` read the latest `DeviceHealth` and never wait on a Triton; a change calls
+`on_change(device_id, health)` (the control plane wakes its controller, which re-plans at once).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from orchestrator.errors import UserError
+
+log = logging.getLogger(__name__)
+
+PERIOD_S = 0.2
+TIMEOUT_S = 0.3
+DOWN_AFTER_S = 1.0
+
+
+class Unreachable(UserError):
+    """The device's server refused the connection or is not there: down at once."""
+
+
+@dataclass(frozen=True)
+class DeviceHealth:
+    live: bool
+    checked: bool = False  # at least one probe has finished
+    error: str | None = None  # why it is down (the last failed probe)
+    since: float = 0.0  # wall time of the last change between live and down
+    last_ok: float | None = None  # wall time of the last probe that answered
+    models: tuple[dict, ...] = field(default_factory=tuple)  # the index at the last answer: name, version, state, reason
+
+
+Probe = Callable[[str, float], list[dict]]  # (device_id, timeout_s) -> repository index; raises UserError
+
+
+class HealthMonitor:
+    """Probes `device_ids` with `probe` until `stop()`."""
+
+    def __init__(self, device_ids: list[str], probe: Probe,
+                 on_change: Callable[[str, DeviceHealth], None] = lambda d, h: None, period_s: float = PERIOD_S,
+                 timeout_s: float = TIMEOUT_S, down_after_s: float = DOWN_AFTER_S, clock: Callable[[], float] = time.time):
+        self.probe, self.on_change = probe, on_change
+        self.period_s, self.timeout_s, self.down_after_s = period_s, timeout_s, down_after_s
+        self.clock = clock
+        self._states = {d: DeviceHealth(live=False, error="not probed yet") for d in device_ids}
+        self._first_failure: dict[str, float] = {}  # device -> when it began failing (while still live)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> "HealthMonitor":
+        """Probe every device once (in parallel, so that the first readers see real states), then keep probing."""
+        first = [threading.Thread(target=self.check, args=(d,), daemon=True) for d in self._states]
+        for t in first:
+            t.start()
+        for t in first:
+            t.join(self.timeout_s * 3 + 1.0)
+        for d in self._states:
+            t = threading.Thread(target=self._run, args=(d,), name=f"health-{d}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(self.timeout_s * 3 + 1.0)
+
+    def state(self, device_id: str) -> DeviceHealth:
+        with self._lock:
+            return self._states[device_id]
+
+    def current(self, device_id: str) -> DeviceHealth:
+        """The latest state; probed now when the monitor is not running (a control plane used in
+        process, without its threads)."""
+        if not self._threads:
+            return self.check(device_id)
+        return self.state(device_id)
+
+    def _run(self, device_id: str) -> None:
+        while not self._stop.wait(self.period_s):
+            try:
+                self.check(device_id)
+            except Exception:  # noqa: BLE001 - the probe loop must survive; the log has it
+                log.exception("health probe of %s failed", device_id)
+
+    def check(self, device_id: str) -> DeviceHealth:
+        """One probe of one device; returns (and keeps) its new state."""
+        start = self.clock()
+        try:
+            models = tuple(self.probe(device_id, self.timeout_s))
+            error, refused = None, False
+        except Unreachable as e:
+            models, error, refused = (), str(e), True
+        except UserError as e:
+            models, error, refused = (), str(e), False
+        now = self.clock()
+        with self._lock:
+            old = self._states[device_id]
+            if error is None:
+                self._first_failure.pop(device_id, None)
+                new = DeviceHealth(live=True, checked=True, since=old.since if old.live else now, last_ok=now,
+                                   models=models)
+            else:
+                failing_since = self._first_failure.setdefault(device_id, start)
+                silent_s = now - (old.last_ok if old.last_ok is not None else failing_since)
+                down = refused or not old.live or silent_s >= self.down_after_s
+                if down:
+                    new = DeviceHealth(live=False, checked=True, error=error, since=now if old.live else old.since,
+                                       last_ok=old.last_ok)
+                else:  # one missed answer: still live, until it has been silent for down_after_s
+                    new = replace(old, checked=True)
+            self._states[device_id] = new
+        if new.live != old.live and old.checked:
+            log.warning("device %s %s", device_id, "answers again" if new.live else f"is down: {error}")
+            self.on_change(device_id, new)
+        return new
