@@ -63,3 +63,75 @@ def test_a_hung_triton_is_marked_down_planned_around_and_taken_back(model_repo):
         assert decisions
         reasons = [d["reason"] for d in cp.store.decisions(100) if d["kind"] in ("replan", "hold")]
         assert any(f"{hung} went down" in r for r in reasons) and any(f"{hung} came back" in r for r in reasons), reasons
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live processes (zombies left out) of a process group."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                out.append(int(entry))
+    return out
+
+
+def is_zombie_or_gone(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_a_killed_embedded_triton_is_reaped_restarted_and_given_its_models_back(model_repo):
+    with running_control_plane(model_repo, controller=True, tick_s=0.5, dwell_s=1.0) as server:
+        cp, url = server.cp, server.url
+        cp.apply(cp.solve(demand={"resnet": 40.0}), reason="test: first plan")
+        victim = cp.plan.placements[0].device_id
+        planned = sorted(p.variant for p in cp.plan.placements_on(victim))
+        old_pid = server.runtime.servers[victim].pid
+        stubs = [p for p in group_members(old_pid) if p != old_pid]
+        assert stubs, "a loaded python-backend model runs in a stub process of the server's group"
+        os.kill(old_pid, signal.SIGKILL)  # the server only: its stubs are orphaned, as after a crash
+        killed = time.monotonic()
+        wait_for("the old run's stubs killed and the server reaped",
+                 lambda: not group_members(old_pid) and not os.path.exists(f"/proc/{old_pid}"), 30.0)
+        ups = cp.health.state(victim).ups
+        wait_for(f"{victim} restarted and live", lambda: server.runtime.servers[victim].pid not in (None, old_pid)
+                 and cp.health.state(victim).live and cp.health.state(victim).ups > ups, 60.0)
+        restarted_s = time.monotonic() - killed
+
+        def models_back():
+            status, body = timed_call(url + "/api/v1/cluster")
+            device = next(d for d in body["devices"] if d["id"] == victim)
+            ready = sorted(m["name"] for m in device["models"] if m["state"] == "READY")
+            plan_here = sorted(p.variant for p in cp.plan.placements_on(victim))
+            return plan_here and ready == plan_here
+        wait_for(f"{victim} serving what the plan places there again", models_back, 90.0)
+        print(f"killed {victim} (pid {old_pid}, planned {planned}): restarted and live after {restarted_s:.2f} s, "
+              f"models back after {time.monotonic() - killed:.2f} s")
+        health = [d["reason"] for d in cp.store.decisions(100) if d["kind"] == "health"]
+        assert any("exited with code" in r and "restarted" in r for r in health), health
+        assert all(is_zombie_or_gone(p) for p in stubs)
+
+
+def test_a_hung_embedded_triton_is_killed_and_restarted_with_backoff(model_repo, tmp_path):
+    from orchestrator.triton.runtime import HANG_RESTART_S, RESTART_BACKOFF_S, ClusterRuntime
+    from tests.triton_helpers import one_cpu_cluster
+    with ClusterRuntime(one_cpu_cluster(model_repo, tmp_path)) as runtime:
+        device = next(iter(runtime.servers))
+        server = runtime.servers[device]
+        old_pid = server.pid
+        os.killpg(old_pid, signal.SIGSTOP)
+        assert runtime.recover(device, silent_s=HANG_RESTART_S / 2, now=100.0) is None  # not hung long enough yet
+        done = runtime.recover(device, silent_s=HANG_RESTART_S + 1, now=100.0)
+        assert done and "hung" in done and "restarted" in done, done
+        assert server.pid != old_pid and not group_members(old_pid) and runtime.control(device).is_live()
+        # a second restart waits out the backoff, then goes ahead
+        os.killpg(server.pid, signal.SIGSTOP)
+        assert runtime.recover(device, silent_s=HANG_RESTART_S + 1, now=100.0 + RESTART_BACKOFF_S[0] / 2) is None
+        assert "restart 2" in runtime.recover(device, silent_s=HANG_RESTART_S + 1, now=100.0 + RESTART_BACKOFF_S[0] + 0.1)
+        assert runtime.control(device).is_live()

@@ -49,7 +49,7 @@ class Controller:
         self.wake = wake if wake is not None else threading.Event()  # set: tick now (a setting changed)
         self.tracker = DemandTracker(cp.config.estimator)
         self._misses: dict[str, deque[tuple[int, int]]] = {}  # family -> (misses, arrivals) per second
-        self._live: dict[str, bool] | None = None
+        self._live: dict[str, tuple[bool, int]] | None = None  # device -> (live, times it has become live)
         self._capacity_plan: Plan | None = None  # the plan `_capacity_of` (family -> capacity) is for
         self._capacity_of: dict[str, float] = {}
         self.headroom: dict[str, float] = {}  # family -> factor over the estimate (grows on misses)
@@ -186,14 +186,14 @@ class Controller:
         return sum(p.capacity_rps for p in plan.placements if p.variant in variants)
 
     def _health_change(self) -> str | None:
-        live = {}
-        for dev in self.cp.device_ids():
-            live[dev] = self.cp.device_live(dev)
+        live = {dev: (self.cp.device_live(dev), self.cp.device_ups(dev)) for dev in self.cp.device_ids()}
         before, self._live = self._live, live
-        self.cp.down = {d for d, ok in live.items() if not ok}
+        self.cp.down = {d for d, (ok, _) in live.items() if not ok}
         if before is None:
             return None
-        changed = [f"{d} {'came back' if ok else 'went down'}" for d, ok in live.items() if before.get(d) != ok]
+        # a device live at both looks but with a new run between them (restarted) came back too
+        changed = [f"{d} {'came back' if ok else 'went down'}" for d, (ok, ups) in live.items()
+                   if d in before and (before[d][0] != ok or (ok and before[d][1] != ups))]
         if changed:
             self.cp.record_decision("health", "; ".join(changed))
             return "device health changed: " + "; ".join(changed)

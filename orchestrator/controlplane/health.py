@@ -37,18 +37,21 @@ class DeviceHealth:
     since: float = 0.0  # wall time of the last change between live and down
     last_ok: float | None = None  # wall time of the last probe that answered
     models: tuple[dict, ...] = field(default_factory=tuple)  # the index at the last answer: name, version, state, reason
+    ups: int = 0  # how many times it has become live (a restart between two looks shows here)
 
 
 Probe = Callable[[str, float], list[dict]]  # (device_id, timeout_s) -> repository index; raises UserError
+Recover = Callable[[str, float], None]  # (device_id, seconds it has not answered), after each failed probe
 
 
 class HealthMonitor:
     """Probes `device_ids` with `probe` until `stop()`."""
 
     def __init__(self, device_ids: list[str], probe: Probe,
-                 on_change: Callable[[str, DeviceHealth], None] = lambda d, h: None, period_s: float = PERIOD_S,
+                 on_change: Callable[[str, DeviceHealth], None] = lambda d, h: None,
+                 recover: Recover = lambda d, silent_s: None, period_s: float = PERIOD_S,
                  timeout_s: float = TIMEOUT_S, down_after_s: float = DOWN_AFTER_S, clock: Callable[[], float] = time.time):
-        self.probe, self.on_change = probe, on_change
+        self.probe, self.on_change, self.recover = probe, on_change, recover
         self.period_s, self.timeout_s, self.down_after_s = period_s, timeout_s, down_after_s
         self.clock = clock
         self._states = {d: DeviceHealth(live=False, error="not probed yet") for d in device_ids}
@@ -86,10 +89,24 @@ class HealthMonitor:
             return self.check(device_id)
         return self.state(device_id)
 
+    def mark_down(self, device_id: str, error: str) -> None:
+        """Down now, whatever the last probe said (its server was just restarted: nothing is
+        loaded there any more); the next answer brings it back as a new run."""
+        with self._lock:
+            old = self._states[device_id]
+            self._states[device_id] = replace(old, live=False, error=error, since=self.clock(), models=())
+        if old.live:
+            self.on_change(device_id, self._states[device_id])
+
     def _run(self, device_id: str) -> None:
+        """Probe; after a failed probe let `recover` act (restart a dead or hung embedded server)."""
         while not self._stop.wait(self.period_s):
             try:
-                self.check(device_id)
+                health = self.check(device_id)
+                if health.error is not None and not self._stop.is_set():
+                    silent_from = health.last_ok if health.last_ok is not None else self._first_failure.get(
+                        device_id, self.clock())
+                    self.recover(device_id, self.clock() - silent_from)
             except Exception:  # noqa: BLE001 - the probe loop must survive; the log has it
                 log.exception("health probe of %s failed", device_id)
 
@@ -109,16 +126,16 @@ class HealthMonitor:
             if error is None:
                 self._first_failure.pop(device_id, None)
                 new = DeviceHealth(live=True, checked=True, since=old.since if old.live else now, last_ok=now,
-                                   models=models)
+                                   models=models, ups=old.ups if old.live else old.ups + 1)
             else:
                 failing_since = self._first_failure.setdefault(device_id, start)
                 silent_s = now - (old.last_ok if old.last_ok is not None else failing_since)
                 down = refused or not old.live or silent_s >= self.down_after_s
                 if down:
                     new = DeviceHealth(live=False, checked=True, error=error, since=now if old.live else old.since,
-                                       last_ok=old.last_ok)
+                                       last_ok=old.last_ok, ups=old.ups)
                 else:  # one missed answer: still live, until it has been silent for down_after_s
-                    new = replace(old, checked=True)
+                    new = replace(old, checked=True, error=error)
             self._states[device_id] = new
         if new.live != old.live and old.checked:
             log.warning("device %s %s", device_id, "answers again" if new.live else f"is down: {error}")

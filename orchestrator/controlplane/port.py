@@ -40,6 +40,11 @@ class ControlPort(Protocol):
         """Whether the device's server answers (False, not an exception, when it does not)."""
         ...
 
+    def device_ups(self, device_id: str) -> int:
+        """How many times the device has become live: a device that went down and came back
+        between two ticks (a quick restart) shows as a new count."""
+        ...
+
     def planning_demand(self, override: dict[str, float] | None = None) -> dict[str, float]: ...
 
     def solve(self) -> Plan:

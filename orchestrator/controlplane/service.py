@@ -112,13 +112,25 @@ class ControlPlane:
         self.wake = threading.Event()  # set to make the controller tick now (a setting or a device's health changed)
         self.down: set[str] = set()  # devices whose Triton does not answer (the controller checks)
         # probed off the controller's thread once started (`start_health`); until then each read probes
-        self.health = HealthMonitor(self.device_ids(), self._probe, lambda device_id, health: self.wake.set())
+        self.health = HealthMonitor(self.device_ids(), self._probe, lambda device_id, health: self.wake.set(),
+                                    self._recover)
+        self._closed = False
 
     def start_health(self) -> None:
         self.health.start()
 
     def close(self) -> None:
+        self._closed = True
         self.health.stop()
+
+    def _recover(self, device_id: str, silent_s: float) -> None:
+        """Supervision: the runtime restarts a dead or hung embedded server (with backoff)."""
+        recover = getattr(self.runtime, "recover", None)
+        done = recover(device_id, silent_s) if recover is not None and not self._closed else None
+        if done is not None and not self._closed:
+            self.health.mark_down(device_id, done)
+            self.store.record_decision("health", done)
+            self.wake.set()
 
     def _probe(self, device_id: str, timeout_s: float) -> list[dict]:
         return self.runtime.control(device_id).probe(timeout_s)
@@ -151,6 +163,9 @@ class ControlPlane:
 
     def device_live(self, device_id: str) -> bool:
         return self.health.current(device_id).live
+
+    def device_ups(self, device_id: str) -> int:
+        return self.health.state(device_id).ups
 
     def live_device_ids(self) -> list[str]:
         """The devices whose Triton answers (the others host nothing a plan can use)."""

@@ -39,6 +39,9 @@ class SimControlPort:
     def device_live(self, device_id: str) -> bool:
         return True  # simulated devices do not fail
 
+    def device_ups(self, device_id: str) -> int:
+        return 1
+
     # nothing is persisted
     def record_history(self, rows: list[dict]) -> None:
         pass

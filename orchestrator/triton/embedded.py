@@ -175,6 +175,9 @@ class EmbeddedServer:
             busy = [p for p in ports if not port_is_free(p, self.host)]
             if busy:
                 raise UserError(f"{self.name}: port {busy[0]} is already in use (http/grpc/metrics need {ports})")
+        elif self.http_port and all(port_is_free(p, self.host) for p in (self.http_port, self.grpc_port,
+                                                                          self.metrics_port)):
+            ports = [self.http_port, self.grpc_port, self.metrics_port]  # a restart keeps its addresses
         else:
             ports = free_ports(3, self.host)
         self.http_port, self.grpc_port, self.metrics_port = ports
@@ -253,6 +256,18 @@ class EmbeddedServer:
 
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def exit_code(self) -> int | None:
+        """The server's exit status once it has died (None while it runs, or before a start)."""
+        return self._proc.poll() if self._proc is not None else None
+
+    def restart(self) -> "EmbeddedServer":
+        """A new run in place of this one: the old one stopped as a whole (its python-backend stubs
+        killed, the dead server reaped), the new one on the same ports where they are free, with
+        a new control key and nothing loaded but the start-up models."""
+        self.stop()
+        return self.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop the server and everything it started; idempotent."""

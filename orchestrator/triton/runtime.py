@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 from orchestrator.cluster import Cluster, Device
@@ -18,6 +19,10 @@ from orchestrator.triton.embedded import EmbeddedServer
 from orchestrator.triton.remote import RemoteServer
 
 Server = EmbeddedServer | RemoteServer
+
+HANG_RESTART_S = 10.0  # an embedded server silent this long (alive but not answering) is restarted
+RESTART_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # the least time between restarts, growing per restart
+BACKOFF_RESET_S = 300.0  # restarts further apart than this start the backoff over
 
 
 def server_for_device(device: Device, model_repository: str | os.PathLike, run_dir: str | os.PathLike | None = None) -> Server:
@@ -56,6 +61,7 @@ class ClusterRuntime:
         }
         self._controls: dict[str, ModelControl] = {}
         self._lock = threading.Lock()
+        self._restarts: dict[str, tuple[int, float]] = {}  # device -> (restarts in a row, when the last began)
 
     def start(self, device_ids: list[str] | None = None) -> "ClusterRuntime":
         """Start (or attach to) the servers; on a failure the ones started here are stopped again."""
@@ -95,6 +101,35 @@ class ClusterRuntime:
                     raise UserError(f"unknown device {device_id!r}; the cluster has {sorted(self.servers)}")
                 self._controls[device_id] = server.control(self.model_repository)
             return self._controls[device_id]
+
+    def recover(self, device_id: str, silent_s: float, now: float | None = None) -> str | None:
+        """Supervise one device that does not answer: restart its embedded server when it has
+        died, or has hung for `HANG_RESTART_S`, no sooner than the backoff allows. Returns what was
+        done (for the decision log), or None. Remote servers are not ours to restart."""
+        server = self.servers.get(device_id)
+        if not isinstance(server, EmbeddedServer) or server.pid is None:
+            return None
+        now = time.monotonic() if now is None else now
+        code = server.exit_code
+        if code is None and silent_s < HANG_RESTART_S:
+            return None
+        count, last = self._restarts.get(device_id, (0, -1e18))
+        if now - last > BACKOFF_RESET_S:
+            count = 0
+        elif count and now - last < RESTART_BACKOFF_S[min(count, len(RESTART_BACKOFF_S)) - 1]:
+            return None
+        why = (f"exited with code {code}" if code is not None
+               else f"did not answer for {silent_s:.1f} s (hung)")
+        self._restarts[device_id] = (count + 1, now)
+        with self._lock:
+            ctl = self._controls.pop(device_id, None)  # its key and maybe its ports change with the run
+        if ctl is not None:
+            ctl.close()
+        try:
+            server.restart()
+        except UserError as e:
+            return f"{device_id}: embedded Triton {why}; restart {count + 1} failed: {e}"
+        return f"{device_id}: embedded Triton {why}; restarted (restart {count + 1}, pid {server.pid})"
 
     def endpoints(self) -> dict[str, dict[str, str | None]]:
         """Where shims send requests: {device_id: {"grpc": "host:port" | None, "http": ... | None}}."""
