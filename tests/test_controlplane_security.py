@@ -376,3 +376,26 @@ def test_every_operation_with_a_body_documents_413(client):
     with_body = [(p, m) for p, m, op in _operations() if "requestBody" in op]
     assert len(with_body) == 6
     assert all("413" in SPEC["paths"][p][m]["responses"] for p, m in with_body)
+
+
+# -- bootstrap (issue 17 #9) ----------------------------------------------------------------
+def test_a_fresh_control_plane_makes_its_first_plan_for_the_initial_demand():
+    cp = stub_control_plane(initial_demand_rps=2.0)
+    assert cp.plan is None
+    reason = Controller(cp).tick()
+    assert reason and "first plan" in reason and "initial demand" in reason, reason
+    assert cp.plan is not None and cp.plan.families["resnet"].demand_rps == 2.0
+    assert stub_control_plane().planning_demand() == {}  # without it, nothing to plan for until an operator's plan
+
+
+def test_an_operator_s_plan_is_not_overridden_from_a_first_partial_second():
+    cp = stub_control_plane(dwell_s=10.0, estimator="window")
+    cp.apply(cp.solve(demand={"resnet": 12.0}), reason="operator")
+    version = cp.plan.version
+    controller = Controller(cp)
+    now = int(time.time())
+    # a client that started late in a second reports 2 of the 12 requests/s it sends
+    cp.intake.add(report(row(now - 3, arrivals=2, completions=2, met=2, served={"resnet18": 2},
+                             served_met={"resnet18": 2})), now=now)
+    assert controller.tick() is None  # falling demand waits out the dwell from the operator's change
+    assert cp.plan.version == version

@@ -15,7 +15,7 @@ from orchestrator.catalog import Catalog, TensorSpec, Variant
 from orchestrator.dataplane.routing import static_plan
 from orchestrator.shim import Client
 from orchestrator.shim.inputs import check_inputs
-from orchestrator.shim.plan_source import Endpoint, parse_endpoints
+from orchestrator.shim.plan_source import Endpoint, NoPlanYet, parse_endpoints
 
 SPEC_IN = (TensorSpec("input", "FP32", (3, 224, 224)),)
 SPEC_OUT = (TensorSpec("logits", "FP32", (1000,)),)
@@ -115,13 +115,18 @@ class FakeControlPlane:
 
     def __init__(self, body: dict):
         self.body = body
+        self.no_plan_for = 0  # answer this many plan fetches as a fresh control plane does (503, no plan yet)
         self.posts: list[dict] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
                 data = json.dumps(outer.body).encode()
-                self.send_response(200 if self.path == "/api/v1/plan" else 404)
+                status = 200 if self.path == "/api/v1/plan" else 404
+                if status == 200 and outer.no_plan_for > 0:
+                    outer.no_plan_for -= 1
+                    status, data = 503, json.dumps({"error": "no plan has been applied yet", "plan": None}).encode()
+                self.send_response(status)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -191,4 +196,21 @@ def test_client_follows_the_control_plane_plan_and_posts_telemetry():
 
 def test_unreachable_control_plane_is_a_connection_error():
     with pytest.raises(ConnectionError, match=r"control plane http://127.0.0.1:\d+/api/v1/plan"):
-        Client(f"http://127.0.0.1:{closed_port()}")
+        Client(f"http://127.0.0.1:{closed_port()}", plan_wait_s=0.0)
+
+
+def test_a_client_waits_for_a_fresh_control_plane_s_first_plan_and_says_why_when_none_comes():
+    plan = static_plan({"resnet": [("cpu0", "resnet18", 1)]}, version=1)
+    body = {"plan": plan.to_dict(), "endpoints": {"cpu0": {"grpc": f"127.0.0.1:{closed_port()}", "http": None}},
+            "catalog": {"variants": [v.to_dict() for v in CATALOG.variants.values()]}}
+    cp = FakeControlPlane(body)
+    try:
+        cp.no_plan_for = 3  # the first plan arrives on the fourth fetch
+        client = Client(cp.url, poll_s=0.05, plan_wait_s=10.0)
+        assert client.plan.version == 1
+        client.close()
+        cp.no_plan_for = 10**6
+        with pytest.raises(NoPlanYet, match="503 no plan has been applied yet"):
+            Client(cp.url, poll_s=0.05, plan_wait_s=0.3)
+    finally:
+        cp.close()

@@ -107,6 +107,7 @@ def run(args) -> int:
         args.slo = [f"{FAMILY}=600"]
     token, token_note = resolve_token(args)
     config = config_from_args(args, args.db, token)
+    config.initial_demand_rps = None  # the demo applies its own first plan, for its calm rate
     slo = config.slo_ms.get(FAMILY, config.default_slo_ms)
     db = Path(args.db)
     for stale in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):

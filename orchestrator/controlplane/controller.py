@@ -10,7 +10,7 @@ Every tick (default 1 s) it
        - a device went down or came back,
        - the operator changed a setting (SLO, floor, demand override);
      falling demand and the miss trigger wait for the minimum dwell time since the last change of
-     what is loaded, so noise does not reshuffle the cluster's models; rising demand does not
+     what is loaded (by the controller, or a plan someone else applied), so noise does not reshuffle the cluster's models; rising demand does not
      wait (scale up at once, down slowly, as Kubernetes' autoscaler's stabilisation window). A
      re-plan that only moves traffic among models already loaded (no load, no unload: applied
      in milliseconds) does not start a dwell. A re-plan that comes out as the current plan is a
@@ -55,7 +55,9 @@ class Controller:
         self.headroom: dict[str, float] = {}  # family -> factor over the estimate (grows on misses)
         self.miss_family = ""  # the family the last miss-triggered reason names
         self.demand_rose = False  # whether the last demand-triggered reason was a rise
-        self.last_change = 0.0  # when the controller last re-planned what is loaded (the dwell counts from here)
+        self.last_change = 0.0  # when what is loaded last changed (the dwell counts from here)
+        self._version_seen: int | None = None  # the plan version in force at the last tick
+        self._own_change = False  # the next new version is the controller's own (its dwell is set already)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.ticks = 0
@@ -90,6 +92,14 @@ class Controller:
         self.ticks += 1
         if self.tracker.estimator != self.cp.config.estimator:
             self.tracker = DemandTracker(self.cp.config.estimator)
+        plan = self.cp.plan
+        if plan is not None and plan.version != self._version_seen:
+            if not self._own_change:
+                self.last_change = now  # someone else's plan (an operator's) starts the dwell too
+            self._own_change = False
+            self._version_seen = plan.version
+        elif self._own_change and not self.cp.busy:
+            self._own_change = False  # the controller's last re-plan came to no new version (a hold)
         self._ingest(now)
         self.tracker.set_horizon(max(2.0, self.cp.last_apply_s + self.cp.config.tick_s))
         self._decay_headroom()
@@ -205,7 +215,10 @@ class Controller:
         if plan is None:
             active = {f: d for f, d in demand.items() if d > 0}
             if active:
-                return "first plan for demand " + ", ".join(f"{f} {d:.1f} rps" for f, d in active.items())
+                initial = self.cp.config.initial_demand_rps
+                why = " (no plan yet, no traffic: the initial demand)" if initial and all(
+                    not self.cp.estimates.get(f) for f in active) else ""
+                return "first plan for demand " + ", ".join(f"{f} {d:.1f} rps" for f, d in active.items()) + why
             return None
         h = self.cp.config.hysteresis
         for fam, est in sorted(demand.items()):
@@ -241,12 +254,15 @@ class Controller:
         before = self.cp.plan.loaded_models() if self.cp.plan is not None else None
         try:
             plan = self.cp.solve()
+            self._own_change = True
             self.cp.apply(plan, reason=f"controller: {reason}", kind="replan")
             for window in self._misses.values():
                 window.clear()  # misses under the old plan do not count against the new one
             return before is None or plan.loaded_models() != before
         except ApplyBusy:
+            self._own_change = False
             return False  # an operator's apply is running; the next tick looks again
         except (ApplyFailed, UserError) as e:
+            self._own_change = False
             self.cp.record_decision("error", f"controller: {reason}; re-plan failed: {e}")
             return True

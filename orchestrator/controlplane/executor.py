@@ -178,7 +178,7 @@ class PlanExecutor:
             try:
                 names = ctl.loaded()
             except UserError as e:  # a device that does not answer hosts nothing we can use
-                self.log(f"{dev}: {e}")
+                self.log(str(e))  # the message names the device
                 names = {}
             out[dev] = models
             for name in names:

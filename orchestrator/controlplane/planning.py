@@ -35,15 +35,19 @@ def solve_plan(catalog: Catalog, cluster: Cluster, profiles: ProfileSet, *, slo_
 
 
 def planning_demand(families: list[str], plan: Plan | None, estimates: dict[str, float],
-                    operator_override: dict[str, float], override: dict[str, float] | None = None) -> dict[str, float]:
+                    operator_override: dict[str, float], override: dict[str, float] | None = None,
+                    initial_rps: float | None = None) -> dict[str, float]:
     """The demand a re-plan is made for, per family: `override` (a solve request's) > the
     operator's per-family override > the controller's estimate > what the plan in force was
-    made for."""
+    made for; with no plan yet and no traffic seen, `initial_rps` (a fresh control plane's first
+    plan: clients need one before they can send anything)."""
     demand: dict[str, float] = {}
     for f in families:
         if plan is not None and f in plan.families:
             demand[f] = plan.families[f].demand_rps
-        if f in estimates:
+        elif plan is None and initial_rps:
+            demand[f] = initial_rps
+        if f in estimates and (estimates[f] > 0 or f not in demand):
             demand[f] = estimates[f]
     demand.update(operator_override)
     if override:

@@ -45,6 +45,7 @@ class ControlPlaneConfig:
     slo_ms: dict[str, float] = field(default_factory=dict)  # initial SLO per family (else the default)
     lateness_s: int = 2  # telemetry seconds are final this long after they end
     auto: bool = True  # the controller re-plans by itself
+    initial_demand_rps: float | None = None  # no plan yet and no traffic: the controller's first plan serves this per family
 
     def __post_init__(self) -> None:
         try:
@@ -290,7 +291,8 @@ class ControlPlane:
         """Demand to plan for: explicit override > operator's per-family override > estimate > current plan's."""
         from orchestrator.controlplane.planning import planning_demand
 
-        return planning_demand(self.families(), self.plan, self.estimates, self.demand_override(), override)
+        return planning_demand(self.families(), self.plan, self.estimates, self.demand_override(), override,
+                               initial_rps=self.config.initial_demand_rps)
 
     def solve(self, demand: dict[str, float] | None = None, slo_ms: dict[str, float] | None = None,
               policy: str | None = None) -> Plan:

@@ -48,6 +48,7 @@ class ShimConfig:
     deadline_margin_ms: float = 20.0  # a call is cut this long after the last deadline of its batch (serve_late: not)
     health_cooldown_s: float = 2.0  # a failed device is skipped this long
     poll_s: float = 1.0  # control-plane source: how often to fetch the plan
+    plan_wait_s: float = 30.0  # control-plane source: how long `Client(url)` waits for a first plan
     telemetry_s: float = 1.0  # control-plane source: how often to post telemetry
     client_id: str = ""  # names this client in telemetry; default: its kind and a random id
     client_kind: str = "shim"  # what it is in telemetry and on the dashboard: "shim" or "gateway"

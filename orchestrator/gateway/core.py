@@ -100,7 +100,7 @@ class Gateway:
         def connect() -> None:
             while not gateway._stop.is_set():
                 try:
-                    gateway._client = Client(url, **{"client_kind": "gateway", **settings})
+                    gateway._client = Client(url, **{"client_kind": "gateway", **settings, "plan_wait_s": 0.0})
                     log.info("gateway: following the control plane at %s (plan version %s)", url,
                              gateway._client.plan.version if gateway._client.plan else None)
                     return

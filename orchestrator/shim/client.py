@@ -96,7 +96,7 @@ class Client:
             self._follower = PlanFollower(plan_source, self._install_published, self.telemetry, self.client_id,
                                           self._answers.count, self.config.poll_s, self.config.telemetry_s,
                                           client_kind=self.config.client_kind)
-            self._follower.start()  # the first fetch must work: raises ConnectionError / ValueError
+            self._follower.start(self.config.plan_wait_s)  # raises ConnectionError / ValueError when no plan comes
         else:
             raise TypeError(f"plan_source must be a Plan or the control plane's URL, got {type(plan_source).__name__}")
         if self.config.metrics_port is not None:

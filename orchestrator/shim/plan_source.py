@@ -87,6 +87,18 @@ class Contact:
         return f"the control plane at {self.url} has not answered for {self.failing_s:.0f} s ({self.error})"
 
 
+class NoPlanYet(ConnectionError):
+    """The control plane answers but has no plan in force yet (a fresh one, before its first)."""
+
+
+def _error_of(e: "urllib.error.HTTPError") -> str:
+    """The `error` of a control plane's JSON error body, else the status's phrase."""
+    try:
+        return str(json.loads(e.read())["error"])
+    except (ValueError, KeyError, TypeError, OSError):
+        return str(e.reason)
+
+
 class ControlPlaneClient:
     """An HTTP client of the control plane's plan and telemetry endpoints (the control plane itself is
     controlplane/service.py `ControlPlane`)."""
@@ -101,6 +113,9 @@ class ControlPlaneClient:
         try:
             with urllib.request.urlopen(where, timeout=self.timeout_s) as resp:
                 body = json.loads(resp.read())
+        except urllib.error.HTTPError as e:  # the control plane answered, with its reason
+            raise (NoPlanYet if e.code == 503 else ConnectionError)(
+                f"control plane {where}: {e.code} {_error_of(e)}") from None
         except (urllib.error.URLError, OSError) as e:
             raise ConnectionError(f"control plane {where}: {getattr(e, 'reason', e)}") from None
         except json.JSONDecodeError as e:
@@ -150,9 +165,22 @@ class PlanFollower:
         self._failing_since: float | None = None  # Unix time of the first failed fetch since then
         self._last_error = ""
 
-    def start(self) -> None:
-        """Fetch and install the first plan (ConnectionError / ValueError when that fails), then follow."""
-        self.refresh()
+    def start(self, wait_s: float = 0.0) -> None:
+        """Fetch and install the first plan, then follow. A control plane that has no plan yet
+        (or does not answer) is asked again every `poll_s` for up to `wait_s` seconds; then
+        ConnectionError (NoPlanYet: it answers, without a plan) / ValueError."""
+        end, said = time.monotonic() + wait_s, ""
+        while True:
+            try:
+                self.refresh()
+                break
+            except ConnectionError as e:
+                if time.monotonic() + self._poll_s > end:
+                    raise
+                if self._last_error != said:
+                    log.info("waiting up to %.0f s for a plan: %s", wait_s, e)
+                    said = self._last_error
+                time.sleep(self._poll_s)
         self._thread.start()
 
     def refresh(self) -> None:
