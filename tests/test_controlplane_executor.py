@@ -4,6 +4,8 @@ rollback of a failed load, idempotency, and a restarted control plane that reloa
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 sys.path.insert(0, str(Path(__file__).parent))
-from controlplane_helpers import cluster_for, copy_repository, running_control_plane  # noqa: E402
+from controlplane_helpers import call, cluster_for, copy_repository, running_control_plane  # noqa: E402
+
+from orchestrator.controlplane.store import Store  # noqa: E402
 
 from orchestrator.controlplane.executor import ApplyFailed  # noqa: E402
 from orchestrator.plan import FamilyPlan, Placement, Plan, Route, SolverInfo  # noqa: E402
@@ -98,6 +102,47 @@ def test_failed_load_rolls_back_and_keeps_the_previous_plan(model_repo, tmp_path
         assert loaded(rt) == {"cpu0": {"resnet18"}, "cpu1": set()}  # resnet18 on cpu1 was loaded, then undone
         assert s.cp.plan == before
         assert s.cp.store.decisions(1)[0]["kind"] == "rollback"
+
+
+STUCK_MODEL = """
+import time
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        time.sleep(3600)  # a load that never finishes: the model stays LOADING
+"""
+
+
+def test_a_stuck_load_times_out_rolls_back_names_every_device_and_blocks_nothing(model_repo, tmp_path):
+    repo = copy_repository(model_repo, tmp_path / "repo", ["resnet18", "resnet34"])
+    stuck = repo / "resnet34" / "1" / "model.py"
+    stuck.unlink()
+    stuck.write_text(STUCK_MODEL)
+    db = tmp_path / "state.sqlite"
+    with ClusterRuntime(cluster_for(repo), repo, load_timeout_s=3.0) as rt:
+        with running_control_plane(repo, runtime=rt, db_path=db) as s:
+            s.cp.apply(plan_of(("cpu0", "resnet18")), reason="test")
+            before = s.cp.plan
+            started = time.monotonic()
+            with pytest.raises(ApplyFailed) as err:
+                s.cp.apply(plan_of(("cpu0", "resnet34"), ("cpu1", "resnet34")), reason="test")
+            assert time.monotonic() - started < 30  # the 3-s load timeout, not the hour the model takes
+            message = str(err.value)
+            assert "cpu0" in message and "cpu1" in message and "did not answer within 3 s" in message, message
+            assert s.cp.plan == before and not s.cp.busy
+            s.cp.apply(plan_of(("cpu0", "resnet18"), ("cpu1", "resnet18")), reason="test")  # not refused (409)
+            # a manual load that Triton fails is 502 with its reason, as for a failed apply
+            status, body = call(s.url + "/api/v1/devices/cpu1/models/resnet34/load", "POST", {})
+            assert status == 502 and "load failed" in body["error"] and "did not answer" in body["error"], body
+            # shutting down while an apply waits on a stuck load: the rollback is still recorded
+            worker = threading.Thread(target=lambda: pytest.raises(ApplyFailed, s.cp.apply,
+                                                                    plan_of(("cpu0", "resnet34")), reason="late"))
+            worker.start()
+            time.sleep(0.5)
+        worker.join(30)
+    kinds = [(d["kind"], d["reason"][:40]) for d in Store(str(db)).decisions(3)]
+    assert kinds[0][0] == "rollback" and kinds[0][1].startswith("late"), kinds
 
 
 def test_applying_the_current_plan_changes_nothing(model_repo, clean):

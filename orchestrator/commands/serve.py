@@ -52,6 +52,9 @@ def add_control_plane_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drain", type=non_negative_float, default=2.0,
                    help="seconds old routes drain before their models unload")
     p.add_argument("--manual", action="store_true", help="the controller does not re-plan by itself")
+    p.add_argument("--load-timeout", type=positive_float, default=120.0, metavar="S",
+                   help="a model load Triton has not finished within S seconds fails and the apply rolls back "
+                        "(default 120)")
     p.add_argument("--initial-demand", type=non_negative_float, default=1.0, metavar="RPS",
                    help="with no stored plan, the controller's first plan serves this many requests/s per family, so "
                         "that clients can start (default 1; 0: wait for an operator's plan)")
@@ -88,7 +91,7 @@ def config_from_args(args, db_path: str, token: str) -> ControlPlaneConfig:
     return ControlPlaneConfig(token=token, db_path=db_path, tick_s=args.tick, dwell_s=args.dwell,
                               drain_s=args.drain, estimator=args.estimator, policy=args.policy,
                               slo_ms=parse_slo(args.slo), auto=not args.manual,
-                              initial_demand_rps=args.initial_demand or None)
+                              initial_demand_rps=args.initial_demand or None, load_timeout_s=args.load_timeout)
 
 
 def load_catalog(cluster: Cluster, where: str) -> tuple[Path, Catalog]:

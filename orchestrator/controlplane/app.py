@@ -16,7 +16,7 @@ from werkzeug.serving import make_server
 
 from orchestrator.controlplane.api import api, parse_json, probes
 from orchestrator.controlplane.executor import ApplyBusy, ApplyFailed
-from orchestrator.controlplane.service import Conflict, ControlPlane, NotFound
+from orchestrator.controlplane.service import Conflict, ControlPlane, LoadFailed, NotFound
 from orchestrator.errors import UserError
 
 log = logging.getLogger("orchestrator.controlplane")
@@ -81,6 +81,10 @@ def create_app(control_plane: ControlPlane) -> Flask:
     def failed(e):
         # a server-side load failed and was rolled back: the request was fine, Triton was not
         return jsonify(error=f"apply failed: {e}"), 502
+
+    @app.errorhandler(LoadFailed)
+    def load_failed(e):
+        return jsonify(error=f"load failed: {e}"), 502
 
     @app.errorhandler(UserError)
     def user_error(e):

@@ -268,7 +268,7 @@ class PlanExecutor:
         if errors:
             self._rollback(done, current)
             undone = ", ".join(f"{p.variant}@{p.device_id}" for _, p in done) or "nothing"
-            raise ApplyFailed(f"{errors[0]} — rolled back (undid: {undone}); the previous plan stays")
+            raise ApplyFailed(f"{'; '.join(errors)} — rolled back (undid: {undone}); the previous plan stays")
 
     def _rollback(self, done: list[tuple[str, Placement]], current: Plan | None) -> None:
         for action, p in reversed(done):

@@ -40,7 +40,7 @@ class ControlPlaneServer:
         self.profiles = profiles
         self.model_repository = repo
         self._own_runtime = runtime is None
-        self.runtime = runtime or ClusterRuntime(cluster, repo)
+        self.runtime = runtime or ClusterRuntime(cluster, repo, load_timeout_s=config.load_timeout_s)
         self.host, self.port = host, port
         self.with_controller = controller
         self.store: Store | None = None

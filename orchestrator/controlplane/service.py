@@ -45,6 +45,7 @@ class ControlPlaneConfig:
     slo_ms: dict[str, float] = field(default_factory=dict)  # initial SLO per family (else the default)
     lateness_s: int = 2  # telemetry seconds are final this long after they end
     auto: bool = True  # the controller re-plans by itself
+    load_timeout_s: float = 120.0  # a model load Triton has not finished by then fails, and the apply rolls back
     initial_demand_rps: float | None = None  # no plan yet and no traffic: the controller's first plan serves this per family
 
     def __post_init__(self) -> None:
@@ -116,13 +117,19 @@ class ControlPlane:
         self.health = HealthMonitor(self.device_ids(), self._probe, lambda device_id, health: self.wake.set(),
                                     self._recover)
         self._closed = False
+        self._applying = 0  # applies in progress, their decision records included (guarded by _applies)
+        self._applies = threading.Condition()
 
     def start_health(self) -> None:
         self.health.start()
 
     def close(self) -> None:
+        """Stop probing, and let an apply in progress finish (a stuck load ends at the load
+        timeout) so that its decision, a rollback included, is recorded before the store closes."""
         self._closed = True
         self.health.stop()
+        with self._applies:
+            self._applies.wait_for(lambda: self._applying == 0, timeout=self.config.load_timeout_s + 10.0)
 
     def _recover(self, device_id: str, silent_s: float) -> None:
         """Supervision: the runtime restarts a dead or hung embedded server (with backoff)."""
@@ -386,6 +393,16 @@ class ControlPlane:
 
     def apply(self, target: Plan, reason: str, kind: str = "apply") -> ApplyResult:
         """Carry out `target`; records the decision (and the rollback, on failure)."""
+        with self._applies:
+            self._applying += 1
+        try:
+            return self._apply(target, reason, kind)
+        finally:
+            with self._applies:
+                self._applying -= 1
+                self._applies.notify_all()
+
+    def _apply(self, target: Plan, reason: str, kind: str) -> ApplyResult:
         from orchestrator.controlplane.executor import ApplyBusy, ApplyFailed
 
         for p in target.placements:
@@ -421,7 +438,11 @@ class ControlPlane:
             raise UserError(f"instances must be an integer in 1..16, not {shown(instances)}")
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 64):
             raise UserError(f"threads must be an integer in 1..64, not {shown(threads)}")
-        self.runtime.load(device_id, variant, instances=instances, threads=threads)
+        try:
+            self.runtime.load(device_id, variant, instances=instances, threads=threads)
+        except UserError as e:  # the input was checked above: this is Triton's failure
+            self.store.record_decision("error", f"operator's load of {variant} on {device_id} failed: {e}")
+            raise LoadFailed(str(e)) from None
         self.store.record_decision("load", f"operator loaded {variant} on {device_id} ({instances} instance(s))")
         return {"device_id": device_id, "variant": variant, "ready": self.runtime.control(device_id).is_model_ready(variant)}
 
@@ -460,6 +481,10 @@ class ControlPlane:
                                    f"{result.diff.summary() if result.diff.changes_models else 'nothing to load'}",
                                    last.version, {"diff": result.diff.to_dict()})
         return result
+
+
+class LoadFailed(UserError):
+    """Triton could not load a model (HTTP 502)."""
 
 
 class Conflict(UserError):

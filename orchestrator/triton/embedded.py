@@ -159,9 +159,10 @@ class EmbeddedServer:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
-    def control(self, model_repository: str | os.PathLike | None = None) -> ModelControl:
-        """Model control of this server run (gRPC, with its key); close it when done."""
-        return ModelControl(self.grpc_url, "grpc", model_repository, name=self.name, control_key=self._control_key)
+    def control(self, model_repository: str | os.PathLike | None = None, timeout_s: float = 120.0) -> ModelControl:
+        """Model control of this server run (gRPC, with its key; loads bounded by `timeout_s`); close it when done."""
+        return ModelControl(self.grpc_url, "grpc", model_repository, name=self.name, control_key=self._control_key,
+                            timeout_s=timeout_s)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> "EmbeddedServer":

@@ -36,9 +36,9 @@ class RemoteServer:
         """The key of the server's restricted model-control API: $ORCHESTRATOR_TRITON_KEY, if set."""
         return os.environ.get(CONTROL_KEY_ENV) or None
 
-    def control(self, model_repository=None) -> ModelControl:
+    def control(self, model_repository=None, timeout_s: float = 120.0) -> ModelControl:
         return ModelControl(self.address, protocol=self.protocol, model_repository=model_repository, name=self.name,
-                            control_key=self.control_key)
+                            control_key=self.control_key, timeout_s=timeout_s)
 
     def start(self) -> "RemoteServer":
         """Wait until the server answers as live; a clear error names the device and URL if it never does."""

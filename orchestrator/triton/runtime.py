@@ -49,12 +49,13 @@ class ClusterRuntime:
     """Servers for every device of a cluster. Use as a context manager; stop() stops only what it started."""
 
     def __init__(self, cluster: Cluster, model_repository: str | os.PathLike | None = None,
-                 run_dir: str | os.PathLike | None = None):
+                 run_dir: str | os.PathLike | None = None, load_timeout_s: float = 120.0):
         repo = model_repository or cluster.model_repository
         if repo is None:
             raise UserError(f"{cluster.source or 'cluster'}: no model_repository given")
         self.cluster = cluster
         self.model_repository = Path(repo)
+        self.load_timeout_s = load_timeout_s  # a load or unload Triton has not finished by then fails (and rolls back)
         self.servers: dict[str, Server] = {
             d.id: server_for_device(d, self.model_repository, Path(run_dir) / d.id if run_dir else None)
             for d in cluster.devices
@@ -99,7 +100,7 @@ class ClusterRuntime:
                 server = self.servers.get(device_id)
                 if server is None:
                     raise UserError(f"unknown device {device_id!r}; the cluster has {sorted(self.servers)}")
-                self._controls[device_id] = server.control(self.model_repository)
+                self._controls[device_id] = server.control(self.model_repository, timeout_s=self.load_timeout_s)
             return self._controls[device_id]
 
     def recover(self, device_id: str, silent_s: float, now: float | None = None) -> str | None:
