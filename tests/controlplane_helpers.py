@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
+import subprocess
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -52,6 +55,25 @@ def running_control_plane(model_repo: Path, db_path: str = ":memory:", runtime: 
                                 runtime=runtime, port=0, controller=controller)
     with server:
         yield server
+
+
+def read_lines(proc: subprocess.Popen, lines: list[str]) -> None:
+    """Collect a subprocess's output lines (run in a thread)."""
+    for line in proc.stdout:
+        lines.append(line.rstrip("\n"))
+
+
+def wait_for_line(lines: list[str], pattern: re.Pattern, proc: subprocess.Popen, timeout_s: float) -> re.Match:
+    """The first collected line that matches `pattern`; fails if the process exits or none comes in time."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        for line in list(lines):
+            m = pattern.match(line)
+            if m:
+                return m
+        assert proc.poll() is None, "the process exited:\n" + "\n".join(lines)
+        time.sleep(0.1)
+    raise AssertionError(f"no line like {pattern.pattern}:\n" + "\n".join(lines))
 
 
 def call(url: str, method: str = "GET", body=None, token: str | None = TOKEN, raw: bytes | None = None,

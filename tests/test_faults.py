@@ -1,15 +1,25 @@
 """Faults on real embedded Tritons under a running control plane: a hung server (SIGSTOP) is seen
-and planned around, and taken back when it answers again; the API never waits on it."""
+and planned around, and taken back when it answers again (the API never waits on it); a killed
+one is reaped, restarted and given its models back; a control plane killed with SIGKILL leaves
+its Tritons serving, and its restart takes them over without reloading anything."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
+import subprocess
+import sys
+import threading
 import time
 
+import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 
-from tests.controlplane_helpers import call, running_control_plane
+from orchestrator.catalog import Catalog
+from tests.controlplane_helpers import (DEVICE_CLASS, TOKEN, call, read_lines, running_control_plane,
+                                        synthetic_profiles, wait_for_line)
 
 pytestmark = pytest.mark.slow
 
@@ -135,3 +145,78 @@ def test_a_hung_embedded_triton_is_killed_and_restarted_with_backoff(model_repo,
         assert runtime.recover(device, silent_s=HANG_RESTART_S + 1, now=100.0 + RESTART_BACKOFF_S[0] / 2) is None
         assert "restart 2" in runtime.recover(device, silent_s=HANG_RESTART_S + 1, now=100.0 + RESTART_BACKOFF_S[0] + 0.1)
         assert runtime.control(device).is_live()
+
+
+def tritonserver_on_port(grpc_port: int) -> int | None:
+    """The pid of the tritonserver listening on `grpc_port` (from its command line), if any."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmd = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
+            except OSError:
+                continue
+            if cmd and cmd[0].endswith(b"tritonserver") and f"--grpc-port={grpc_port}".encode() in cmd \
+                    and not is_zombie_or_gone(int(entry)):
+                return int(entry)
+    return None
+
+
+def start_serve(cluster, profiles, db) -> tuple[subprocess.Popen, list[str], str]:
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "serve", "--cluster", str(cluster),
+                             "--profiles", str(profiles), "--db", str(db), "--port", "0", "--token", TOKEN,
+                             "--no-gateway", "--tick", "0.5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines: list[str] = []
+    threading.Thread(target=read_lines, args=(proc, lines), daemon=True).start()
+    url = wait_for_line(lines, re.compile(r"^control plane: (http://\S+?)/? "), proc, 120).group(1)
+    return proc, lines, url
+
+
+def test_embedded_tritons_serve_through_a_control_plane_crash_and_are_taken_over_on_restart(model_repo, tmp_path):
+    cluster = tmp_path / "cluster.toml"
+    cluster.write_text(f'name = "crash"\nmodel_repository = "{model_repo}"\n\n[[device]]\nid = "cpu0"\n'
+                       f'class = "{DEVICE_CLASS}"\nkind = "cpu"\nmemory_mb = 700\n\n[device.embedded]\nthreads = 1\n')
+    synthetic_profiles(Catalog.load(model_repo)).save(tmp_path / "profiles.json")
+    db = tmp_path / "state.sqlite"
+    x = np.zeros((1, 3, 224, 224), np.float32)
+    proc, lines, url = start_serve(cluster, tmp_path / "profiles.json", db)
+    second = None
+    try:
+        # a fresh control plane makes its first plan itself (--initial-demand, default 1 rps)
+        plan = wait_for("the first plan", lambda: (lambda r: r[1] if r[0] == 200 else None)(call(url + "/api/v1/plan")),
+                        60.0)
+        grpc_url = plan["endpoints"]["cpu0"]["grpc"]
+        variant = plan["plan"]["placements"][0]["variant"]
+        triton = tritonserver_on_port(int(grpc_url.rsplit(":", 1)[1]))
+        assert triton is not None
+        proc.kill()  # SIGKILL: no clean-up runs
+        proc.wait(10)
+        client = grpcclient.InferenceServerClient(grpc_url)
+        served = 0
+        for _ in range(5):  # the data plane does not depend on the control plane's process
+            inp = grpcclient.InferInput("input", list(x.shape), "FP32")
+            inp.set_data_from_numpy(x)
+            served += client.infer(variant, [inp]).as_numpy("logits").shape == (1, 1000)
+        client.close()
+        assert served == 5 and not is_zombie_or_gone(triton)
+        second, lines2, url2 = start_serve(cluster, tmp_path / "profiles.json", db)
+        wait_for_line(lines2, re.compile(r"^\s*took over the Triton server\(s\) a previous run left running: cpu0"),
+                      second, 30)
+        assert tritonserver_on_port(int(grpc_url.rsplit(":", 1)[1])) == triton  # the same process, not a new one
+        status, body = call(url2 + "/api/v1/plan")
+        assert status == 200 and body["plan"]["version"] == plan["plan"]["version"]
+        assert body["endpoints"]["cpu0"]["grpc"] == grpc_url
+        _, decisions = call(url2 + "/api/v1/decisions?limit=20")
+        reconcile = next(d["reason"] for d in decisions["decisions"] if d["kind"] == "reconcile")
+        assert f"already loaded: {variant}@cpu0" in reconcile and "nothing to load" in reconcile, reconcile
+    finally:
+        for p in (proc, second):
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(60)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+    wait_for("the Triton stopped with the clean stop", lambda: tritonserver_on_port(
+        int(grpc_url.rsplit(":", 1)[1])) is None, 30.0)

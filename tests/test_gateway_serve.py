@@ -27,7 +27,7 @@ import tritonclient.grpc.aio as grpcaio
 import tritonclient.http as httpclient
 
 sys.path.insert(0, str(Path(__file__).parent))
-from controlplane_helpers import DEVICE_CLASS, TOKEN, call, synthetic_profiles  # noqa: E402
+from controlplane_helpers import DEVICE_CLASS, TOKEN, call, read_lines, synthetic_profiles, wait_for_line  # noqa: E402
 
 from orchestrator.catalog import Catalog  # noqa: E402
 
@@ -35,23 +35,6 @@ pytestmark = pytest.mark.slow
 
 ATOL = 1e-3  # as tests/test_export_triton.py compares Triton's logits with onnxruntime's
 ADDRESSES = re.compile(r"^gateway: http://(\S+) \(KServe v2 HTTP\), (\S+) \(gRPC\), http://(\S+)/metrics$")
-
-
-def _read_lines(proc: subprocess.Popen, lines: list[str]) -> None:
-    for line in proc.stdout:
-        lines.append(line.rstrip("\n"))
-
-
-def _wait_for(lines: list[str], pattern: re.Pattern, proc: subprocess.Popen, timeout_s: float) -> re.Match:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        for line in list(lines):
-            m = pattern.match(line)
-            if m:
-                return m
-        assert proc.poll() is None, "serve exited:\n" + "\n".join(lines)
-        time.sleep(0.1)
-    raise AssertionError(f"serve printed no line like {pattern.pattern}:\n" + "\n".join(lines))
 
 
 def _ready(url: str) -> bool:
@@ -75,10 +58,10 @@ def test_stock_clients_through_the_gateway_of_orchestrator_serve(model_repo, tmp
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines: list[str] = []
-    threading.Thread(target=_read_lines, args=(proc, lines), daemon=True).start()
+    threading.Thread(target=read_lines, args=(proc, lines), daemon=True).start()
     try:
-        control = _wait_for(lines, re.compile(r"^control plane: (http://\S+?)/? "), proc, 120).group(1)
-        http_url, grpc_url, _ = _wait_for(lines, ADDRESSES, proc, 30).groups()
+        control = wait_for_line(lines, re.compile(r"^control plane: (http://\S+?)/? "), proc, 120).group(1)
+        http_url, grpc_url, _ = wait_for_line(lines, ADDRESSES, proc, 30).groups()
         assert not _ready(http_url)  # no plan yet
         status, body = call(control + "/api/v1/solve", "POST", {"demand": {"resnet": 2.0}, "dry_run": False})
         assert status == 200 and body["applied"], body

@@ -17,6 +17,9 @@ from orchestrator.profiles import ProfileSet
 from orchestrator.triton.runtime import ClusterRuntime
 
 
+SERVERS_SETTING = "embedded_servers"  # the store's record of the embedded servers this control plane runs
+
+
 class ControlPlaneServer:
     """`start()` brings the control plane up (and resumes the stored plan); `stop()` takes it all down.
 
@@ -40,7 +43,10 @@ class ControlPlaneServer:
         self.profiles = profiles
         self.model_repository = repo
         self._own_runtime = runtime is None
-        self.runtime = runtime or ClusterRuntime(cluster, repo, load_timeout_s=config.load_timeout_s)
+        # with a state file, embedded servers outlive a crash of this process, and the next start adopts them
+        self._adopts = runtime is None and config.db_path != ":memory:"
+        self.runtime = runtime or ClusterRuntime(cluster, repo, load_timeout_s=config.load_timeout_s,
+                                                 outlive_owner=self._adopts)
         self.host, self.port = host, port
         self.with_controller = controller
         self.store: Store | None = None
@@ -54,12 +60,17 @@ class ControlPlaneServer:
 
     def start(self, log=lambda msg: None) -> "ControlPlaneServer":
         try:
+            self.store = Store(self.config.db_path)
             if self._own_runtime:
                 log(f"starting {len(self.cluster.devices)} Triton server(s) ...")
-                self.runtime.start()
-            self.store = Store(self.config.db_path)
+                left = self.store.get_setting(SERVERS_SETTING, {}) if self._adopts else {}
+                self.runtime.start(adopt=left if isinstance(left, dict) else {})
+                if self.runtime.adopted:
+                    log(f"took over the Triton server(s) a previous run left running: {', '.join(self.runtime.adopted)}")
+                self._save_servers()
             self.cp = ControlPlane(self.cluster, self.catalog, self.profiles, self.runtime, self.store, self.config)
             self.cp.executor.log = log
+            self.cp.on_restart = self._save_servers
             self.cp.start_health()
             resumed = self.cp.resume()
             if resumed is not None:
@@ -81,11 +92,17 @@ class ControlPlaneServer:
             self.http = None
         if self.cp is not None:
             self.cp.close()
+        if self._own_runtime:
+            self.runtime.stop()
+            self._save_servers()
         if self.store is not None:
             self.store.close()
             self.store = None
-        if self._own_runtime:
-            self.runtime.stop()
+
+    def _save_servers(self) -> None:
+        """What a restart after a crash would adopt (the running embedded servers), or nothing."""
+        if self._adopts and self.store is not None:
+            self.store.set_setting(SERVERS_SETTING, self.runtime.records())
 
     def __enter__(self) -> "ControlPlaneServer":
         return self.start()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from orchestrator.catalog import Catalog
@@ -117,6 +118,7 @@ class ControlPlane:
         self.health = HealthMonitor(self.device_ids(), self._probe, lambda device_id, health: self.wake.set(),
                                     self._recover)
         self._closed = False
+        self.on_restart: Callable[[], None] | None = None  # after supervision restarted a server (its record changed)
         self._applying = 0  # applies in progress, their decision records included (guarded by _applies)
         self._applies = threading.Condition()
 
@@ -138,6 +140,8 @@ class ControlPlane:
         if done is not None and not self._closed:
             self.health.mark_down(device_id, done)
             self.store.record_decision("health", done)
+            if self.on_restart is not None:
+                self.on_restart()
             self.wake.set()
 
     def _probe(self, device_id: str, timeout_s: float) -> list[dict]:

@@ -5,9 +5,12 @@ free ports, optionally pinned to CPU cores, with a shared-memory prefix of its o
 servers can share one machine. It listens on one address only (loopback unless the cluster file
 names another), and its model-repository, logging, trace and shared-memory APIs are restricted
 to a key that only its owner holds (`control_key`): anyone who can reach the ports may run
-inference and read metadata, but only the control plane loads and unloads models. No process outlives its owner: the server runs in its own process
-group (stopped as a whole, python-backend stubs included), gets SIGTERM if the owning thread dies
-(PR_SET_PDEATHSIG: start servers from a long-lived thread), and every live server is stopped at exit.
+inference and read metadata, but only the control plane loads and unloads models. The server runs in its own process
+group (stopped as a whole, python-backend stubs included) and every live server is stopped at a
+normal exit. By default it also gets SIGTERM if the owning thread dies (PR_SET_PDEATHSIG: start
+servers from a long-lived thread); with `outlive_owner` it does not, so that a crashed owner (a
+control plane killed with SIGKILL) leaves it serving, and the owner's next run takes it over
+(`record` / `adopt`) instead of starting it anew.
 """
 
 from __future__ import annotations
@@ -68,6 +71,19 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state first), or None when gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    fields = _proc_stat(pid)
+    return fields is not None and fields[0] != "Z"
+
+
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     """`count` distinct ports on `host` that are free right now (the OS picks them)."""
     socks, ports = [], []
@@ -83,10 +99,11 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     return ports
 
 
-def _child_setup(cores: tuple[int, ...]):
+def _child_setup(cores: tuple[int, ...], die_with_owner: bool = True):
     def setup() -> None:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: die with the owner
+        if die_with_owner:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: die with the owner
         if cores:
             os.sched_setaffinity(0, cores)
 
@@ -110,6 +127,7 @@ class EmbeddedServer:
         run_dir: str | os.PathLike | None = None,
         startup_timeout_s: float = 60.0,
         binary: str | None = None,
+        outlive_owner: bool = False,
     ):
         self.name = check_name(name, "embedded Triton server name")
         try:
@@ -126,7 +144,9 @@ class EmbeddedServer:
         self.startup_timeout_s = startup_timeout_s
         self._binary = binary
         self._run_dir = Path(run_dir) if run_dir else None
+        self.outlive_owner = outlive_owner
         self._proc: subprocess.Popen | None = None
+        self._adopted: int | None = None  # the pid of a run a previous owner started (see `adopt`)
         self._log_file = None
         self.log_path: Path | None = None
         self.http_port = self.grpc_port = self.metrics_port = 0
@@ -157,7 +177,7 @@ class EmbeddedServer:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
+        return self._proc.pid if self._proc else self._adopted
 
     def control(self, model_repository: str | os.PathLike | None = None, timeout_s: float = 120.0) -> ModelControl:
         """Model control of this server run (gRPC, with its key; loads bounded by `timeout_s`); close it when done."""
@@ -218,7 +238,8 @@ class EmbeddedServer:
             env["CUDA_VISIBLE_DEVICES"] = str(self.gpu)
         self._log_file = open(self.log_path, "ab")
         self._proc = subprocess.Popen(args, stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                      env=env, start_new_session=True, preexec_fn=_child_setup(self.cores))
+                                      env=env, start_new_session=True,
+                                      preexec_fn=_child_setup(self.cores, die_with_owner=not self.outlive_owner))
         with _LIVE_LOCK:
             _LIVE.add(self)
         try:
@@ -256,12 +277,66 @@ class EmbeddedServer:
         return all(states.get(m) not in ("LOADING", "") for m in self.load_at_start if m in states)
 
     def is_running(self) -> bool:
+        if self._adopted is not None:
+            return _alive(self._adopted)
         return self._proc is not None and self._proc.poll() is None
 
     @property
     def exit_code(self) -> int | None:
-        """The server's exit status once it has died (None while it runs, or before a start)."""
+        """The server's exit status once it has died (None while it runs, or before a start; -1
+        for an adopted run, whose status went to its first owner's parent)."""
+        if self._adopted is not None:
+            return None if _alive(self._adopted) else -1
         return self._proc.poll() if self._proc is not None else None
+
+    # -- a run that outlives its owner ---------------------------------------------------------
+    def record(self) -> dict:
+        """What the owner's next run needs to take this run over (`adopt`). It holds the control
+        key: keep it where the owner's other secrets are."""
+        fields = _proc_stat(self.pid) if self.pid else None
+        return {"pid": self.pid, "start_ticks": fields[19] if fields else None, "host": self.host,
+                "http_port": self.http_port, "grpc_port": self.grpc_port, "metrics_port": self.metrics_port,
+                "control_key": self._control_key, "shm_prefix": self.shm_prefix,
+                "log_path": str(self.log_path) if self.log_path else "", "model_repository": str(self.model_repository)}
+
+    def adopt(self, record: dict) -> bool:
+        """Take over the run `record` describes, if it is still that run: the same process (pid
+        and start time), a tritonserver on this repository and these ports, answering to its
+        key. Returns whether it did; on False nothing changed (start a new run)."""
+        try:
+            pid, ticks = int(record["pid"]), str(record["start_ticks"])
+            ports = [int(record[k]) for k in ("http_port", "grpc_port", "metrics_port")]
+            key = str(record["control_key"])
+        except (KeyError, TypeError, ValueError):
+            return False
+        fields = _proc_stat(pid)
+        if self.is_running() or fields is None or fields[0] == "Z" or fields[19] != ticks \
+                or record.get("model_repository") != str(self.model_repository) or record.get("host") != self.host:
+            return False
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        wanted = [f"--model-repository={self.model_repository}", f"--http-port={ports[0]}", f"--grpc-port={ports[1]}"]
+        if not all(w.encode() in cmdline for w in wanted):
+            return False
+        old = (self.http_port, self.grpc_port, self.metrics_port, self._control_key)
+        self.http_port, self.grpc_port, self.metrics_port = ports
+        self._control_key = key
+        control = self.control()
+        try:
+            control.probe(2.0)  # the index is a restricted call: it answers only to this key
+        except UserError:
+            self.http_port, self.grpc_port, self.metrics_port, self._control_key = old
+            return False
+        finally:
+            control.close()
+        self._adopted = pid
+        self.shm_prefix = str(record.get("shm_prefix", ""))
+        self.log_path = Path(record["log_path"]) if record.get("log_path") else None
+        with _LIVE_LOCK:
+            _LIVE.add(self)
+        return True
 
     def restart(self) -> "EmbeddedServer":
         """A new run in place of this one: the old one stopped as a whole (its python-backend stubs
@@ -272,6 +347,16 @@ class EmbeddedServer:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop the server and everything it started; idempotent."""
+        if self._adopted is not None:  # not our child: signal its group and watch it go
+            pid, self._adopted = self._adopted, None
+            for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
+                try:
+                    os.killpg(pid, sig)
+                except (ProcessLookupError, PermissionError):
+                    break
+                end = time.monotonic() + wait_s
+                while _alive(pid) and time.monotonic() < end:
+                    time.sleep(0.05)
         proc = self._proc
         if proc is not None:
             if proc.poll() is None:

@@ -25,13 +25,14 @@ RESTART_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # the least time between r
 BACKOFF_RESET_S = 300.0  # restarts further apart than this start the backoff over
 
 
-def server_for_device(device: Device, model_repository: str | os.PathLike, run_dir: str | os.PathLike | None = None) -> Server:
+def server_for_device(device: Device, model_repository: str | os.PathLike, run_dir: str | os.PathLike | None = None,
+                      outlive_owner: bool = False) -> Server:
     """The (not yet started) server of one device."""
     if device.url is not None:
         return RemoteServer(device.url, name=device.id)
     spec = device.embedded
     return EmbeddedServer(model_repository, http_port=spec.http_port, cores=spec.cores, threads=spec.threads,
-                          gpu=spec.gpu, host=spec.host, name=device.id, run_dir=run_dir)
+                          gpu=spec.gpu, host=spec.host, name=device.id, run_dir=run_dir, outlive_owner=outlive_owner)
 
 
 def instance_config_for(device: Device, instances: int = 1, threads: int | None = None,
@@ -46,10 +47,13 @@ def instance_config_for(device: Device, instances: int = 1, threads: int | None 
 
 
 class ClusterRuntime:
-    """Servers for every device of a cluster. Use as a context manager; stop() stops only what it started."""
+    """Servers for every device of a cluster. Use as a context manager; stop() stops only what it
+    started. With `outlive_owner` the embedded servers keep running if this process dies
+    unexpectedly, and `start(adopt=records)` takes over those a previous run left (`records()`)."""
 
     def __init__(self, cluster: Cluster, model_repository: str | os.PathLike | None = None,
-                 run_dir: str | os.PathLike | None = None, load_timeout_s: float = 120.0):
+                 run_dir: str | os.PathLike | None = None, load_timeout_s: float = 120.0,
+                 outlive_owner: bool = False):
         repo = model_repository or cluster.model_repository
         if repo is None:
             raise UserError(f"{cluster.source or 'cluster'}: no model_repository given")
@@ -57,20 +61,26 @@ class ClusterRuntime:
         self.model_repository = Path(repo)
         self.load_timeout_s = load_timeout_s  # a load or unload Triton has not finished by then fails (and rolls back)
         self.servers: dict[str, Server] = {
-            d.id: server_for_device(d, self.model_repository, Path(run_dir) / d.id if run_dir else None)
+            d.id: server_for_device(d, self.model_repository, Path(run_dir) / d.id if run_dir else None, outlive_owner)
             for d in cluster.devices
         }
+        self.adopted: list[str] = []  # devices whose running server `start` took over
         self._controls: dict[str, ModelControl] = {}
         self._lock = threading.Lock()
         self._restarts: dict[str, tuple[int, float]] = {}  # device -> (restarts in a row, when the last began)
 
-    def start(self, device_ids: list[str] | None = None) -> "ClusterRuntime":
-        """Start (or attach to) the servers; on a failure the ones started here are stopped again."""
+    def start(self, device_ids: list[str] | None = None, adopt: dict[str, dict] | None = None) -> "ClusterRuntime":
+        """Start (or attach to) the servers, taking over the embedded runs in `adopt` (device ->
+        `EmbeddedServer.record()`) that are still there; on a failure the ones started here are
+        stopped again."""
         started = []
         try:
             for dev_id in device_ids or list(self.servers):
                 server = self.servers[dev_id]
-                if not server.is_running():
+                record = (adopt or {}).get(dev_id)
+                if isinstance(server, EmbeddedServer) and isinstance(record, dict) and server.adopt(record):
+                    self.adopted.append(dev_id)
+                elif not server.is_running():
                     server.start()
                     started.append(server)
         except BaseException:
@@ -131,6 +141,10 @@ class ClusterRuntime:
         except UserError as e:
             return f"{device_id}: embedded Triton {why}; restart {count + 1} failed: {e}"
         return f"{device_id}: embedded Triton {why}; restarted (restart {count + 1}, pid {server.pid})"
+
+    def records(self) -> dict[str, dict]:
+        """The running embedded servers' records, for a later run to adopt (`start(adopt=...)`)."""
+        return {d: s.record() for d, s in self.servers.items() if isinstance(s, EmbeddedServer) and s.is_running()}
 
     def endpoints(self) -> dict[str, dict[str, str | None]]:
         """Where shims send requests: {device_id: {"grpc": "host:port" | None, "http": ... | None}}."""
