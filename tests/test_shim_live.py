@@ -152,9 +152,8 @@ def test_a_hung_server_does_not_hold_a_request_past_its_deadline(servers, catalo
             hung = client.infer("resnet", images[1], deadline_ms=600)
         finally:
             os.killpg(servers["b"].pid, signal.SIGCONT)
-        assert hung.status == "error" and "Deadline Exceeded" in hung.error, hung
+        assert hung.status == "dropped" and "Deadline Exceeded" in hung.error, hung
         assert hung.latency_ms < 3_000
-        time.sleep(client.config.health_cooldown_s + 0.5)  # the failed route's cooldown
         assert client.infer("resnet", images[2], deadline_ms=5_000).status == "ok"  # and it serves again
 
 

@@ -57,6 +57,13 @@ class Answers:
                                                    (now - r.arrival_s) * 1000.0, "", r.id, r.plan_version,
                                                    len(batch), service_s * 1000.0))
 
+    def cut(self, key: RouteKey, r: ShimRequest, now: float, waited_s: float) -> None:
+        """Its batch's call was cut at the deadline: a missed deadline, with no outputs."""
+        error = (f"Deadline Exceeded: cut at the deadline, {key.variant} on {key.device_id} had not answered "
+                 f"in {waited_s * 1000:.0f} ms")
+        self.finish(r.future, r.family, Result(Status.DROPPED, None, key.variant, key.device_id,
+                                               (now - r.arrival_s) * 1000.0, error, r.id, r.plan_version))
+
     def dropped(self, key: RouteKey, r: ShimRequest, now: float) -> None:
         """The route's policy found the request can no longer meet its deadline."""
         left_ms = (r.deadline_s - now) * 1000.0 if r.deadline_s is not None else 0.0

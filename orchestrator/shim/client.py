@@ -256,6 +256,14 @@ class Client:
     def answer_dropped(self, worker: RouteWorker, request: ShimRequest, now: float) -> None:
         self._answers.dropped(worker.key, request, now)
 
+    def batch_cut(self, worker: RouteWorker, batch: list[ShimRequest], now: float, waited_s: float) -> None:
+        """The batch's call was cut at its deadline: each request missed it (dropped, with the
+        reason); the device is not marked failed (a slow batch is not a dead device: the control
+        plane's health probes see one that hangs)."""
+        self._answers.count("cut_calls")
+        for r in batch:
+            self._answers.cut(worker.key, r, now, waited_s)
+
     def batch_failed(self, worker: RouteWorker, batch: list[ShimRequest], error: Exception) -> None:
         """Retry each request once on another device of its family if its deadline allows; answer
         the rest with an error naming the device."""

@@ -2,7 +2,10 @@
 (Triton over gRPC, shim/transport.py; in-process in tests).
 
 The batching policy (dataplane/batching.py) runs on the queue whenever something changes (a
-request arrives, a batch returns, a timer the policy asked for fires). At most `instances`
+request arrives, a batch returns, a timer the policy asked for fires). A batch still out when its
+last deadline (plus a margin) has passed is *cut*: its requests are answered then, as deadline
+misses, while the batch itself stays in flight until Triton answers it (Triton goes on working on
+it; counting it as done would send the device more than it can see through). At most `instances`
 batches run at Triton plus `pipeline` waiting there, so the device does not idle between
 batches; the policy is told when a batch sent now would start (`start_s`). Deciding (and
 dropping hopeless requests) goes on while batches are in flight. Answers go back through the `RouteOwner`
@@ -72,6 +75,8 @@ class RouteOwner(Protocol):
 
     def batch_failed(self, worker: "RouteWorker", batch: list[ShimRequest], error: Exception) -> None: ...
 
+    def batch_cut(self, worker: "RouteWorker", batch: list[ShimRequest], now: float, waited_s: float) -> None: ...
+
 
 class RouteWorker:
     """Queue + policy + one transport for one (device, variant) route."""
@@ -95,6 +100,8 @@ class RouteWorker:
         self._draining = False
         self._stopped = False
         self._wake_target = math.inf  # when the worker thread will wake next (-inf: it is awake)
+        self._cuts: dict[int, tuple[float, float, list[ShimRequest]]] = {}  # batch id -> (cut at, sent at, batch)
+        self._cut_done: set[int] = set()  # batches whose requests were answered at their cut
         self._cond = threading.Condition()
         self._transport = transport
         self._thread = threading.Thread(target=self._run, name=f"shim-route-{key}", daemon=True)
@@ -215,11 +222,16 @@ class RouteWorker:
                             return
                         now = time.monotonic()
                         self._wake_target = -math.inf  # awake: nobody needs to wake us
+                        cuts = self._due_cuts(now)
                         dropped, batch, wake = self._step(now)
-                        if dropped or batch:
+                        if dropped or batch or cuts:
                             break
-                        self._wake_target = math.inf if wake is None else wake
-                        self._cond.wait(None if wake is None else max(0.0, wake - now))
+                        target = min(math.inf if wake is None else wake,
+                                     min((c[0] for c in self._cuts.values()), default=math.inf))
+                        self._wake_target = target
+                        self._cond.wait(None if target == math.inf else max(0.0, target - now))
+                for sent_at, cut in cuts:
+                    self.owner.batch_cut(self, cut, now, now - sent_at)
                 self._act(dropped, batch, now)
         finally:
             self._transport.close()
@@ -234,7 +246,14 @@ class RouteWorker:
                       for spec in self.input_specs}
             self.batches_sent += 1
             self.requests_sent += len(batch)
-            timeout_s = self._timeout_s(batch, started)
+            cut_s = self._cut_s(batch, started)
+            if cut_s < self.config.call_timeout_s:
+                with self._cond:
+                    self._cuts[id(batch)] = (started + cut_s, started, batch)
+                    if started + cut_s < self._wake_target:
+                        self._cond.notify()
+                wait = False  # the caller is answered at the cut, if it comes first: not from this call
+            timeout_s = self.config.call_timeout_s
             if wait:
                 outputs = self._transport.infer(inputs, timeout_s)
             else:
@@ -246,15 +265,25 @@ class RouteWorker:
             return
         self._done(batch, started, outputs, None)
 
-    def _timeout_s(self, batch: list[ShimRequest], now: float) -> float:
-        """How long the batch's call may take: until the last deadline in it, plus the margin (an
-        answer after that is no use to anyone); the call timeout where a request has no deadline
-        or is to be served late."""
+    def _due_cuts(self, now: float) -> list[tuple[float, list[ShimRequest]]]:
+        """(sent at, batch) of the batches in flight whose cut time has come (lock held)."""
+        due = [(bid, sent_at, batch) for bid, (cut_at, sent_at, batch) in self._cuts.items() if cut_at <= now]
+        for bid, _, _ in due:
+            del self._cuts[bid]
+            self._cut_done.add(bid)
+        return [(sent_at, batch) for _, sent_at, batch in due]
+
+    def _cut_s(self, batch: list[ShimRequest], now: float) -> float:
+        """When, from `now`, the batch's requests are answered if it has not come back: the last
+        deadline in it plus `deadline_margin_ms` or the batch's predicted time, whichever is
+        longer (a batch that runs a little late still answers); the call timeout where a request
+        has no deadline or is to be served late."""
         limit = self.config.call_timeout_s
         if any(r.deadline_s is None or r.serve_late for r in batch):
             return limit
         last = max(cast(float, r.deadline_s) for r in batch)
-        return min(limit, max(0.0, last - now) + self.config.deadline_margin_ms / 1000.0)
+        margin = max(self.config.deadline_margin_ms / 1000.0, self.state.seconds(len(batch)))
+        return min(limit, max(0.0, last - now) + margin)
 
     def _done(self, batch: list[ShimRequest], started: float, outputs: dict[str, np.ndarray] | None,
               error: Exception | None) -> None:
@@ -271,6 +300,9 @@ class RouteWorker:
         follow: list[ShimRequest] = []
         with self._cond:
             service_s = self.state.answered(id(batch), len(batch), started, now, ok=error is None)
+            self._cuts.pop(id(batch), None)
+            was_cut = id(batch) in self._cut_done  # its requests were answered at the cut
+            self._cut_done.discard(id(batch))
             if error is None:
                 dropped, follow, _ = self._step(now)  # the next batch goes out before answering this one
                 if self._draining:
@@ -278,6 +310,8 @@ class RouteWorker:
             else:
                 self._cond.notify()  # the worker thread carries on (no recursion through failing sends)
         self._act(dropped, follow, now)
+        if was_cut:
+            return
         if error is None:
             self.owner.answer_served(self, batch, outputs, now, service_s)
         else:

@@ -128,6 +128,7 @@ class EmbeddedServer:
         startup_timeout_s: float = 60.0,
         binary: str | None = None,
         outlive_owner: bool = False,
+        control_key: str | None = None,
     ):
         self.name = check_name(name, "embedded Triton server name")
         try:
@@ -145,6 +146,7 @@ class EmbeddedServer:
         self._binary = binary
         self._run_dir = Path(run_dir) if run_dir else None
         self.outlive_owner = outlive_owner
+        self._fixed_key = control_key  # a key its owner chose (a node whose control plane holds it), else one per run
         self._proc: subprocess.Popen | None = None
         self._adopted: int | None = None  # the pid of a run a previous owner started (see `adopt`)
         self._log_file = None
@@ -203,7 +205,7 @@ class EmbeddedServer:
             ports = free_ports(3, self.host)
         self.http_port, self.grpc_port, self.metrics_port = ports
         self.shm_prefix = f"orch_{self.name}_{uuid.uuid4().hex[:8]}_"
-        self._control_key = secrets.token_urlsafe(24)
+        self._control_key = self._fixed_key or secrets.token_urlsafe(24)
         restricted = f"{RESTRICTED_APIS}:{CONTROL_KEY_HEADER}={self._control_key}"
         run_dir = self._run_dir or Path(tempfile.mkdtemp(prefix=f"triton-{self.name}-"))
         run_dir.mkdir(parents=True, exist_ok=True)
