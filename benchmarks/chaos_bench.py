@@ -1,0 +1,464 @@
+"""Chaos benchmark: Triton nodes on a real network fail and come back while an open-loop load
+runs through a gateway (stock tritonclient) and an embedded shim. Needs root (network namespaces).
+
+    .venv/bin/python benchmarks/chaos_bench.py --repo model_repository [--quick] [--rate 8]
+
+The network: a namespace `hub` with a bridge, and one namespace per host, each on a veth link to
+the bridge (10.201.0.0/24): two nodes `n1`, `n2` (a tritonserver each, with ResNet-18 in a
+repository of its own, started by a small node process that outlives any control plane), the
+control plane `cp` (`orchestrator serve`, the nodes as remote `grpc://` devices), and the client
+host `cl` (`orchestrator gateway`, the load and this benchmark's own observer). Nothing is
+addressed outside the namespaces made here; they are deleted at the end, and every process
+started is stopped by its PID.
+
+The faults, in turn, under the load: a node's tritonserver `kill -9` (and the node restarting it
+later), `SIGSTOP`/`SIGCONT` of the other, its link down (partition) and up, a slow link (`tc
+netem` delay and loss; where the kernel has no netem, as on the machines this project's CI runs
+on, a `tc tbf` bandwidth cap), and the control plane `kill -9` and restarted on its state file. Per fault: the
+requests sent from its start until 5 s after its end, by outcome (ok, late, explicit error,
+unanswered), the time until the control plane showed the node down (detect), until a plan
+without it was in force (re-plan), and until the node was live again (recover). The last line:
+`faults F, requests R, unanswered U, max detect D s, max re-plan P s`. Goals: U = 0; D <= 1 s
+for kill, hang and partition; P <= 2 s; the control-plane crash costs no request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HOSTS = {"n1": "10.201.0.11", "n2": "10.201.0.12", "cp": "10.201.0.10", "cl": "10.201.0.20"}
+CP_PORT, NODE_HTTP = 8080, 8000
+TOKEN = "chaos-bench"
+VARIANT = "resnet18"
+
+
+def run(*cmd: str) -> None:
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+
+
+class Network:
+    """The namespaces and links (`tag` keeps names apart from anything else on the machine)."""
+
+    def __init__(self, tag: str):
+        self.tag = tag
+
+    def ns(self, host: str) -> str:
+        return f"{self.tag}{host}"
+
+    def link(self, host: str) -> str:
+        return f"{self.tag}{host}"  # the hub's end of a host's veth pair
+
+    def create(self) -> None:
+        hub = self.ns("hub")
+        run("ip", "netns", "add", hub)
+        run("ip", "-n", hub, "link", "add", "br0", "type", "bridge")
+        for dev in ("br0", "lo"):
+            run("ip", "-n", hub, "link", "set", dev, "up")
+        for host, addr in HOSTS.items():
+            ns = self.ns(host)
+            run("ip", "netns", "add", ns)
+            run("ip", "-n", hub, "link", "add", self.link(host), "type", "veth", "peer", "name", "eth0", "netns", ns)
+            run("ip", "-n", hub, "link", "set", self.link(host), "master", "br0", "up")
+            run("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0")
+            for dev in ("eth0", "lo"):
+                run("ip", "-n", ns, "link", "set", dev, "up")
+
+    def destroy(self) -> None:
+        for host in [*HOSTS, "hub"]:
+            ns = self.ns(host)
+            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+            for pid in pids:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+    def set_link(self, host: str, up: bool) -> None:
+        run("ip", "-n", self.ns("hub"), "link", "set", self.link(host), "up" if up else "down")
+
+    def shape(self, host: str, netem: str | None, fallback: str = "") -> str:
+        """Slow a host's link both ways: `tc netem` (delay, loss), or where the kernel has no netem
+        the token-bucket `fallback` (a bandwidth cap, which delays a 602-KB tensor); None clears.
+        Returns what was applied."""
+        applied = ""
+        for ns, dev in ((self.ns("hub"), self.link(host)), (self.ns(host), "eth0")):
+            tc = ["ip", "netns", "exec", ns, "tc", "qdisc"]
+            if netem is None:
+                subprocess.run([*tc, "del", "dev", dev, "root"], capture_output=True)
+                continue
+            done = subprocess.run([*tc, "add", "dev", dev, "root", "netem", *netem.split()], capture_output=True,
+                                  text=True)
+            if done.returncode == 0:
+                applied = f"netem {netem}"
+            else:  # "Specified qdisc kind is unknown": no sch_netem in this kernel
+                run(*tc, "add", "dev", dev, "root", "tbf", *fallback.split())
+                applied = f"tbf {fallback} (no netem in this kernel)"
+        return applied
+
+
+# --- the processes ------------------------------------------------------------------------------
+
+def node_main(repo: str, host: str, name: str, key: str, run_dir: str) -> None:
+    """A node (run inside its namespace): one tritonserver; stdin "restart" restarts it, EOF stops it."""
+    from orchestrator.triton.embedded import EmbeddedServer
+    server = EmbeddedServer(repo, http_port=NODE_HTTP, host=host, name=name, control_key=key, run_dir=run_dir).start()
+    print(json.dumps({"pid": server.pid}), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "restart":
+            server.restart()
+            print(json.dumps({"pid": server.pid}), flush=True)
+    server.stop()
+
+
+class Node:
+    def __init__(self, net: Network, name: str, repo: Path, key: str, work: Path):
+        self.name, self.addr = name, HOSTS[name]
+        self.proc = subprocess.Popen(["ip", "netns", "exec", net.ns(name), sys.executable, __file__, "--node", str(repo),
+                                      self.addr, name, key, str(work / name)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.triton_pid = self._pid()
+
+    def _pid(self) -> int:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"node {self.name} did not start")
+        return json.loads(line)["pid"]
+
+    def restart(self) -> None:
+        self.proc.stdin.write("restart\n")
+        self.proc.stdin.flush()
+        self.triton_pid = self._pid()
+
+    def stop(self) -> None:
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(30)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+
+
+def start_in(net: Network, host: str, args: list[str], env: dict | None = None, log: Path | None = None) -> subprocess.Popen:
+    return subprocess.Popen(["ip", "netns", "exec", net.ns(host), sys.executable, "-m", "orchestrator.cli", *args],
+                            stdout=open(log, "ab") if log else subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                            env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"})
+
+
+def get_json(url: str, timeout_s: float = 1.0):
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as r:
+            return json.loads(r.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def wait_until(what: str, condition, timeout_s: float) -> None:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"{what}: not within {timeout_s:.0f} s")
+
+
+# --- observation and load ----------------------------------------------------------------------
+
+@dataclass
+class Sample:
+    t: float
+    live: dict[str, bool] | None  # None: the control plane did not answer
+    placed: set[str]  # devices the plan in force places a model on
+    version: int | None
+
+
+class Observer(threading.Thread):
+    """Polls the control plane's cluster and plan every 0.1 s from the client host."""
+
+    def __init__(self, cp_url: str, t0: float):
+        super().__init__(daemon=True)
+        self.cp_url, self.t0 = cp_url, t0
+        self.samples: list[Sample] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.1):
+            cluster = get_json(self.cp_url + "/api/v1/cluster", 0.5)
+            plan = get_json(self.cp_url + "/api/v1/plan", 0.5)
+            live = {d["id"]: d["live"] for d in cluster["devices"]} if cluster else None
+            placed = {p["device_id"] for p in plan["plan"]["placements"]} if plan and plan.get("plan") else set()
+            version = plan["plan"]["version"] if plan and plan.get("plan") else None
+            self.samples.append(Sample(time.monotonic() - self.t0, live, placed, version))
+
+    def first(self, after: float, condition) -> float | None:
+        return next((s.t for s in self.samples if s.t >= after and condition(s)), None)
+
+
+@dataclass
+class Sent:
+    t: float
+    path: str  # gateway | shim
+    future: object
+
+
+@dataclass
+class Fault:
+    name: str
+    target: str | None  # the node it hits (None: the control plane)
+    start: float = 0.0
+    end: float = 0.0
+    detect_s: float | None = None
+    replan_s: float | None = None
+    recover_s: float | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def load(gateway, shim, rate: float, deadline_ms: float, t0: float, stop: threading.Event, sent: list[Sent]) -> None:
+    """Open loop, Poisson arrivals, alternating between the gateway and the shim."""
+    import numpy as np
+    image = np.zeros((3, 224, 224), np.float32)
+    rng, t = random.Random(7), 0.0
+    while not stop.is_set():
+        t += rng.expovariate(rate)
+        delay = t0 + t - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        path = "gateway" if len(sent) % 2 == 0 else "shim"
+        try:
+            future = (gateway.infer_async("resnet", image, deadline_ms=deadline_ms) if path == "gateway"
+                      else shim.infer_async("resnet", image, deadline_ms=deadline_ms))
+        except Exception as e:  # noqa: BLE001 - an explicit refusal is an answer too
+            from concurrent.futures import Future
+            future = Future()
+            future.set_exception(e)
+        sent.append(Sent(time.monotonic() - t0, path, future))
+
+
+def outcome(s: Sent) -> str:
+    """ok, late, dropped (a deadline miss the data plane said at once), error (an explicit error:
+    the call failed, or no route), unanswered."""
+    if not s.future.done():
+        return "unanswered"
+    if s.future.exception() is not None:
+        return "error"
+    status = str(getattr(s.future.result().status, "value", s.future.result().status))
+    return {"ok": "ok", "late": "late", "dropped": "dropped"}.get(status, "error")
+
+
+def inside_main(args) -> int:
+    """Everything but the network's set-up, run on the client host."""
+    from orchestrator.catalog import Catalog
+    from orchestrator.cluster import Cluster
+    from orchestrator.gateway.remote import RemoteGateway
+    from orchestrator.profiler import ProfileSettings, profile_cluster
+    from orchestrator.shim import Client
+    from orchestrator.triton.runtime import ClusterRuntime
+
+    net, work = Network(args.tag), Path(args.work)
+    key = secrets.token_urlsafe(16)
+    os.environ["ORCHESTRATOR_TRITON_KEY"] = key
+    repo = work / "repo"  # ResNet-18 only: the faults, not the accuracy choice, are measured here
+    (repo / VARIANT).mkdir(parents=True)
+    shutil.copytree(Path(args.repo) / VARIANT, repo / VARIANT, dirs_exist_ok=True)
+    catalog = Catalog.load(args.repo)
+    Catalog({VARIANT: catalog.variants[VARIANT]}).save(repo)
+    nodes = {n: Node(net, n, repo, key, work) for n in ("n1", "n2")}
+    devices = [{"id": n, "class": "cpu-1t", "kind": "cpu", "memory_mb": 1200, "url": f"grpc://{HOSTS[n]}:{NODE_HTTP + 1}"}
+               for n in nodes]
+    cluster_file = work / "cluster.toml"
+    cluster_file.write_text(f'name = "chaos"\nmodel_repository = "{repo}"\n' + "".join(
+        f'\n[[device]]\nid = "{d["id"]}"\nclass = "cpu-1t"\nkind = "cpu"\nmemory_mb = 1200\nurl = "{d["url"]}"\n'
+        for d in devices))
+    procs: list[subprocess.Popen] = []
+    try:
+        print("profiling ResNet-18 on n1 ...", flush=True)
+        cluster = Cluster.from_dict({"name": "chaos", "model_repository": str(repo), "device": devices[:1]})
+        with ClusterRuntime(cluster, repo) as rt:
+            profile_cluster(rt, Catalog.load(repo), [VARIANT], work / "profiles.json",
+                            ProfileSettings(batch_sizes=(1, 2, 4), min_samples=20, max_seconds=3.0), progress=lambda m: None)
+        cp_url = f"http://{HOSTS['cp']}:{CP_PORT}"
+        serve = ["serve", "--cluster", str(cluster_file), "--profiles", str(work / "profiles.json"), "--db",
+                 str(work / "state.sqlite"), "--host", HOSTS["cp"], "--port", str(CP_PORT), "--token", TOKEN,
+                 "--no-gateway", "--tick", "0.5", "--initial-demand", str(args.rate), "--slo",
+                 f"resnet={args.deadline_ms:g}"]
+        cp = start_in(net, "cp", serve, log=work / "serve.log")
+        procs.append(cp)
+        wait_until("the control plane's first plan", lambda: (get_json(cp_url + "/api/v1/plan") or {}).get("plan"), 90)
+        gw = start_in(net, "cl", ["gateway", "--control-plane", cp_url, "--host", HOSTS["cl"], "--http-port", "8000",
+                                  "--grpc-port", "8001", "--metrics-port", "8002"], log=work / "gateway.log")
+        procs.append(gw)
+        wait_until("the gateway ready", lambda: get_json(f"http://{HOSTS['cl']}:8000/v2/health/ready") is not None, 60)
+        gateway = RemoteGateway(f"{HOSTS['cl']}:8001")
+        shim = Client(cp_url, poll_s=0.5)
+        t0 = time.monotonic()
+        observer = Observer(cp_url, t0)
+        observer.start()
+        stop, sent = threading.Event(), []
+        loader = threading.Thread(target=load, args=(gateway, shim, args.rate, args.deadline_ms, t0, stop, sent),
+                                  daemon=True)
+        loader.start()
+        hold = 6.0 if args.quick else 20.0  # how long each fault lasts
+        settle = 6.0 if args.quick else 15.0  # calm between faults
+
+        def at(t: float) -> None:
+            time.sleep(max(0.0, t0 + t - time.monotonic()))
+
+        faults: list[Fault] = []
+        clock = settle
+
+        def fault(name: str, target: str | None, begin, finish) -> None:
+            nonlocal clock
+            f = Fault(name, target)
+            at(clock)
+            f.start = time.monotonic() - t0
+            print(f"{f.start:6.1f} s  {name} ...", flush=True)
+            begin()
+            at(clock + hold)
+            finish()
+            f.end = time.monotonic() - t0
+            faults.append(f)
+            clock = f.end + settle
+
+        n1, n2 = nodes["n1"], nodes["n2"]
+        fault("node n1: tritonserver kill -9, restarted by its node", "n1",
+              lambda: os.kill(n1.triton_pid, signal.SIGKILL), n1.restart)
+        fault("node n2: SIGSTOP, then SIGCONT", "n2", lambda: os.killpg(n2.triton_pid, signal.SIGSTOP),
+              lambda: os.killpg(n2.triton_pid, signal.SIGCONT))
+        fault("node n1: link down (partition), then up", "n1", lambda: net.set_link("n1", False),
+              lambda: net.set_link("n1", True))
+        shaped: list[str] = []
+        fault("node n2: slow link", "n2", lambda: shaped.append(net.shape("n2", "delay 100ms loss 5%",
+                                                                           "rate 40mbit burst 64kb latency 400ms")),
+              lambda: net.shape("n2", None))
+        faults[-1].name += f" ({shaped[0]})" if shaped else ""
+        restarted: list[subprocess.Popen] = []
+        fault("control plane: kill -9, restarted on its state file", None, cp.kill,
+              lambda: restarted.append(start_in(net, "cp", serve, log=work / "serve.log")))
+        procs += restarted
+        at(clock)
+        stop.set()
+        loader.join(10)
+        wait_s = args.deadline_ms / 1000 + 40
+        end = time.monotonic() + wait_s
+        for s in sent:
+            try:
+                s.future.result(timeout=max(0.0, end - time.monotonic()))
+            except Exception:  # noqa: BLE001 - counted as an error by `outcome`
+                pass
+        observer.stop.set()
+        report(faults, sent, observer)
+        gateway.close()
+        shim.close(timeout_s=10)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for n in nodes.values():
+            n.stop()
+    return 0
+
+
+def report(faults: list[Fault], sent: list[Sent], observer: Observer) -> None:
+    print("\n| fault | sent | ok | late | dropped | error | unanswered | detect s | re-plan s | recover s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for f in faults:
+        window = [s for s in sent if f.start <= s.t < f.end + 5.0]
+        for s in window:
+            f.counts[outcome(s)] = f.counts.get(outcome(s), 0) + 1
+        if f.target is not None:
+            target = f.target
+            down = observer.first(f.start, lambda s: s.live is not None and not s.live.get(target, True))
+            f.detect_s = None if down is None or down > f.end + 5 else down - f.start
+            replan = observer.first(f.start, lambda s: s.version is not None and target not in s.placed)
+            f.replan_s = None if replan is None or replan > f.end + 5 else replan - f.start
+            back = observer.first(f.end, lambda s: s.live is not None and s.live.get(target, False))
+            f.recover_s = None if back is None else back - f.end
+        else:
+            back = observer.first(f.end, lambda s: s.live is not None)
+            f.recover_s = None if back is None else back - f.end
+
+        def fmt(v):
+            return "-" if v is None else f"{v:.2f}"
+        c = f.counts
+        print(f"| {f.name} | {len(window)} | {c.get('ok', 0)} | {c.get('late', 0)} | {c.get('dropped', 0)} | "
+              f"{c.get('error', 0)} | "
+              f"{c.get('unanswered', 0)} | {fmt(f.detect_s)} | {fmt(f.replan_s)} | {fmt(f.recover_s)} |")
+    totals: dict[str, int] = {}
+    for s in sent:
+        totals[outcome(s)] = totals.get(outcome(s), 0) + 1
+    by_path = {p: sum(1 for s in sent if s.path == p and outcome(s) == "ok") for p in ("gateway", "shim")}
+    causes: dict[str, int] = {}
+    for s in sent:
+        if outcome(s) in ("error", "dropped"):
+            why = str(s.future.exception() or s.future.result().error)
+            causes[why[:90]] = causes.get(why[:90], 0) + 1
+    for why, n in sorted(causes.items(), key=lambda kv: -kv[1])[:4]:
+        print(f"  {n} x {why}")
+    print(f"\nall requests: {len(sent)} ({', '.join(f'{k} {v}' for k, v in sorted(totals.items()))}); ok through "
+          f"the gateway {by_path['gateway']}, through the shim {by_path['shim']}")
+    hard = [f for f in faults if f.target is not None and "slow link" not in f.name]
+    detects = [f.detect_s for f in hard if f.detect_s is not None]
+    replans = [f.replan_s for f in hard if f.replan_s is not None]
+    missed = [f.name for f in hard if f.detect_s is None]
+    print(f"faults {len(faults)}, requests {len(sent)}, unanswered {totals.get('unanswered', 0)}, max detect "
+          f"{max(detects, default=float('nan')):.2f} s, max re-plan {max(replans, default=float('nan')):.2f} s"
+          + (f" (not detected: {'; '.join(missed)})" if missed else ""), flush=True)
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--node":
+        node_main(*sys.argv[2:7])
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repo", default="model_repository", help="exported model repository (with resnet18)")
+    ap.add_argument("--quick", action="store_true", help="6-s faults, 6 s apart (about a minute and a half)")
+    ap.add_argument("--rate", type=float, default=6.0, help="requests/s, half through the gateway, half the shim")
+    ap.add_argument("--deadline-ms", type=float, default=1000.0)
+    ap.add_argument("--keep", action="store_true", help="keep the work folder (logs, state file) and say where")
+    ap.add_argument("--inside", nargs=2, metavar=("TAG", "WORK"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.inside:
+        args.tag, args.work = args.inside
+        return inside_main(args)
+    if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("tc") is None:
+        print("error: the chaos benchmark needs root and iproute2's ip and tc (network namespaces)", file=sys.stderr)
+        return 2
+    if not (Path(args.repo) / VARIANT / "1" / "model.onnx").is_file():
+        print(f"error: {args.repo}: no exported {VARIANT} (run `orchestrator export --out {args.repo}`)", file=sys.stderr)
+        return 2
+    net = Network(f"oc{os.getpid() % 100000}")
+    work = Path(tempfile.mkdtemp(prefix="chaos-"))
+    try:
+        net.create()
+        cmd = ["ip", "netns", "exec", net.ns("cl"), sys.executable, __file__, "--repo", str(Path(args.repo).resolve()),
+               "--rate", str(args.rate), "--deadline-ms", str(args.deadline_ms), "--inside", net.tag, str(work)]
+        return subprocess.run(cmd + (["--quick"] if args.quick else [])).returncode
+    finally:
+        net.destroy()
+        if args.keep:
+            print(f"work folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
