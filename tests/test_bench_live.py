@@ -1,6 +1,7 @@
 """The reduced live bench (CI): a short bursty trace, two embedded one-core Triton servers, the
-whole system real (control plane + controller + executor, shim, Triton), and the simulator's
-validation against it. Takes three to five minutes on the 2-core CI machine.
+whole system real (control plane + controller + executor, a gateway's data plane, Triton; the
+trace sent to the gateway with stock tritonclient, as a user's application would), and the
+simulator's validation against it. Takes three to five minutes on the 2-core CI machine.
 
 The trace is the documented bursty workload (`orchestrator trace generate --kind bursty`, seed 1;
 its first 30 s are 7 s calm, one 21-s burst at 4x, 2 s calm), run at the speed this machine measured, so that it
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator.bench import BenchConfig, run_bench, run_policy
+from orchestrator.bench import BenchConfig, run_bench
 from orchestrator.catalog import Catalog
 from orchestrator.cli import main as cli_main
 from orchestrator.cluster import Cluster
@@ -76,12 +77,10 @@ def bench(model_repo, tmp_path_factory):
                          "--family", "resnet", "--out", str(trace_path)]) == 0
         trace = read_trace(trace_path, known_families=catalog.families())
         slo = {"resnet": round(deadline_ms, 1)}
-        runs = run_bench(trace, cluster, catalog, profiles, POLICIES, slo, work / "out", runtime=runtime,
-                         progress=print)
-        # the MILP once more, the trace sent to a gateway with stock tritonclient
-        via_gateway = run_policy("milp", trace, runtime, catalog, profiles, slo, BenchConfig(via="gateway"), print)
+        runs = run_bench(trace, cluster, catalog, profiles, POLICIES, slo, work / "out", BenchConfig(via="gateway"),
+                         runtime=runtime, progress=print)
     return {"trace": trace, "runs": {r.policy: r for r in runs}, "out": work / "out", "cluster": cluster,
-            "catalog": catalog, "profiles": profiles, "slo": slo, "via_gateway": via_gateway}
+            "catalog": catalog, "profiles": profiles, "slo": slo}
 
 
 def test_every_request_has_one_outcome_and_results_are_written(bench):
@@ -104,21 +103,16 @@ def test_every_request_has_one_outcome_and_results_are_written(bench):
     print("\n" + table)
 
 
-def test_the_trace_sent_through_a_gateway_is_answered_as_through_the_shim(bench):
-    """The live bench with `via="gateway"`: every request of the trace, sent with tritonclient to
-    a gateway, has one outcome, the answers name the variants and batches that served them, and
-    the effective accuracy is within the sim-vs-live margin of the same policy through the shim."""
-    run, trace = bench["via_gateway"], bench["trace"]
-    o = run.outcomes
-    assert len(o) == len(trace) and np.allclose(o.arrival_s, trace.time_s)
-    assert set(o.status.tolist()) <= {"ok", "late", "dropped", "error", "unserved"}
-    assert o.answered.sum() > 0.5 * len(o) and set(o.variant[o.answered].tolist()) <= set(VARIANTS)
-    assert run.batches and all(b.batch_size >= 1 for b in run.batches)
-    assert "to a gateway" in run.notes[0]
-    shim, gateway = summarise(bench["runs"]["milp"]), summarise(run)
-    print(f"\nmilp through the shim: {shim.effective_accuracy:.2f} %, miss ratio {shim.miss_ratio:.3f}; "
-          f"through a gateway: {gateway.effective_accuracy:.2f} %, miss ratio {gateway.miss_ratio:.3f}")
-    assert abs(gateway.effective_accuracy - shim.effective_accuracy) <= MARGIN_ACCURACY
+def test_the_trace_went_through_a_gateway_and_the_answers_say_who_served(bench):
+    """`via="gateway"`: each request of the trace was sent with tritonclient to a gateway on the
+    control plane's plan; the gateway's answers name the variant and the batch that served them
+    (the response parameters), which the run records. (How close that is to the simulator is
+    the validation test below.)"""
+    for policy, run in bench["runs"].items():
+        assert "to a gateway" in run.notes[0], (policy, run.notes)
+        assert run.batches and all(b.batch_size >= 1 for b in run.batches), policy
+        o = run.outcomes
+        assert set(o.variant[o.answered].tolist()) <= set(VARIANTS), policy
 
 
 @pytest.mark.xfail(strict=False, reason=(
