@@ -382,8 +382,8 @@ def report(faults: list[Fault], sent: list[Sent], observer: Observer) -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for f in faults:
         window = [s for s in sent if f.start <= s.t < f.end + 5.0]
-        for s in window:
-            f.counts[outcome(s)] = f.counts.get(outcome(s), 0) + 1
+        for kind in map(outcome, window):
+            f.counts[kind] = f.counts.get(kind, 0) + 1
         if f.target is not None:
             target = f.target
             down = observer.first(f.start, lambda s: s.live is not None and not s.live.get(target, True))
@@ -403,8 +403,8 @@ def report(faults: list[Fault], sent: list[Sent], observer: Observer) -> None:
               f"{c.get('error', 0)} | "
               f"{c.get('unanswered', 0)} | {fmt(f.detect_s)} | {fmt(f.replan_s)} | {fmt(f.recover_s)} |")
     totals: dict[str, int] = {}
-    for s in sent:
-        totals[outcome(s)] = totals.get(outcome(s), 0) + 1
+    for kind in map(outcome, sent):
+        totals[kind] = totals.get(kind, 0) + 1
     by_path = {p: sum(1 for s in sent if s.path == p and outcome(s) == "ok") for p in ("gateway", "shim")}
     causes: dict[str, int] = {}
     for s in sent:

@@ -18,6 +18,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from orchestrator.catalog import Catalog
+from tests.triton_helpers import group_processes
 from tests.controlplane_helpers import (DEVICE_CLASS, TOKEN, call, read_lines, running_control_plane,
                                         synthetic_profiles, wait_for_line)
 
@@ -75,18 +76,8 @@ def test_a_hung_triton_is_marked_down_planned_around_and_taken_back(model_repo):
         assert any(f"{hung} went down" in r for r in reasons) and any(f"{hung} came back" in r for r in reasons), reasons
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live processes (zombies left out) of a process group."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                out.append(int(entry))
-    return out
+def group_pids(pgid: int) -> list[int]:
+    return [pid for pid, _ in group_processes(pgid)]
 
 
 def is_zombie_or_gone(pid: int) -> bool:
@@ -103,12 +94,12 @@ def test_a_killed_embedded_triton_is_reaped_restarted_and_given_its_models_back(
         victim = cp.plan.placements[0].device_id
         planned = sorted(p.variant for p in cp.plan.placements_on(victim))
         old_pid = server.runtime.servers[victim].pid
-        stubs = [p for p in group_members(old_pid) if p != old_pid]
+        stubs = [p for p in group_pids(old_pid) if p != old_pid]
         assert stubs, "a loaded python-backend model runs in a stub process of the server's group"
         os.kill(old_pid, signal.SIGKILL)  # the server only: its stubs are orphaned, as after a crash
         killed = time.monotonic()
         wait_for("the old run's stubs killed and the server reaped",
-                 lambda: not group_members(old_pid) and not os.path.exists(f"/proc/{old_pid}"), 30.0)
+                 lambda: not group_pids(old_pid) and not os.path.exists(f"/proc/{old_pid}"), 30.0)
         ups = cp.health.state(victim).ups
         wait_for(f"{victim} restarted and live", lambda: server.runtime.servers[victim].pid not in (None, old_pid)
                  and cp.health.state(victim).live and cp.health.state(victim).ups > ups, 60.0)
@@ -139,7 +130,7 @@ def test_a_hung_embedded_triton_is_killed_and_restarted_with_backoff(model_repo,
         assert runtime.recover(device, silent_s=HANG_RESTART_S / 2, now=100.0) is None  # not hung long enough yet
         done = runtime.recover(device, silent_s=HANG_RESTART_S + 1, now=100.0)
         assert done and "hung" in done and "restarted" in done, done
-        assert server.pid != old_pid and not group_members(old_pid) and runtime.control(device).is_live()
+        assert server.pid != old_pid and not group_pids(old_pid) and runtime.control(device).is_live()
         # a second restart waits out the backoff, then goes ahead
         os.killpg(server.pid, signal.SIGSTOP)
         assert runtime.recover(device, silent_s=HANG_RESTART_S + 1, now=100.0 + RESTART_BACKOFF_S[0] / 2) is None

@@ -21,24 +21,7 @@ from orchestrator.triton.embedded import EmbeddedServer, port_is_free
 from orchestrator.triton.gpu import gpu_inventory
 from orchestrator.triton.remote import RemoteServer
 from orchestrator.triton.runtime import ClusterRuntime
-from tests.triton_helpers import infer_logits, one_cpu_cluster
-
-
-def group_processes(pgid: int) -> list[tuple[int, str]]:
-    """(pid, cmdline) of every live process in a process group."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            out.append((int(entry), cmd))
-    return out
+from tests.triton_helpers import group_processes, infer_logits, one_cpu_cluster
 
 
 def test_two_embedded_servers_serve_different_variants_at_once(model_repo):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -35,3 +36,20 @@ memory_mb = 2048
 embedded = {{ {pin}threads = 1 }}
 """)
     return Cluster.load(path)
+
+
+def group_processes(pgid: int) -> list[tuple[int, str]]:
+    """(pid, cmdline) of every live process in a process group."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            out.append((int(entry), cmd))
+    return out

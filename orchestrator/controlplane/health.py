@@ -17,16 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from orchestrator.errors import UserError
+from orchestrator.triton.control import Unreachable  # what ModelControl raises for a refused connection
 
 log = logging.getLogger(__name__)
 
 PERIOD_S = 0.2
 TIMEOUT_S = 0.3
 DOWN_AFTER_S = 1.0
-
-
-class Unreachable(UserError):
-    """The device's server refused the connection or is not there: down at once."""
 
 
 @dataclass(frozen=True)
