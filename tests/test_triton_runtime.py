@@ -6,7 +6,10 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +93,29 @@ def test_cluster_runtime_loads_per_device_and_reports_endpoints(model_repo, tmp_
         pid = rt.servers["cpu0"].pid
         assert os.sched_getaffinity(pid) == {0}
     assert group_processes(pid) == []
+
+
+def test_a_server_dies_with_its_owner_unless_told_to_outlive_it(model_repo, tmp_path):
+    """An owner killed with -9 takes its tritonserver along (PR_SET_PDEATHSIG set before exec)."""
+    script = ("import sys, time\n"
+              "from orchestrator.triton.embedded import EmbeddedServer\n"
+              "s = EmbeddedServer(sys.argv[1], name='owned').start()\n"
+              "print(s.pid, flush=True)\n"
+              "time.sleep(120)\n")
+    owner = subprocess.Popen([sys.executable, "-c", script, str(model_repo)], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    try:
+        pid = int(owner.stdout.readline())
+        assert group_processes(pid), "the owner's tritonserver never started"
+        owner.kill()
+        owner.wait(10)
+        deadline = time.monotonic() + 20
+        while group_processes(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert group_processes(pid) == [], "tritonserver outlived the owner that was killed"
+    finally:
+        owner.kill()
+        owner.wait(10)
 
 
 # -- bad input: each fails with one clear line and leaves the rest as it was ---------------------

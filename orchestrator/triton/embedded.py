@@ -16,11 +16,11 @@ control plane killed with SIGKILL) leaves it serving, and the owner's next run t
 from __future__ import annotations
 
 import atexit
-import ctypes
 import json
 import ipaddress
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -99,15 +99,26 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     return ports
 
 
-def _child_setup(cores: tuple[int, ...], die_with_owner: bool = True):
-    def setup() -> None:
-        if die_with_owner:
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: die with the owner
-        if cores:
-            os.sched_setaffinity(0, cores)
+def _launch_prefix(cores: tuple[int, ...], die_with_owner: bool = True) -> list[str]:
+    """util-linux wrappers that set the child up and exec tritonserver.
 
-    return setup
+    They replace a ``preexec_fn``: Python code run between fork and exec in a process with
+    threads (grpc, gevent, torch) can crash or deadlock the child, and it did (a segfault in CI).
+    """
+    prefix: list[str] = []
+    if die_with_owner:
+        prefix += [_util_linux("setpriv"), "--pdeathsig", "TERM"]  # PR_SET_PDEATHSIG survives exec
+    if cores:
+        prefix += [_util_linux("taskset"), "--cpu-list", ",".join(map(str, cores))]
+    return prefix
+
+
+def _util_linux(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise UserError(f"'{tool}' not found on PATH: install util-linux (it starts tritonserver pinned and "
+                        "tied to its owner)")
+    return path
 
 
 class EmbeddedServer:
@@ -239,9 +250,9 @@ class EmbeddedServer:
         else:
             env["CUDA_VISIBLE_DEVICES"] = str(self.gpu)
         self._log_file = open(self.log_path, "ab")
+        args = _launch_prefix(self.cores, die_with_owner=not self.outlive_owner) + args
         self._proc = subprocess.Popen(args, stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                      env=env, start_new_session=True,
-                                      preexec_fn=_child_setup(self.cores, die_with_owner=not self.outlive_owner))
+                                      env=env, start_new_session=True)
         with _LIVE_LOCK:
             _LIVE.add(self)
         try:
