@@ -15,13 +15,15 @@ $(STAMP): pyproject.toml
 
 # Debian packages the tests use, installed when missing (needs root): chromium + chromedriver for the
 # web UI's browser test, docker-compose (client only) to validate deploy/ compose files, gcc for
-# `make compile`, iproute2 (ip, tc) for the chaos benchmark's network namespaces.
+# `make compile`, iproute2 (ip, tc) for the chaos benchmark's network namespaces, dnsmasq (dnsmasq-base)
+# as the DNS server of the node-discovery tests.
 system-deps:
 	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v docker-compose >/dev/null \
-		&& command -v gcc >/dev/null && command -v ip >/dev/null && command -v tc >/dev/null; then :; \
+		&& command -v gcc >/dev/null && command -v ip >/dev/null && command -v tc >/dev/null \
+		&& command -v dnsmasq >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ]; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver docker-compose gcc iproute2 >/dev/null; \
-	else echo "install Debian's chromium, chromium-driver, docker-compose, gcc and iproute2 (sudo apt-get install chromium chromium-driver docker-compose gcc iproute2)"; exit 1; fi
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver docker-compose gcc iproute2 dnsmasq-base >/dev/null; \
+	else echo "install Debian's chromium, chromium-driver, docker-compose, gcc, iproute2 and dnsmasq-base (sudo apt-get install chromium chromium-driver docker-compose gcc iproute2 dnsmasq-base)"; exit 1; fi
 
 demo: $(STAMP)
 	$(BIN)/orchestrator demo

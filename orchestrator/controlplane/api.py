@@ -120,7 +120,8 @@ def metrics():
 @api.get("/cluster")
 def cluster():
     devices = cp().device_health()
-    return jsonify(name=cp().cluster.name, devices=devices, healthy=all(d["live"] for d in devices))
+    pools = cp().discovery.status() if cp().discovery is not None else []
+    return jsonify(name=cp().cluster.name, devices=devices, healthy=all(d["live"] for d in devices), pools=pools)
 
 
 @api.get("/devices/<device_id>")
@@ -137,10 +138,7 @@ def catalog():
 
 # -- plans ----------------------------------------------------------------------------------
 def endpoints() -> dict:
-    out = {}
-    for dev_id, ep in cp().runtime.endpoints().items():
-        out[dev_id] = {**ep, "device_class": cp().cluster.device(dev_id).device_class}
-    return out
+    return cp().endpoints()
 
 
 @api.get("/plan")

@@ -7,7 +7,7 @@ Every tick (default 1 s) it
        - there is demand but no plan yet,
        - a family's estimated demand left the hysteresis band around what the plan was made for,
        - the deadline-miss rate over the last seconds exceeds the trigger,
-       - a device went down or came back,
+       - a device went down, came back, joined or left (node discovery),
        - the operator changed a setting (SLO, floor, demand override);
      falling demand and the miss trigger wait for the minimum dwell time since the last change of
      what is loaded (by the controller, or a plan someone else applied), so noise does not reshuffle the cluster's models; rising demand does not
@@ -202,8 +202,10 @@ class Controller:
         if before is None:
             return None
         # a device live at both looks but with a new run between them (restarted) came back too
-        changed = [f"{d} {'came back' if ok else 'went down'}" for d, (ok, ups) in live.items()
+        changed = [f"{d} {('is up' if ups == 1 else 'came back') if ok else 'went down'}" for d, (ok, ups) in live.items()
                    if d in before and (before[d][0] != ok or (ok and before[d][1] != ups))]
+        changed += [f"{d} joined" for d, (ok, _) in live.items() if d not in before and ok]  # live at its first look
+        changed += [f"{d} left" for d in before if d not in live]  # node discovery: no longer in DNS
         if changed:
             self.cp.record_decision("health", "; ".join(changed))
             return "device health changed: " + "; ".join(changed)

@@ -37,6 +37,8 @@ class DeviceHealth:
     ups: int = 0  # how many times it has become live (a restart between two looks shows here)
 
 
+LEFT = DeviceHealth(live=False, checked=True, error="left the cluster")  # a device no longer probed
+
 Probe = Callable[[str, float], list[dict]]  # (device_id, timeout_s) -> repository index; raises UserError
 Recover = Callable[[str, float], None]  # (device_id, seconds it has not answered), after each failed probe
 
@@ -54,8 +56,9 @@ class HealthMonitor:
         self._states = {d: DeviceHealth(live=False, error="not probed yet") for d in device_ids}
         self._first_failure: dict[str, float] = {}  # device -> when it began failing (while still live)
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()  # stops every device's loop
+        self._left: dict[str, threading.Event] = {}  # device -> set when it leaves (remove)
+        self._threads: dict[str, threading.Thread] = {}
 
     def start(self) -> "HealthMonitor":
         """Probe every device once (in parallel, so that the first readers see real states), then keep probing."""
@@ -64,51 +67,80 @@ class HealthMonitor:
             t.start()
         for t in first:
             t.join(self.timeout_s * 3 + 1.0)
-        for d in self._states:
-            t = threading.Thread(target=self._run, args=(d,), name=f"health-{d}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        for d in list(self._states):
+            self._start_loop(d)
         return self
+
+    def _start_loop(self, device_id: str) -> None:
+        self._left[device_id] = threading.Event()
+        t = threading.Thread(target=self._run, args=(device_id, self._left[device_id]), name=f"health-{device_id}",
+                             daemon=True)
+        self._threads[device_id] = t
+        t.start()
 
     def stop(self) -> None:
         self._stop.set()
-        for t in self._threads:
+        for t in list(self._threads.values()):
             t.join(self.timeout_s * 3 + 1.0)
+
+    def add(self, device_id: str) -> None:
+        """Probe a device that joined (node discovery): down ("not probed yet") until it answers,
+        then up through the same change as a device that comes back."""
+        with self._lock:
+            if device_id in self._states:
+                return
+            self._states[device_id] = DeviceHealth(live=False, checked=True, error="joined, not probed yet")
+        if self._threads and not self._stop.is_set():
+            self._start_loop(device_id)
+
+    def remove(self, device_id: str) -> None:
+        """Stop probing a device that left; it has no state any more."""
+        left = self._left.pop(device_id, None)
+        if left is not None:
+            left.set()
+        thread = self._threads.pop(device_id, None)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(self.timeout_s * 3 + 1.0)
+        with self._lock:
+            self._states.pop(device_id, None)
+            self._first_failure.pop(device_id, None)
 
     def state(self, device_id: str) -> DeviceHealth:
         with self._lock:
-            return self._states[device_id]
+            return self._states.get(device_id, LEFT)
 
     def current(self, device_id: str) -> DeviceHealth:
         """The latest state; probed now when the monitor is not running (a control plane used in
         process, without its threads)."""
         if not self._threads:
-            return self.check(device_id)
+            return self.check(device_id) or self.state(device_id)
         return self.state(device_id)
 
     def mark_down(self, device_id: str, error: str) -> None:
         """Down now, whatever the last probe said (its server was just restarted: nothing is
         loaded there any more); the next answer brings it back as a new run."""
         with self._lock:
-            old = self._states[device_id]
+            old = self._states.get(device_id)
+            if old is None:
+                return
             self._states[device_id] = replace(old, live=False, error=error, since=self.clock(), models=())
         if old.live:
             self.on_change(device_id, self._states[device_id])
 
-    def _run(self, device_id: str) -> None:
+    def _run(self, device_id: str, left: threading.Event) -> None:
         """Probe; after a failed probe let `recover` act (restart a dead or hung embedded server)."""
-        while not self._stop.wait(self.period_s):
+        while not self._stop.wait(self.period_s) and not left.is_set():
             try:
                 health = self.check(device_id)
-                if health.error is not None and not self._stop.is_set():
+                if health is not None and health.error is not None and not self._stop.is_set():
                     silent_from = health.last_ok if health.last_ok is not None else self._first_failure.get(
                         device_id, self.clock())
                     self.recover(device_id, self.clock() - silent_from)
             except Exception:  # noqa: BLE001 - the probe loop must survive; the log has it
                 log.exception("health probe of %s failed", device_id)
 
-    def check(self, device_id: str) -> DeviceHealth:
-        """One probe of one device; returns (and keeps) its new state."""
+    def check(self, device_id: str) -> DeviceHealth | None:
+        """One probe of one device; returns (and keeps) its new state (None: it left meanwhile)."""
         start = self.clock()
         try:
             models = tuple(self.probe(device_id, self.timeout_s))
@@ -119,7 +151,9 @@ class HealthMonitor:
             models, error, refused = (), str(e), False
         now = self.clock()
         with self._lock:
-            old = self._states[device_id]
+            old = self._states.get(device_id)
+            if old is None:
+                return None
             if error is None:
                 self._first_failure.pop(device_id, None)
                 new = DeviceHealth(live=True, checked=True, since=old.since if old.live else now, last_ok=now,

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from orchestrator.catalog import Catalog
-from orchestrator.cluster import Cluster
+from orchestrator.cluster import Cluster, Device
 from orchestrator.controlplane.demand import ESTIMATORS, Estimator
+from orchestrator.controlplane.discovery import Discovery
 from orchestrator.controlplane.executor import ApplyResult, PlanDiff, PlanExecutor
 from orchestrator.controlplane.health import DeviceHealth, HealthMonitor
 from orchestrator.controlplane.intake import FamilySecond, TelemetryIntake
@@ -121,14 +122,52 @@ class ControlPlane:
         self.on_restart: Callable[[], None] | None = None  # after supervision restarted a server (its record changed)
         self._applying = 0  # applies in progress, their decision records included (guarded by _applies)
         self._applies = threading.Condition()
+        fixed = {d.id for d in cluster.devices}
+        self.discovery = Discovery(cluster.pools, self.add_device, self.remove_device,
+                                   taken=lambda device_id: device_id in fixed) if cluster.pools else None
+        self.departed: dict[str, dict] = {}  # endpoints of devices that left, while the plan in force routes there
 
     def start_health(self) -> None:
+        """Find the pools' devices, then probe every device (both keep running until close)."""
+        if self.discovery is not None:
+            self.discovery.start()
         self.health.start()
+
+    # -- devices that join and leave (node discovery) -------------------------------------------
+    def add_device(self, device: Device) -> None:
+        """A device that appeared: probed, and planned for once it answers (the controller wakes)."""
+        self.runtime.add_device(device)
+        self.departed.pop(device.id, None)
+        self.health.add(device.id)
+        self.store.record_decision("discovery", f"{device.id} joined (pool {device.pool}, {device.url})")
+        self.wake.set()
+
+    def remove_device(self, device_id: str) -> None:
+        """A device that went away: planned around at once; shims keep its endpoint until a plan
+        without it is published."""
+        endpoint = self.endpoints().get(device_id)
+        plan = self.plan
+        if endpoint is not None and plan is not None and plan.placements_on(device_id):
+            self.departed[device_id] = endpoint
+        self.health.remove(device_id)
+        self.runtime.remove_device(device_id)
+        self.store.record_decision("discovery", f"{device_id} left (no longer in DNS)")
+        self.wake.set()
+
+    def endpoints(self) -> dict[str, dict]:
+        """Where shims send requests, per device, with its class (devices that left included while planned)."""
+        classes = {d.id: d.device_class for d in self.cluster.devices}
+        out = {d: {**ep, "device_class": classes[d]} for d, ep in self.runtime.endpoints().items() if d in classes}
+        for d, ep in list(self.departed.items()):
+            out.setdefault(d, ep)
+        return out
 
     def close(self) -> None:
         """Stop probing, and let an apply in progress finish (a stuck load ends at the load
         timeout) so that its decision, a rollback included, is recorded before the store closes."""
         self._closed = True
+        if self.discovery is not None:
+            self.discovery.stop()
         self.health.stop()
         with self._applies:
             self._applies.wait_for(lambda: self._applying == 0, timeout=self.config.load_timeout_s + 10.0)
@@ -157,6 +196,8 @@ class ControlPlane:
         self.store.save_plan(plan, applied=True)
         with self._plan_lock:
             self._plan = plan
+        for device_id in [d for d in self.departed if not plan.placements_on(d)]:
+            self.departed.pop(device_id, None)
 
     def device_ids(self) -> list[str]:
         return [d.id for d in self.cluster.devices]
@@ -280,7 +321,7 @@ class ControlPlane:
         for d in self.cluster.devices:
             h: DeviceHealth = self.health.current(d.id)
             out.append({"id": d.id, "class": d.device_class, "kind": d.kind, "memory_mb": d.memory_mb,
-                        "remote": d.is_remote, "live": h.live, "error": h.error,
+                        "remote": d.is_remote, "pool": d.pool, "live": h.live, "error": h.error,
                         "models": [{"name": m.get("name"), "version": m.get("version", ""),
                                     "state": m.get("state", ""), "reason": m.get("reason", "")}
                                    for m in h.models if m.get("state")],
@@ -335,62 +376,10 @@ class ControlPlane:
         return plan
 
     def check_plan(self, plan: Plan) -> None:
-        """A plan a client sent (POST /apply): every name known (404 otherwise), every field of the
-        right type and every number finite and in range (400 otherwise), so that a stored plan can
-        always be planned from, drawn and served as JSON."""
-        def integer(value, what: str, low: int, high: int) -> None:
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise UserError(f"plan: {what} must be an integer in {low}..{high}, not {shown(value)}")
+        """A plan a client sent (POST /apply), checked field by field (plan_check.py)."""
+        from orchestrator.controlplane.plan_check import check_plan
 
-        def text(value, what: str) -> None:
-            if not isinstance(value, str):
-                raise UserError(f"plan: {what} must be a string, not {shown(value)}")
-
-        integer(plan.version, "version", 0, 2**63 - 1)
-        text(plan.policy, "policy")
-        text(plan.created_at, "created_at")
-        for i, note in enumerate(plan.notes):
-            text(note, f"notes[{i}]")
-        text(plan.solver.status, "solver.status")
-        text(plan.solver.solver, "solver.solver")
-        for key in ("objective", "gap", "time_ms"):
-            parse_number(getattr(plan.solver, key), f"plan: solver.{key}", -1e15, 1e15)
-        for i, p in enumerate(plan.placements):
-            where = f"placements[{i}]"
-            text(p.device_id, f"{where}.device_id")
-            text(p.variant, f"{where}.variant")
-            self.check_device(p.device_id)
-            self.check_variant(p.variant)
-            integer(p.batch_cap, f"{where}.batch_cap", 1, 4096)
-            integer(p.instances, f"{where}.instances", 1, 16)
-            integer(p.threads, f"{where}.threads", 1, 64)
-            for key in ("capacity_rps", "served_rps"):
-                parse_number(getattr(p, key), f"plan: {where}.{key}", 0, MAX_RATE_RPS)
-        for name, fp in plan.families.items():
-            where = f"families[{name!r}]"
-            if name not in self.catalog.families():
-                raise NotFound(f"plan: unknown family {shown(name)}; the catalog has {self.families()}")
-            if fp.family != name:
-                raise UserError(f"plan: {where}.family must be {name!r}, not {shown(fp.family)}")
-            parse_number(fp.slo_ms, f"plan: {where}.slo_ms", 0, MAX_SLO_MS)
-            for key in ("demand_rps", "served_rps", "unserved_rps"):
-                parse_number(getattr(fp, key), f"plan: {where}.{key}", 0, MAX_RATE_RPS)
-            parse_number(fp.effective_accuracy, f"plan: {where}.effective_accuracy", 0, 100)
-            if fp.accuracy_floor is not None:
-                parse_number(fp.accuracy_floor, f"plan: {where}.accuracy_floor", 0, 100)
-            text(fp.reason, f"{where}.reason")
-            variants = {v.name for v in self.catalog.families()[name]}
-            for j, r in enumerate(fp.routes):
-                text(r.device_id, f"{where}.routes[{j}].device_id")
-                text(r.variant, f"{where}.routes[{j}].variant")
-                self.check_device(r.device_id)
-                if r.variant not in variants:
-                    raise NotFound(f"plan: {where}.routes[{j}] names {shown(r.variant)}, not a variant of {name!r} "
-                                   f"({', '.join(sorted(variants))})")
-                if (r.device_id, r.variant) not in plan.loaded_pairs():
-                    raise UserError(f"plan: {where}.routes[{j}] sends to {r.variant} on {r.device_id}, "
-                                    f"which the plan's placements do not load")
-                parse_number(r.weight, f"plan: {where}.routes[{j}].weight", 0, 1 + 1e-6)  # planner rounding
+        check_plan(self, plan)
 
     def diff(self, target: Plan) -> PlanDiff:
         return self.executor.diff(target, self.plan, self.live_device_ids())

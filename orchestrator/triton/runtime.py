@@ -39,7 +39,7 @@ def instance_config_for(device: Device, instances: int = 1, threads: int | None 
                         max_batch_size: int | None = None) -> InstanceConfig:
     """The InstanceConfig that loads a variant on `device` (kind, GPU index and base config follow the device)."""
     if threads is None:
-        threads = device.embedded.threads if device.embedded else 1
+        threads = device.embedded.threads if device.embedded else device.threads
     gpus = (device.embedded.gpu,) if device.embedded and device.embedded.gpu is not None else ()
     config_name = device.config or ("gpu" if device.kind == "gpu" else None)
     return InstanceConfig(kind=device.kind, count=instances, threads=threads, gpus=gpus,
@@ -141,6 +141,24 @@ class ClusterRuntime:
         except UserError as e:
             return f"{device_id}: embedded Triton {why}; restart {count + 1} failed: {e}"
         return f"{device_id}: embedded Triton {why}; restarted (restart {count + 1}, pid {server.pid})"
+
+    def add_device(self, device: Device) -> None:
+        """A remote device found after start (node discovery); nothing is started or waited for:
+        the health monitor sees when it answers."""
+        if device.url is None:
+            raise UserError(f"{device.id}: only remote devices can join a running cluster")
+        with self._lock:
+            self.servers = {**self.servers, device.id: server_for_device(device, self.model_repository)}
+            self.cluster.devices = [*(d for d in self.cluster.devices if d.id != device.id), device]
+
+    def remove_device(self, device_id: str) -> None:
+        """Forget a remote device that left (its Triton is not ours to stop)."""
+        with self._lock:
+            ctl = self._controls.pop(device_id, None)
+            self.servers = {d: s for d, s in self.servers.items() if d != device_id}
+            self.cluster.devices = [d for d in self.cluster.devices if d.id != device_id]
+        if ctl is not None:
+            ctl.close()
 
     def records(self) -> dict[str, dict]:
         """The running embedded servers' records, for a later run to adopt (`start(adopt=...)`)."""
