@@ -262,3 +262,20 @@ def send(url: str, results: list, stop: threading.Event, rate_rps: float = 8.0) 
                 results.append(futures.pop(0).result())
         for f in futures:
             results.append(f.result(timeout=30))
+
+
+def test_profile_and_serve_name_a_pool_they_cannot_use(tmp_path, dnsmasq, model_repo, capsys):
+    from orchestrator.catalog import Catalog
+    from orchestrator.cli import main
+    from tests.controlplane_helpers import synthetic_profiles
+
+    cluster = tmp_path / "cluster.toml"
+    cluster.write_text(f'model_repository = "{model_repo}"\n[[pool]]\nname = "triton"\ndns = "triton.test"\n'
+                       f'class = "cpu-x"\nkind = "cpu"\nmemory_mb = 700\ndns_server = "127.0.0.1:{dnsmasq.port}"\n')
+    assert main(["profile", "--cluster", str(cluster)]) == 2
+    assert "pool 'triton': 'triton.test' resolves to no address" in capsys.readouterr().err
+    synthetic_profiles(Catalog.load(model_repo)).save(tmp_path / "profiles.json")
+    assert main(["serve", "--cluster", str(cluster), "--db", str(tmp_path / "state.db")]) == 2
+    err = capsys.readouterr().err
+    assert "pool 'triton':" in err and "has no profiles for device class 'cpu-x'" in err, err
+    assert not (tmp_path / "state.db").exists()  # refused before anything was made

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from orchestrator.catalog import Catalog
 from orchestrator.cluster import Cluster
+from orchestrator.controlplane.discovery import with_pool_devices
 from orchestrator.commands.flags import check_output_file, fraction, positive_float, positive_int
 from orchestrator.errors import UserError
 from orchestrator.profiler import (DEFAULT_BATCH_SIZES, ProfileSettings, best_batch_under_slo,
@@ -84,11 +85,11 @@ def run(args) -> int:
         return 0
     if not args.cluster:
         raise UserError("profile needs --cluster FILE (or --show / --import-perf-analyzer)")
-    cluster = Cluster.load(args.cluster)
+    cluster = with_pool_devices(Cluster.load(args.cluster))
     repo = Path(args.repository) if args.repository else (cluster.model_repository or Path("model_repository"))
     catalog = Catalog.load(repo)
     variants = args.variants.split(",") if args.variants else sorted(catalog.variants, key=lambda v: catalog.variants[v].accuracy)
-    threads = {d.embedded.threads for d in cluster.devices if d.embedded} or {1}
+    threads = {d.embedded.threads if d.embedded else d.threads for d in cluster.devices} or {1}
     configs = args.configs or tuple((1, t) for t in sorted(threads))
     settings = ProfileSettings(batch_sizes=args.batch_sizes, configs=configs, min_samples=args.samples,
                                max_seconds=args.max_seconds, force=args.force,

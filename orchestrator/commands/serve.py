@@ -115,6 +115,11 @@ def run(args) -> int:
     check_state_file(args.db)
     profiles_path = Path(args.profiles) if args.profiles else Path(args.cluster).parent / "profiles.json"
     profiles = ProfileSet.load(profiles_path)
+    for pool in cluster.pools:  # its devices come later, from DNS: their class must be profiled now
+        if pool.device_class not in profiles.device_classes():
+            raise UserError(f"{args.cluster}: pool {pool.name!r}: {profiles_path} has no profiles for device class "
+                            f"{pool.device_class!r} (it has {sorted(profiles.device_classes())}); "
+                            f"run `orchestrator profile --cluster {args.cluster}`")
     token, token_note = resolve_token(args)
     config = config_from_args(args, args.db, token)
     repo, catalog = load_catalog(cluster, args.cluster)

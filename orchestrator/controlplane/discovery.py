@@ -21,9 +21,10 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from orchestrator.cluster import Device, DevicePool
+from orchestrator.cluster import Cluster, Device, DevicePool
+from orchestrator.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -166,3 +167,19 @@ class Discovery:
     def status(self) -> list[dict]:
         with self._lock:
             return [s.to_dict() for s in self._status.values()]
+
+
+def with_pool_devices(cluster: Cluster) -> Cluster:
+    """The cluster with each pool's devices as its name resolves now, for commands that run once
+    (`profile`); a pool that resolves to nothing is an error naming it."""
+    where = str(cluster.source or "cluster")
+    devices = list(cluster.devices)
+    for pool in cluster.pools:
+        try:
+            addresses = resolve(pool)
+        except ResolveFailed as e:
+            raise UserError(f"{where}: pool {pool.name!r}: {e}") from None
+        if not addresses:
+            raise UserError(f"{where}: pool {pool.name!r}: {pool.dns!r} resolves to no address (is any Triton up?)")
+        devices += [pool.device(a) for a in addresses]
+    return replace(cluster, devices=devices)
