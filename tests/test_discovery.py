@@ -25,6 +25,7 @@ from orchestrator.triton.control import CONTROL_KEY_ENV, InstanceConfig
 from orchestrator.triton.embedded import EmbeddedServer, free_ports
 from tests.controlplane_helpers import DEVICE_CLASS, call, running_control_plane
 
+ROOT = Path(__file__).resolve().parents[1]
 POOL = {"name": "triton", "dns": "triton.test", "class": DEVICE_CLASS, "kind": "cpu", "memory_mb": 700}
 
 
@@ -279,3 +280,52 @@ def test_profile_and_serve_name_a_pool_they_cannot_use(tmp_path, dnsmasq, model_
     err = capsys.readouterr().err
     assert "pool 'triton':" in err and "has no profiles for device class 'cpu-x'" in err, err
     assert not (tmp_path / "state.db").exists()  # refused before anything was made
+
+
+def test_the_system_resolver_path_follows_dns_as_in_a_pod(tmp_path):
+    """Without `dns_server` a pool is resolved as every program on the host resolves names
+    (getaddrinfo: /etc/resolv.conf, search domains), as in a pod or a Compose container. Here in a
+    network namespace of its own whose resolv.conf names a dnsmasq on its loopback, port 53, and
+    a search domain, so that the short name resolves as a Service's does in Kubernetes."""
+    import os
+    import sys
+    import uuid
+
+    if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("dnsmasq") is None:
+        pytest.skip("needs root, iproute2 and dnsmasq (a network namespace with its own resolv.conf)")
+    ns = f"disc-{uuid.uuid4().hex[:6]}"
+    netns_etc = Path("/etc/netns") / ns
+    hosts = tmp_path / "hosts"
+    hosts.write_text("10.9.0.7 triton-cpu.orchestrator.svc.test\n10.9.0.8 triton-cpu.orchestrator.svc.test\n")
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    dns = None
+    try:
+        netns_etc.mkdir(parents=True)
+        (netns_etc / "resolv.conf").write_text("nameserver 127.0.0.1\nsearch orchestrator.svc.test svc.test\n"
+                                               "options ndots:5 timeout:1 attempts:1\n")
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        dns = subprocess.Popen(["ip", "netns", "exec", ns, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
+                                "--no-resolv", "--no-hosts", f"--addn-hosts={hosts}", "--listen-address=127.0.0.1",
+                                "--bind-interfaces", "--port=53", "--local=/test/", "--local-ttl=0", "--user=root",
+                                "--pid-file="], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        script = ("import sys\nfrom orchestrator.cluster import Cluster\n"
+                  "from orchestrator.controlplane.discovery import resolve\n"
+                  "pool = Cluster.from_dict({'pool': [{'name': 'triton-cpu', 'dns': sys.argv[1], 'class': 'c',"
+                  " 'kind': 'cpu', 'memory_mb': 1}]}).pools[0]\n"
+                  "print(' '.join(resolve(pool)) or '-')\n")
+
+        def resolved(name: str) -> str:
+            out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", script, name], capture_output=True,
+                                 text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            assert out.returncode == 0, out.stderr
+            return out.stdout.strip()
+
+        wait_for("dnsmasq in the namespace", lambda: resolved("triton-cpu") != "-", 10)
+        assert resolved("triton-cpu") == "10.9.0.7 10.9.0.8"  # the short name, through the search domain
+        assert resolved("gone.orchestrator.svc.test.") == "-"  # NXDOMAIN: no devices
+    finally:
+        if dns is not None:
+            dns.kill()
+            dns.wait(10)
+        subprocess.run(["ip", "netns", "delete", ns], check=False)
+        shutil.rmtree(netns_etc, ignore_errors=True)
