@@ -5,25 +5,17 @@ planned around, and no request is lost meanwhile."""
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-import signal
-import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from orchestrator.cluster import Cluster
 from orchestrator.controlplane.discovery import Discovery, ResolveFailed, resolve
 from orchestrator.errors import UserError
-from orchestrator.shim import Client
-from orchestrator.triton.control import CONTROL_KEY_ENV, InstanceConfig
-from orchestrator.triton.embedded import EmbeddedServer, free_ports
-from tests.controlplane_helpers import DEVICE_CLASS, call, running_control_plane
+from tests.controlplane_helpers import DEVICE_CLASS
 
 ROOT = Path(__file__).resolve().parents[1]
 POOL = {"name": "triton", "dns": "triton.test", "class": DEVICE_CLASS, "kind": "cpu", "memory_mb": 700}
@@ -96,44 +88,12 @@ def test_addresses_that_come_and_go_join_and_leave_and_a_silent_resolver_changes
 
 
 # -- a real DNS server ----------------------------------------------------------------------------
-class Dnsmasq:
-    """dnsmasq answering for *.test from a hosts file only (NXDOMAIN for a name it lacks), on a free
-    UDP/TCP port of 127.0.0.1, TTL 0."""
-
-    def __init__(self, directory: Path):
-        if shutil.which("dnsmasq") is None:
-            pytest.fail("dnsmasq is not installed (make system-deps installs Debian's dnsmasq-base)")
-        self.hosts = directory / "hosts"
-        self.hosts.write_text("")
-        self.port = free_ports(1, "127.0.0.1")[0]
-        self.log = directory / "dnsmasq.log"
-        self.proc = subprocess.Popen(
-            ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
-             f"--addn-hosts={self.hosts}", "--listen-address=127.0.0.1", "--bind-interfaces", f"--port={self.port}",
-             "--local=/test/", "--local-ttl=0", "--user=root", "--pid-file=", f"--log-facility={self.log}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while not self._answers() and time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"dnsmasq exited: {self.log.read_text() if self.log.exists() else ''}"
-            time.sleep(0.05)
-
-    def _answers(self) -> bool:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            return s.connect_ex(("127.0.0.1", self.port)) == 0
-
-    def set(self, name: str, addresses: list[str]) -> float:
-        """Rewrite the hosts file and make dnsmasq read it (SIGHUP); returns when (monotonic)."""
-        self.hosts.write_text("".join(f"{a} {name}\n" for a in addresses))
-        self.proc.send_signal(signal.SIGHUP)
-        return time.monotonic()
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait(10)
-
-
 @pytest.fixture
 def dnsmasq(tmp_path):
+    from benchmarks.discovery_bench import Dnsmasq
+
+    if shutil.which("dnsmasq") is None:
+        pytest.fail("dnsmasq is not installed (make system-deps installs Debian's dnsmasq-base)")
     server = Dnsmasq(tmp_path)
     yield server
     server.stop()
@@ -161,108 +121,24 @@ def test_resolution_through_dnsmasq_follows_its_hosts_file(dnsmasq):
         resolve(pool)
 
 
-@contextlib.contextmanager
-def tritons_on(model_repo: Path, addresses: list[str], key: str):
-    """One embedded tritonserver per loopback address, all on the same ports (like pods)."""
-    port = free_ports(1, "127.0.0.1")[0]
-    while not all(_free(p) for p in (port, port + 1, port + 2)):
-        port = free_ports(1, "127.0.0.1")[0]
-    servers = {a: EmbeddedServer(model_repo, host=a, http_port=port, name=f"node-{a.split('.')[-1]}",
-                                 control_key=key) for a in addresses}
-    try:
-        for s in servers.values():
-            s.start()
-        yield servers, port + 1
-    finally:
-        for s in servers.values():
-            s.stop()
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 @pytest.mark.slow
-def test_devices_join_and_leave_by_dns_under_load_without_losing_a_request(model_repo, dnsmasq, monkeypatch):
-    key = "discovery-test-key"
-    monkeypatch.setenv(CONTROL_KEY_ENV, key)
-    a, b = "127.0.0.2", "127.0.0.3"
-    with tritons_on(model_repo, [a, b], key) as (servers, grpc_port):
-        # b already has resnet18 loaded: joining, it is reconciled with that, not loaded again
-        servers[b].control(model_repo).load("resnet18", InstanceConfig(kind="cpu", count=1, threads=1))
-        dnsmasq.set("triton.test", [a])
-        cluster = pool_cluster(model_repo, port=grpc_port, dns_server=f"127.0.0.1:{dnsmasq.port}", refresh_s=0.2)
-        with running_control_plane(model_repo, runtime=_runtime(cluster, model_repo), controller=True,
-                                   tick_s=0.2, dwell_s=0.5) as server:
-            cp = server.cp
-            dev_a, dev_b = f"triton-{a}", f"triton-{b}"
-            assert cp.device_ids() == [dev_a]
-            cp.update_family("resnet", {"demand_override": 40.0})  # more than one device serves
-            wait_for("a first plan on the one device", lambda: cp.plan and cp.plan.placements_on(dev_a), 60)
-            results, stop = [], threading.Event()
-            sender = threading.Thread(target=send, args=(server.url, results, stop), daemon=True)
-            sender.start()
-            try:
-                wait_for("requests answered", lambda: len(results) >= 5, 60)
-                changed = dnsmasq.set("triton.test", [a, b])
-                plan_b = wait_for(f"a plan with {dev_b}", lambda: cp.plan if cp.plan.placements_on(dev_b) else None, 30)
-                join_s = time.monotonic() - changed
-                on_b = len([r for r in results if r.device_id == dev_b])
-                wait_for(f"traffic on {dev_b}", lambda: len([r for r in results if r.device_id == dev_b]) > on_b + 2, 30)
-                applied = next(d for d in cp.store.decisions(50) if d["plan_version"] == plan_b.version
-                               and d["kind"] in ("replan", "apply"))
-                diff = applied["detail"]["diff"]
-                seen = [x for part in ("keep", "reload", "unload") for x in diff[part]]
-                assert {"device_id": dev_b, "variant": "resnet18"} in [
-                    {"device_id": x["device_id"], "variant": x["variant"]} for x in seen], diff  # what b had is known
-                assert not [x for x in diff["load"] if x["device_id"] == dev_b and x["variant"] == "resnet18"], diff
+def test_devices_join_and_leave_by_dns_under_load_without_losing_a_request(model_repo):
+    """benchmarks/discovery_bench.py, one cycle: B, C join; A leaves, joins; C, B leave."""
+    from benchmarks.discovery_bench import ADDRESSES, CYCLE, run
 
-                changed = dnsmasq.set("triton.test", [b])
-                wait_for(f"a plan without {dev_a}", lambda: not cp.plan.placements_on(dev_a), 30)
-                leave_s = time.monotonic() - changed
-                assert dev_a not in cp.device_ids()
-                servers[a].stop()  # the pod is gone after it left DNS
-                count = len(results)
-                wait_for("requests answered after the leave", lambda: len(results) > count + 5, 30)
-            finally:
-                stop.set()
-                sender.join(60)
-            status, body = call(server.url + "/api/v1/cluster")
-            assert status == 200 and [d["id"] for d in body["devices"]] == [dev_b], body
-            assert body["devices"][0]["pool"] == "triton" and body["pools"][0]["addresses"] == [b], body
-            reasons = [d["reason"] for d in cp.store.decisions(200)]
-            assert any(f"{dev_b} joined" in r for r in reasons) and any(f"{dev_a} left" in r for r in reasons)
-    statuses = {s: sum(1 for r in results if r.status == s) for s in {r.status for r in results}}
-    print(f"discovery: join -> plan in force {join_s:.2f} s, leave -> plan in force {leave_s:.2f} s; "
-          f"requests {len(results)}: {statuses}")
-    assert set(statuses) <= {"ok", "late"}, statuses  # every request answered with outputs
-
-
-def _runtime(cluster, model_repo):
-    from orchestrator.triton.runtime import ClusterRuntime
-
-    return ClusterRuntime(cluster, model_repo)
-
-
-def send(url: str, results: list, stop: threading.Event, rate_rps: float = 8.0) -> None:
-    """An open-loop sender through a shim that follows the control plane (deadline 2 s)."""
-    image = np.zeros((3, 224, 224), np.float32)
-    with Client(url, poll_s=0.1) as client:
-        futures = []
-        next_at = time.monotonic()
-        while not stop.is_set():
-            futures.append(client.infer_async("resnet", image, deadline_ms=2000))
-            next_at += 1.0 / rate_rps
-            time.sleep(max(0.0, next_at - time.monotonic()))
-            while futures and futures[0].done():
-                results.append(futures.pop(0).result())
-        for f in futures:
-            results.append(f.result(timeout=30))
+    report = run(model_repo, cycles=1, rate_rps=8.0)
+    devices = [f"triton-{a}" for a in ADDRESSES]
+    assert [(e.kind, e.device) for e in report.events] == [(k, devices[i]) for k, i in CYCLE]
+    first = report.events[0]  # B joined with ResNet-18 already loaded: reconciled, not loaded again
+    seen = [(x["device_id"], x["variant"]) for part in ("keep", "reload", "unload") for x in first.diff[part]]
+    assert (devices[1], "resnet18") in seen and f"resnet18@{devices[1]}" not in first.loads, first
+    assert report.statuses.get("error", 0) == 0 and report.statuses.get("unanswered", 0) == 0, report.statuses
+    assert report.statuses.get("ok", 0) >= 0.9 * report.requests, report.statuses
+    body = report.cluster  # only A is left, found through the pool
+    assert [d["id"] for d in body["devices"]] == [devices[0]] and body["devices"][0]["pool"] == "triton", body
+    assert body["pools"][0]["addresses"] == [ADDRESSES[0]] and body["pools"][0]["error"] is None, body
+    print("discovery: " + "; ".join(f"{e.kind} {e.device} {e.seconds:.2f} s" for e in report.events)
+          + f"; requests {report.requests}: {report.statuses}")
 
 
 def test_profile_and_serve_name_a_pool_they_cannot_use(tmp_path, dnsmasq, model_repo, capsys):
