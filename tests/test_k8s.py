@@ -299,3 +299,15 @@ def test_pods_carry_prometheus_scrape_annotations_for_their_metrics_port(rendere
         notes = deployment["spec"]["template"]["metadata"]["annotations"]
         ports = [p["containerPort"] for c in pod_spec(deployment)["containers"] for p in c["ports"]]
         assert notes["prometheus.io/scrape"] == "true" and int(notes["prometheus.io/port"]) in ports, name
+
+
+def test_the_example_volumes_bind_to_the_model_repository_claim(rendered):
+    overlay, objects = rendered
+    claim = of_kind(objects, "PersistentVolumeClaim")["model-repository"]
+    for path in sorted((K8S / "examples").glob("model-repository-*.yaml")):
+        pv = yaml.safe_load(path.read_text())
+        assert unknown_fields(pv, model_name(pv), path.name) == []
+        assert pv["spec"]["claimRef"] == {"namespace": claim["metadata"]["namespace"], "name": "model-repository"}
+        assert pv["metadata"]["name"] == claim["spec"]["volumeName"]
+        assert pv["spec"]["storageClassName"] == claim["spec"]["storageClassName"] == ""
+        assert pv["spec"]["accessModes"] == claim["spec"]["accessModes"] == ["ReadOnlyMany"]
