@@ -205,3 +205,26 @@ def test_the_system_resolver_path_follows_dns_as_in_a_pod(tmp_path):
             dns.wait(10)
         subprocess.run(["ip", "netns", "delete", ns], check=False)
         shutil.rmtree(netns_etc, ignore_errors=True)
+
+
+def test_a_device_joining_a_monitor_started_with_none_is_probed_and_one_that_leaves_is_not():
+    """A pool that resolves to nothing when the control plane starts (the Tritons come up later)."""
+    from orchestrator.controlplane.health import LEFT, HealthMonitor
+
+    probed, changes = [], []
+
+    def probe(device_id, timeout_s):
+        probed.append(device_id)
+        return [{"name": "resnet18", "state": "READY"}]
+
+    monitor = HealthMonitor([], probe, on_change=lambda d, h: changes.append((d, h.live)), period_s=0.02).start()
+    try:
+        monitor.add("triton-10.0.0.1")
+        wait_for("the joined device probed and up", lambda: monitor.state("triton-10.0.0.1").live, 5)
+        assert changes == [("triton-10.0.0.1", True)] and monitor.state("triton-10.0.0.1").ups == 1
+        monitor.remove("triton-10.0.0.1")
+        count = len(probed)
+        time.sleep(0.2)
+        assert len(probed) <= count + 1 and monitor.state("triton-10.0.0.1") is LEFT
+    finally:
+        monitor.stop()

@@ -59,6 +59,7 @@ class HealthMonitor:
         self._stop = threading.Event()  # stops every device's loop
         self._left: dict[str, threading.Event] = {}  # device -> set when it leaves (remove)
         self._threads: dict[str, threading.Thread] = {}
+        self._running = False  # start() has run: a device added from now on gets its own loop at once
 
     def start(self) -> "HealthMonitor":
         """Probe every device once (in parallel, so that the first readers see real states), then keep probing."""
@@ -67,7 +68,10 @@ class HealthMonitor:
             t.start()
         for t in first:
             t.join(self.timeout_s * 3 + 1.0)
-        for d in list(self._states):
+        with self._lock:  # a device added meanwhile is either in this list or starts its own loop
+            self._running = True
+            device_ids = list(self._states)
+        for d in device_ids:
             self._start_loop(d)
         return self
 
@@ -90,7 +94,8 @@ class HealthMonitor:
             if device_id in self._states:
                 return
             self._states[device_id] = DeviceHealth(live=False, checked=True, error="joined, not probed yet")
-        if self._threads and not self._stop.is_set():
+            running = self._running
+        if running and not self._stop.is_set():
             self._start_loop(device_id)
 
     def remove(self, device_id: str) -> None:
@@ -112,7 +117,7 @@ class HealthMonitor:
     def current(self, device_id: str) -> DeviceHealth:
         """The latest state; probed now when the monitor is not running (a control plane used in
         process, without its threads)."""
-        if not self._threads:
+        if not self._running:
             return self.check(device_id) or self.state(device_id)
         return self.state(device_id)
 
