@@ -227,6 +227,62 @@ class Fault:
     counts: dict[str, int] = field(default_factory=dict)
 
 
+def process_usage(pid: int) -> tuple[float, int] | None:
+    """(RSS in MB, open fds) of a process and every process in its group, or None when gone."""
+    try:
+        pgid = os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+    rss_kb, fds = 0, 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry)) != pgid:
+                continue
+            status = Path(f"/proc/{entry}/status").read_text()
+            rss_kb += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+            fds += len(os.listdir(f"/proc/{entry}/fd"))
+        except (OSError, StopIteration, ValueError):
+            continue
+    return rss_kb / 1024, fds
+
+
+def soak_rate(profiles_path: Path, deadline_ms: float, nodes: int, share: float = 0.8) -> float:
+    """`share` of the cluster's capacity: per node the best profiled throughput whose p99 fits in
+    half the deadline (the planner's SLO rule), times the nodes."""
+    from orchestrator.profiles import ProfileSet
+    fits = [r.throughput_rps for r in ProfileSet.load(profiles_path).records if r.p99_ms <= deadline_ms * 0.5]
+    if not fits:
+        raise SystemExit(f"no profiled batch of {VARIANT} answers within half of {deadline_ms:g} ms")
+    return share * nodes * max(fits)
+
+
+def soak(watched: dict[str, int], minutes: float, t0: float, sent: list[Sent]) -> None:
+    """Sample memory and fds of the `watched` processes (name -> pid, with their process groups)
+    every 30 s for `minutes`; print the first sample after a minute's warm-up and the last."""
+    samples: dict[str, list[tuple[float, float, int]]] = {name: [] for name in watched}
+    end = t0 + minutes * 60
+    while time.monotonic() < end:
+        for name, pid in watched.items():
+            usage = process_usage(pid)
+            if usage is not None:
+                samples[name].append((time.monotonic() - t0, *usage))
+        print(f"{time.monotonic() - t0:6.0f} s  sent {len(sent)}  " + "  ".join(
+            f"{n} {v[-1][1]:.0f} MB/{v[-1][2]} fds" for n, v in samples.items() if v), flush=True)
+        time.sleep(max(0.0, min(30.0, end - time.monotonic())))
+    print("\n| process (with its group) | RSS MB at 1 min | RSS MB at end | MB/min | fds at 1 min | fds at end |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, rows in samples.items():
+        warm = [r for r in rows if r[0] >= 60.0] or rows
+        if len(warm) < 2:
+            print(f"| {name} | - | - | - | - | - |")
+            continue
+        (t_a, rss_a, fd_a), (t_b, rss_b, fd_b) = warm[0], warm[-1]
+        print(f"| {name} | {rss_a:.0f} | {rss_b:.0f} | {(rss_b - rss_a) / max((t_b - t_a) / 60, 1e-9):+.2f} | "
+              f"{fd_a} | {fd_b} |")
+
+
 def load(gateway, shim, rate: float, deadline_ms: float, t0: float, stop: threading.Event, sent: list[Sent]) -> None:
     """Open loop, Poisson arrivals, alternating between the gateway and the shim."""
     import numpy as np
@@ -290,6 +346,10 @@ def inside_main(args) -> int:
         with ClusterRuntime(cluster, repo) as rt:
             profile_cluster(rt, Catalog.load(repo), [VARIANT], work / "profiles.json",
                             ProfileSettings(batch_sizes=(1, 2, 4), min_samples=20, max_seconds=3.0), progress=lambda m: None)
+        if args.soak:
+            args.rate = soak_rate(work / "profiles.json", args.deadline_ms, len(nodes))
+            print(f"soak: {args.soak:g} min at {args.rate:.1f} req/s (80 % of the profiled capacity), no faults",
+                  flush=True)
         cp_url = f"http://{HOSTS['cp']}:{CP_PORT}"
         serve = ["serve", "--cluster", str(cluster_file), "--profiles", str(work / "profiles.json"), "--db",
                  str(work / "state.sqlite"), "--host", HOSTS["cp"], "--port", str(CP_PORT), "--token", TOKEN,
@@ -311,6 +371,26 @@ def inside_main(args) -> int:
         loader = threading.Thread(target=load, args=(gateway, shim, args.rate, args.deadline_ms, t0, stop, sent),
                                   daemon=True)
         loader.start()
+        if args.soak:
+            watched = {"control plane": cp.pid, "gateway": gw.pid, "client (shim)": os.getpid(),
+                       **{f"{n} tritonserver": node.triton_pid for n, node in nodes.items()}}
+            soak(watched, args.soak, t0, sent)
+            stop.set()
+            loader.join(10)
+            end = time.monotonic() + args.deadline_ms / 1000 + 40
+            for s in sent:
+                try:
+                    s.future.result(timeout=max(0.0, end - time.monotonic()))
+                except Exception:  # noqa: BLE001 - counted as an error by `outcome`
+                    pass
+            totals: dict[str, int] = {}
+            for kind in map(outcome, sent):
+                totals[kind] = totals.get(kind, 0) + 1
+            print(f"\nsoak: requests {len(sent)} ({', '.join(f'{k} {v}' for k, v in sorted(totals.items()))})")
+            observer.stop.set()
+            gateway.close()
+            shim.close(timeout_s=10)
+            return 0
         hold = 6.0 if args.quick else 20.0  # how long each fault lasts
         settle = 6.0 if args.quick else 15.0  # calm between faults
 
@@ -431,6 +511,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repo", default="model_repository", help="exported model repository (with resnet18)")
     ap.add_argument("--quick", action="store_true", help="6-s faults, 6 s apart (about a minute and a half)")
+    ap.add_argument("--soak", type=float, nargs="?", const=10.0, default=0.0, metavar="MINUTES",
+                    help="no faults: MINUTES (default 10) at 80 %% of the profiled capacity, memory and fds sampled")
     ap.add_argument("--rate", type=float, default=6.0, help="requests/s, half through the gateway, half the shim")
     ap.add_argument("--deadline-ms", type=float, default=1000.0)
     ap.add_argument("--keep", action="store_true", help="keep the work folder (logs, state file) and say where")
@@ -451,7 +533,9 @@ def main() -> int:
         net.create()
         cmd = ["ip", "netns", "exec", net.ns("cl"), sys.executable, __file__, "--repo", str(Path(args.repo).resolve()),
                "--rate", str(args.rate), "--deadline-ms", str(args.deadline_ms), "--inside", net.tag, str(work)]
-        return subprocess.run(cmd + (["--quick"] if args.quick else [])).returncode
+        cmd += ["--quick"] if args.quick else []
+        cmd += ["--soak", str(args.soak)] if args.soak else []
+        return subprocess.run(cmd).returncode
     finally:
         net.destroy()
         if args.keep:
