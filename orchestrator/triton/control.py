@@ -140,7 +140,10 @@ class ModelControl:
                                                                network_timeout=timeout_s)
         self._module = client_module
         self._errors = client_module.InferenceServerException
-        self._probe_clients: dict[float, object] = {}  # HTTP: one client per probe timeout
+        # probes have clients of their own (HTTP: one per probe timeout; gRPC: one channel), made
+        # anew after a failed probe, so that a channel that broke while the server hung does not
+        # carry its reconnect backoff into the next probe (a Triton that answered again stayed down)
+        self._probe_clients: dict[float, object] = {}
 
     def _call(self, what: str, fn, *args, timeout_s: float | None = None, **kwargs):
         timeout_s = timeout_s or self.call_timeout_s
@@ -177,18 +180,25 @@ class ModelControl:
     def probe(self, timeout_s: float, index: bool = True) -> list[dict]:
         """Liveness and (with `index`) the repository index, each call within `timeout_s`;
         `Unreachable` when the server is not there, UserError when it does not answer in time."""
-        if self.protocol == "grpc":
-            client = self._client
-        else:
-            client = self._probe_clients.get(timeout_s)
-            if client is None:
-                client = self._probe_clients[timeout_s] = self._module.InferenceServerClient(
-                    url=self.url, connection_timeout=timeout_s, network_timeout=timeout_s)
-        if not self._call("liveness probe", client.is_server_live, timeout_s=timeout_s):
-            raise UserError(f"{self.name}: Triton at {self.url} says it is not live")
-        if not index:
-            return []
-        idx = self._call("repository index", self._json, client.get_model_repository_index, timeout_s=timeout_s)
+        key = 0.0 if self.protocol == "grpc" else timeout_s
+        client = self._probe_clients.get(key)
+        if client is None:
+            client = self._probe_clients[key] = (
+                self._module.InferenceServerClient(url=self.url) if self.protocol == "grpc" else
+                self._module.InferenceServerClient(url=self.url, connection_timeout=timeout_s, network_timeout=timeout_s))
+        try:
+            if not self._call("liveness probe", client.is_server_live, timeout_s=timeout_s):
+                raise UserError(f"{self.name}: Triton at {self.url} says it is not live")
+            if not index:
+                return []
+            idx = self._call("repository index", self._json, client.get_model_repository_index, timeout_s=timeout_s)
+        except UserError:
+            if self._probe_clients.pop(key, None) is client:
+                try:
+                    client.close()
+                except Exception:  # noqa: BLE001 - a broken channel may fail to close; it is dropped anyway
+                    pass
+            raise
         return list(idx.get("models", [])) if isinstance(idx, dict) else list(idx)
 
     def server_version(self) -> str:
