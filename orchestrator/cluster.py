@@ -233,12 +233,17 @@ def _device_basics(need, name: str) -> tuple[str, str, float, float, str | None]
     return device_class, kind, float(memory_mb), float(cost), config
 
 
-def _parse_pool(d: dict, index: int, where: str) -> DevicePool:
+def _table_name(d, index: int, where: str, table: str, key: str) -> str:
+    """The safe name in field `key` of the `index`-th [[table]] entry `d`; errors say which entry."""
     if not isinstance(d, dict):
-        raise UserError(f"{where}: pool #{index + 1}: not a table")
-    if "name" not in d:
-        raise UserError(f"{where}: pool #{index + 1}: field 'name' is missing")
-    pool_name = check_name(d["name"], f"{where}: pool #{index + 1}: field 'name'")
+        raise UserError(f"{where}: {table} #{index + 1}: not a table")
+    if key not in d:
+        raise UserError(f"{where}: {table} #{index + 1}: field {key!r} is missing")
+    return check_name(d[key], f"{where}: {table} #{index + 1}: field {key!r}")
+
+
+def _parse_pool(d: dict, index: int, where: str) -> DevicePool:
+    pool_name = _table_name(d, index, where, "pool", "name")
     name = f"{where}: pool {pool_name!r}"
     if len(pool_name) > POOL_NAME_MAX:
         raise UserError(f"{name}: field 'name' must be at most {POOL_NAME_MAX} characters (device ids add the address)")
@@ -279,11 +284,7 @@ def _parse_pool(d: dict, index: int, where: str) -> DevicePool:
 
 
 def _parse_device(d: dict, index: int, where: str) -> Device:
-    if not isinstance(d, dict):
-        raise UserError(f"{where}: device #{index + 1}: not a table")
-    if "id" not in d:
-        raise UserError(f"{where}: device #{index + 1}: field 'id' is missing")
-    dev_id = check_name(d["id"], f"{where}: device #{index + 1}: field 'id'")
+    dev_id = _table_name(d, index, where, "device", "id")
     name = f"{where}: device {dev_id!r}"
 
     allowed = {"id", "class", "kind", "memory_mb", "cost_per_hour", "embedded", "url", "config"}

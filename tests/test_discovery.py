@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.discovery_bench import wait_for
 from orchestrator.cluster import Cluster
 from orchestrator.controlplane.discovery import Discovery, ResolveFailed, resolve
 from orchestrator.errors import UserError
@@ -97,16 +98,6 @@ def dnsmasq(tmp_path):
     server = Dnsmasq(tmp_path)
     yield server
     server.stop()
-
-
-def wait_for(what: str, condition, timeout_s: float):
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"{what}: not within {timeout_s:.0f} s")
 
 
 def test_resolution_through_dnsmasq_follows_its_hosts_file(dnsmasq):
