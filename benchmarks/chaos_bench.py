@@ -20,6 +20,13 @@ unanswered), the time until the control plane showed the node down (detect), unt
 without it was in force (re-plan), and until the node was live again (recover). The last line:
 `faults F, requests R, unanswered U, max detect D s, max re-plan P s`. Goals: U = 0; D <= 1 s
 for kill, hang and partition; P <= 2 s; the control-plane crash costs no request.
+
+`--soak [MINUTES]` runs no faults: MINUTES (default 10) at 80 % of the profiled capacity, with the
+memory and open fds of every process group sampled every 30 s (goal: flat).
+
+One file of about 550 lines on purpose: it runs itself again inside the namespaces (`--node` on
+each node, `--inside` on the client host), so the set-up, the node process and the measured run
+stay in one script that is copied and started as it is.
 """
 
 from __future__ import annotations
