@@ -11,12 +11,6 @@ profile, the overflow moves to the fast variant within a request instead of wait
 controller's next plan and the executor's loads (seconds). This is Model-Switching's mechanism
 (several variants resident, the variant chosen per request under load) on top of the MILP's
 placement. Only the MILP policy gets standbys: the baselines stay as published.
-
-A device the plan leaves idle (no weighted route: demand is low, or it just came back) becomes a
-warm spare the same way: the fastest variant of each family with demand, busiest family first,
-as long as its memory allows. Spilling onto it costs nothing the plan uses, and when a serving
-device fails, the re-plan that moves its traffic finds the model already loaded there: a change
-of routes, in milliseconds, instead of a load of seconds.
 """
 
 from __future__ import annotations
@@ -44,9 +38,6 @@ def add_standby(plan: Plan, prob: Problem) -> Plan:
                               catalog.variants[p.variant].memory_mb * p.instances) for p in hosted)
         served_families = sorted({catalog.variants[r.variant].family for fp in plan.families.values()
                                   for r in fp.routes if r.device_id == device.id and r.weight > 0})
-        if not served_families:  # idle: a warm spare for every family with demand, busiest first
-            served_families = [f for f, fp in sorted(plan.families.items(), key=lambda kv: (-kv[1].demand_rps, kv[0]))
-                               if fp.demand_rps > 0]
         for family in served_families:
             options = [o for o in g.options if o.family == family]
             if options:
