@@ -72,8 +72,12 @@ def test_a_hung_triton_is_marked_down_planned_around_and_taken_back(model_repo):
             d["reason"] for d in cp.store.decisions(100) if d["kind"] == "health"
             and f"{hung} came back" in d["reason"]], 20.0)
         assert decisions
-        reasons = [d["reason"] for d in cp.store.decisions(100) if d["kind"] in ("replan", "hold")]
-        assert any(f"{hung} went down" in r for r in reasons) and any(f"{hung} came back" in r for r in reasons), reasons
+
+        def replan_reasons():  # the re-plan follows its health decision (after any apply that was running)
+            reasons = [d["reason"] for d in cp.store.decisions(100) if d["kind"] in ("replan", "hold")]
+            return reasons if any(f"{hung} came back" in r for r in reasons) else None
+        reasons = wait_for("a re-plan for the device that came back", replan_reasons, 20.0)
+        assert any(f"{hung} went down" in r for r in reasons), reasons
 
 
 def group_pids(pgid: int) -> list[int]:

@@ -58,6 +58,7 @@ class Controller:
         self.last_change = 0.0  # when what is loaded last changed (the dwell counts from here)
         self._version_seen: int | None = None  # the plan version in force at the last tick
         self._own_change = False  # the next new version is the controller's own (its dwell is set already)
+        self._health_pending: list[str] = []  # health changes seen but not yet planned for (an apply was running)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.ticks = 0
@@ -104,9 +105,13 @@ class Controller:
         self.tracker.set_horizon(max(2.0, self.cp.last_apply_s + self.cp.config.tick_s))
         self._decay_headroom()
         self.cp.estimates = {f: round(v * self.headroom.get(f, 1.0), 3) for f, v in self.tracker.estimates().items()}
-        health_reason = self._health_change()
+        changed = self._health_change()
+        if changed:
+            self._health_pending.append(changed)
         if not self.cp.config.auto or self.cp.busy:
-            return None
+            return None  # a health change seen meanwhile stays pending: it is planned for once the apply ends
+        health_reason = "device health changed: " + "; ".join(self._health_pending) if self._health_pending else None
+        self._health_pending = []
         reason = health_reason or ("operator changed a setting" if settings_changed else None)
         if reason is not None and self.cp.plan is None and not any(v > 0 for v in self.cp.planning_demand().values()):
             reason = None  # nothing to plan for yet: an empty plan would only unload models
@@ -208,7 +213,7 @@ class Controller:
         changed += [f"{d} left" for d in before if d not in live]  # node discovery: no longer in DNS
         if changed:
             self.cp.record_decision("health", "; ".join(changed))
-            return "device health changed: " + "; ".join(changed)
+            return "; ".join(changed)
         return None
 
     def _demand_reason(self) -> str | None:
