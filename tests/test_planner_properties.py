@@ -14,12 +14,15 @@ from orchestrator.cluster import Cluster, Device
 from orchestrator.plan import Plan
 from orchestrator.planner import AccuracyFloor, PlannerOptions, PlanRequest, build_problem, make_plan
 from orchestrator.planner.exhaustive import exhaustive_best, hosting_sets, plan_value
+from orchestrator.planner.standby import add_standby
 from orchestrator.profiles import ProfileRecord, ProfileSet
 from orchestrator.scenarios import make_variant
 
 from tests.planner_checks import check_plan
 
-EXACT = PlannerOptions(relative_gap=1e-9)
+# the MILP alone: standbys and warm spares are a layer on top, outside its objective (standby.py),
+# checked by check_standby_layer on the same plans
+EXACT = PlannerOptions(relative_gap=1e-9, standby=False)
 # PLANNER_EXAMPLES=500 for a longer search (the default keeps the suite quick)
 SETTINGS = settings(max_examples=int(os.environ.get("PLANNER_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -71,6 +74,23 @@ def _tol(objective: float) -> float:
     return 1e-5 * max(1.0, abs(objective))
 
 
+def check_standby_layer(prob, plan: Plan) -> None:
+    """The standby layer over the MILP's `plan` adds placements that serve nothing and routes of
+    weight 0, and changes nothing else; the result is still a valid plan (memory included)."""
+    layered = add_standby(plan, prob)
+    assert set(plan.placements) <= set(layered.placements)
+    assert all(p.served_rps == 0.0 for p in set(layered.placements) - set(plan.placements))
+    for fam, fp in plan.families.items():
+        lp = layered.families[fam]
+        assert (lp.served_rps, lp.unserved_rps, lp.effective_accuracy) == (fp.served_rps, fp.unserved_rps, fp.effective_accuracy)
+        assert [r for r in lp.routes if r.weight > 0] == [r for r in fp.routes if r.weight > 0]
+        assert all(r.weight == 0.0 for r in lp.routes[len(fp.routes):])
+    check_plan(prob, layered)
+    if prob.request.current is None:  # (with one, a standby's load is charged: the layer's price)
+        # no device the objective charges for is put to use by a spare
+        assert abs(plan_value(prob, layered) - plan_value(prob, plan)) <= _tol(plan_value(prob, plan))
+
+
 def _search_size(req: PlanRequest) -> int:
     prob = build_problem(req)
     size = 1
@@ -96,6 +116,7 @@ def test_milp_objective_equals_exhaustive_search(req):
     # the assembled plan (named devices, flows, weights) is worth exactly what the solver said
     assert abs(plan_value(prob, plan) - best) <= tol
     check_plan(prob, plan)
+    check_standby_layer(prob, plan)
 
 
 @SETTINGS
@@ -125,7 +146,7 @@ def test_with_a_current_plan_the_milp_is_exact_on_named_devices(req, data):
     restriction allows; where every device is a slot (devices <= R) it is exact."""
     assume(req.profiles.device_classes() >= {d.device_class for d in req.cluster.devices})
     assume(_search_size(req) <= 3000)
-    first = make_plan(req)
+    first = make_plan(dataclasses.replace(req, options=dataclasses.replace(req.options, standby=True)))  # as served
     factor = data.draw(st.sampled_from([0.5, 0.95, 1.05, 2.0, 3.0]))
     req2 = dataclasses.replace(req, current=first, demand_rps={f: d * factor for f, d in req.demand_rps.items()})
     plan = make_plan(req2)
@@ -139,6 +160,7 @@ def test_with_a_current_plan_the_milp_is_exact_on_named_devices(req, data):
     if slots_everywhere:
         assert abs(value - best) <= tol
     check_plan(prob, plan)
+    check_standby_layer(prob, plan)
 
 
 @SETTINGS

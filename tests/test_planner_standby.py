@@ -53,3 +53,30 @@ def test_baselines_get_no_standby():
     for policy in ("clipper-ha", "model-switching", "infaas"):
         plan = make_plan(s.request(), policy)
         assert all(r.weight > 0 for r in plan.families["resnet"].routes), policy
+
+
+def test_an_idle_device_becomes_a_warm_spare_of_the_busiest_families():
+    """A device without weighted routes (it came back, or demand is low) gets the fastest
+    variant of each family with demand: when a serving device fails, the re-plan that moves its
+    traffic there needs no load."""
+    from orchestrator.planner.standby import add_standby
+
+    s = small_resnet(devices=2, demand_rps=2.0, slo_ms=600.0)
+    req = dataclasses.replace(s.request(), options=PlannerOptions(standby=False))
+    full = make_plan(req, "milp")
+    fam = full.families["resnet"]
+    only_cpu0 = dataclasses.replace(
+        full, placements=tuple(p for p in full.placements if p.device_id == "cpu0"),
+        families={"resnet": dataclasses.replace(fam, routes=tuple(r for r in fam.routes if r.device_id == "cpu0"))})
+    plan = add_standby(only_cpu0, build_problem(req))
+    spare = plan.placement("cpu1", "resnet18")
+    assert spare is not None and spare.served_rps == 0
+    assert ("cpu1", "resnet18", 0.0) in [(r.device_id, r.variant, r.weight) for r in plan.families["resnet"].routes]
+    assert [p for p in plan.placements if p.device_id == "cpu1"] == [spare]  # nothing else lands there
+    # a family the plan does not serve gets no spare
+    idle = dataclasses.replace(only_cpu0, families={"resnet": dataclasses.replace(
+        only_cpu0.families["resnet"], served_rps=0.0, unserved_rps=2.0, routes=())})
+    assert add_standby(idle, build_problem(req)).placement("cpu1", "resnet18") is None
+    # a device the objective prices stays idle: a spare would put it to use
+    priced = dataclasses.replace(req, options=PlannerOptions(standby=False, objective="cost"))
+    assert add_standby(only_cpu0, build_problem(priced)).placement("cpu1", "resnet18") is None

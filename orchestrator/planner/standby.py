@@ -11,6 +11,17 @@ profile, the overflow moves to the fast variant within a request instead of wait
 controller's next plan and the executor's loads (seconds). This is Model-Switching's mechanism
 (several variants resident, the variant chosen per request under load) on top of the MILP's
 placement. Only the MILP policy gets standbys: the baselines stay as published.
+
+A device the plan leaves idle (no weighted route: demand is low, or it just came back or joined)
+becomes a warm spare the same way: the fastest variant of each family the plan serves, busiest
+family first, while its memory allows. When a serving device fails, the re-plan that moves its traffic
+finds the model loaded there: a change of routes, in milliseconds, instead of a load of seconds.
+A device the objective prices (`objective = "cost"` or a device cost weight, and a cost per hour)
+stays idle: a spare would put it to use, which the plan chose not to pay for.
+
+Standbys and spares are outside the MILP's objective: the MILP is exact on its own terms
+(tests/test_planner_properties.py, with standby off), and this layer only adds placements that
+serve nothing and routes of weight 0 (the same tests check that, with standby on).
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from orchestrator.plan import Placement, Plan, Route
+from orchestrator.planner.milp import weights_for
 from orchestrator.planner.problem import Problem
 
 
@@ -26,6 +38,7 @@ def add_standby(plan: Plan, prob: Problem) -> Plan:
     group_of = {d.id: g for g in prob.groups for d in g.devices}
     memory = {(o.variant, o.instances, o.threads): o.memory_mb for g in prob.groups for o in g.options}
     catalog = prob.request.catalog
+    weights = weights_for(prob)
     placements = list(plan.placements)
     spill: dict[str, list[Route]] = {}
     added = []
@@ -38,6 +51,9 @@ def add_standby(plan: Plan, prob: Problem) -> Plan:
                               catalog.variants[p.variant].memory_mb * p.instances) for p in hosted)
         served_families = sorted({catalog.variants[r.variant].family for fp in plan.families.values()
                                   for r in fp.routes if r.device_id == device.id and r.weight > 0})
+        if not served_families and weights.device_cost(g) == 0:  # idle: a warm spare, busiest family first
+            served_families = [f for f, fp in sorted(plan.families.items(), key=lambda kv: (-kv[1].demand_rps, kv[0]))
+                               if fp.served_rps > 0]
         for family in served_families:
             options = [o for o in g.options if o.family == family]
             if options:
