@@ -1,10 +1,12 @@
 """The controller plans for every device health change, including one it sees while a plan
-change is being applied (it cannot re-plan then: the change waits until the apply ends).
+change is being applied (it cannot re-plan then: the change waits until the apply ends), and
+tries a failed re-plan again with a backoff until it succeeds.
 Driven with the real `Controller.tick` and the real planner over a port whose devices the
 test takes down and brings back (`ControlPort`, controlplane/port.py)."""
 
 from orchestrator import scenarios
-from orchestrator.controlplane.controller import Controller
+from orchestrator.controlplane.controller import RETRY_FIRST_S, RETRY_MAX_S, Controller
+from orchestrator.controlplane.executor import ApplyFailed
 from orchestrator.controlplane.planning import planning_demand, solve_plan
 from orchestrator.controlplane.service import ControlPlaneConfig
 
@@ -29,6 +31,7 @@ class HealthPort:
         self.ups = {d.id: 1 for d in sc.cluster.devices}
         self.applied: list[str] = []  # the reasons of the controller's applies
         self.decisions: list[tuple[str, str]] = []
+        self.failing: set[str] = set()  # devices whose loads fail (a corrupt or stuck model there)
 
     def flush_telemetry(self, before_second):
         return []
@@ -51,6 +54,10 @@ class HealthPort:
                           policy="milp")
 
     def apply(self, target, reason, kind="apply"):
+        before = self.plan.loaded_pairs() if self.plan is not None else set()
+        bad = sorted(d for d, _ in target.loaded_pairs() - before if d in self.failing)
+        if bad:
+            raise ApplyFailed(f"load on {', '.join(bad)} failed; rolled back")
         self.plan = target
         self.applied.append(reason)
 
@@ -87,3 +94,43 @@ def test_a_device_that_comes_back_during_an_apply_is_planned_for_after_it():
     assert reason is not None and f"{gone} came back" in reason, port.applied
     clock[0] += 1
     assert controller.tick() is None  # planned for once, not again
+
+
+def test_a_failed_re_plan_is_tried_again_with_a_backoff_until_it_succeeds():
+    port = HealthPort()
+    clock = [100.0]
+    controller = Controller(port, clock=lambda: clock[0])
+    controller.tick()
+    gone = port.plan.placements[0].device_id
+    port.live[gone] = False
+    clock[0] += 1
+    controller.tick()
+    assert not port.plan.placements_on(gone)
+    before = port.plan
+
+    port.failing.add(gone)  # it comes back, but its models do not load (a corrupt file)
+    port.live[gone], port.ups[gone] = True, 2
+    tries = []
+    for _ in range(int(4 * RETRY_MAX_S)):  # four minutes of ticks, one a second
+        clock[0] += 1
+        reason = controller.tick()
+        if reason is not None:
+            tries.append((clock[0], reason))
+    assert port.plan is before  # every attempt rolled back
+    assert "came back" in tries[0][1] and all("retry of a failed re-plan" in r and "came back" in r
+                                                for _, r in tries[1:]), tries
+    gaps = [b - a for (a, _), (b, _) in zip(tries, tries[1:])]
+    assert gaps[:4] == [RETRY_FIRST_S, 2 * RETRY_FIRST_S, 4 * RETRY_FIRST_S, 8 * RETRY_FIRST_S], gaps
+    assert max(gaps) == RETRY_MAX_S and len(tries) < 12
+    assert sum("trying again in" in r for k, r in port.decisions if k == "error") == len(tries)
+
+    port.failing.clear()  # mended: the next retry puts it back into the plan, and retries stop
+    for _ in range(int(RETRY_MAX_S) + 1):
+        clock[0] += 1
+        controller.tick()
+    assert port.plan.placements_on(gone), port.decisions[-3:]
+    applied = len(port.applied)
+    for _ in range(int(2 * RETRY_MAX_S)):
+        clock[0] += 1
+        assert controller.tick() is None
+    assert len(port.applied) == applied

@@ -14,7 +14,10 @@ Every tick (default 1 s) it
      wait (scale up at once, down slowly, as Kubernetes' autoscaler's stabilisation window). A
      re-plan that only moves traffic among models already loaded (no load, no unload: applied
      in milliseconds) does not start a dwell. A re-plan that comes out as the current plan is a
-     "hold".
+     "hold". A re-plan whose apply failed (a load Triton refused or did not finish; the executor
+     rolled back) is tried again after a backoff (5 s, doubling up to 2 min) until one succeeds:
+     a device that came back with a broken or stuck model gets traffic once it is mended, without
+     waiting for demand to move.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ NOISE_SIGMAS = 2.0  # nor do changes within this many standard deviations of Poi
 HEADROOM_STEP = 1.25  # a miss-triggered re-plan plans for this much more than the estimate ...
 HEADROOM_MAX = 1.5  # ... compounding up to this factor, and decays back to 1 while deadlines are met
 HEADROOM_DECAY = 0.97  # per tick without misses
+RETRY_FIRST_S = 5.0  # a failed re-plan is tried again after this long ...
+RETRY_MAX_S = 120.0  # ... doubling up to this
 MAX_TOTAL = 2**53  # a (family, second)'s counters are clamped to this (SQLite holds 64-bit integers)
 
 
@@ -59,6 +64,7 @@ class Controller:
         self._version_seen: int | None = None  # the plan version in force at the last tick
         self._own_change = False  # the next new version is the controller's own (its dwell is set already)
         self._health_pending: list[str] = []  # health changes seen but not yet planned for (an apply was running)
+        self._retry: tuple[float, float, str] | None = None  # after a failed re-plan: (when, backoff, its reason)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.ticks = 0
@@ -115,6 +121,8 @@ class Controller:
         reason = health_reason or ("operator changed a setting" if settings_changed else None)
         if reason is not None and self.cp.plan is None and not any(v > 0 for v in self.cp.planning_demand().values()):
             reason = None  # nothing to plan for yet: an empty plan would only unload models
+        if reason is None and self._retry is not None and now >= self._retry[0]:
+            reason = f"retry of a failed re-plan ({self._retry[2]})"
         urgent = reason is not None
         missed = False
         if reason is None:
@@ -263,6 +271,7 @@ class Controller:
             plan = self.cp.solve()
             self._own_change = True
             self.cp.apply(plan, reason=f"controller: {reason}", kind="replan")
+            self._retry = None
             for window in self._misses.values():
                 window.clear()  # misses under the old plan do not count against the new one
             return before is None or plan.loaded_models() != before
@@ -271,5 +280,9 @@ class Controller:
             return False  # an operator's apply is running; the next tick looks again
         except (ApplyFailed, UserError) as e:
             self._own_change = False
-            self.cp.record_decision("error", f"controller: {reason}; re-plan failed: {e}")
+            backoff = RETRY_FIRST_S if self._retry is None else min(RETRY_MAX_S, 2 * self._retry[1])
+            first = reason if self._retry is None else self._retry[2]  # a retry's reason names the first
+            self._retry = (self.clock() + backoff, backoff, first)
+            self.cp.record_decision("error", f"controller: {reason}; re-plan failed: {e}; "
+                                             f"trying again in {backoff:g} s")
             return True
