@@ -31,6 +31,13 @@ THREADS_PARAMETER = "intra_op_threads"  # read by our python-backend model.py
 ORT_BACKEND_THREADS_PARAMETER = "intra_op_thread_count"  # read by Triton's onnxruntime backend
 
 
+# a probe's own TCP connection (not the process-wide pool's, shared with the model-control calls),
+# reconnecting within a second after a failure
+PROBE_CHANNEL_ARGS = [("grpc.use_local_subchannel_pool", 1), ("grpc.initial_reconnect_backoff_ms", 100),
+                      ("grpc.min_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000),
+                      ("grpc.max_receive_message_length", 64 * 2**20)]
+
+
 @dataclass(frozen=True)
 class InstanceConfig:
     """How a variant is instantiated on a device."""
@@ -153,10 +160,11 @@ class ModelControl:
             return fn(*args, headers=self.headers, **kwargs)
         except self._errors as e:
             message, status = one_line(e.message() or str(e)), str(e.status() or "")
-            if status == "StatusCode.UNAVAILABLE":
+            silent = "timed out" in message.lower() or "timeout occurred" in message.lower()
+            if status == "StatusCode.UNAVAILABLE" and not silent:  # refused, reset: nobody there
                 raise Unreachable(f"{self.name}: {what} failed: Triton at {self.url} does not answer ({message})") \
                     from None
-            if status == "StatusCode.DEADLINE_EXCEEDED" or "timed out" in message.lower():
+            if status == "StatusCode.DEADLINE_EXCEEDED" or silent:  # a hung server or a cut link: silence
                 message = f"Triton at {self.url} did not answer within {timeout_s:g} s"
             raise UserError(f"{self.name}: {what} failed: {message}") from None
         except (ConnectionError, OSError) as e:  # HTTP: refused, reset, no route
@@ -179,12 +187,17 @@ class ModelControl:
 
     def probe(self, timeout_s: float, index: bool = True) -> list[dict]:
         """Liveness and (with `index`) the repository index, each call within `timeout_s`;
-        `Unreachable` when the server is not there, UserError when it does not answer in time."""
+        `Unreachable` when the server is not there, UserError when it does not answer in time.
+        Over gRPC the probe has a channel of its own, made anew after a failed probe, with its own
+        connection (PROBE_CHANNEL_ARGS): a channel that broke while the server hung keeps
+        reconnecting with a growing backoff, and gRPC shares a process's connections to one
+        address between channels, so without that the server answered again and still looked down."""
         key = 0.0 if self.protocol == "grpc" else timeout_s
         client = self._probe_clients.get(key)
         if client is None:
             client = self._probe_clients[key] = (
-                self._module.InferenceServerClient(url=self.url) if self.protocol == "grpc" else
+                self._module.InferenceServerClient(url=self.url, channel_args=PROBE_CHANNEL_ARGS)
+                if self.protocol == "grpc" else
                 self._module.InferenceServerClient(url=self.url, connection_timeout=timeout_s, network_timeout=timeout_s))
         try:
             if not self._call("liveness probe", client.is_server_live, timeout_s=timeout_s):
