@@ -1,6 +1,8 @@
 """The controller plans for every device health change, including one it sees while a plan
 change is being applied (it cannot re-plan then: the change waits until the apply ends), and
-tries a failed re-plan again with a backoff until it succeeds.
+tries a failed re-plan again with a backoff until it succeeds, planning around the devices whose
+loads failed meanwhile; a device whose Triton lost the plan's models without looking down
+(restarted between two probes) is planned for too.
 Driven with the real `Controller.tick` and the real planner over a port whose devices the
 test takes down and brings back (`ControlPort`, controlplane/port.py)."""
 
@@ -32,6 +34,7 @@ class HealthPort:
         self.applied: list[str] = []  # the reasons of the controller's applies
         self.decisions: list[tuple[str, str]] = []
         self.failing: set[str] = set()  # devices whose loads fail (a corrupt or stuck model there)
+        self.emptied: set[str] = set()  # devices whose Triton has nothing READY (restarted unseen)
 
     def flush_telemetry(self, before_second):
         return []
@@ -45,6 +48,11 @@ class HealthPort:
     def device_ups(self, device_id):
         return self.ups[device_id]
 
+    def device_ready_models(self, device_id):
+        if device_id in self.emptied or self.plan is None:
+            return frozenset()
+        return frozenset(p.variant for p in self.plan.placements_on(device_id))
+
     def planning_demand(self, override=None):
         return planning_demand(["resnet"], self.plan, {"resnet": 20.0}, {}, override)
 
@@ -55,10 +63,12 @@ class HealthPort:
 
     def apply(self, target, reason, kind="apply"):
         before = self.plan.loaded_pairs() if self.plan is not None else set()
-        bad = sorted(d for d, _ in target.loaded_pairs() - before if d in self.failing)
+        to_load = {(d, v) for d, v in target.loaded_pairs() if (d, v) not in before or d in self.emptied}
+        bad = sorted({d for d, _ in to_load if d in self.failing})
         if bad:
-            raise ApplyFailed(f"load on {', '.join(bad)} failed; rolled back")
+            raise ApplyFailed(f"load on {', '.join(bad)} failed; rolled back", frozenset(bad))
         self.plan = target
+        self.emptied -= {d for d, _ in target.loaded_pairs()}  # the executor loads what is missing
         self.applied.append(reason)
 
     def record_history(self, rows):
@@ -134,3 +144,74 @@ def test_a_failed_re_plan_is_tried_again_with_a_backoff_until_it_succeeds():
         clock[0] += 1
         assert controller.tick() is None
     assert len(port.applied) == applied
+
+
+def test_a_device_restarted_between_two_probes_is_named_and_planned_for_once():
+    """It never looked down (same run count), but its Triton has none of the plan's models."""
+    port = HealthPort()
+    clock = [100.0]
+    controller = Controller(port, clock=lambda: clock[0])
+    controller.tick()
+    dev = port.plan.placements[0].device_id
+    applied = len(port.applied)
+
+    port.emptied.add(dev)
+    port.busy = True  # while an apply runs, a model may be missing for good reason: nothing is said
+    for _ in range(3):
+        clock[0] += 1
+        assert controller.tick() is None
+    port.busy = False
+    clock[0] += 1
+    assert controller.tick() is None  # first look at the gap: the index may lag a load just done
+    clock[0] += 1
+    reason = controller.tick()
+    assert reason is not None and f"{dev} lacks" in reason, port.decisions
+    assert len(port.applied) == applied + 1 and dev not in port.emptied  # re-planned: the apply loads it
+    for _ in range(5):
+        clock[0] += 1
+        assert controller.tick() is None  # named once
+
+    port.failing.add(dev)  # gone again, and now its load fails: named once, then the retry's backoff
+    port.emptied.add(dev)
+    reasons = []
+    for _ in range(12):
+        clock[0] += 1
+        reasons.append(controller.tick())
+    named = [r for r in reasons if r and "lacks" in r and "retry" not in r]
+    assert len(named) == 1 and any(r and r.startswith("retry of a failed re-plan") for r in reasons), reasons
+
+
+def test_a_device_whose_loads_fail_is_planned_around_until_the_retry():
+    """The plan in force routes to a device that lost its model (restarted unseen), and loading
+    it again fails (a stuck or corrupt model): the traffic moves to the other device at once
+    instead of waiting for the retry, and the retry puts the device back once it is mended."""
+    port = HealthPort()
+    clock = [100.0]
+    controller = Controller(port, clock=lambda: clock[0])
+    controller.tick()
+    devices = {p.device_id for p in port.plan.placements if p.served_rps > 0}
+    assert len(devices) == 2, port.plan.placements  # 20 rps needs both devices
+    dev = port.plan.placements[0].device_id
+    other = next(d for d in devices if d != dev)
+
+    port.emptied.add(dev)
+    port.failing.add(dev)
+    reasons = []
+    for _ in range(3):  # the gap is seen at two ticks in a row, then planned for
+        clock[0] += 1
+        reasons.append(controller.tick())
+    assert any(r and f"{dev} lacks" in r for r in reasons), reasons
+    assert not port.plan.placements_on(dev) and port.plan.placements_on(other), port.decisions[-3:]
+    assert port.applied[-1].startswith(f"controller: planning around {dev} (its loads failed)"), port.applied
+
+    for _ in range(int(RETRY_FIRST_S) + 1):  # the retry fails again: still planned around
+        clock[0] += 1
+        controller.tick()
+    assert sum("trying again in" in r for k, r in port.decisions if k == "error") == 2, port.decisions
+    assert not port.plan.placements_on(dev)
+
+    port.failing.clear()  # mended: the next retry loads it and routes to it again
+    for _ in range(int(2 * RETRY_FIRST_S) + 1):
+        clock[0] += 1
+        controller.tick()
+    assert port.plan.placements_on(dev) and "retry of a failed re-plan" in port.applied[-1], port.decisions

@@ -7,7 +7,8 @@ Every tick (default 1 s) it
        - there is demand but no plan yet,
        - a family's estimated demand left the hysteresis band around what the plan was made for,
        - the deadline-miss rate over the last seconds exceeds the trigger,
-       - a device went down, came back, joined or left (node discovery),
+       - a device went down, came back, joined or left (node discovery), or lacks a model the
+         plan in force has there (its Triton restarted between two probes, or someone unloaded it),
        - the operator changed a setting (SLO, floor, demand override);
      falling demand and the miss trigger wait for the minimum dwell time since the last change of
      what is loaded (by the controller, or a plan someone else applied), so noise does not reshuffle the cluster's models; rising demand does not
@@ -17,7 +18,9 @@ Every tick (default 1 s) it
      "hold". A re-plan whose apply failed (a load Triton refused or did not finish; the executor
      rolled back) is tried again after a backoff (5 s, doubling up to 2 min) until one succeeds:
      a device that came back with a broken or stuck model gets traffic once it is mended, without
-     waiting for demand to move.
+     waiting for demand to move. Until then the devices where a load failed are planned around
+     (as if down): when the plan in force routes to one of them (it lost its models, or they
+     never loaded), a plan without them is applied at once, so no traffic waits for the retry.
 """
 
 from __future__ import annotations
@@ -64,7 +67,10 @@ class Controller:
         self._version_seen: int | None = None  # the plan version in force at the last tick
         self._own_change = False  # the next new version is the controller's own (its dwell is set already)
         self._health_pending: list[str] = []  # health changes seen but not yet planned for (an apply was running)
+        self._lacking: dict[str, frozenset[str]] = {}  # device -> planned models not READY at the last tick
+        self._lacking_said: set[tuple[str, frozenset[str]]] = set()  # ... of those, already planned for
         self._retry: tuple[float, float, str] | None = None  # after a failed re-plan: (when, backoff, its reason)
+        self._quarantine: set[str] = set()  # devices whose loads failed: planned around until the retry
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.ticks = 0
@@ -123,6 +129,8 @@ class Controller:
             reason = None  # nothing to plan for yet: an empty plan would only unload models
         if reason is None and self._retry is not None and now >= self._retry[0]:
             reason = f"retry of a failed re-plan ({self._retry[2]})"
+            self._quarantine.clear()  # the retry plans with them again
+            self.cp.down = {d for d, (ok, _) in (self._live or {}).items() if not ok}
         urgent = reason is not None
         missed = False
         if reason is None:
@@ -211,7 +219,10 @@ class Controller:
     def _health_change(self) -> str | None:
         live = {dev: (self.cp.device_live(dev), self.cp.device_ups(dev)) for dev in self.cp.device_ids()}
         before, self._live = self._live, live
-        self.cp.down = {d for d, (ok, _) in live.items() if not ok}
+        if before is not None:  # a device that restarted or joined gets a fresh try at its loads
+            self._quarantine -= {d for d, (ok, ups) in live.items() if ok and (d not in before or before[d][1] != ups)}
+        self._quarantine &= set(live)
+        self.cp.down = {d for d, (ok, _) in live.items() if not ok} | self._quarantine
         if before is None:
             return None
         # a device live at both looks but with a new run between them (restarted) came back too
@@ -219,10 +230,32 @@ class Controller:
                    if d in before and (before[d][0] != ok or (ok and before[d][1] != ups))]
         changed += [f"{d} joined" for d, (ok, _) in live.items() if d not in before and ok]  # live at its first look
         changed += [f"{d} left" for d in before if d not in live]  # node discovery: no longer in DNS
+        changed += self._lacking_models(live)
         if changed:
             self.cp.record_decision("health", "; ".join(changed))
             return "; ".join(changed)
         return None
+
+    def _lacking_models(self, live: dict[str, tuple[bool, int]]) -> list[str]:
+        """Live devices that lack a model the plan in force places there, at two ticks in a row
+        with no apply running (a load finished just now may not be in the last probe's index yet);
+        each such gap is named once."""
+        plan = self.cp.plan
+        lacking: dict[str, frozenset[str]] = {}
+        if plan is not None and not self.cp.busy:
+            for d, (ok, _) in live.items():
+                missing = frozenset(p.variant for p in plan.placements_on(d)) - self.cp.device_ready_models(d)
+                if ok and missing:
+                    lacking[d] = missing
+        seen, self._lacking = self._lacking, lacking
+        self._lacking_said &= set(lacking.items())  # a gap that closed may be named again if it reopens
+        out = []
+        for d, missing in sorted(lacking.items()):
+            if seen.get(d) == missing and (d, missing) not in self._lacking_said:
+                self._lacking_said.add((d, missing))
+                out.append(f"{d} lacks {', '.join(sorted(missing))} (not READY there: its Triton restarted, "
+                           f"or the model was unloaded outside the plan)")
+        return out
 
     def _demand_reason(self) -> str | None:
         plan = self.cp.plan
@@ -285,4 +318,26 @@ class Controller:
             self._retry = (self.clock() + backoff, backoff, first)
             self.cp.record_decision("error", f"controller: {reason}; re-plan failed: {e}; "
                                              f"trying again in {backoff:g} s")
+            failed = getattr(e, "devices", frozenset()) - self._quarantine
+            if failed:
+                self._plan_around(failed, backoff)
             return True
+
+    def _plan_around(self, failed: frozenset[str], backoff: float) -> None:
+        """After loads failed on `failed`: plan without those devices until the retry. Applied at
+        once when the plan in force routes to one of them (their models are missing or broken
+        there); otherwise that plan stands (it does not use them)."""
+        self._quarantine |= failed
+        self.cp.down |= failed
+        plan = self.cp.plan
+        if plan is None or not any(plan.placements_on(d) for d in failed):
+            return
+        names = ", ".join(sorted(failed))
+        try:
+            target = self.cp.solve()
+            self._own_change = True
+            self.cp.apply(target, reason=f"controller: planning around {names} (its loads failed) until the retry "
+                                         f"in {backoff:g} s", kind="replan")
+        except (ApplyBusy, ApplyFailed, UserError) as e:
+            self._own_change = False
+            self.cp.record_decision("error", f"controller: the plan around {names} failed too: {e}")

@@ -37,7 +37,12 @@ class ApplyBusy(Exception):
 
 
 class ApplyFailed(Exception):
-    """A load failed; the executor rolled back and the previous plan stays."""
+    """A load failed; the executor rolled back and the previous plan stays. `devices`: where a load
+    failed (the controller plans around them until it tries again)."""
+
+    def __init__(self, message: str, devices: frozenset[str] = frozenset()):
+        super().__init__(message)
+        self.devices = devices
 
 
 class Runtime(Protocol):
@@ -244,6 +249,7 @@ class PlanExecutor:
             return
         done: list[tuple[str, Placement]] = []
         errors: list[str] = []
+        failed: set[str] = set()
         done_lock = threading.Lock()
 
         def run(steps: list[tuple[str, Placement]]) -> None:
@@ -259,6 +265,7 @@ class PlanExecutor:
                         done.append((action, p))
                 except Exception as e:  # noqa: BLE001 - any failure rolls back, and its message is kept
                     with done_lock:
+                        failed.add(p.device_id)
                         errors.append(str(e) if isinstance(e, UserError) else f"{p.device_id}: {action} of "
                                       f"{p.variant} failed: {e}")
                     return
@@ -268,7 +275,8 @@ class PlanExecutor:
         if errors:
             self._rollback(done, current)
             undone = ", ".join(f"{p.variant}@{p.device_id}" for _, p in done) or "nothing"
-            raise ApplyFailed(f"{'; '.join(errors)} — rolled back (undid: {undone}); the previous plan stays")
+            raise ApplyFailed(f"{'; '.join(errors)} — rolled back (undid: {undone}); the previous plan stays",
+                              frozenset(failed))
 
     def _rollback(self, done: list[tuple[str, Placement]], current: Plan | None) -> None:
         for action, p in reversed(done):

@@ -45,6 +45,10 @@ class ControlPort(Protocol):
         between two ticks (a quick restart) shows as a new count."""
         ...
 
+    def device_ready_models(self, device_id: str) -> frozenset[str]:
+        """The models the device's server had READY at its last answer."""
+        ...
+
     def planning_demand(self, override: dict[str, float] | None = None) -> dict[str, float]: ...
 
     def solve(self) -> Plan:

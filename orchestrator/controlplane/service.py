@@ -220,6 +220,9 @@ class ControlPlane:
     def device_ups(self, device_id: str) -> int:
         return self.health.state(device_id).ups
 
+    def device_ready_models(self, device_id: str) -> frozenset[str]:
+        return frozenset(str(m.get("name")) for m in self.health.current(device_id).models if m.get("state") == "READY")
+
     def live_device_ids(self) -> list[str]:
         """The devices whose Triton answers (the others host nothing a plan can use)."""
         return [d for d in self.device_ids() if self.health.current(d).live]

@@ -42,6 +42,9 @@ class SimControlPort:
     def device_ups(self, device_id: str) -> int:
         return 1
 
+    def device_ready_models(self, device_id: str) -> frozenset[str]:
+        return frozenset(p.variant for p in self.plan.placements_on(device_id)) if self.plan else frozenset()
+
     # nothing is persisted
     def record_history(self, rows: list[dict]) -> None:
         pass
