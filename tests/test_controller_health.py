@@ -48,7 +48,7 @@ class HealthPort:
     def device_ups(self, device_id):
         return self.ups[device_id]
 
-    def device_ready_models(self, device_id):
+    def device_ready_models(self, device_id, since):
         if device_id in self.emptied or self.plan is None:
             return frozenset()
         return frozenset(p.variant for p in self.plan.placements_on(device_id))
@@ -215,3 +215,24 @@ def test_a_device_whose_loads_fail_is_planned_around_until_the_retry():
         clock[0] += 1
         controller.tick()
     assert port.plan.placements_on(dev) and "retry of a failed re-plan" in port.applied[-1], port.decisions
+
+
+def test_a_new_controller_plans_once_for_live_devices_the_resumed_plan_leaves_out():
+    """A control plane restarted on its state file resumes a plan made while a device was down or
+    planned around (the retry that would have taken it back was lost with the old process)."""
+    port = HealthPort()
+    gone = port.sc.cluster.devices[0].id
+    port.down = {gone}
+    port.plan = port.solve()  # made without `gone`
+    port.down = set()
+    assert not port.plan.placements_on(gone)
+    clock = [100.0]
+    controller = Controller(port, clock=lambda: clock[0])
+    reason = controller.tick()
+    assert reason is not None and f"{gone} is live and unused" in reason, port.decisions
+    assert port.plan.placements_on(gone)
+
+    port2 = HealthPort()  # a resumed plan that uses every device: nothing to do at the first look
+    port2.plan = port2.solve()
+    assert all(port2.plan.placements_on(d.id) for d in port2.sc.cluster.devices)
+    assert Controller(port2, clock=lambda: clock[0]).tick() is None and not port2.decisions

@@ -187,3 +187,52 @@ def test_restart_loads_only_what_the_servers_lost(model_repo, clean, tmp_path):
         assert loaded(clean) == {"cpu0": {"resnet18"}, "cpu1": {"resnet18"}}
         assert loads_logged(clean, "cpu0", "resnet18") == kept
         assert "load resnet18@cpu1" in s.cp.store.decisions(1)[0]["reason"]
+
+
+class BlockingRuntime:
+    """A runtime whose loads on `hung` never return (a node that stopped answering mid-load); the
+    executor's logic, not Triton, is under test here (the real node is tests/test_faults.py's)."""
+
+    def __init__(self, hung: str):
+        self.hung, self.release = hung, threading.Event()
+        self.loaded: set[tuple[str, str]] = set()
+
+    def control(self, device_id):
+        runtime = self
+
+        class Control:
+            def is_model_ready(self, variant):
+                return (device_id, variant) in runtime.loaded
+
+            def loaded(self):
+                return {v: "1" for d, v in runtime.loaded if d == device_id}
+        return Control()
+
+    def load(self, device_id, variant, instances=1, threads=None, max_batch_size=None):
+        if device_id == self.hung:
+            self.release.wait(60)
+        self.loaded.add((device_id, variant))
+        return {}
+
+    def unload(self, device_id, variant):
+        self.loaded.discard((device_id, variant))
+
+
+def test_an_apply_whose_device_goes_down_during_its_load_fails_at_once_and_rolls_back():
+    from orchestrator.controlplane.executor import PlanExecutor
+
+    rt = BlockingRuntime(hung="cpu1")
+    down_at = time.monotonic() + 0.3
+    executor = PlanExecutor(rt, publish=lambda plan: None, managed={"resnet18"}, drain_s=0.0,
+                            is_down=lambda d: d == "cpu1" and time.monotonic() >= down_at)
+    started = time.monotonic()
+    try:
+        with pytest.raises(ApplyFailed) as err:
+            executor.apply(plan_of(("cpu0", "resnet18"), ("cpu1", "resnet18")), None, ["cpu0", "cpu1"])
+        took = time.monotonic() - started
+    finally:
+        rt.release.set()
+    assert took < 10, took  # not the load timeout: the device was seen down
+    assert err.value.devices == frozenset({"cpu1"}) and "cpu1: went down while its models loaded" in str(err.value)
+    assert ("cpu0", "resnet18") not in rt.loaded and "undid: resnet18@cpu0" in str(err.value)  # rolled back
+    assert not executor.busy

@@ -65,6 +65,7 @@ class Controller:
         self.demand_rose = False  # whether the last demand-triggered reason was a rise
         self.last_change = 0.0  # when what is loaded last changed (the dwell counts from here)
         self._version_seen: int | None = None  # the plan version in force at the last tick
+        self._version_since = 0.0  # when this controller first saw that version
         self._own_change = False  # the next new version is the controller's own (its dwell is set already)
         self._health_pending: list[str] = []  # health changes seen but not yet planned for (an apply was running)
         self._lacking: dict[str, frozenset[str]] = {}  # device -> planned models not READY at the last tick
@@ -110,7 +111,7 @@ class Controller:
             if not self._own_change:
                 self.last_change = now  # someone else's plan (an operator's) starts the dwell too
             self._own_change = False
-            self._version_seen = plan.version
+            self._version_seen, self._version_since = plan.version, now
         elif self._own_change and not self.cp.busy:
             self._own_change = False  # the controller's last re-plan came to no new version (a hold)
         self._ingest(now)
@@ -223,8 +224,16 @@ class Controller:
             self._quarantine -= {d for d, (ok, ups) in live.items() if ok and (d not in before or before[d][1] != ups)}
         self._quarantine &= set(live)
         self.cp.down = {d for d, (ok, _) in live.items() if not ok} | self._quarantine
-        if before is None:
-            return None
+        if before is None:  # the first look: a plan made before this controller ran may leave out
+            # devices that were down or failing then (it does not say why): plan with them once
+            plan = self.cp.plan
+            unused = sorted(d for d, (ok, _) in live.items() if ok and plan is not None and not plan.placements_on(d))
+            if not unused:
+                return None
+            changed = [f"{d} is live and unused by the plan in force (made before this controller started)"
+                       for d in unused]
+            self.cp.record_decision("health", "; ".join(changed))
+            return "; ".join(changed)
         # a device live at both looks but with a new run between them (restarted) came back too
         changed = [f"{d} {('is up' if ups == 1 else 'came back') if ok else 'went down'}" for d, (ok, ups) in live.items()
                    if d in before and (before[d][0] != ok or (ok and before[d][1] != ups))]
@@ -237,15 +246,16 @@ class Controller:
         return None
 
     def _lacking_models(self, live: dict[str, tuple[bool, int]]) -> list[str]:
-        """Live devices that lack a model the plan in force places there, at two ticks in a row
-        with no apply running (a load finished just now may not be in the last probe's index yet);
-        each such gap is named once."""
+        """Live devices that lack a model the plan in force places there, by an index they
+        answered after that plan came in force, at two ticks in a row with no apply running (a
+        load finished just now may not be in the last probe's index yet); each such gap is named once."""
         plan = self.cp.plan
         lacking: dict[str, frozenset[str]] = {}
         if plan is not None and not self.cp.busy:
             for d, (ok, _) in live.items():
-                missing = frozenset(p.variant for p in plan.placements_on(d)) - self.cp.device_ready_models(d)
-                if ok and missing:
+                ready = self.cp.device_ready_models(d, self._version_since) if ok else None
+                missing = frozenset(p.variant for p in plan.placements_on(d)) - ready if ready is not None else None
+                if missing:
                     lacking[d] = missing
         seen, self._lacking = self._lacking, lacking
         self._lacking_said &= set(lacking.items())  # a gap that closed may be named again if it reopens

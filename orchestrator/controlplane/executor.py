@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import datetime, timezone
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -161,9 +161,11 @@ class PlanExecutor:
     """Applies plans through a runtime; `publish(plan)` makes a plan current (store + shims)."""
 
     def __init__(self, runtime: Runtime, publish: Callable[[Plan], None], managed: set[str],
-                 drain_s: float = 2.0, log: Callable[[str], None] | None = None):
+                 drain_s: float = 2.0, log: Callable[[str], None] | None = None,
+                 is_down: Callable[[str], bool] = lambda device_id: False):
         self.runtime = runtime
         self.publish = publish
+        self.is_down = is_down  # a device whose loads are still running went down: the apply fails now
         self.managed = set(managed)
         self.drain_s = drain_s
         self.log = log or (lambda msg: None)
@@ -270,9 +272,24 @@ class PlanExecutor:
                                       f"{p.variant} failed: {e}")
                     return
 
-        with ThreadPoolExecutor(max_workers=len(by_device)) as pool:
-            list(pool.map(run, by_device.values()))
+        pool = ThreadPoolExecutor(max_workers=len(by_device))
+        pending = {pool.submit(run, steps): dev for dev, steps in by_device.items()}
+        try:
+            while pending:
+                finished, _ = wait(pending, timeout=0.1)
+                for f in finished:
+                    del pending[f]
+                for f, dev in list(pending.items()):
+                    if self.is_down(dev):  # its load would end only at the load timeout (hung, cut off)
+                        del pending[f]  # not waited for; the loads on other devices are
+                        with done_lock:
+                            failed.add(dev)
+                            errors.append(f"{dev}: went down while its models loaded")
+        finally:
+            pool.shutdown(wait=False)  # a load into a device that went down is left to its own timeout
         if errors:
+            with done_lock:  # a load left running (its device went down) may still finish
+                done = list(done)
             self._rollback(done, current)
             undone = ", ".join(f"{p.variant}@{p.device_id}" for _, p in done) or "nothing"
             raise ApplyFailed(f"{'; '.join(errors)} — rolled back (undid: {undone}); the previous plan stays",

@@ -45,8 +45,9 @@ class ControlPort(Protocol):
         between two ticks (a quick restart) shows as a new count."""
         ...
 
-    def device_ready_models(self, device_id: str) -> frozenset[str]:
-        """The models the device's server had READY at its last answer."""
+    def device_ready_models(self, device_id: str, since: float) -> frozenset[str] | None:
+        """The models the device's server had READY at its last answer; None unless its last
+        probe answered, after `since` (an index older than the plan in force says nothing)."""
         ...
 
     def planning_demand(self, override: dict[str, float] | None = None) -> dict[str, float]: ...

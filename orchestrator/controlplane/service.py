@@ -107,7 +107,8 @@ class ControlPlane:
         self.config = config or ControlPlaneConfig()
         self.intake = TelemetryIntake({f: {v.name for v in vs} for f, vs in catalog.families().items()})
         self.executor = PlanExecutor(runtime, self._publish, managed=set(catalog.variants),
-                                     drain_s=self.config.drain_s)
+                                     drain_s=self.config.drain_s,
+                                     is_down=lambda device_id: self.health.running and not self.health.state(device_id).live)
         self._plan: Plan | None = None
         self._plan_lock = threading.Lock()
         self.started_at = time.time()
@@ -220,8 +221,11 @@ class ControlPlane:
     def device_ups(self, device_id: str) -> int:
         return self.health.state(device_id).ups
 
-    def device_ready_models(self, device_id: str) -> frozenset[str]:
-        return frozenset(str(m.get("name")) for m in self.health.current(device_id).models if m.get("state") == "READY")
+    def device_ready_models(self, device_id: str, since: float) -> frozenset[str] | None:
+        h = self.health.current(device_id)
+        if h.error is not None or h.last_ok is None or h.last_ok < since:
+            return None
+        return frozenset(str(m.get("name")) for m in h.models if m.get("state") == "READY")
 
     def live_device_ids(self) -> list[str]:
         """The devices whose Triton answers (the others host nothing a plan can use)."""

@@ -42,7 +42,7 @@ class SimControlPort:
     def device_ups(self, device_id: str) -> int:
         return 1
 
-    def device_ready_models(self, device_id: str) -> frozenset[str]:
+    def device_ready_models(self, device_id: str, since: float) -> frozenset[str] | None:
         return frozenset(p.variant for p in self.plan.placements_on(device_id)) if self.plan else frozenset()
 
     # nothing is persisted
