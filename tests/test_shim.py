@@ -13,6 +13,7 @@ import pytest
 
 from orchestrator.catalog import Catalog, TensorSpec, Variant
 from orchestrator.dataplane.routing import static_plan
+from orchestrator.dataplane.transport import FakeTransport
 from orchestrator.shim import Client
 from orchestrator.shim.inputs import check_inputs
 from orchestrator.shim.plan_source import Endpoint, NoPlanYet, parse_endpoints
@@ -68,6 +69,25 @@ def test_client_rejects_wrong_inputs_with_expected_and_got(dead_client, inputs, 
     with pytest.raises(ValueError, match=message):
         dead_client.infer("resnet", inputs)
     assert dead_client.stats()["counts"].get("submitted", 0) == 0  # nothing was queued
+
+
+def test_a_failed_call_is_retried_on_a_warm_spare_when_only_spill_routes_are_left():
+    """The plan routes everything to cpu0 and keeps resnet18 standing by on cpu1 (weight 0):
+    when cpu0 lost the model (restarted), its requests are answered by the spare, not errors."""
+    plan = static_plan({"resnet": [("cpu0", "resnet18", 1), ("cpu1", "resnet18", 0)]}, batch_cap=4, slo_ms=1000)
+    transports = {}
+
+    def transport(key, var):
+        transports[key.device_id] = FakeTransport(var.outputs, latency_s=lambda n: 0.01)
+        return transports[key.device_id]
+    client = Client(plan, {"cpu0": "127.0.0.1:1", "cpu1": "127.0.0.1:2"}, catalog=CATALOG, transport=transport)
+    try:
+        transports["cpu0"].fail = RuntimeError("Request for unknown model: 'resnet18' has no available versions")
+        results = [client.infer("resnet", IMAGE, deadline_ms=1000) for _ in range(6)]
+    finally:
+        client.close()
+    assert [r.status for r in results] == ["ok"] * 6 and {r.device_id for r in results} == {"cpu1"}, results
+    assert client.stats()["counts"]["retries"] >= 1
 
 
 def test_unknown_family_and_bad_deadline_are_value_errors(dead_client):

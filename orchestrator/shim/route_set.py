@@ -78,7 +78,12 @@ class RouteSet:
         family that can still answer it alone by its deadline (None: answer it with the error)."""
         if len(r.tried) > 1 or self.table is None or r.family not in self.table.plan.families:
             return None
-        target = self.pick(r.family, now, exclude_devices=r.tried, variant=r.variant)
+        target = self.pick(r.family, now, deadline_s=r.deadline_s, exclude_devices=r.tried, variant=r.variant)
+        if target is None:  # only spill routes (weight 0) are left elsewhere: a warm spare takes it
+            healthy = self._healthy(now)
+            spare = next((route for route in self.table.routes(r.family) if route.device_id not in r.tried
+                          and (r.variant is None or route.variant == r.variant) and healthy(route)), None)
+            target = self.workers.get((spare.device_id, spare.variant)) if spare is not None else None
         if target is None or (r.deadline_s is not None and now + target.latency_s(1) > r.deadline_s):
             return None
         return target
