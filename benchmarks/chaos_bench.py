@@ -5,26 +5,33 @@ runs through a gateway (stock tritonclient) and an embedded shim. Needs root (ne
 
 The network: a namespace `hub` with a bridge, and one namespace per host, each on a veth link to
 the bridge (10.201.0.0/24): two nodes `n1`, `n2` (a tritonserver each, with ResNet-18 in a
-repository of its own, started by a small node process that outlives any control plane), the
+repository of its own, under a small node process that outlives any control plane and, as a
+container runtime's restart policy, restarts a tritonserver that died 3 s later), the
 control plane `cp` (`orchestrator serve`, the nodes as remote `grpc://` devices), and the client
 host `cl` (`orchestrator gateway`, the load and this benchmark's own observer). Nothing is
 addressed outside the namespaces made here; they are deleted at the end, and every process
 started is stopped by its PID.
 
-The faults, in turn, under the load: a node's tritonserver `kill -9` (and the node restarting it
-later), `SIGSTOP`/`SIGCONT` of the other, its link down (partition) and up, a slow link (`tc
+The faults, in turn, under the load: a node's tritonserver `kill -9` (its node restarts it),
+`SIGSTOP`/`SIGCONT` of the other (the python backend may abort the server once it resumes: its
+stub's IPC lock timed out; the node restarts it then too, and the last lines list such restarts), its link down (partition) and up, a slow link (`tc
 netem` delay and loss; where the kernel has no netem, as on the machines this project's CI runs
-on, a `tc tbf` bandwidth cap), and the control plane `kill -9` and restarted on its state file. Per fault: the
+on, a `tc tbf` bandwidth cap and nftables dropping packets at random), a node restarted with a
+corrupt ResNet-18 (its load fails) and one whose load never finishes (a model that sleeps in
+`initialize`), each mended later, and the control plane `kill -9` and restarted on its state
+file. Each node serves a repository of its own, so a broken model hits one node. Per fault: the
 requests sent from its start until 5 s after its end, by outcome (ok, late, explicit error,
 unanswered), the time until the control plane showed the node down (detect), until a plan
-without it was in force (re-plan), and until the node was live again (recover). The last line:
-`faults F, requests R, unanswered U, max detect D s, max re-plan P s`. Goals: U = 0; D <= 1 s
-for kill, hang and partition; P <= 2 s; the control-plane crash costs no request.
+without it was in force (re-plan), and from the fault's end until the node was live and in the
+plan again (recover). The last line:
+`faults F, requests R, unanswered U, max detect D s, max re-plan P s` (D and P over kill, hang and
+partition), then how soon each broken model was planned around. Goals: U = 0; D <= 1 s and P <= 2 s
+for kill, hang and partition; the control-plane crash costs no request.
 
 `--soak [MINUTES]` runs no faults: MINUTES (default 10) at 80 % of the profiled capacity, with the
 memory and open fds of every process group sampled every 30 s (goal: flat).
 
-One file of about 550 lines on purpose: it runs itself again inside the namespaces (`--node` on
+One file of about 650 lines on purpose: it runs itself again inside the namespaces (`--node` on
 each node, `--inside` on the client host), so the set-up, the node process and the measured run
 stay in one script that is copied and started as it is.
 """
@@ -34,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import random
 import secrets
 import shutil
@@ -52,6 +60,16 @@ HOSTS = {"n1": "10.201.0.11", "n2": "10.201.0.12", "cp": "10.201.0.10", "cl": "1
 CP_PORT, NODE_HTTP = 8080, 8000
 TOKEN = "chaos-bench"
 VARIANT = "resnet18"
+RESTART_DELAY_S = 3.0  # a node restarts a dead tritonserver this long after it died (its restart policy)
+LOAD_TIMEOUT_S = 5.0  # the control plane's --load-timeout here: a stuck load fails after this
+STUCK_MODEL = """
+import time
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        time.sleep(3600)  # a load that never finishes: the model stays LOADING
+"""
 
 
 def run(*cmd: str) -> None:
@@ -99,11 +117,13 @@ class Network:
     def set_link(self, host: str, up: bool) -> None:
         run("ip", "-n", self.ns("hub"), "link", "set", self.link(host), "up" if up else "down")
 
-    def shape(self, host: str, netem: str | None, fallback: str = "") -> str:
+    def shape(self, host: str, netem: str | None, fallback: str = "", loss_pct: int = 0) -> str:
         """Slow a host's link both ways: `tc netem` (delay, loss), or where the kernel has no netem
-        the token-bucket `fallback` (a bandwidth cap, which delays a 602-KB tensor); None clears.
-        Returns what was applied."""
+        the token-bucket `fallback` (a bandwidth cap, which delays a 602-KB tensor) and nftables
+        dropping `loss_pct` % of the host's packets in and out at random; None clears. Returns
+        what was applied."""
         applied = ""
+        nft = ["ip", "netns", "exec", self.ns(host), "nft"]
         for ns, dev in ((self.ns("hub"), self.link(host)), (self.ns(host), "eth0")):
             tc = ["ip", "netns", "exec", ns, "tc", "qdisc"]
             if netem is None:
@@ -115,42 +135,115 @@ class Network:
                 applied = f"netem {netem}"
             else:  # "Specified qdisc kind is unknown": no sch_netem in this kernel
                 run(*tc, "add", "dev", dev, "root", "tbf", *fallback.split())
-                applied = f"tbf {fallback} (no netem in this kernel)"
+                applied = f"tbf {fallback}"
+        if netem is None:
+            subprocess.run([*nft, "delete", "table", "inet", "chaos"], capture_output=True)
+        elif applied.startswith("tbf") and loss_pct and shutil.which("nft"):
+            run(*nft, "add", "table", "inet", "chaos")
+            for hook in ("input", "output"):
+                run(*nft, "add", "chain", "inet", "chaos", hook, f"{{ type filter hook {hook} priority 0 ; }}")
+                run(*nft, "add", "rule", "inet", "chaos", hook, "numgen", "random", "mod", "100", "<", str(loss_pct),
+                    "drop")
+            applied += f", nft {loss_pct} % loss (no netem in this kernel)"
+        elif applied.startswith("tbf"):
+            applied += " (no netem in this kernel)"
         return applied
 
 
 # --- the processes ------------------------------------------------------------------------------
 
 def node_main(repo: str, host: str, name: str, key: str, run_dir: str) -> None:
-    """A node (run inside its namespace): one tritonserver; stdin "restart" restarts it, EOF stops it."""
+    """A node (run inside its namespace): one tritonserver under a restart policy, as a container
+    runtime keeps one: a server that dies (kill -9, or a crash) is restarted RESTART_DELAY_S later.
+    Commands on stdin: "restart" (stop it, start a new run), "crash-restart" (kill -9 it and start a
+    new run at once, for a model the harness just broke or mended); EOF stops it. Every new run
+    prints {"pid": ...}, with "exited": its exit status when it died on its own."""
     from orchestrator.triton.embedded import EmbeddedServer
     server = EmbeddedServer(repo, http_port=NODE_HTTP, host=host, name=name, control_key=key, run_dir=run_dir).start()
     print(json.dumps({"pid": server.pid}), flush=True)
-    for line in sys.stdin:
-        if line.strip() == "restart":
+    commands: queue.Queue[str | None] = queue.Queue()
+    threading.Thread(target=lambda: ([commands.put(line.strip()) for line in sys.stdin], commands.put(None)),
+                     daemon=True).start()
+    died_at: float | None = None
+    while True:
+        try:
+            command = commands.get(timeout=0.1)
+        except queue.Empty:
+            command = ""
+        if command is None:
+            break
+        if command == "crash-restart":
+            os.kill(server.pid, signal.SIGKILL)
+            command = "restart"
+        if command == "restart":
             server.restart()
+            died_at = None
             print(json.dumps({"pid": server.pid}), flush=True)
+        elif server.exit_code is not None:  # died on its own (or killed from outside)
+            died_at = died_at or time.monotonic()
+            if time.monotonic() - died_at >= RESTART_DELAY_S:
+                code = server.exit_code
+                server.restart()
+                died_at = None
+                print(json.dumps({"pid": server.pid, "exited": code}), flush=True)
     server.stop()
 
 
 class Node:
+    """The harness's handle on a node process: its tritonserver's pid, kept current by a reader of
+    the node's output (the node restarts a dead server by itself), and the runs that died."""
+
     def __init__(self, net: Network, name: str, repo: Path, key: str, work: Path):
         self.name, self.addr = name, HOSTS[name]
-        self.proc = subprocess.Popen(["ip", "netns", "exec", net.ns(name), sys.executable, __file__, "--node", str(repo),
+        self.repo = work / f"repo-{name}"  # its own copy: a broken model breaks this node only
+        shutil.copytree(repo, self.repo)
+        self.model_dir = self.repo / VARIANT / "1"
+        self._saved: dict[str, bytes] = {}
+        self.proc = subprocess.Popen(["ip", "netns", "exec", net.ns(name), sys.executable, __file__, "--node", str(self.repo),
                                       self.addr, name, key, str(work / name)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True)
-        self.triton_pid = self._pid()
+        self.runs: queue.Queue[dict] = queue.Queue()
+        self.exits: list[tuple[float, int]] = []  # (monotonic time it was restarted, exit status) of runs that died
+        threading.Thread(target=self._read, daemon=True).start()
+        self.triton_pid = self._next_run()
 
-    def _pid(self) -> int:
-        line = self.proc.stdout.readline()
-        if not line:
-            raise SystemExit(f"node {self.name} did not start")
-        return json.loads(line)["pid"]
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            run = json.loads(line)
+            if "exited" in run:
+                self.exits.append((time.monotonic(), run["exited"]))
+            self.triton_pid = run["pid"]
+            self.runs.put(run)
 
-    def restart(self) -> None:
-        self.proc.stdin.write("restart\n")
+    def _next_run(self, timeout_s: float = 120.0) -> int:
+        try:
+            return self.runs.get(timeout=timeout_s)["pid"]
+        except queue.Empty:
+            raise SystemExit(f"node {self.name}: no tritonserver run within {timeout_s:.0f} s") from None
+
+    def command(self, what: str) -> None:
+        """Send a command and wait for the run it starts."""
+        while not self.runs.empty():
+            self.runs.get_nowait()
+        self.proc.stdin.write(what + "\n")
         self.proc.stdin.flush()
-        self.triton_pid = self._pid()
+        self._next_run()
+
+    def break_model(self, file: str, content: bytes) -> None:
+        """Replace one of the model's files (kept, for `mend`) and restart the tritonserver, which
+        comes back empty: the control plane's next plan loads the broken model there."""
+        path = self.model_dir / file
+        self._saved[file] = path.read_bytes()
+        path.write_bytes(content)
+        self.command("crash-restart")
+
+    def mend(self, restart: bool = False) -> None:
+        """Put the model's files back (and restart the tritonserver: a stuck load holds it)."""
+        for file, content in self._saved.items():
+            (self.model_dir / file).write_bytes(content)
+        self._saved.clear()
+        if restart:
+            self.command("crash-restart")
 
     def stop(self) -> None:
         try:
@@ -226,6 +319,7 @@ class Sent:
 class Fault:
     name: str
     target: str | None  # the node it hits (None: the control plane)
+    kind: str = "down"  # down (kill, hang, partition: the goals' faults) | slow | model | control plane
     start: float = 0.0
     end: float = 0.0
     detect_s: float | None = None
@@ -312,12 +406,13 @@ def load(gateway, shim, rate: float, deadline_ms: float, t0: float, stop: thread
 
 
 def outcome(s: Sent) -> str:
-    """ok, late, dropped (a deadline miss the data plane said at once), error (an explicit error:
+    """ok, late, dropped (a deadline miss the data plane said: the shim's `dropped` status, or the
+    gateway's DEADLINE_EXCEEDED answer, which is how it says the same), error (an explicit error:
     the call failed, or no route), unanswered."""
     if not s.future.done():
         return "unanswered"
     if s.future.exception() is not None:
-        return "error"
+        return "dropped" if str(s.future.exception()).startswith("Deadline Exceeded") else "error"
     status = str(getattr(s.future.result().status, "value", s.future.result().status))
     return {"ok": "ok", "late": "late", "dropped": "dropped"}.get(status, "error")
 
@@ -360,7 +455,7 @@ def inside_main(args) -> int:
         cp_url = f"http://{HOSTS['cp']}:{CP_PORT}"
         serve = ["serve", "--cluster", str(cluster_file), "--profiles", str(work / "profiles.json"), "--db",
                  str(work / "state.sqlite"), "--host", HOSTS["cp"], "--port", str(CP_PORT), "--token", TOKEN,
-                 "--no-gateway", "--tick", "0.5", "--initial-demand", str(args.rate), "--slo",
+                 "--no-gateway", "--tick", "0.5", "--load-timeout", str(LOAD_TIMEOUT_S), "--initial-demand", str(args.rate), "--slo",
                  f"resnet={args.deadline_ms:g}"]
         cp = start_in(net, "cp", serve, log=work / "serve.log")
         procs.append(cp)
@@ -407,9 +502,9 @@ def inside_main(args) -> int:
         faults: list[Fault] = []
         clock = settle
 
-        def fault(name: str, target: str | None, begin, finish) -> None:
+        def fault(name: str, target: str | None, begin, finish, kind: str = "down") -> None:
             nonlocal clock
-            f = Fault(name, target)
+            f = Fault(name, target, kind)
             at(clock)
             f.start = time.monotonic() - t0
             print(f"{f.start:6.1f} s  {name} ...", flush=True)
@@ -421,20 +516,25 @@ def inside_main(args) -> int:
             clock = f.end + settle
 
         n1, n2 = nodes["n1"], nodes["n2"]
-        fault("node n1: tritonserver kill -9, restarted by its node", "n1",
-              lambda: os.kill(n1.triton_pid, signal.SIGKILL), n1.restart)
+        fault(f"node n1: tritonserver kill -9 (its node restarts it {RESTART_DELAY_S:g} s later)", "n1",
+              lambda: os.kill(n1.triton_pid, signal.SIGKILL), lambda: None)
         fault("node n2: SIGSTOP, then SIGCONT", "n2", lambda: os.killpg(n2.triton_pid, signal.SIGSTOP),
               lambda: os.killpg(n2.triton_pid, signal.SIGCONT))
         fault("node n1: link down (partition), then up", "n1", lambda: net.set_link("n1", False),
               lambda: net.set_link("n1", True))
         shaped: list[str] = []
         fault("node n2: slow link", "n2", lambda: shaped.append(net.shape("n2", "delay 100ms loss 5%",
-                                                                           "rate 40mbit burst 64kb latency 400ms")),
-              lambda: net.shape("n2", None))
+                                                                           "rate 40mbit burst 64kb latency 400ms", 5)),
+              lambda: net.shape("n2", None), kind="slow")
         faults[-1].name += f" ({shaped[0]})" if shaped else ""
+        fault("node n1: restarted with a corrupt model (its load fails), then mended", "n1",
+              lambda: n1.break_model("model.onnx", b"this is not an onnx file"), n1.mend, kind="model")
+        fault(f"node n2: restarted with a model whose load never ends ({LOAD_TIMEOUT_S:g}-s load timeout), then mended"
+              " and restarted", "n2", lambda: n2.break_model("model.py", STUCK_MODEL.encode()),
+              lambda: n2.mend(restart=True), kind="model")
         restarted: list[subprocess.Popen] = []
         fault("control plane: kill -9, restarted on its state file", None, cp.kill,
-              lambda: restarted.append(start_in(net, "cp", serve, log=work / "serve.log")))
+              lambda: restarted.append(start_in(net, "cp", serve, log=work / "serve.log")), kind="control plane")
         procs += restarted
         at(clock)
         stop.set()
@@ -448,6 +548,8 @@ def inside_main(args) -> int:
                 pass
         observer.stop.set()
         report(faults, sent, observer)
+        restarts = [f"{n} at {t - t0:.1f} s (exit status {code})" for n, node in nodes.items() for t, code in node.exits]
+        print("tritonservers restarted by their node after dying: " + ("; ".join(restarts) or "none"), flush=True)
         gateway.close()
         shim.close(timeout_s=10)
     finally:
@@ -477,7 +579,8 @@ def report(faults: list[Fault], sent: list[Sent], observer: Observer) -> None:
             f.detect_s = None if down is None or down > f.end + 5 else down - f.start
             replan = observer.first(f.start, lambda s: s.version is not None and target not in s.placed)
             f.replan_s = None if replan is None or replan > f.end + 5 else replan - f.start
-            back = observer.first(f.end, lambda s: s.live is not None and s.live.get(target, False))
+            back = observer.first(f.end, lambda s: s.live is not None and s.live.get(target, False)
+                                  and target in s.placed)
             f.recover_s = None if back is None else back - f.end
         else:
             back = observer.first(f.end, lambda s: s.live is not None)
@@ -493,22 +596,29 @@ def report(faults: list[Fault], sent: list[Sent], observer: Observer) -> None:
     for kind in map(outcome, sent):
         totals[kind] = totals.get(kind, 0) + 1
     by_path = {p: sum(1 for s in sent if s.path == p and outcome(s) == "ok") for p in ("gateway", "shim")}
-    causes: dict[str, int] = {}
+    causes: dict[tuple[str, str, str], int] = {}  # (outcome, during which fault, why) -> requests
     for s in sent:
-        if outcome(s) in ("error", "dropped"):
+        kind = outcome(s)
+        if kind in ("error", "dropped"):
             why = str(s.future.exception() or s.future.result().error)
-            causes[why[:90]] = causes.get(why[:90], 0) + 1
-    for why, n in sorted(causes.items(), key=lambda kv: -kv[1])[:4]:
-        print(f"  {n} x {why}")
+            why = why if len(why) <= 100 else why[:60] + " ... " + why[-40:]
+            during = next((f.name.split(":")[0] + ": " + f.name.split(":")[1].split(",")[0].split("(")[0].strip()
+                           for f in faults if f.start <= s.t < f.end + 5.0), "between faults")
+            causes[(kind, during, why)] = causes.get((kind, during, why), 0) + 1
+    for (kind, during, why), n in sorted(causes.items(), key=lambda kv: (kv[0][0] != "error", -kv[1]))[:8]:
+        print(f"  {n} {kind} during {during}: {why}")
     print(f"\nall requests: {len(sent)} ({', '.join(f'{k} {v}' for k, v in sorted(totals.items()))}); ok through "
           f"the gateway {by_path['gateway']}, through the shim {by_path['shim']}")
-    hard = [f for f in faults if f.target is not None and "slow link" not in f.name]
+    hard = [f for f in faults if f.kind == "down"]  # kill, hang, partition: the goals' faults
     detects = [f.detect_s for f in hard if f.detect_s is not None]
     replans = [f.replan_s for f in hard if f.replan_s is not None]
     missed = [f.name for f in hard if f.detect_s is None]
+    around = [f.replan_s for f in faults if f.kind == "model"]
     print(f"faults {len(faults)}, requests {len(sent)}, unanswered {totals.get('unanswered', 0)}, max detect "
           f"{max(detects, default=float('nan')):.2f} s, max re-plan {max(replans, default=float('nan')):.2f} s"
-          + (f" (not detected: {'; '.join(missed)})" if missed else ""), flush=True)
+          + (f" (not detected: {'; '.join(missed)})" if missed else "")
+          + "; broken models planned around in " + ", ".join("-" if v is None else f"{v:.2f} s" for v in around),
+          flush=True)
 
 
 def main() -> int:
