@@ -310,9 +310,32 @@ class Observer(threading.Thread):
 
 @dataclass
 class Sent:
+    """One request: its outcome is kept when it is answered, the answer itself (logits) is not,
+    so that a long soak measures the system's memory, not the harness's."""
+
     t: float
     path: str  # gateway | shim
-    future: object
+    future: object | None  # None once answered
+    outcome: str = "unanswered"
+    why: str = ""  # the error or deadline message, for an error or a drop
+
+    def answered(self, future) -> None:
+        error = future.exception()
+        if error is not None:
+            self.why = str(error)
+            self.outcome = "dropped" if self.why.startswith("Deadline Exceeded") else "error"
+        else:
+            result = future.result()
+            status = str(getattr(result.status, "value", result.status))
+            self.outcome = {"ok": "ok", "late": "late", "dropped": "dropped"}.get(status, "error")
+            self.why = str(result.error or "") if self.outcome in ("error", "dropped") else ""
+        self.future = None
+
+
+def wait_answered(sent: list[Sent], timeout_s: float) -> None:
+    end = time.monotonic() + timeout_s
+    while any(s.future is not None for s in sent) and time.monotonic() < end:
+        time.sleep(0.1)
 
 
 @dataclass
@@ -328,18 +351,19 @@ class Fault:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-def process_usage(pid: int) -> tuple[float, int] | None:
-    """(RSS in MB, open fds) of a process and every process in its group, or None when gone."""
+def process_usage(pid: int, group: bool) -> tuple[float, int] | None:
+    """(RSS in MB, open fds) of a process, with `group` of every process in its process group (a
+    tritonserver and its python-backend stubs), or None when gone."""
     try:
         pgid = os.getpgid(pid)
     except ProcessLookupError:
         return None
     rss_kb, fds = 0, 0
-    for entry in os.listdir("/proc"):
+    for entry in (os.listdir("/proc") if group else [str(pid)]):
         if not entry.isdigit():
             continue
         try:
-            if os.getpgid(int(entry)) != pgid:
+            if group and os.getpgid(int(entry)) != pgid:
                 continue
             status = Path(f"/proc/{entry}/status").read_text()
             rss_kb += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
@@ -359,29 +383,31 @@ def soak_rate(profiles_path: Path, deadline_ms: float, nodes: int, share: float 
     return share * nodes * max(fits)
 
 
-def soak(watched: dict[str, int], minutes: float, t0: float, sent: list[Sent]) -> None:
-    """Sample memory and fds of the `watched` processes (name -> pid, with their process groups)
+def soak(watched: dict[str, tuple[int, bool]], minutes: float, t0: float, sent: list[Sent]) -> None:
+    """Sample memory and fds of the `watched` processes (name -> (pid, with its process group))
     every 30 s for `minutes`; print the first sample after a minute's warm-up and the last."""
     samples: dict[str, list[tuple[float, float, int]]] = {name: [] for name in watched}
     end = t0 + minutes * 60
     while time.monotonic() < end:
-        for name, pid in watched.items():
-            usage = process_usage(pid)
+        for name, (pid, group) in watched.items():
+            usage = process_usage(pid, group)
             if usage is not None:
                 samples[name].append((time.monotonic() - t0, *usage))
         print(f"{time.monotonic() - t0:6.0f} s  sent {len(sent)}  " + "  ".join(
             f"{n} {v[-1][1]:.0f} MB/{v[-1][2]} fds" for n, v in samples.items() if v), flush=True)
         time.sleep(max(0.0, min(30.0, end - time.monotonic())))
-    print("\n| process (with its group) | RSS MB at 1 min | RSS MB at end | MB/min | fds at 1 min | fds at end |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("\n| process | RSS MB at 1 min | RSS MB at end | RSS min..max | MB/min (fit) | fds at 1 min | fds at end |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, rows in samples.items():
         warm = [r for r in rows if r[0] >= 60.0] or rows
         if len(warm) < 2:
-            print(f"| {name} | - | - | - | - | - |")
+            print(f"| {name} | - | - | - | - | - | - |")
             continue
-        (t_a, rss_a, fd_a), (t_b, rss_b, fd_b) = warm[0], warm[-1]
-        print(f"| {name} | {rss_a:.0f} | {rss_b:.0f} | {(rss_b - rss_a) / max((t_b - t_a) / 60, 1e-9):+.2f} | "
-              f"{fd_a} | {fd_b} |")
+        ts, rss = [r[0] / 60 for r in warm], [r[1] for r in warm]
+        mt, mr = sum(ts) / len(ts), sum(rss) / len(rss)
+        slope = sum((t - mt) * (r - mr) for t, r in zip(ts, rss)) / max(sum((t - mt) ** 2 for t in ts), 1e-9)
+        print(f"| {name} | {rss[0]:.0f} | {rss[-1]:.0f} | {min(rss):.0f}..{max(rss):.0f} | {slope:+.2f} | "
+              f"{warm[0][2]} | {warm[-1][2]} |")
 
 
 def load(gateway, shim, rate: float, deadline_ms: float, t0: float, stop: threading.Event, sent: list[Sent]) -> None:
@@ -402,19 +428,16 @@ def load(gateway, shim, rate: float, deadline_ms: float, t0: float, stop: thread
             from concurrent.futures import Future
             future = Future()
             future.set_exception(e)
-        sent.append(Sent(time.monotonic() - t0, path, future))
+        record = Sent(time.monotonic() - t0, path, future)
+        sent.append(record)
+        future.add_done_callback(record.answered)
 
 
 def outcome(s: Sent) -> str:
     """ok, late, dropped (a deadline miss the data plane said: the shim's `dropped` status, or the
     gateway's DEADLINE_EXCEEDED answer, which is how it says the same), error (an explicit error:
     the call failed, or no route), unanswered."""
-    if not s.future.done():
-        return "unanswered"
-    if s.future.exception() is not None:
-        return "dropped" if str(s.future.exception()).startswith("Deadline Exceeded") else "error"
-    status = str(getattr(s.future.result().status, "value", s.future.result().status))
-    return {"ok": "ok", "late": "late", "dropped": "dropped"}.get(status, "error")
+    return s.outcome
 
 
 def inside_main(args) -> int:
@@ -474,17 +497,13 @@ def inside_main(args) -> int:
                                   daemon=True)
         loader.start()
         if args.soak:
-            watched = {"control plane": cp.pid, "gateway": gw.pid, "client (shim)": os.getpid(),
-                       **{f"{n} tritonserver": node.triton_pid for n, node in nodes.items()}}
+            watched = {"control plane": (cp.pid, False), "gateway": (gw.pid, False),
+                       "client (shim, load, observer)": (os.getpid(), False),
+                       **{f"{n} tritonserver (with its stubs)": (node.triton_pid, True) for n, node in nodes.items()}}
             soak(watched, args.soak, t0, sent)
             stop.set()
             loader.join(10)
-            end = time.monotonic() + args.deadline_ms / 1000 + 40
-            for s in sent:
-                try:
-                    s.future.result(timeout=max(0.0, end - time.monotonic()))
-                except Exception:  # noqa: BLE001 - counted as an error by `outcome`
-                    pass
+            wait_answered(sent, args.deadline_ms / 1000 + 40)
             totals: dict[str, int] = {}
             for kind in map(outcome, sent):
                 totals[kind] = totals.get(kind, 0) + 1
@@ -539,13 +558,7 @@ def inside_main(args) -> int:
         at(clock)
         stop.set()
         loader.join(10)
-        wait_s = args.deadline_ms / 1000 + 40
-        end = time.monotonic() + wait_s
-        for s in sent:
-            try:
-                s.future.result(timeout=max(0.0, end - time.monotonic()))
-            except Exception:  # noqa: BLE001 - counted as an error by `outcome`
-                pass
+        wait_answered(sent, args.deadline_ms / 1000 + 40)
         observer.stop.set()
         report(faults, sent, observer)
         restarts = [f"{n} at {t - t0:.1f} s (exit status {code})" for n, node in nodes.items() for t, code in node.exits]
@@ -600,7 +613,7 @@ def report(faults: list[Fault], sent: list[Sent], observer: Observer) -> None:
     for s in sent:
         kind = outcome(s)
         if kind in ("error", "dropped"):
-            why = str(s.future.exception() or s.future.result().error)
+            why = s.why
             why = why if len(why) <= 100 else why[:60] + " ... " + why[-40:]
             during = next((f.name.split(":")[0] + ": " + f.name.split(":")[1].split(",")[0].split("(")[0].strip()
                            for f in faults if f.start <= s.t < f.end + 5.0), "between faults")
