@@ -100,9 +100,11 @@ class Simulator:
 
     # --- the run --------------------------------------------------------------------------------
 
-    def plan_for(self, policy: str, demand: dict[str, float], current: Plan | None) -> Plan:
-        return solve_plan(self.catalog, self.cluster, self.profiles, slo_ms=self.slo_ms, demand_rps=demand,
-                          current=current, policy=policy, options=self.config.planner)
+    def plan_for(self, policy: str, demand: dict[str, float], current: Plan | None,
+                 profiles: ProfileSet | None = None) -> Plan:
+        """A plan made with `profiles` (the controller's speed-corrected ones), else the profiles."""
+        return solve_plan(self.catalog, self.cluster, profiles or self.profiles, slo_ms=self.slo_ms,
+                          demand_rps=demand, current=current, policy=policy, options=self.config.planner)
 
     def run(self, trace: Trace, policy: str, initial_demand: dict[str, float] | None = None,
             duration_s: float | None = None) -> Run:

@@ -12,6 +12,9 @@ Counting rules, per request:
   drops            answered without being served (subset of deadline_misses)
   errors           answered with an error (device failed, retry impossible or failed too) or unserved (no route)
   retries          calls re-sent to another route after a device failed
+Per route (device, variant, instance config), the report also carries the batches sent and the
+service times of those that ran alone on the device, by batch size: the control plane learns
+the devices' real speed from them (controlplane/speed.py).
 Latency histogram and served-variant counts cover completions (`served_met`: those in time,
 per variant, so effective accuracy = sum(accuracy[v] * served_met[v]) / arrivals). Latency is end to end: from
 `infer` to the answer.
@@ -68,6 +71,9 @@ class Telemetry:
         self._seconds: dict[tuple[str, int], Counts] = {}
         self._totals: dict[str, Counts] = {}
         self._served_routes: dict[tuple[str, str, str], int] = {}  # (family, device, variant) -> completions
+        # (device, variant, instances, threads) -> [batches sent, {batch size: [batches, seconds]} of
+        # those that ran alone on the device]: its observed speed (controlplane/speed.py)
+        self._batches: dict[tuple[str, str, int, int], list] = {}
 
     # --- recording ------------------------------------------------------------------------
 
@@ -122,6 +128,19 @@ class Telemetry:
                 key = (family, device_id, variant)
                 self._served_routes[key] = self._served_routes.get(key, 0) + 1
 
+    def record_batches(self, device_id: str, variant: str, instances: int, threads: int, sent: int,
+                       alone: dict[int, list[float]]) -> None:
+        """A route's batches since its last report (RouteState.take_speed)."""
+        if not sent and not alone:
+            return
+        with self._lock:
+            entry = self._batches.setdefault((device_id, variant, instances, threads), [0, {}])
+            entry[0] += sent
+            for size, (n, seconds) in alone.items():
+                seen = entry[1].setdefault(size, [0, 0.0])
+                seen[0] += int(n)
+                seen[1] += seconds
+
     # --- reading --------------------------------------------------------------------------
 
     def snapshot(self) -> list[dict]:
@@ -144,8 +163,13 @@ class Telemetry:
     def report(self, now: float, client_id: str, kind: str = "shim") -> dict:
         """The POST body for the control plane: the finished seconds, drained. `kind`: "shim" or
         "gateway" (what the dashboard calls the client)."""
+        with self._lock:
+            batches, self._batches = self._batches, {}
         return {"client_id": client_id, "kind": kind, "sent_at": round(now, 3), "interval_s": 1,
-                "latency_buckets_ms": list(LATENCY_BUCKETS_MS), "seconds": self.drain(now)}
+                "latency_buckets_ms": list(LATENCY_BUCKETS_MS), "seconds": self.drain(now),
+                "batches": [{"device_id": d, "variant": v, "instances": i, "threads": t, "sent": sent,
+                             "alone": [[size, n, round(secs, 6)] for size, (n, secs) in sorted(alone.items())]}
+                            for (d, v, i, t), (sent, alone) in sorted(batches.items())]}
 
     @staticmethod
     def _row(key: tuple[str, int], c: Counts) -> dict:

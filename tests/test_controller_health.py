@@ -53,6 +53,9 @@ class HealthPort:
             return frozenset()
         return frozenset(p.variant for p in self.plan.placements_on(device_id))
 
+    def speed_change(self):
+        return None  # the devices run as profiled
+
     def planning_demand(self, override=None):
         return planning_demand(["resnet"], self.plan, {"resnet": 20.0}, {}, override)
 

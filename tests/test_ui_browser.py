@@ -2,7 +2,7 @@
 
 The page must load without console errors, draw its charts from live history, a solve/apply
 made from the page must change what the (real, embedded) Triton servers have loaded, and traffic
-sent through a gateway must show as the gateway's.
+sent through a gateway must show as the gateway's, with its batches' speed against the profile.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 sys.path.insert(0, str(Path(__file__).parent))
-from controlplane_helpers import TOKEN, call, running_control_plane  # noqa: E402
+from controlplane_helpers import DEVICE_CLASS, TOKEN, call, running_control_plane  # noqa: E402
 
 from orchestrator.gateway.core import wait_ready  # noqa: E402
 from orchestrator.gateway.server import GatewayServer  # noqa: E402
@@ -116,6 +116,12 @@ def test_dashboard_draws_and_solve_apply_from_the_page_loads_models(model_repo, 
             sender.start()
             WebDriverWait(browser, 60, poll_frequency=0.5).until(
                 lambda d: re.search(r"1 gateway · [1-9]\d*\.\d req/s", d.find_element(By.ID, "kpi-clients").text))
+            # its batches ran alone on their devices: the speed panel shows them against the profile,
+            # with the capacity of the plan's placement as profiled and as observed
+            rows = WebDriverWait(browser, 60, poll_frequency=0.5).until(
+                lambda d: [r.text for r in d.find_elements(By.CSS_SELECTOR, "#speed tr") if DEVICE_CLASS in r.text])
+            served = {p.variant for p in plan.placements if p.served_rps > 0}
+            assert any(v in rows[0] for v in served) and "×" in rows[0] and "→" in rows[0], rows
         finally:
             stop.set()
             if sender.is_alive():

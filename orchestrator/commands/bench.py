@@ -54,6 +54,8 @@ def add_control_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hold-factor", type=factor, default=HOLD_FACTOR,
                    help=f"proteus: send a held batch while it could run this many times its predicted latency "
                         f"(default {HOLD_FACTOR:g}; 1 = the paper's last-moment hold)")
+    p.add_argument("--no-observed-speed", action="store_true",
+                   help="the controller plans with the profiles as measured, not scaled by the speed observed in service")
 
 
 def register(sub) -> None:
@@ -92,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
     slo = trace_slo(args.slo, trace)
     check_slo_families(slo, catalog.families(), repo)
     config = BenchConfig(control=ControlPlaneConfig(estimator=args.estimator, dwell_s=args.dwell,
-                                                    hysteresis=args.hysteresis),
+                                                    hysteresis=args.hysteresis,
+                                                    observed_speed=not args.no_observed_speed),
                          shim=ShimConfig(policy=args.batching, hold_factor=args.hold_factor), via=args.via)
     runs = run_bench(trace, cluster, catalog, profiles, policies, slo, args.out, config)
     print()

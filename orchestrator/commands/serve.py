@@ -58,6 +58,8 @@ def add_control_plane_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--initial-demand", type=non_negative_float, default=1.0, metavar="RPS",
                    help="with no stored plan, the controller's first plan serves this many requests/s per family, so "
                         "that clients can start (default 1; 0: wait for an operator's plan)")
+    p.add_argument("--no-observed-speed", action="store_true",
+                   help="plan with the profiles as measured, not scaled by the speed observed in service")
     add_gateway_arguments(p)
 
 
@@ -91,7 +93,8 @@ def config_from_args(args, db_path: str, token: str) -> ControlPlaneConfig:
     return ControlPlaneConfig(token=token, db_path=db_path, tick_s=args.tick, dwell_s=args.dwell,
                               drain_s=args.drain, estimator=args.estimator, policy=args.policy,
                               slo_ms=parse_slo(args.slo), auto=not args.manual,
-                              initial_demand_rps=args.initial_demand or None, load_timeout_s=args.load_timeout)
+                              initial_demand_rps=args.initial_demand or None, load_timeout_s=args.load_timeout,
+                              observed_speed=not args.no_observed_speed)
 
 
 def load_catalog(cluster: Cluster, where: str) -> tuple[Path, Catalog]:

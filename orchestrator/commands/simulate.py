@@ -38,6 +38,9 @@ def register(sub) -> None:
     p.add_argument("--load-per-gb", type=non_negative_float, default=10.0, help="model load delay: seconds per GB (default 10)")
     p.add_argument("--no-noise", action="store_true", help="service time = profiled p50 exactly")
     p.add_argument("--no-replan", action="store_true", help="keep the first plan for the whole trace")
+    p.add_argument("--slowdown", type=positive_float, default=1.0, metavar="F",
+                   help="what-if: the devices take F times their profiled time (the planner is not told; "
+                        "default 1)")
     p.add_argument("--out", default="runs/simulate", help="output folder (default runs/simulate)")
     add_control_flags(p)
     p.set_defaults(run=run)
@@ -100,11 +103,15 @@ def run(args: argparse.Namespace) -> int:
     slo = trace_slo(args.slo, trace) if args.slo else {**default_slo, **trace_slo(None, trace)}
     check_slo_families(slo, catalog.families(), f"the {args.scenario} scenario" if args.scenario else repo)
     control = ControlPlaneConfig(estimator=args.estimator, dwell_s=args.dwell, hysteresis=args.hysteresis,
-                                 auto=not args.no_replan)
+                                 auto=not args.no_replan, observed_speed=not args.no_observed_speed)
     config = SimConfig(shim=ShimConfig(policy=args.batching, hold_factor=args.hold_factor), control=control,
                        load_fixed_s=args.load_fixed, load_s_per_gb=args.load_per_gb, noise=not args.no_noise,
                        seed=args.seed)
-    sim = Simulator(catalog, cluster, profiles, slo, config)
+    service = None
+    if args.slowdown != 1.0:  # the devices take this many times their profiled time; the planner is not told
+        from orchestrator.controlplane.speed import scaled
+        service = ProfileSet([scaled(r, args.slowdown, "--slowdown") for r in profiles.records])
+    sim = Simulator(catalog, cluster, profiles, slo, config, service_profiles=service)
     print(f"trace: {len(trace)} requests over {trace.duration_s:.0f} s, {len(trace.families())} families; "
           f"cluster: {len(cluster.devices)} devices")
     runs = []

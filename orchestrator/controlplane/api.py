@@ -321,6 +321,7 @@ def state():
         controller={"auto": cp().config.auto, "estimator": cp().config.estimator, "policy": cp().config.policy,
                     "busy": cp().executor.busy, "clients": cp().intake.active_clients(now)},
         clients=cp().intake.client_list(now),
+        speed={"planned_with": cp().config.observed_speed, "rows": cp().speed.plan_rows(plan)},
         policies=policies(),
         decisions=cp().store.decisions(30),
         history=cp().store.history(since=int_arg("since", int(now) - 300)),

@@ -9,8 +9,10 @@ Every tick (default 1 s) it
        - the deadline-miss rate over the last seconds exceeds the trigger,
        - a device went down, came back, joined or left (node discovery), or lacks a model the
          plan in force has there (its Triton restarted between two probes, or someone unloaded it),
+       - the speed observed in service of a (device class, variant) the plan relies on moved by
+         more than 15 % since the plan was made (controlplane/speed.py),
        - the operator changed a setting (SLO, floor, demand override);
-     falling demand and the miss trigger wait for the minimum dwell time since the last change of
+     falling demand, devices found faster and the miss trigger wait for the minimum dwell time since the last change of
      what is loaded (by the controller, or a plan someone else applied), so noise does not reshuffle the cluster's models; rising demand does not
      wait (scale up at once, down slowly, as Kubernetes' autoscaler's stabilisation window). A
      re-plan that only moves traffic among models already loaded (no load, no unload: applied
@@ -134,6 +136,10 @@ class Controller:
             self.cp.down = {d for d, (ok, _) in (self._live or {}).items() if not ok}
         urgent = reason is not None
         missed = False
+        if reason is None:
+            change = self.cp.speed_change()
+            if change is not None:  # slower: capacity fell, re-plan at once; faster waits out the dwell
+                reason, urgent = "speed changed: " + change[0], change[1]
         if reason is None:
             reason = self._demand_reason()
             if reason is not None:

@@ -5,7 +5,9 @@ Body (orchestrator/telemetry.py `Telemetry.report`, documented in docs/shim.md):
      "seconds": [{"family": "resnet", "second": 1732349999, "arrivals": 40, "completions": 39,
                   "met": 38, "deadline_misses": 2, "drops": 1, "errors": 0, "retries": 0,
                   "latency_ms_hist": [...], "latency_ms_sum": 812.5, "served": {"resnet18": 39},
-                  "served_met": {"resnet18": 38}}]}
+                  "served_met": {"resnet18": 38}}],
+     "batches": [{"device_id": "cpu0", "variant": "resnet18", "instances": 1, "threads": 1, "sent": 20,
+                  "alone": [[1, 12, 0.251], [2, 5, 0.183]]}]}
 Seconds are kept until the controller flushes them (a little after they end, so reports that
 arrive late from several shims still add up). `kind` says what reports: an embedded "shim" or a
 "gateway" (orchestrator/gateway); the dashboard shows each client's kind and request rate.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 COUNTERS = ("arrivals", "completions", "met", "deadline_misses", "drops", "errors", "retries")
@@ -116,6 +119,49 @@ def parse_report(body, now: float, families: dict[str, set[str]] | None = None) 
     return seconds
 
 
+MAX_BATCH_SIZE = 4096
+MAX_INSTANCES = 64
+MAX_THREADS = 256
+
+
+def parse_batches(body: dict, families: dict[str, set[str]] | None = None) -> list[dict]:
+    """The report's optional `batches` (per route: batches sent, and the service times of those
+    that ran alone, by batch size), checked; BadTelemetry naming the first bad field."""
+    batches = body.get("batches", [])
+    if not isinstance(batches, list) or len(batches) > MAX_ROWS:
+        raise BadTelemetry(f"batches must be a list of at most {MAX_ROWS} routes")
+    variants = set().union(*families.values()) if families is not None else None
+    for i, row in enumerate(batches):
+        where = f"batches[{i}]"
+        if not isinstance(row, dict):
+            raise BadTelemetry(f"{where} must be an object")
+        device = row.get("device_id")
+        if not isinstance(device, str) or not device or len(device) > MAX_CLIENT_ID:
+            raise BadTelemetry(f"{where}.device_id must be a non-empty string of at most {MAX_CLIENT_ID} "
+                               f"characters, not {_shown(device)}")
+        variant = row.get("variant")
+        if not isinstance(variant, str) or (variants is not None and variant not in variants):
+            raise BadTelemetry(f"{where}.variant {_shown(variant)} is not a variant in the catalog")
+        for key, high in (("instances", MAX_INSTANCES), ("threads", MAX_THREADS)):
+            v = row.get(key, 1)
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= high:
+                raise BadTelemetry(f"{where}.{key} must be an integer in 1..{high}, not {_shown(v)}")
+        if not _count(row.get("sent", 0)):
+            raise BadTelemetry(f"{where}.sent must be an integer in 0..{MAX_COUNT}, not {_shown(row.get('sent'))}")
+        alone = row.get("alone", [])
+        if not isinstance(alone, list) or len(alone) > MAX_BATCH_SIZE:
+            raise BadTelemetry(f"{where}.alone must be a list of [batch size, batches, seconds]")
+        for j, entry in enumerate(alone):
+            ok = (isinstance(entry, list) and len(entry) == 3 and not isinstance(entry[0], bool)
+                  and isinstance(entry[0], int) and 1 <= entry[0] <= MAX_BATCH_SIZE and _count(entry[1])
+                  and not isinstance(entry[2], bool) and isinstance(entry[2], (int, float))
+                  and math.isfinite(entry[2]) and 0 <= entry[2] <= entry[1] * 3600)
+            if not ok:
+                raise BadTelemetry(f"{where}.alone[{j}] must be [batch size 1..{MAX_BATCH_SIZE}, batches, "
+                                   f"seconds (at most an hour a batch)], not {_shown(entry)}")
+    return batches
+
+
 @dataclass
 class ClientSeen:
     """One reporting client: its kind, when it last reported, its arrivals per second (recent)."""
@@ -142,10 +188,13 @@ class TelemetryIntake:
         self._open: dict[tuple[str, int], FamilySecond] = {}
         self.reports = 0
         self.clients: dict[str, ClientSeen] = {}  # client id -> what it reported
+        # called with (client id, the report's checked `batches`, now) after each report (observed speed)
+        self.on_batches: Callable[[str, list[dict], float], None] | None = None
 
     def add(self, body, now: float) -> int:
         """Add a report (all of it, or nothing: BadTelemetry); returns the number of rows."""
         rows = parse_report(body, now, self.families)
+        batches = parse_batches(body, self.families)
         with self._lock:
             self.reports += 1
             client_id = body.get("client_id", "?")
@@ -173,6 +222,8 @@ class TelemetryIntake:
                     fs.served_met = fs.served_met or {}
                     for var, n in row["served_met"].items():
                         fs.served_met[var] = fs.served_met.get(var, 0) + n
+        if batches and self.on_batches is not None:
+            self.on_batches(body.get("client_id", "?"), batches, now)
         return len(rows)
 
     def pending(self) -> int:

@@ -52,8 +52,13 @@ class ControlPort(Protocol):
 
     def planning_demand(self, override: dict[str, float] | None = None) -> dict[str, float]: ...
 
+    def speed_change(self) -> tuple[str, bool] | None:
+        """Why the plan in force no longer matches the speeds observed in service, and whether a
+        device got slower; None when it matches (controlplane/speed.py)."""
+        ...
+
     def solve(self) -> Plan:
-        """A plan for the planning demand, with the settings in force."""
+        """A plan for the planning demand, with the settings in force (and the observed speeds)."""
         ...
 
     def apply(self, target: Plan, reason: str, kind: str = "apply") -> object: ...

@@ -20,6 +20,7 @@ from orchestrator.controlplane.discovery import Discovery
 from orchestrator.controlplane.executor import ApplyResult, PlanDiff, PlanExecutor
 from orchestrator.controlplane.health import DeviceHealth, HealthMonitor
 from orchestrator.controlplane.intake import FamilySecond, TelemetryIntake
+from orchestrator.controlplane.speed import ObservedSpeed
 from orchestrator.controlplane.store import Store
 from orchestrator.errors import UserError
 from orchestrator.plan import Plan
@@ -49,6 +50,7 @@ class ControlPlaneConfig:
     auto: bool = True  # the controller re-plans by itself
     load_timeout_s: float = 120.0  # a model load Triton has not finished by then fails, and the apply rolls back
     initial_demand_rps: float | None = None  # no plan yet and no traffic: the controller's first plan serves this per family
+    observed_speed: bool = True  # plan with the profiles scaled by the speed observed in service (controlplane/speed.py)
 
     def __post_init__(self) -> None:
         try:
@@ -106,6 +108,9 @@ class ControlPlane:
         self.store = store
         self.config = config or ControlPlaneConfig()
         self.intake = TelemetryIntake({f: {v.name for v in vs} for f, vs in catalog.families().items()})
+        self._classes: tuple[list | None, dict[str, str]] = (None, {})  # (device list, id -> class) cache
+        self.speed = ObservedSpeed(profiles, self.device_class)
+        self.intake.on_batches = self.speed.observe_report
         self.executor = PlanExecutor(runtime, self._publish, managed=set(catalog.variants),
                                      drain_s=self.config.drain_s,
                                      is_down=lambda device_id: self.health.running and not self.health.state(device_id).live)
@@ -202,6 +207,16 @@ class ControlPlane:
 
     def device_ids(self) -> list[str]:
         return [d.id for d in self.cluster.devices]
+
+    def device_class(self, device_id: str) -> str | None:
+        """A device's class (None: not in the cluster); node discovery replaces the device list."""
+        devices = self.cluster.devices
+        if self._classes[0] is not devices or len(self._classes[1]) != len(devices):
+            self._classes = (devices, {d.id: d.device_class for d in devices})
+        return self._classes[1].get(device_id)
+
+    def speed_change(self) -> tuple[str, bool] | None:
+        return self.speed.replan_reason() if self.config.observed_speed and self.plan is not None else None
 
     # -- the controller's port (port.py) ---------------------------------------------------
     @property
@@ -372,7 +387,8 @@ class ControlPlane:
 
             raise UserError(f"unknown policy {shown(policy)}; choose one of {', '.join(policies())}")
         slo = {**self.slo_ms(), **{f: float(v) for f, v in (slo_ms or {}).items()}}
-        plan = solve_plan(self.catalog, self.cluster, self.profiles, slo_ms=slo,
+        profiles = self.speed.corrected() if self.config.observed_speed else self.profiles
+        plan = solve_plan(self.catalog, self.cluster, profiles, slo_ms=slo,
                           demand_rps=self.planning_demand(demand), current=self.plan,
                           floors=self.accuracy_floors(), drained=sorted(set(self.drained()) | self.down),
                           policy=policy or self.config.policy)

@@ -1,5 +1,6 @@
-"""One route's data-plane state: its queue, batching policy, batches in flight and calibration,
-with the three things a driver does to it (`decide`, `sent`, `answered`).
+"""One route's data-plane state: its queue, batching policy, batches in flight, calibration and
+the service times of the batches that ran alone on the device (its observed speed), with the
+three things a driver does to it (`decide`, `sent`, `answered`).
 
 Written once for the shim's route workers (shim/worker.py: threads, under the worker's lock)
 and the simulator's routes (simulation/devices.py); no clock, no I/O, not thread-safe.
@@ -21,7 +22,7 @@ class RouteState:
     `max_in_flight`: batches sent and not answered, at most (lanes plus those queued at Triton)."""
 
     __slots__ = ("policy", "model", "seconds", "batch_cap", "lanes", "max_in_flight", "queue", "in_flight",
-                 "flight", "start_s", "last_done", "calibration", "predicted")
+                 "flight", "start_s", "last_done", "calibration", "predicted", "alone", "speed", "sent_batches")
 
     def __init__(self, policy: Policy, model: LatencyModel, lanes: int, max_in_flight: int):
         self.policy = policy
@@ -37,34 +38,63 @@ class RouteState:
         self.last_done = -math.inf  # when the latest batch came back
         self.calibration = Calibration()  # actual / predicted time of its batches lately (backlog.py)
         self.predicted: dict[int, tuple[float, float]] = {}  # batch id -> (decided at, predicted time then)
+        # batch id -> the device's send count when it was sent alone (nothing else running there)
+        self.alone: dict[int, int] = {}
+        # batch size -> [batches, their service seconds]: the batches that ran alone, since the last
+        # `take_speed` (what the control plane compares with the profile: the device's real speed)
+        self.speed: dict[int, list[float]] = {}
+        self.sent_batches = 0  # batches sent since the last `take_speed`
 
     def decide(self, now: float) -> Decision:
         """The policy's decision at `now` over the queue (the caller pops what it drops and sends)."""
         return self.policy.decide(self.queue, now, self.in_flight < self.max_in_flight, self.start_s)
 
-    def sent(self, batch_id: int, size: int, now: float, busy_others: int) -> None:
+    def sent(self, batch_id: int, size: int, now: float, busy_others: int, device_sends: int = -1) -> None:
         """A batch of `size` decided at `now` is on its way. Its predicted finish counts from when
         a lane frees; its predicted time is stretched by the device's `busy_others` routes with a
-        batch in flight (processor sharing, as backlog.py predicts), for calibration."""
+        batch in flight (processor sharing, as backlog.py predicts), for calibration.
+        `device_sends`: how many batches the driver has sent to the device so far, this one
+        included (-1: not counted); a batch sent with nothing else in flight there that finds the
+        count unchanged when it is answered ran alone, and its time is the device's speed."""
         start = self.start_s
         finish = (start if start is not None and start > now else now) + self.seconds(size)
+        if busy_others == 0 and self.in_flight == 0 and device_sends >= 0:
+            self.alone[batch_id] = device_sends
+        self.sent_batches += 1
         self.in_flight += 1
         self.flight.add(batch_id, finish)
         self.predicted[batch_id] = (now, (finish - now) * (1 + busy_others))
         self.start_s = self.flight.start_s(self.lanes)
 
-    def answered(self, batch_id: int, size: int, sent_at: float, now: float, ok: bool = True) -> float:
+    def answered(self, batch_id: int, size: int, sent_at: float, now: float, ok: bool = True,
+                 device_sends: int = -1) -> float:
         """The batch came back at `now` (`ok` False: the call failed). Returns its service time:
         from `sent_at`, or from the previous answer where it waited behind that batch (pipelined
-        at Triton); the policy and the calibration learn from an answered batch only."""
+        at Triton); the policy and the calibration learn from an answered batch only.
+        `device_sends`: the device's send count now (see `sent`)."""
         self.in_flight -= 1
         self.flight.remove(batch_id)
         predicted = self.predicted.pop(batch_id, None)
         self.start_s = self.flight.start_s(self.lanes)
         service_s = now - max(sent_at, self.last_done)
         self.last_done = now
+        alone = self.alone.pop(batch_id, -2) == device_sends
         if ok:
             self.policy.observe(size, service_s)
             if predicted is not None:
                 self.calibration.answered(predicted[0], predicted[1], now)
+            if alone:
+                seen = self.speed.get(size)
+                if seen is None:
+                    self.speed[size] = [1.0, service_s]
+                else:
+                    seen[0] += 1.0
+                    seen[1] += service_s
         return service_s
+
+    def take_speed(self) -> tuple[int, dict[int, list[float]]]:
+        """Since the last call: the batches sent, and of those that ran alone on the device,
+        batch size -> [batches, service seconds]; the route starts counting afresh."""
+        sent, speed = self.sent_batches, self.speed
+        self.sent_batches, self.speed = 0, {}
+        return sent, speed

@@ -96,6 +96,7 @@ class Client:
             self._follower = PlanFollower(plan_source, self._install_published, self.telemetry, self.client_id,
                                           self._answers.count, self.config.poll_s, self.config.telemetry_s,
                                           client_kind=self.config.client_kind)
+            self._follower.collect = self._collect_batches
             self._follower.start(self.config.plan_wait_s)  # raises ConnectionError / ValueError when no plan comes
         else:
             raise TypeError(f"plan_source must be a Plan or the control plane's URL, got {type(plan_source).__name__}")
@@ -289,6 +290,16 @@ class Client:
         log.warning("shim %s: %s (%d requests)", self.client_id, message, len(batch))
         for r in failed:
             self._answers.failed(key, r, now, message)
+
+    def _collect_batches(self) -> None:
+        """Move each route's batch counts and lone batch times into the telemetry (reported with it)."""
+        with self._lock:
+            workers = self._routes.everything()
+        for w in workers:
+            sent, alone = w.take_speed()
+            placement = w.spec.placement
+            self.telemetry.record_batches(w.key.device_id, w.key.variant, placement.instances, placement.threads,
+                                          sent, alone)
 
     # --- state, shutdown --------------------------------------------------------------------
 

@@ -155,6 +155,7 @@ class PlanFollower:
         self._client_kind = client_kind
         self._install = install
         self._telemetry = telemetry
+        self.collect: Callable[[], None] | None = None  # called before each report (the routes' batch times)
         self._client_id = client_id
         self._count = count
         self._poll_s = poll_s
@@ -201,6 +202,8 @@ class PlanFollower:
                        now - failing if failing is not None else 0.0, self._last_error)
 
     def post_telemetry(self, now: float) -> None:
+        if self.collect is not None:
+            self.collect()
         body = self._telemetry.report(now, self._client_id, self._client_kind)
         if not body["seconds"]:
             return

@@ -29,6 +29,7 @@ class RouteSet:
         self.workers: dict[Pair, RouteWorker] = {}  # the plan in force
         self.draining: list[RouteWorker] = []  # routes the plan dropped, answering what they queued
         self.table: RoutingTable | None = None
+        self._device_sends: dict[str, list[int]] = {}  # device -> batches its workers sent there (one counter each)
 
     def install(self, plan: Plan, specs: Mapping[Pair, RouteSpec], endpoints: Mapping[str, Endpoint],
                 catalog: Catalog, new_worker: Callable[[RouteKey, RouteSpec], RouteWorker]) -> None:
@@ -51,9 +52,11 @@ class RouteSet:
         on_device: dict[str, list[RouteWorker]] = {}  # draining workers too: they still run batches
         for w in list(workers.values()) + self.draining:
             on_device.setdefault(w.key.device_id, []).append(w)
-        for peers in on_device.values():
+        for device_id, peers in on_device.items():
+            sends = self._device_sends.setdefault(device_id, [0])
             for w in peers:
                 w.peers = [o for o in peers if o is not w]
+                w.device_sends = sends
         self.workers = workers
         accuracy = ({name: v.accuracy for name, v in catalog.variants.items()}
                     if self.config.routing == Routing.ACCURACY_FIRST else None)

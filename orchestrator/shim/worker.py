@@ -97,6 +97,7 @@ class RouteWorker:
         self.batches_sent = 0
         self.requests_sent = 0
         self.peers: list[RouteWorker] = []  # the other workers on its device (the client sets them)
+        self.device_sends = [0]  # batches sent to its device by this client's workers (shared with its peers)
         self._draining = False
         self._stopped = False
         self._wake_target = math.inf  # when the worker thread will wake next (-inf: it is awake)
@@ -177,6 +178,11 @@ class RouteWorker:
     def batch_cap(self) -> int:
         return self.state.batch_cap
 
+    def take_speed(self) -> tuple[int, dict[int, list[float]]]:
+        """The route's batches since the last call (RouteState.take_speed), under its lock."""
+        with self._cond:
+            return self.state.take_speed()
+
     def busy_peers(self) -> int:
         """How many of the device's other routes have a batch in flight. Read without their
         locks (an int each): a count one batch stale moves one prediction, not a decision rule."""
@@ -201,7 +207,8 @@ class RouteWorker:
         dropped = [cast(ShimRequest, state.queue.pop(i)) for i in d.drop]  # the worker queues only ShimRequests
         batch = [cast(ShimRequest, state.queue.pop(i)) for i in d.send]
         if batch:
-            state.sent(id(batch), len(batch), now, self.busy_peers())
+            self.device_sends[0] += 1
+            state.sent(id(batch), len(batch), now, self.busy_peers(), self.device_sends[0])
         if d.wake_at is not None and d.wake_at < self._wake_target:
             self._cond.notify()
         return dropped, batch, d.wake_at
@@ -299,7 +306,7 @@ class RouteWorker:
         dropped: list[ShimRequest] = []
         follow: list[ShimRequest] = []
         with self._cond:
-            service_s = self.state.answered(id(batch), len(batch), started, now, ok=error is None)
+            service_s = self.state.answered(id(batch), len(batch), started, now, error is None, self.device_sends[0])
             self._cuts.pop(id(batch), None)
             was_cut = id(batch) in self._cut_done  # its requests were answered at the cut
             self._cut_done.discard(id(batch))

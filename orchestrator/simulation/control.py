@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from orchestrator.controlplane.intake import FamilySecond
 from orchestrator.controlplane.planning import planning_demand
 from orchestrator.controlplane.service import ControlPlaneConfig
+from orchestrator.controlplane.speed import ObservedSpeed
 from orchestrator.plan import Plan
 
 if TYPE_CHECKING:
@@ -16,8 +17,9 @@ if TYPE_CHECKING:
 
 class SimControlPort:
     """The controller's port (controlplane/port.py) on the simulated clock, so that the real
-    `Controller.tick` runs unchanged: telemetry seconds come from the simulated outcomes, `solve`
-    calls the planner, `apply` starts a simulated plan change, which keeps it busy until it is in
+    `Controller.tick` runs unchanged: telemetry seconds come from the simulated outcomes, and the
+    routes' lone batch times feed the observed speeds as the shims' reports do live, `solve`
+    calls the planner (with the profiles corrected by those speeds), `apply` starts a simulated plan change, which keeps it busy until it is in
     force. Devices do not fail; history and decision records are dropped."""
 
     def __init__(self, run: "Simulation", config: ControlPlaneConfig, families: list[str]):
@@ -31,6 +33,7 @@ class SimControlPort:
         self._families = families
         self.last_apply_s = 0.0  # how long the last plan change with loads took (the forecaster's horizon)
         self._flushed = 0  # seconds before this one were handed to the controller
+        self.speed = ObservedSpeed(run.sim.profiles, run.sim.device_class.get)  # the routes' lone batches
 
     @property
     def busy(self) -> bool:
@@ -63,7 +66,15 @@ class SimControlPort:
                 rows.append(FamilySecond(f, second, arrivals=arrivals,
                                          deadline_misses=run.misses.pop((f, second), 0)))
         self._flushed = max(self._flushed, before_second)
+        for (device_id, variant), route in run.routes.items():  # what the shims' reports carry, live
+            sent, alone = route.take_speed()
+            if sent or alone:
+                self.speed.observe("sim", device_id, variant, route.placement.instances, route.placement.threads,
+                                   sent, {size: (n, seconds) for size, (n, seconds) in alone.items()}, run.now)
         return rows
+
+    def speed_change(self) -> tuple[str, bool] | None:
+        return self.speed.replan_reason() if self.config.observed_speed and self.plan is not None else None
 
     def device_ids(self) -> list[str]:
         return list(self._run.sim.devices)
@@ -72,7 +83,10 @@ class SimControlPort:
         return planning_demand(self._families, self.plan, self.estimates, {}, override)
 
     def solve(self) -> Plan:
-        return self._run.solve(self.planning_demand(), self.plan)
+        if not self.config.observed_speed:
+            return self._run.solve(self.planning_demand(), self.plan)
+        profiles = self.speed.corrected()
+        return self._run.solve(self.planning_demand(), self.plan, profiles, tuple(sorted(self.speed.used.items())))
 
     def apply(self, target: Plan, reason: str, kind: str = "apply") -> None:
         self._run.start_apply(target, self._run.now, reason)

@@ -90,10 +90,11 @@ class Job:
 class Device:
     """A device shared by its routes' models (see the module's docstring)."""
 
-    __slots__ = ("id", "running", "sharing", "updated_at", "routes")
+    __slots__ = ("id", "running", "sharing", "updated_at", "routes", "sends")
 
     def __init__(self, device_id: str):
         self.id = device_id
+        self.sends = 0  # batches sent to it so far (RouteState.sent: which ran alone)
         self.running: list[Job] = []
         self.sharing = 0  # routes with a batch running (the jobs' routes, counted once each)
         self.updated_at = 0.0  # when the running jobs' work was last brought up to date

@@ -35,6 +35,7 @@ from orchestrator.dataplane.routing import AccuracyFirst, RoutingTable, SmoothWe
 from orchestrator.dataplane.status import STATUS_NAMES
 from orchestrator.evaluation import Outcomes, PlanEvent, Run
 from orchestrator.plan import Plan
+from orchestrator.profiles import ProfileSet
 from orchestrator.simulation.control import SimControlPort
 from orchestrator.simulation.devices import Device, Hardware, Job, Request, SimRoute, busy_others
 from orchestrator.simulation.events import DONE, SWITCH, TICK, UNLOAD, Events
@@ -118,7 +119,8 @@ class Simulation:
 
     # --- event plumbing ---------------------------------------------------------------------
 
-    def solve(self, demand: dict[str, float], current: Plan | None) -> Plan:
+    def solve(self, demand: dict[str, float], current: Plan | None, profiles: ProfileSet | None = None,
+              speed_key: tuple = ()) -> Plan:
         """A plan for `demand` from the planner, timed into the stats.
 
         Within a run, a request equal to one already solved (same demand, same current hosting:
@@ -127,14 +129,14 @@ class Simulation:
         time limit, and it is deterministic; tests/test_planner_milp.py) or HEURISTIC (the
         baselines are plain code). A time-limited FEASIBLE plan depends on the machine's speed
         and is solved again."""
-        key = (tuple(sorted(demand.items())), self._hosting_key(current))
+        key = (tuple(sorted(demand.items())), self._hosting_key(current), speed_key)
         self.stats.solves += 1
         plan = self.solved.get(key)
         if plan is not None:
             self.stats.reused += 1
             return plan
         t0 = time.perf_counter()
-        plan = self.sim.plan_for(self.policy, demand, current)
+        plan = self.sim.plan_for(self.policy, demand, current, profiles)
         self.stats.solve_s += time.perf_counter() - t0
         self.stats.time_limited += plan.solver.status == "FEASIBLE"
         if plan.solver.status in REPRODUCIBLE:
@@ -268,7 +270,8 @@ class Simulation:
                     self.served_on[rid] = route.device_index
             if send:
                 batch = [cast(Request, queue.pop(rid)) for rid in send]  # the simulator queues only Requests
-                route.sent(id(batch), len(batch), now, busy_others(route))
+                route.device.sends += 1
+                route.sent(id(batch), len(batch), now, busy_others(route), route.device.sends)
                 self.stats.batches += 1
                 self.hardware.submit(route, batch, now)
                 continue
@@ -291,7 +294,7 @@ class Simulation:
             return  # rescheduled since: a newer event stands for it
         route, batch, sent_at = job.route, job.batch, job.sent_at
         self.hardware.finish(job, now)
-        route.answered(id(batch), len(batch), sent_at, now)
+        route.answered(id(batch), len(batch), sent_at, now, True, route.device.sends)
         status, finish, by, on = self.status, self.finish, self.served_by, self.served_on
         vi, di = route.variant_index, route.device_index
         for r in batch:

@@ -75,6 +75,25 @@ function drawHeader(d) {
   $("kpi-demand").textContent = est.toFixed(1) + " rps";
   $("kpi-controller").textContent = (d.controller.auto ? "auto" : "manual") + (d.controller.busy ? " · applying" : "");
   drawClients(d.clients || []);
+  drawSpeed(d.speed || { rows: [] });
+}
+
+// How fast the devices really run: batches that ran alone, against the profile (controlplane/speed.py).
+function drawSpeed(speed) {
+  $("speed-meta").textContent = speed.planned_with ? "planned with" : "shown only (--no-observed-speed)";
+  const body = $("speed");
+  body.replaceChildren();
+  if (!speed.rows.length) {
+    body.append(el("tr", {}, el("td", { colspan: "5", class: "muted" }, "no batch has run alone on a device yet")));
+    return;
+  }
+  for (const r of speed.rows) {
+    const factor = r.factor.toFixed(2) + "×" + (r.planned_factor !== r.factor ? ` (plan: ${r.planned_factor.toFixed(2)}×)` : "");
+    const cap = r.profiled_capacity_rps === undefined ? "–" :
+      `${r.profiled_capacity_rps.toFixed(1)} → ${r.observed_capacity_rps.toFixed(1)} (batch ${r.batch_cap})`;
+    body.append(el("tr", { class: r.factor > 1 ? "slow" : "" }, el("td", {}, r.device_class), el("td", {}, r.variant),
+                   el("td", {}, factor), el("td", {}, cap), el("td", {}, String(Math.round(r.batches)))));
+  }
 }
 
 // Who sends the traffic: per kind (gateway, shim), how many report and their request rate.
