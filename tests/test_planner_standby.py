@@ -80,3 +80,14 @@ def test_an_idle_device_becomes_a_warm_spare_of_the_busiest_families():
     # a device the objective prices stays idle: a spare would put it to use
     priced = dataclasses.replace(req, options=PlannerOptions(standby=False, objective="cost"))
     assert add_standby(only_cpu0, build_problem(priced)).placement("cpu1", "resnet18") is None
+
+
+def test_the_standby_takes_the_instance_config_that_fits_where_the_fastest_one_does_not():
+    """On 450-MB devices holding ResNet-50, ResNet-18 with two instances (its fastest config,
+    262 MB) does not fit beside it, one instance (131 MB) does: that one stands by."""
+    sc = small_resnet(devices=2, memory_mb=450.0)
+    plan = make_plan(sc.request(demand_rps={"resnet": 10.0}, slo_ms={"resnet": 300.0}))
+    assert {p.variant for p in plan.placements if p.served_rps > 0} == {"resnet50"}
+    spill = [r for r in plan.families["resnet"].routes if r.weight == 0]
+    assert {(r.device_id, r.variant) for r in spill} == {("cpu0", "resnet18"), ("cpu1", "resnet18")}, plan.placements
+    assert all(plan.placement(r.device_id, "resnet18").instances == 1 for r in spill)

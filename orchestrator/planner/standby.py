@@ -57,7 +57,12 @@ def add_standby(plan: Plan, prob: Problem) -> Plan:
         for family in served_families:
             options = [o for o in g.options if o.family == family]
             if options:
-                fastest = max(options, key=lambda o: (o.capacity_rps, -o.memory_mb, o.variant))
+                best = max(options, key=lambda o: (o.capacity_rps, -o.memory_mb, o.variant)).variant
+                # the fastest variant, in its fastest instance config that fits beside what is hosted
+                # (two instances of it may not fit where one does)
+                configs = [o for o in options if o.variant == best and used + o.memory_mb <= g.memory_mb]
+                fastest = max(configs or [o for o in options if o.variant == best],
+                              key=lambda o: (o.capacity_rps, -o.memory_mb))
                 if not any(p.variant == fastest.variant for p in hosted) and used + fastest.memory_mb <= g.memory_mb:
                     standby = Placement(device_id=device.id, variant=fastest.variant, batch_cap=fastest.batch_cap,
                                         instances=fastest.instances, threads=fastest.threads,
