@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-from dataclasses import replace
 
 POLICIES = ("milp", "model-switching", "clipper-ha", "clipper-ht", "infaas")
 
@@ -25,9 +24,7 @@ POLICIES = ("milp", "model-switching", "clipper-ha", "clipper-ht", "infaas")
 def main() -> int:
     from orchestrator import scenarios
     from orchestrator.controlplane.service import ControlPlaneConfig
-    from orchestrator.controlplane.speed import scaled
-    from orchestrator.evaluation import summarise
-    from orchestrator.profiles import ProfileSet
+    from orchestrator.evaluation import scaled_profiles, summarise
     from orchestrator.simulator import SimConfig, Simulator
     from orchestrator.workloads import FamilyLoad, MarkovModulatedRate, generate
 
@@ -49,7 +46,7 @@ def main() -> int:
     print("| slowdown | policy | observed speed: eff. acc. % / miss ratio | without: eff. acc. % / miss ratio |")
     print("|---:|---|---:|---:|")
     for slow in slowdowns:
-        service = None if slow == 1.0 else ProfileSet([scaled(r, slow, "slowdown study") for r in sc.profiles.records])
+        service = None if slow == 1.0 else scaled_profiles(sc.profiles, {"cpu-1t": slow})
         for policy in policies:
             cells = []
             for observed in (True, False):

@@ -21,7 +21,7 @@ import io
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,7 @@ import numpy as np
 from orchestrator.dataplane.status import ANSWERED, STATUS_NAMES, Status
 from orchestrator.errors import UserError
 from orchestrator.files import write_atomic
-from orchestrator.profiles import ProfileRecord, ProfileSet
+from orchestrator.profiles import ProfileRecord, ProfileSet, scaled_record
 
 WORST_WINDOW_S = 10.0
 OUTCOME_COLUMNS = ("arrival_s", "family", "deadline_ms", "status", "latency_ms", "variant", "device", "accuracy")
@@ -351,9 +351,4 @@ def scaled_profiles(profiles: ProfileSet, factor_by_class: dict[str, float]) -> 
     """`profiles` with every latency of a device class multiplied by its factor (and the
     throughput divided by it): the profiles as they would have read under the conditions a run
     measured (`Run.slowdown`)."""
-    records = []
-    for r in profiles.records:
-        f = factor_by_class.get(r.device_class, 1.0)
-        records.append(replace(r, p50_ms=r.p50_ms * f, p95_ms=r.p95_ms * f, p99_ms=r.p99_ms * f,
-                                throughput_rps=r.throughput_rps / f))
-    return ProfileSet(records)
+    return ProfileSet([scaled_record(r, factor_by_class.get(r.device_class, 1.0)) for r in profiles.records])

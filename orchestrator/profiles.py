@@ -11,7 +11,7 @@ import io
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from orchestrator.errors import UserError
@@ -38,6 +38,16 @@ class ProfileRecord:
     @property
     def key(self) -> tuple[str, str, int, int, int]:
         return (self.variant, self.device_class, self.batch_size, self.instances, self.threads)
+
+
+def scaled_record(r: ProfileRecord, factor: float, note: str = "") -> ProfileRecord:
+    """`r` as a device that takes `factor` times its time would read: latencies x factor,
+    throughput / factor (`note` says why; the record itself when the factor is 1)."""
+    if factor == 1.0:
+        return r
+    return replace(r, p50_ms=r.p50_ms * factor, p95_ms=r.p95_ms * factor, p99_ms=r.p99_ms * factor,
+                   throughput_rps=r.throughput_rps / factor,
+                   note=f"profiled x {factor:.2f}: {note}" if note else r.note)
 
 
 _FIELDS = [f.name for f in fields(ProfileRecord)]

@@ -9,9 +9,9 @@ import pytest
 from orchestrator import scenarios
 from orchestrator.controlplane.intake import BadTelemetry, TelemetryIntake, parse_batches
 from orchestrator.controlplane.service import ControlPlaneConfig
-from orchestrator.controlplane.speed import BOUNDS, HALF_LIFE_S, MIN_BATCHES, ObservedSpeed, scaled
+from orchestrator.controlplane.speed import BOUNDS, HALF_LIFE_S, MIN_BATCHES, ObservedSpeed
+from orchestrator.evaluation import scaled_profiles
 from orchestrator.dataplane.latency import LatencyModel
-from orchestrator.profiles import ProfileSet
 from orchestrator.simulator import SimConfig, Simulator
 from orchestrator.workloads import ConstantRate, FamilyLoad, generate
 
@@ -141,7 +141,7 @@ def test_bad_batch_reports_are_refused_naming_the_field():
 def slow_run(observed_speed: bool, slowdown: float = 1.3):
     """Two one-core CPU devices that take `slowdown` x their profiled time, 60 s of Poisson load at
     what ResNet-50 on both would serve on paper."""
-    service = ProfileSet([scaled(r, slowdown, "test") for r in SC.profiles.records])
+    service = scaled_profiles(SC.profiles, {CLASS: slowdown})
     config = SimConfig(control=ControlPlaneConfig(dwell_s=10.0, observed_speed=observed_speed), seed=1)
     sim = Simulator(SC.catalog, SC.cluster, SC.profiles, {"resnet": 300.0}, config, service_profiles=service)
     cap50 = sum(r.throughput_rps for r in SC.profiles.for_pair("resnet50", CLASS)

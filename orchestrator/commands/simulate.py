@@ -109,8 +109,8 @@ def run(args: argparse.Namespace) -> int:
                        seed=args.seed)
     service = None
     if args.slowdown != 1.0:  # the devices take this many times their profiled time; the planner is not told
-        from orchestrator.controlplane.speed import scaled
-        service = ProfileSet([scaled(r, args.slowdown, "--slowdown") for r in profiles.records])
+        from orchestrator.evaluation import scaled_profiles
+        service = scaled_profiles(profiles, {c: args.slowdown for c in profiles.device_classes()})
     sim = Simulator(catalog, cluster, profiles, slo, config, service_profiles=service)
     print(f"trace: {len(trace)} requests over {trace.duration_s:.0f} s, {len(trace.families())} families; "
           f"cluster: {len(cluster.devices)} devices")

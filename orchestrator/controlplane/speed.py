@@ -27,11 +27,11 @@ import bisect
 import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from orchestrator.dataplane.latency import LatencyModel
 from orchestrator.plan import Plan
-from orchestrator.profiles import ProfileRecord, ProfileSet
+from orchestrator.profiles import ProfileSet, scaled_record
 
 HALF_LIFE_S = 60.0
 MIN_BATCHES = 20.0
@@ -159,7 +159,8 @@ class ObservedSpeed:
             self.used = {p: f for p, f in factors.items() if f != 1.0}
             if not self.used:
                 return self.profiles
-            return ProfileSet([scaled(r, self._factor(r.device_class, r.variant, r.batch_size))
+            return ProfileSet([scaled_record(r, self._factor(r.device_class, r.variant, r.batch_size),
+                                             "the speed observed in service")
                                if (r.device_class, r.variant) in self.used else r for r in self.profiles.records])
 
     def change(self) -> str | None:
@@ -223,12 +224,3 @@ class ObservedSpeed:
                                observed_capacity_rps=round(rps / self._factor(c, v, cap), 2))
                 out.append(row)
             return out
-
-
-def scaled(r: ProfileRecord, factor: float, note: str = "the speed observed in service") -> ProfileRecord:
-    """`r` for a device that takes `factor` times its time (latencies x factor, throughput / factor)."""
-    if factor == 1.0:
-        return r
-    return replace(r, p50_ms=r.p50_ms * factor, p95_ms=r.p95_ms * factor, p99_ms=r.p99_ms * factor,
-                   throughput_rps=r.throughput_rps / factor, source="observed",
-                   note=f"profiled x {factor:.2f}: {note}")
