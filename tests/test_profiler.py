@@ -108,9 +108,9 @@ def test_profile_command_and_show(cluster, tmp_path, capsys):
 
 
 def test_profile_rejects_batch_above_max_batch_size(cluster, model_repo, tmp_path):
-    with pytest.raises(UserError, match="batch size 64 exceeds resnet18's max_batch_size"):
+    with pytest.raises(UserError, match="batch size 128 exceeds resnet18's max_batch_size"):
         profile_cluster(ClusterRuntime(cluster), Catalog.load(model_repo), ["resnet18"], tmp_path / "p.json",
-                        ProfileSettings(batch_sizes=(64,)))
+                        ProfileSettings(batch_sizes=(128,)))
     assert not (tmp_path / "p.json").exists()
 
 
