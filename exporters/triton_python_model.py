@@ -2,7 +2,8 @@
 
 The exporter copies this file into every variant as `<variant>/1/model.py`. It runs inside
 Triton's python-backend stub, so it imports only numpy, onnxruntime and the backend's own
-`triton_python_backend_utils`.
+`triton_python_backend_utils` (absent elsewhere: benchmarks/gpu_check.py imports this file for
+the same provider choice on raw onnxruntime).
 
 - The execution provider follows the instance kind Triton gives (`model_instance_kind`,
   `model_instance_device_id`): CPU (and KIND_MODEL) instances run on CPUExecutionProvider; GPU
@@ -20,10 +21,15 @@ Triton's python-backend stub, so it imports only numpy, onnxruntime and the back
 import ctypes
 import json
 import os
+import sys
 
 import numpy as np
 import onnxruntime as ort
-import triton_python_backend_utils as pb_utils
+
+try:
+    import triton_python_backend_utils as pb_utils
+except ImportError:  # outside Triton: only the provider functions below are of use
+    pb_utils = None
 
 THREADS_PARAMETER = "intra_op_threads"
 ACCELERATOR_PARAMETER = "gpu_accelerator"  # "cuda" (default) | "tensorrt"; GPU instances only
@@ -74,15 +80,41 @@ def execution_providers(kind: str, device_id: int, accelerator: str, available: 
     return [(TENSORRT, options), cuda, CPU]
 
 
+def _cuda_major() -> str:
+    try:
+        from onnxruntime.capi import build_and_package_info as info
+        return str(getattr(info, "cuda_version", "13")).split(".")[0] or "13"
+    except ImportError:
+        return "13"
+
+
+def nvidia_library_folders(major: str, paths: list) -> list:
+    """(folder, preload_dlls keywords) of CUDA `major`'s runtime and of cuDNN 9: each from the first
+    `nvidia/` folder under `paths` that has it."""
+    folders = [os.path.join(p, "nvidia") for p in paths if p]
+    wanted = ((os.path.join(f"cu{major}", "lib"), f"libcudart.so.{major}", {"cuda": True, "cudnn": False}),
+              (os.path.join("cudnn", "lib"), "libcudnn.so.9", {"cuda": False, "cudnn": True}))
+    found = []
+    for sub, marker, kinds in wanted:
+        folder = next((os.path.join(f, sub) for f in folders if os.path.exists(os.path.join(f, sub, marker))), None)
+        if folder is not None:
+            found.append((folder, kinds))
+    return found
+
+
 def preload_gpu_libraries(accelerator: str) -> None:
     """Load the CUDA/cuDNN (and TensorRT) libraries of NVIDIA's pip packages, so that onnxruntime's
-    provider libraries find them without LD_LIBRARY_PATH. Missing ones are left for onnxruntime
-    to report."""
+    provider libraries find them without LD_LIBRARY_PATH: from the first `nvidia/` folder on the
+    path that has them (onnxruntime's own site-packages first; another one, such as a system
+    torch's, where onnxruntime-gpu was installed elsewhere). Missing ones are left for
+    onnxruntime to report."""
     if hasattr(ort, "preload_dlls"):
-        try:
-            ort.preload_dlls()
-        except Exception:  # noqa: BLE001 - onnxruntime's own error at session creation says more
-            pass
+        own = os.path.dirname(os.path.dirname(os.path.abspath(ort.__file__)))
+        for folder, kinds in nvidia_library_folders(_cuda_major(), [own, *sys.path]):
+            try:
+                ort.preload_dlls(directory=folder, **kinds)
+            except Exception:  # noqa: BLE001 - onnxruntime's own error at session creation says more
+                pass
     if accelerator == "tensorrt":
         try:
             import tensorrt_libs  # the gpu-tensorrt extra (tensorrt-cu13-libs)

@@ -98,3 +98,20 @@ def test_missing_gpu_providers_are_named(model_py):
         model_py.execution_providers("GPU", 0, "cuda", ["CPUExecutionProvider"])
     with pytest.raises(model_py.ProviderError, match="'tensorrt' needs onnxruntime's TensorrtExecutionProvider"):
         model_py.execution_providers("GPU", 0, "tensorrt", ["CUDAExecutionProvider", "CPUExecutionProvider"])
+
+
+def test_cuda_libraries_are_found_in_nvidia_pip_folders(model_py, tmp_path):
+    """The folders model.py hands to onnxruntime's preload_dlls: the first nvidia/ folder with CUDA
+    13's runtime and the first with cuDNN 9, searched in path order (onnxruntime's own first)."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    (second / "nvidia" / "cu13" / "lib").mkdir(parents=True)
+    (second / "nvidia" / "cu13" / "lib" / "libcudart.so.13").write_bytes(b"")
+    (first / "nvidia" / "cudnn" / "lib").mkdir(parents=True)
+    (first / "nvidia" / "cudnn" / "lib" / "libcudnn.so.9").write_bytes(b"")
+    (second / "nvidia" / "cudnn" / "lib").mkdir(parents=True)
+    (second / "nvidia" / "cudnn" / "lib" / "libcudnn.so.9").write_bytes(b"")
+    found = model_py.nvidia_library_folders("13", [str(first), "", str(second)])
+    assert found == [(str(second / "nvidia" / "cu13" / "lib"), {"cuda": True, "cudnn": False}),
+                     (str(first / "nvidia" / "cudnn" / "lib"), {"cuda": False, "cudnn": True})]
+    assert model_py.nvidia_library_folders("12", [str(first), str(second)]) == [
+        (str(first / "nvidia" / "cudnn" / "lib"), {"cuda": False, "cudnn": True})]
