@@ -80,7 +80,8 @@ def test_detect_writes_one_device_per_gpu_and_pinned_cpu_devices(monkeypatch, tm
     inst = instance_config_for(a100)
     assert (inst.kind, inst.gpus, inst.config_name) == ("gpu", (0,), "gpu")
     server = server_for_device(a100, tmp_path)
-    assert server.device_environment({"PATH": "/bin"})["CUDA_VISIBLE_DEVICES"] == "1"
+    env = server.device_environment({"PATH": "/bin"})
+    assert (env["CUDA_VISIBLE_DEVICES"], env["CUDA_DEVICE_ORDER"]) == ("1", "PCI_BUS_ID")  # NVML's numbering
     assert server_for_device(by_id["cpu0"], tmp_path).device_environment({})["CUDA_VISIBLE_DEVICES"] == ""
 
     # an existing file is kept unless --force

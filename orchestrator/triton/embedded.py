@@ -259,10 +259,12 @@ class EmbeddedServer:
 
     def device_environment(self, env: dict[str, str]) -> dict[str, str]:
         """`env` with this server's threads and GPU visibility: a CPU server sees no GPU, a GPU
-        server only its own (which CUDA inside it then numbers 0)."""
+        server only its own (which CUDA inside it then numbers 0). GPUs are counted in PCI bus
+        order, as NVML (`orchestrator cluster detect`) counts them, not CUDA's fastest-first."""
         env = dict(env)
         env["OMP_NUM_THREADS"] = str(self.threads)
         env["CUDA_VISIBLE_DEVICES"] = "" if self.gpu is None else str(self.gpu)
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
         return env
 
     def _wait_live(self) -> None:
