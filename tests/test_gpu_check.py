@@ -197,3 +197,24 @@ def test_the_script_joins_split_wheels_and_installs_them_into_its_target(tmp_pat
     assert proc.returncode == 3
     assert proc.stderr.splitlines()[-1] == f"gpu_check: after installing, {sys.executable} still lacks: gpu"
     assert (tmp_path / "site" / "gpucheckprobe.py").read_text().startswith("ANSWER = 42")
+
+
+def test_profile_and_live_bench_steps_on_cpu_devices(resnet18_repo, tmp_path):
+    """Steps 6 and 7 on two CPU devices at small sizes (the class that carries the load is a CPU
+    class here): profiles for the planner, then the bursty live bench through the control plane
+    and the shim, with its results table and the table of where requests went."""
+    cluster = Cluster.from_dict({"name": "c", "model_repository": str(resnet18_repo), "device": [
+        {"id": f"cpu{i}", "class": "cpu-1t", "kind": "cpu", "memory_mb": 2048, "embedded": {"threads": 1}}
+        for i in range(2)]})
+    catalog = Catalog.load(resnet18_repo)
+    with ClusterRuntime(cluster, run_dir=tmp_path / "triton") as runtime:
+        profiles = gpu_check.profile_step(runtime, catalog, ("resnet18",), tmp_path, cpu_batches=(1, 2), samples=8,
+                                          max_seconds=3)
+        assert sorted(r.batch_size for r in profiles.records) == [1, 2]
+        assert all(r.triton_compute_ms and "measured on 2 devices at once" in r.note for r in profiles.records)
+        bench = gpu_check.bench_step(runtime, catalog, profiles, tmp_path, "cpu-1t", duration_s=8.0,
+                                     deadline_ms=1500.0, max_rps=6.0)
+    assert bench["burst_rps"] == 6.0 and bench["calm_rps"] == 1.5
+    assert bench["summary"]["requests"] > 5 and bench["summary"]["error_ratio"] <= 0.01
+    assert bench["table"].startswith("| policy") and "| milp |" in bench["table"]
+    assert "| cpu" in bench["devices"] and (tmp_path / "bench" / "results.md").is_file()
