@@ -178,7 +178,7 @@ def infer(url: str, model: str, x: np.ndarray) -> np.ndarray:
 def logits_step(runtime: ClusterRuntime, device: Device, repository: Path, variants: tuple[str, ...],
                 rtol: float = 0.02, batch: int = 4) -> list[LogitCheck]:
     """Each variant on `device` through Triton vs onnxruntime on the CPU. The bound is relative to the
-    largest logit: a GPU's convolutions (TF32 on Ampere and later) round differently from the CPU's."""
+    largest logit: a GPU rounds differently from the CPU (TF32, where onnxruntime's CUDA provider uses it)."""
     expected = "CUDAExecutionProvider" if device.kind == "gpu" else "CPUExecutionProvider"
     server = runtime.servers[device.id]
     checks = []
