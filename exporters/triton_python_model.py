@@ -69,9 +69,10 @@ def execution_providers(kind: str, device_id: int, accelerator: str, available: 
     if TENSORRT not in available:
         raise ProviderError(f"{ACCELERATOR_PARAMETER} 'tensorrt' needs onnxruntime's {TENSORRT}, but this "
                             f"onnxruntime has only {', '.join(available)}")
-    options = {"device_id": device_id, "trt_fp16_enable": fp16,
-               "trt_engine_cache_enable": True, "trt_engine_cache_path": cache_dir,
-               "trt_timing_cache_enable": True, "trt_timing_cache_path": cache_dir}
+    # flags as "true"/"false": what every onnxruntime parser of provider options takes
+    options = {"device_id": device_id, "trt_fp16_enable": "true" if fp16 else "false",
+               "trt_engine_cache_enable": "true", "trt_engine_cache_path": cache_dir,
+               "trt_timing_cache_enable": "true", "trt_timing_cache_path": cache_dir}
     if shapes:  # one engine for every batch size up to the config's max, built once
         name, dims, max_batch = shapes
         item = "x".join(str(d) for d in dims)
@@ -174,7 +175,8 @@ class TritonPythonModel:
         used = self.session.get_providers()
         if used[0] != wanted:
             raise ProviderError(f"onnxruntime could not use {wanted} on {kind} {device_id} (session providers: "
-                                f"{', '.join(used)}); its CUDA/cuDNN/TensorRT libraries may be missing")
+                                f"{', '.join(used)}): the GPU, its driver (libcuda.so.1) or the CUDA, cuDNN or "
+                                f"TensorRT libraries are missing; onnxruntime's log lines before this say which")
         self.output_dtype = np.float32
         pb_utils.Logger.log_info(f"{self.model_name}: onnxruntime {ort.__version__} on {kind} {device_id}, "
                                  f"{threads} intra-op thread(s), providers {used}")

@@ -86,8 +86,9 @@ def test_provider_lists_follow_the_instance_kind(model_py):
                             shapes=("input", [3, 224, 224], 64))
     assert (cuda, cpu) == (("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider")
     name, options = trt
-    assert name == "TensorrtExecutionProvider" and options["device_id"] == 1 and options["trt_fp16_enable"] is True
-    assert options["trt_engine_cache_enable"] and options["trt_engine_cache_path"] == "/m/resnet50/tensorrt_cache"
+    assert name == "TensorrtExecutionProvider" and options["device_id"] == 1 and options["trt_fp16_enable"] == "true"
+    assert options["trt_engine_cache_enable"] == "true"
+    assert options["trt_engine_cache_path"] == "/m/resnet50/tensorrt_cache"
     assert options["trt_timing_cache_path"] == "/m/resnet50/tensorrt_cache"
     assert options["trt_profile_min_shapes"] == "input:1x3x224x224"
     assert options["trt_profile_max_shapes"] == options["trt_profile_opt_shapes"] == "input:64x3x224x224"
