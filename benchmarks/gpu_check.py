@@ -390,8 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n== {title} ({time.monotonic() - started:.0f} s)", flush=True)
 
     try:
+        gpu = preflight(args.gpu)  # silent unless something is missing: then one line, exit status 3
         step("preflight")
-        gpu = preflight(args.gpu)
         out.mkdir(parents=True, exist_ok=True)
         figures.update(gpu=f"{gpu.name} ({gpu.memory_total_mb:.0f} MiB)", driver=driver_version())
         print(f"  GPU {gpu.index}: {figures['gpu']}, driver {figures['driver']}; onnxruntime {ort.__version__} "

@@ -80,7 +80,7 @@ def test_the_script_says_when_it_has_nothing_to_install_from(tmp_path):
 def test_gpu_check_py_stops_at_once_without_a_gpu(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--out", str(tmp_path / "o")],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert proc.returncode == 3
+    assert proc.returncode == 3 and proc.stdout == ""
     assert proc.stderr.startswith("gpu_check: no NVIDIA GPU: ") and proc.stderr.count("\n") == 1
     assert not (tmp_path / "o").exists()
 
