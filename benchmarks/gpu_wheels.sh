@@ -8,7 +8,8 @@
 # expected to have already, beside a python3 with torch and torchvision (for the export):
 #   - NVIDIA's CUDA and cuDNN pip libraries (over 1 GB; model.py loads them from any nvidia/ pip
 #     folder on the path, e.g. that torch's, when they are CUDA 13 and cuDNN 9);
-#   - the CPU onnxruntime (onnxruntime-gpu is the same version and runs on the CPU too).
+#   - the CPU onnxruntime (onnxruntime-gpu is the same version and runs on the CPU too);
+# and of tritonclient only its gRPC and HTTP clients (the orchestrator uses no other part).
 # Files over PART_MIB MiB are split into NAME.part-00, NAME.part-01, ... (gpu_check.sh joins them),
 # and everything is sorted into DIR/1, DIR/2, ... of at most PART_MIB MiB each, so that a
 # transfer limited in size per call can carry one folder at a time. Then, on the GPU machine:
@@ -26,7 +27,9 @@ import re, tomllib
 project = tomllib.load(open("pyproject.toml", "rb"))["project"]
 for line in project["dependencies"] + project["optional-dependencies"]["gpu"]:
     name = re.split(r"[\[<>=!~ ;]", line, maxsplit=1)[0].lower()
-    if name != "onnxruntime" and not (name.startswith("nvidia-cu") and name != "nvidia-pytriton"):
+    if name == "tritonclient":  # its gRPC and HTTP clients: the cuda and perf_analyzer extras go unused
+        line = re.sub(r"\[[^\]]*\]", "[grpc,http]", line)
+    if name != "onnxruntime" and not name.startswith("nvidia-cu"):
         print(line)
 print("setuptools>=77")  # the editable install's build backend, where a venv is made from these wheels
 EOF
