@@ -3,7 +3,7 @@
 Layout written per variant (see docs/exporters.md):
 
     <out>/<name>/config.pbtxt            python backend, KIND_CPU (what a server loads by default)
-    <out>/<name>/configs/{gpu,ort-cpu,ort-gpu}.pbtxt
+    <out>/<name>/configs/{gpu,gpu-trt,ort-cpu,ort-gpu}.pbtxt
     <out>/<name>/1/model.onnx            dynamic batch, "input" FP32 [N,3,H,W] -> "logits" FP32 [N,C]
     <out>/<name>/1/model.py              exporters/triton_python_model.py
     <out>/<name>/export.json             the settings it was exported with (for the up-to-date check)
@@ -42,7 +42,7 @@ TEMP_PREFIX = ".export-"
 @dataclass(frozen=True)
 class ExportSettings:
     opset: int = 17
-    max_batch_size: int = 32
+    max_batch_size: int = 64  # what a GPU batches well; CPU plans use the smaller batches profiled there
     intra_op_threads: int = 1
     queue_delay_us: int = 0
     seed: int = 0  # random weights: torch.manual_seed(seed)

@@ -15,7 +15,7 @@ import sys
 from orchestrator.errors import UserError
 
 # Subcommand modules in orchestrator/commands/, in the order `--help` lists them.
-COMMANDS = ["export", "profile", "trace", "solve", "bench", "simulate", "serve", "gateway", "demo", "compile"]
+COMMANDS = ["export", "cluster", "profile", "trace", "solve", "bench", "simulate", "serve", "gateway", "demo", "compile"]
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -1,9 +1,11 @@
 """The variant profiler: latency percentiles and throughput per variant x device class x batch size.
 
 Measured on live Triton servers through `tritonclient` (gRPC, the path the shim uses), after a
-warm-up, with `instances` closed-loop clients so that every model instance is kept busy. Each
+warm-up, with `instances` closed-loop clients so that every model instance is kept busy; Triton's
+own statistics over the timed requests give the backend's time per batch and the queueing. Each
 finished record is saved at once (atomically), so an interrupted run resumes where it stopped and
-never corrupts the file. perf_analyzer CSV output can be imported instead of measuring.
+never corrupts the file. A batch size that runs out of (GPU) memory ends that variant's larger
+batch sizes instead of the run. perf_analyzer CSV output can be imported instead of measuring.
 """
 
 from __future__ import annotations
@@ -38,6 +40,54 @@ class ProfileSettings:
     max_seconds: float = 20.0  # per record: stop sampling after this long, with what was gathered
     force: bool = False  # re-measure records that already exist
     all_devices: bool = False  # measure on every device of a class at once (under the cluster's own load)
+    device_classes: tuple[str, ...] = ()  # only these classes (empty: every class of the cluster)
+
+
+# onnxruntime's and CUDA's ways of saying a batch did not fit in memory
+OUT_OF_MEMORY = ("out of memory", "cuda_error_out_of_memory", "cudaerrormemoryallocation",
+                 "failed to allocate memory", "bfcarena", "std::bad_alloc")
+
+
+def is_out_of_memory(message: str) -> bool:
+    text = message.lower()
+    return any(m in text for m in OUT_OF_MEMORY)
+
+
+@dataclass(frozen=True)
+class ServerTimes:
+    """Triton's statistics over the timed requests of one record."""
+
+    compute_ms: float | None  # the backend's mean execution time of a batch of the profiled size
+    queue_ms: float | None  # the mean time a request waited in Triton's queue
+    other_batch_sizes: tuple[int, ...] = ()  # sizes Triton formed besides the profiled one (merged requests)
+
+
+def _counters(stats: dict) -> tuple[dict[int, tuple[int, int]], int, int]:
+    """({batch size: (executions, compute_infer ns)}, requests, queue ns) of one model's statistics."""
+    model = (stats.get("model_stats") or [{}])[0]
+    batches = {}
+    for b in model.get("batch_stats", []):
+        infer = b.get("compute_infer", {})
+        batches[int(b["batch_size"])] = (int(infer.get("count", 0)), int(infer.get("ns", 0)))
+    queue = model.get("inference_stats", {}).get("queue", {})
+    return batches, int(queue.get("count", 0)), int(queue.get("ns", 0))
+
+
+def server_times(before: list[dict], after: list[dict], batch_size: int) -> ServerTimes:
+    """Triton's times between two statistics snapshots of one model, pooled over devices."""
+    executions = compute_ns = requests = queue_ns = 0
+    others: set[int] = set()
+    for b0, b1 in zip(before, after):
+        (batches0, req0, q0), (batches1, req1, q1) = _counters(b0), _counters(b1)
+        requests, queue_ns = requests + req1 - req0, queue_ns + q1 - q0
+        for size, (count, ns) in batches1.items():
+            count0, ns0 = batches0.get(size, (0, 0))
+            if size == batch_size:
+                executions, compute_ns = executions + count - count0, compute_ns + ns - ns0
+            elif count > count0:
+                others.add(size)
+    return ServerTimes(compute_ns / executions / 1e6 if executions > 0 else None,
+                       queue_ns / requests / 1e6 if requests > 0 else None, tuple(sorted(others)))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -54,8 +104,10 @@ def make_batch(variant: Variant, batch_size: int, seed: int = 0) -> dict[str, np
 
 
 def measure(grpc_url: str, variant: Variant, batch_size: int, concurrency: int,
-            warmup: int, min_samples: int, max_seconds: float) -> tuple[list[float], float]:
-    """Per-request latencies (ms) and throughput (inferences/s) of closed-loop clients on one model."""
+            warmup: int, min_samples: int, max_seconds: float,
+            on_start: Callable[[], None] | None = None) -> tuple[list[float], float]:
+    """Per-request latencies (ms) and throughput (inferences/s) of closed-loop clients on one model;
+    `on_start` is called once every client is warmed up, just before the timed requests."""
     import tritonclient.grpc as grpcclient
 
     batch = make_batch(variant, batch_size)
@@ -104,6 +156,8 @@ def measure(grpc_url: str, variant: Variant, batch_size: int, concurrency: int,
         t.start()
     try:
         barrier.wait()
+        if on_start is not None:
+            on_start()
     except threading.BrokenBarrierError:
         pass
     t_start = time.perf_counter()
@@ -120,15 +174,19 @@ def measure(grpc_url: str, variant: Variant, batch_size: int, concurrency: int,
 
 
 def measure_devices(grpc_urls: list[str], variant: Variant, batch_size: int, concurrency: int,
-                    warmup: int, min_samples: int, max_seconds: float) -> tuple[list[float], float]:
-    """`measure` on several servers at the same time: the latencies pooled, the throughput per server."""
+                    warmup: int, min_samples: int, max_seconds: float,
+                    on_start: list[Callable[[], None]] | None = None) -> tuple[list[float], float]:
+    """`measure` on several servers at the same time: the latencies pooled, the throughput per server
+    (`on_start[i]`: server i's `on_start`)."""
+    starts = on_start or [None] * len(grpc_urls)
     if len(grpc_urls) == 1:
-        return measure(grpc_urls[0], variant, batch_size, concurrency, warmup, min_samples, max_seconds)
+        return measure(grpc_urls[0], variant, batch_size, concurrency, warmup, min_samples, max_seconds, starts[0])
     results: list[tuple[list[float], float] | Exception] = [ValueError("not run")] * len(grpc_urls)
 
     def run(i: int) -> None:
         try:
-            results[i] = measure(grpc_urls[i], variant, batch_size, concurrency, warmup, min_samples, max_seconds)
+            results[i] = measure(grpc_urls[i], variant, batch_size, concurrency, warmup, min_samples, max_seconds,
+                                 starts[i])
         except Exception as e:  # noqa: BLE001 - re-raised below, in the caller's thread
             results[i] = e
 
@@ -157,6 +215,11 @@ def profile_cluster(runtime: ClusterRuntime, catalog: Catalog, variants: Iterabl
         if too_big:
             raise UserError(f"batch size {too_big[0]} exceeds {v.name}'s max_batch_size {v.max_batch_size}")
     classes = runtime.cluster.device_classes()
+    unknown = [c for c in settings.device_classes if c not in classes]
+    if unknown:
+        raise UserError(f"device class {unknown[0]!r} is not in the cluster (classes: {', '.join(sorted(classes))})")
+    if settings.device_classes:
+        classes = {c: devs for c, devs in classes.items() if c in settings.device_classes}
     jobs = [(cls, devs if settings.all_devices else devs[:1], v, cfg)
             for cls, devs in classes.items() for v in variants for cfg in settings.configs]
     total = len(jobs) * len(settings.batch_sizes)
@@ -177,26 +240,49 @@ def profile_cluster(runtime: ClusterRuntime, catalog: Catalog, variants: Iterabl
         for i in ids:
             runtime.load(i, variant.name, instances=instances, threads=threads)
         try:
-            for b in todo:
-                lat, thr = measure_devices([runtime.servers[i].grpc_url for i in ids], variant, b,
-                                           concurrency=instances, warmup=settings.warmup_requests,
-                                           min_samples=settings.min_samples, max_seconds=settings.max_seconds)
+            for k, b in enumerate(todo):
+                before: list[dict] = [{} for _ in ids]
+
+                def snapshot(i: int) -> Callable[[], None]:
+                    def take() -> None:
+                        before[i] = controls[i].statistics(variant.name)
+                    return take
+
+                try:
+                    lat, thr = measure_devices([runtime.servers[i].grpc_url for i in ids], variant, b,
+                                               concurrency=instances, warmup=settings.warmup_requests,
+                                               min_samples=settings.min_samples, max_seconds=settings.max_seconds,
+                                               on_start=[snapshot(i) for i in range(len(ids))])
+                except UserError as e:
+                    if not is_out_of_memory(str(e)):
+                        raise
+                    done += len(todo) - k
+                    progress(f"[{done}/{total}] {variant.name} on {where} batch {b}: out of memory; batch sizes "
+                             f"from {b} up not profiled ({e})")
+                    break
+                times = server_times(before, [ctl.statistics(variant.name) for ctl in controls], b)
                 note = "" if len(lat) >= MIN_SAMPLES_FOR_P99 else (
                     f"only {len(lat)} samples: p99 is close to the maximum latency")
                 if len(ids) > 1:
                     note = "; ".join(x for x in (f"measured on {len(ids)} devices at once", note) if x)
+                if times.other_batch_sizes:
+                    note = "; ".join(x for x in (note, "Triton merged requests into batches of "
+                                                 + ", ".join(map(str, times.other_batch_sizes))) if x)
                 rec = ProfileRecord(variant=variant.name, device_class=device_class, batch_size=b,
                                     instances=instances, threads=threads, p50_ms=percentile(lat, 50),
                                     p95_ms=percentile(lat, 95), p99_ms=percentile(lat, 99),
                                     throughput_rps=thr, samples=len(lat), triton_version=version,
                                     measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                    source="triton", note=note)
+                                    source="triton", note=note, triton_compute_ms=times.compute_ms,
+                                    triton_queue_ms=times.queue_ms)
                 profiles.add(rec)
                 profiles.save(out)
                 done += 1
+                server = (f"  Triton: compute {times.compute_ms:.1f} ms/batch, queue {times.queue_ms or 0:.1f} ms"
+                          if times.compute_ms is not None else "")
                 progress(f"[{done}/{total}] {variant.name} on {where} batch {b}: "
                          f"p50 {rec.p50_ms:.1f} ms  p99 {rec.p99_ms:.1f} ms  {thr:.1f} inf/s  ({len(lat)} samples)"
-                         + (f"  [{note}]" if note else ""))
+                         + server + (f"  [{note}]" if note else ""))
         finally:
             for ctl, was_loaded in zip(controls, loaded_before):
                 if not was_loaded:
@@ -237,9 +323,16 @@ def import_perf_analyzer_csv(path: str | os.PathLike, variant: str, device_class
         if not (math.isfinite(us[c]) and us[c] >= 0):
             raise UserError(f"{p}: line {line}: column {c!r} must be a finite number >= 0, not {row[c]!r}")
     # the same checks as a profiles file's records (names, integers >= 1)
+    server = {}  # the server-side columns, where the CSV has them
+    for column, key in (("Server Compute Infer", "triton_compute_ms"), ("Server Queue", "triton_queue_ms")):
+        try:
+            server[key] = float(row[column]) / 1000
+        except (KeyError, TypeError, ValueError):
+            pass
     return checked_record(dict(variant=variant, device_class=device_class, batch_size=batch_size, instances=instances,
                                threads=threads, p50_ms=us["p50 latency"] / 1000, p95_ms=us["p95 latency"] / 1000,
                                p99_ms=us["p99 latency"] / 1000, throughput_rps=us["Inferences/Second"], samples=0,
+                               **server,
                                measured_at=datetime.fromtimestamp(p.stat().st_mtime, timezone.utc).isoformat(timespec="seconds"),
                                source="perf_analyzer", note=f"imported from {p.name}, concurrency {row['Concurrency']}"),
                           f"{p}: line {line}")

@@ -34,6 +34,10 @@ class ProfileRecord:
     measured_at: str = ""
     source: str = "triton"  # triton | perf_analyzer | published | synthetic | observed (a live run's own)
     note: str = ""
+    # Triton's own statistics over the timed requests (None where not measured): the backend's
+    # execution time per batch (compute_infer) and the time a request waited in its queue
+    triton_compute_ms: float | None = None
+    triton_queue_ms: float | None = None
 
     @property
     def key(self) -> tuple[str, str, int, int, int]:
@@ -55,6 +59,7 @@ _REQUIRED = _FIELDS[:10]  # the fields without a default
 # The least value of each number field: integers >= this; floats finite and >= this.
 _INT_FIELDS = {"batch_size": 1, "instances": 1, "threads": 1, "samples": 0}
 _FLOAT_FIELDS = {"p50_ms": 0.0, "p95_ms": 0.0, "p99_ms": 0.0, "throughput_rps": 0.0}
+_OPTIONAL_FLOAT_FIELDS = {"triton_compute_ms", "triton_queue_ms"}  # null where not measured
 
 
 def checked_record(d: object, where: str) -> ProfileRecord:
@@ -74,8 +79,10 @@ def _value(key: str, value: object, where: str) -> object:
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise UserError(f"{where}: field {key!r} must be an integer >= {least}, not {value!r}")
         return value
-    if key in _FLOAT_FIELDS:
-        least = _FLOAT_FIELDS[key]
+    if key in _OPTIONAL_FLOAT_FIELDS and value is None:
+        return None
+    if key in _FLOAT_FIELDS or key in _OPTIONAL_FLOAT_FIELDS:
+        least = _FLOAT_FIELDS.get(key, 0.0)
         if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
                 or value < least):
             raise UserError(f"{where}: field {key!r} must be a finite number >= {least:g}, not {value!r}")

@@ -29,3 +29,39 @@ def test_export_extras_import_beside_the_chain():
     from ortools.linear_solver import pywraplp  # noqa: F401  (same process as torch)
 
     assert torch.__version__.startswith("2.14.1") and torchvision.__version__.startswith("0.29.1")
+
+
+def _requirements(extra: str | None = None) -> dict[str, str]:
+    """name -> exact version of the `==` pins in pyproject.toml (the dependencies, or one extra)."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    lines = project["dependencies"] if extra is None else project["optional-dependencies"][extra]
+    pins = {}
+    for line in lines:
+        m = re.fullmatch(r"([A-Za-z0-9_.\-]+)(\[[^\]]*\])?==([0-9][0-9A-Za-z.]*)", line.replace(" ", ""))
+        if m:
+            pins[m.group(1).lower()] = m.group(3)
+    return pins
+
+
+def test_gpu_extra_pins_match_the_cpu_install_and_the_export_extra():
+    """The gpu extra adds onnxruntime-gpu at onnxruntime's own version (the two share one package
+    folder), and the CUDA libraries at the versions torch (the export extra) installs, so that
+    `.[export,gpu]` is one consistent set. Resolved with pip in a throwaway venv (docs/runtime.md)."""
+    base, gpu = _requirements(), _requirements("gpu")
+    assert gpu["onnxruntime-gpu"] == base["onnxruntime"] == metadata.version("onnxruntime")
+    assert set(gpu) == {"onnxruntime-gpu", "nvidia-cuda-runtime", "nvidia-cuda-nvrtc", "nvidia-cublas",
+                        "nvidia-curand", "nvidia-cufft", "nvidia-cudnn-cu13"}
+    assert not set(gpu) & set(base)  # the CPU install is untouched: nothing pinned twice
+    # torch 2.14.1 (the export extra) brings the same CUDA 13 builds: where both are installed, one set
+    for name, version in gpu.items():
+        if name.startswith("nvidia-"):
+            try:
+                installed = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                continue  # a CPU install without the export extra
+            assert installed == version, f"{name}: the gpu extra pins {version}, torch installed {installed}"
+    assert gpu["nvidia-cuda-runtime"].startswith("13.") and gpu["nvidia-cudnn-cu13"].startswith("9.")

@@ -61,7 +61,8 @@ def test_five_resnets_export_and_verify(model_repo_export):
         assert v.top1_agree == v.batch
         assert set(r.seconds) == {"export", "check", "verify", "write"}
         model_dir = run.path / r.name
-        for rel in ("config.pbtxt", "configs/gpu.pbtxt", "configs/ort-cpu.pbtxt", "configs/ort-gpu.pbtxt",
+        for rel in ("config.pbtxt", "configs/gpu.pbtxt", "configs/gpu-trt.pbtxt", "configs/ort-cpu.pbtxt",
+                    "configs/ort-gpu.pbtxt",
                     "1/model.onnx", "1/model.py", "export.json"):
             assert (model_dir / rel).is_file(), f"{r.name}/{rel}"
         assert (model_dir / "1" / "model.py").read_text() == MODEL_PY.read_text()
@@ -89,15 +90,19 @@ def test_configs_cpu_by_default_gpu_and_onnxruntime_under_configs(model_repo):
     for name in FIVE:
         d = model_repo / name
         cpu = read_config(d / "config.pbtxt")
-        assert (cpu.name, cpu.backend, cpu.max_batch_size) == (name, "python", 32)
+        assert (cpu.name, cpu.backend, cpu.max_batch_size) == (name, "python", 64)
         assert [g.kind for g in cpu.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_CPU]
         assert cpu.parameters["intra_op_threads"].string_value == "1"
         assert cpu.dynamic_batching.max_queue_delay_microseconds == 0
         assert [(t.name, t.data_type, list(t.dims)) for t in cpu.input] == [("input", model_config_pb2.TYPE_FP32, [3, 224, 224])]
         assert [(t.name, t.data_type, list(t.dims)) for t in cpu.output] == [("logits", model_config_pb2.TYPE_FP32, [1000])]
         gpu = read_config(d / "configs" / "gpu.pbtxt")
-        assert gpu.backend == "python"
+        assert (gpu.backend, gpu.max_batch_size) == ("python", 64)
         assert [g.kind for g in gpu.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_GPU]
+        assert "gpu_accelerator" not in gpu.parameters  # model.py's default: CUDA
+        trt = read_config(d / "configs" / "gpu-trt.pbtxt")
+        assert [g.kind for g in trt.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_GPU]
+        assert trt.parameters["gpu_accelerator"].string_value == "tensorrt"
         for config_name, kind in (("ort-cpu", "KIND_CPU"), ("ort-gpu", "KIND_GPU")):
             ort_cfg = read_config(d / "configs" / f"{config_name}.pbtxt")
             assert (ort_cfg.backend, ort_cfg.platform, ort_cfg.default_model_filename) == \
@@ -127,7 +132,7 @@ def test_catalog_lists_five_variants_with_accuracy_increasing_with_depth(model_r
         onnx_file = model_repo / v.name / "1" / "model.onnx"
         assert v.onnx_bytes == onnx_file.stat().st_size
         assert v.onnx_sha256 == repository.models.file_sha256(onnx_file)
-        assert v.max_batch_size == 32 and v.exported_at
+        assert v.max_batch_size == 64 and v.exported_at
         assert [(t.name, t.dtype, t.shape) for t in v.inputs] == [("input", "FP32", (3, 224, 224))]
         assert [(t.name, t.dtype, t.shape) for t in v.outputs] == [("logits", "FP32", (1000,))]
     assert [v.flops for v in variants] == sorted(v.flops for v in variants)

@@ -108,9 +108,9 @@ def test_profile_command_and_show(cluster, tmp_path, capsys):
 
 
 def test_profile_rejects_batch_above_max_batch_size(cluster, model_repo, tmp_path):
-    with pytest.raises(UserError, match="batch size 64 exceeds resnet18's max_batch_size"):
+    with pytest.raises(UserError, match="batch size 128 exceeds resnet18's max_batch_size"):
         profile_cluster(ClusterRuntime(cluster), Catalog.load(model_repo), ["resnet18"], tmp_path / "p.json",
-                        ProfileSettings(batch_sizes=(64,)))
+                        ProfileSettings(batch_sizes=(128,)))
     assert not (tmp_path / "p.json").exists()
 
 
@@ -168,3 +168,71 @@ def test_import_perf_analyzer_refuses_numbers_a_profile_cannot_hold(tmp_path, co
     src.write_text(header + "\n" + ",".join(cells[c] for c in header.split(",")) + "\n")
     with pytest.raises(UserError, match=f"{src}: line 2: column '{column}' "):
         import_perf_analyzer_csv(src, "resnet50", "gpu-h100", batch_size=1)
+
+
+def test_profile_instance_counts_with_tritons_own_compute_times(cluster, model_repo, tmp_path, capsys):
+    """The GPU profile's options on a CPU device at small sizes: one and two instances, a device
+    class filter, and Triton's statistics (backend time per batch, queueing) in every record."""
+    out = tmp_path / "p.json"
+    assert main(["profile", "--cluster", str(cluster.source), "--variants", "resnet18", "--batch-sizes", "1,2",
+                 "--configs", "1x1,2x1", "--device-classes", "cpu-1t", "--samples", "12", "--max-seconds", "8",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "resnet18 on cpu-1t (2x1) batch 2" in text and "Triton: compute " in text
+    records = {(r.instances, r.batch_size): r for r in ProfileSet.load(out).records}
+    assert sorted(records) == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    for r in records.values():
+        assert r.triton_compute_ms is not None and r.triton_queue_ms is not None
+        assert 0 < r.triton_compute_ms < r.p99_ms  # a mean of the backend's share of what clients waited
+        assert r.triton_queue_ms >= 0
+    # one instance, one client: the batch of 2 costs the backend more than the batch of 1
+    assert records[(1, 1)].triton_compute_ms < records[(1, 2)].triton_compute_ms
+    header = out.with_suffix(".csv").read_text().splitlines()[0]
+    assert header.endswith("note,triton_compute_ms,triton_queue_ms")
+    assert main(["profile", "--cluster", str(cluster.source), "--device-classes", "gpu-h100", "--out",
+                 str(tmp_path / "q.json")]) == 2
+    assert "device class 'gpu-h100' is not in the cluster (classes: cpu-1t)" in capsys.readouterr().err
+
+
+def test_a_batch_out_of_memory_ends_the_larger_ones(cluster, model_repo, tmp_path, monkeypatch):
+    """Out of GPU memory is what a GPU says; here measure_devices is made to say it at batch 4 (a
+    CPU device does not run out at these sizes): batch 4 and 8 are skipped, the run goes on."""
+    import orchestrator.profiler as profiler
+
+    real = profiler.measure_devices
+
+    def measure_devices(urls, variant, batch_size, *args, **kwargs):
+        if batch_size >= 4:
+            raise UserError(f"{variant.name} at batch {batch_size}: inference failed: [StatusCode.INTERNAL] "
+                            "onnxruntime failed: CUDA failure 2: out of memory")
+        return real(urls, variant, batch_size, *args, **kwargs)
+
+    monkeypatch.setattr(profiler, "measure_devices", measure_devices)
+    lines: list[str] = []
+    runtime = ClusterRuntime(cluster)
+    try:
+        profiles = profile_cluster(runtime, Catalog.load(model_repo), ["resnet18"], tmp_path / "p.json",
+                                   ProfileSettings(batch_sizes=(1, 4, 8), min_samples=5, max_seconds=5),
+                                   progress=lines.append)
+    finally:
+        runtime.stop()
+    assert [r.batch_size for r in profiles.records] == [1]
+    assert lines[-1].startswith("[3/3] resnet18 on cpu-1t (1x1) batch 4: out of memory; batch sizes from 4 up "
+                                "not profiled")
+    assert profiler.is_out_of_memory("BFCArena::AllocateRawInternal Failed to allocate memory")
+    assert not profiler.is_out_of_memory("inference failed: connection refused")
+
+
+def test_server_times_from_statistics_snapshots():
+    from orchestrator.profiler import server_times
+
+    def stats(batches: dict[int, tuple[int, int]], requests: int, queue_ns: int) -> dict:
+        return {"model_stats": [{"batch_stats": [
+            {"batch_size": str(b), "compute_infer": {"count": str(c), "ns": str(ns)}} for b, (c, ns) in batches.items()],
+            "inference_stats": {"queue": {"count": str(requests), "ns": str(queue_ns)}}}]}
+
+    before = stats({4: (3, 30_000_000)}, 3, 300_000)
+    after = stats({4: (13, 130_000_000), 8: (1, 15_000_000)}, 15, 1_500_000)
+    t = server_times([before], [after], 4)
+    assert (t.compute_ms, t.queue_ms, t.other_batch_sizes) == (10.0, 0.1, (8,))
+    assert server_times([{}], [stats({}, 0, 0)], 4).compute_ms is None

@@ -26,6 +26,13 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return names
+
+
 def _configs(text: str) -> tuple[tuple[int, int], ...]:
     out = []
     for item in text.split(","):
@@ -45,12 +52,16 @@ def register(sub) -> None:
     p.add_argument("--cluster", help="cluster.toml (devices to measure on; one device per class unless --all-devices)")
     p.add_argument("--repository", help="model repository (default: the cluster file's, else model_repository/)")
     p.add_argument("--variants", help="comma-separated variants (default: all in the catalog)")
-    p.add_argument("--batch-sizes", type=_int_list, default=DEFAULT_BATCH_SIZES, help="default 1,2,4,8,16")
+    p.add_argument("--batch-sizes", type=_int_list, default=DEFAULT_BATCH_SIZES,
+                   help="default 1,2,4,8,16; up to the repository's max_batch_size (64); on a GPU a batch size "
+                        "that runs out of memory ends the larger ones")
     p.add_argument("--configs", type=_configs, default=None,
                    help="instance configs INSTANCESxTHREADS, e.g. 1x1,2x1 (default: 1 x the device's threads)")
     p.add_argument("--samples", type=positive_int, default=100, help="timed requests per record (default 100)")
     p.add_argument("--max-seconds", type=positive_float, default=20.0, help="time budget per record (default 20)")
     p.add_argument("--force", action="store_true", help="re-measure records that already exist")
+    p.add_argument("--device-classes", type=_names, default=(),
+                   help="comma-separated device classes to profile (default: every class of the cluster)")
     p.add_argument("--all-devices", action="store_true",
                    help="measure on every device of a class at once, under the cluster's own load "
                         "(what a fully loaded cluster sees when devices share a host)")
@@ -93,7 +104,7 @@ def run(args) -> int:
     configs = args.configs or tuple((1, t) for t in sorted(threads))
     settings = ProfileSettings(batch_sizes=args.batch_sizes, configs=configs, min_samples=args.samples,
                                max_seconds=args.max_seconds, force=args.force,
-                               all_devices=args.all_devices)
+                               all_devices=args.all_devices, device_classes=args.device_classes)
     runtime = ClusterRuntime(cluster, repo)
     try:
         profiles = profile_cluster(runtime, catalog, variants, args.out, settings)

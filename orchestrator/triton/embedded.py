@@ -243,12 +243,7 @@ class EmbeddedServer:
         if self.gpu is not None:
             args.append("--model-config-name=gpu")
         args += [f"--load-model={m}" for m in self.load_at_start]
-        env = install.environment()
-        env["OMP_NUM_THREADS"] = str(self.threads)
-        if self.gpu is None:
-            env["CUDA_VISIBLE_DEVICES"] = ""
-        else:
-            env["CUDA_VISIBLE_DEVICES"] = str(self.gpu)
+        env = self.device_environment(install.environment())
         self._log_file = open(self.log_path, "ab")
         args = _launch_prefix(self.cores, die_with_owner=not self.outlive_owner) + args
         self._proc = subprocess.Popen(args, stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -261,6 +256,16 @@ class EmbeddedServer:
             self.stop()
             raise
         return self
+
+    def device_environment(self, env: dict[str, str]) -> dict[str, str]:
+        """`env` with this server's threads and GPU visibility: a CPU server sees no GPU, a GPU
+        server only its own (which CUDA inside it then numbers 0). GPUs are counted in PCI bus
+        order, as NVML (`orchestrator cluster detect`) counts them, not CUDA's fastest-first."""
+        env = dict(env)
+        env["OMP_NUM_THREADS"] = str(self.threads)
+        env["CUDA_VISIBLE_DEVICES"] = "" if self.gpu is None else str(self.gpu)
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+        return env
 
     def _wait_live(self) -> None:
         deadline = time.monotonic() + self.startup_timeout_s

@@ -37,10 +37,13 @@ def server_for_device(device: Device, model_repository: str | os.PathLike, run_d
 
 def instance_config_for(device: Device, instances: int = 1, threads: int | None = None,
                         max_batch_size: int | None = None) -> InstanceConfig:
-    """The InstanceConfig that loads a variant on `device` (kind, GPU index and base config follow the device)."""
+    """The InstanceConfig that loads a variant on `device` (kind, GPU and base config follow the device).
+
+    An embedded GPU device's server sees only its own GPU (CUDA_VISIBLE_DEVICES = its index), where
+    CUDA numbers it 0: the instance group names GPU 0 of that server, whatever the machine's index."""
     if threads is None:
         threads = device.embedded.threads if device.embedded else device.threads
-    gpus = (device.embedded.gpu,) if device.embedded and device.embedded.gpu is not None else ()
+    gpus = (0,) if device.kind == "gpu" and device.embedded is not None else ()
     config_name = device.config or ("gpu" if device.kind == "gpu" else None)
     return InstanceConfig(kind=device.kind, count=instances, threads=threads, gpus=gpus,
                           max_batch_size=max_batch_size, config_name=config_name)
