@@ -130,7 +130,7 @@ def test_overhead_step_on_a_cpu_device(cpu_runtime, resnet18_repo):
     assert row["ratio"] == pytest.approx(max(row["triton-c1"]["inf_s"], row["triton-c2"]["inf_s"])
                                          / row["onnxruntime"]["inf_s"])
     # (the ratio's value is the benchmark's figure, not a test's: on a shared machine one 1.5-s
-    # round per side measured anything from 0.6 to 2.x)
+    # round per side gave a ratio over 2 under load)
 
 
 def test_bench_rates_follow_the_gpu_profile_of_the_most_accurate_variant(resnet18_repo):
