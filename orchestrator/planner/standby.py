@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from orchestrator.plan import Placement, Plan, Route
-from orchestrator.planner.milp import weights_for
+from orchestrator.planner.weights import weights_for
 from orchestrator.planner.problem import Problem
 
 
