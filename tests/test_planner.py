@@ -14,7 +14,7 @@ from orchestrator.errors import UserError
 from orchestrator.plan import Plan
 from orchestrator.planner import AccuracyFloor, PlannerOptions, build_problem, make_plan
 from orchestrator.planner.capacity import best_batch
-from orchestrator.planner.milp import BALANCE_SEGMENTS
+from orchestrator.planner.weights import BALANCE_SEGMENTS
 from orchestrator.profiles import ProfileRecord, ProfileSet
 from orchestrator.scenarios import make_variant, proteus_scale, small_resnet
 

@@ -24,12 +24,12 @@ from orchestrator.planner.assemble import assemble
 from orchestrator.planner.model import Model, StageResult
 from orchestrator.planner.naming import name_devices
 from orchestrator.planner.problem import Kind, Problem
-from orchestrator.planner.weights import BALANCE_SEGMENTS, Weights, weights_for  # noqa: F401 (re-exported)
+from orchestrator.planner.weights import Weights, weights_for
 
 SERVED_TOL = 1e-7  # relative: served held at its maximum up to the solver's feasibility tolerance
 # one round of root cuts: the LP bound is usually tight already; more rounds cost time (measured:
 # benchmarks/planner_bench.py); cold solves also skip presolve probing and the locks heuristic
-REPLAN_SCIP = "separating/maxroundsroot = 1\n"
+REPLAN_SCIP = "separating/maxroundsroot = 1\nheuristics/completesol/maxunknownrate = 1\n"
 COLD_SCIP = REPLAN_SCIP + "propagating/probing/maxprerounds = 0\nheuristics/locks/freq = -1\n"
 
 
@@ -72,8 +72,9 @@ def shared_slots(prob: Problem) -> int:
 def lexicographic(build, deadline: float, scip: str, gap: float) -> tuple[Model, Solved]:
     """Served first, exactly: its own stage (a MILP's without the balance rows, which cannot change
     it), then the rest of the objective with served held at that maximum. `build(balance)` makes a
-    model; returns the one solved last. The served stage gets at most half the time left, and its
-    plan is the rest stage's starting point."""
+    model; returns the model whose solution is the plan. The served stage gets at most half the
+    time left, and its plan is the rest stage's start; if the rest stage finds nothing in its time,
+    the served stage's plan is the answer (FEASIBLE, gap 1)."""
     out = Solved()
     model = build(True)
     first = build(False) if model.integer else model
@@ -82,14 +83,20 @@ def lexicographic(build, deadline: float, scip: str, gap: float) -> tuple[Model,
     out.stages.append(r)
     if not out.ok:
         return model, out
-    if first is not model:
-        model.hint_from(first)
+    if first is not model and model.hint_vars:
+        model.hint_from(first)  # a re-plan: start from keeping, completed by stage 1's plan
     floor = r.value * (1 - SERVED_TOL)
     r = model.solve("rest", deadline - time.perf_counter(), served_floor=floor, scip_params=scip, gap=gap)
-    out.stages.append(r)
-    if out.ok:
+    if r.status in ("OPTIMAL", "FEASIBLE"):
+        out.stages.append(r)
         out.served, out.rest = model.served(), model.rest_value()
-    return model, out
+        return model, out
+    if first is model:
+        out.stages.append(r)
+        return model, out
+    out.stages.append(StageResult("rest", "FEASIBLE", 0.0, 0.0, r.seconds, unsolved=True))
+    out.served, out.rest = first.served(), first.rest_value()
+    return first, out
 
 
 def solve_milp(prob: Problem) -> Plan:

@@ -60,9 +60,12 @@ class StageResult:
     value: float  # the stage's objective (unscaled)
     bound: float
     seconds: float
+    unsolved: bool = False  # the stage found nothing in its time: the previous stage's plan stands
 
     @property
     def gap(self) -> float:
+        if self.unsolved:
+            return 1.0
         return abs(self.bound - self.value) / max(abs(self.value), 1e-9) if self.status == "FEASIBLE" else 0.0
 
 
@@ -71,7 +74,10 @@ class Model:
 
     def __init__(self, prob: Problem, w: Weights, integer: bool, balance: bool = True):
         self.prob, self.w, self.integer = prob, w, integer
-        self.balance = balance  # False: no balance rows (a model for the served stage only)
+        # False: a model for the served stage only: no balance rows, and where memory cannot make
+        # a difference (one option per device, or every option fits) only each family's fastest
+        # option per group (it serves the most per unit of device time; not for average floors)
+        self.balance = balance
         self.solver = pywraplp.Solver.CreateSolver("SCIP" if integer else "GLOP")
         if self.solver is None:
             raise UserError("OR-Tools was built without SCIP; the MILP planner needs it")
@@ -117,7 +123,7 @@ class Model:
 
     def add_fluid(self, g: Group, devices: list[Device], options: list[Option], keep: bool = False) -> None:
         """Devices of g that may split their time over `options` freely (each device can host all)."""
-        options = [o for o in options if o.family in self.flows]
+        options = self._served_only([o for o in options if o.family in self.flows], prunable=True)
         if not options or not devices:
             return
         n, u, s = len(devices), self.u, self.solver
@@ -139,7 +145,8 @@ class Model:
         of one-option devices counted per option. `loads`: charge a load for every option a device
         does not host now (a plan is in force)."""
         g, s, u, w = kind.group, self.solver, self.u, self.w
-        options = [o for o in g.options if o.family in self.flows]
+        options = self._served_only([o for o in g.options if o.family in self.flows],
+                                    prunable=g.roomy or not g.shareable)
         if not options:
             return
         roomy = g.roomy
@@ -210,6 +217,16 @@ class Model:
                 # of the pool's time terms, priced like a named device's (K segments, not K per option)
                 self._balance(g, [(x, 1.0 / o.capacity_rps) for o, (_, x) in block.pool.items()], None)
         self.blocks.append(block)
+
+    def _served_only(self, options: list[Option], prunable: bool) -> list[Option]:
+        if self.balance or not prunable:
+            return options
+        fastest: dict[str, Option] = {}
+        for o in options:
+            if o.family not in fastest or o.capacity_rps > fastest[o.family].capacity_rps:
+                fastest[o.family] = o
+        # an average floor needs the mix: those families keep every option
+        return [o for o in options if fastest[o.family] is o or o.family in self.floor_rows]
 
     def _balance(self, g: Group, time_terms, devices) -> None:
         if self.balance:
@@ -283,18 +300,20 @@ class Model:
 
     def hint_from(self, other: "Model") -> None:
         """Start from `other`'s solution (same blocks, built the same way): its integer values."""
-        pairs = []
+        hint = []
         for a, b in zip(self.blocks, other.blocks):
             if isinstance(a, FluidBlock):
                 if a.used is not None:
-                    pairs.append((a.used, b.used))
+                    hint.append((a.used, round(b.used.solution_value())))
                 continue
             for sa, sb in zip(a.slots, b.slots):
-                pairs += [(sa[o][0], sb[o][0]) for o in sa if sa[o][0] is not None]
-            pairs += [(a.pool[o][0], b.pool[o][0]) for o in a.pool]
-        if pairs:
-            self.hint_vars = [p for p, _ in pairs]
-            self.hint_values = [round(q.solution_value()) for _, q in pairs]
+                hint += [(y, round(sb[o][0].solution_value()) if o in sb and sb[o][0] is not None
+                          else int(o in sb and sb[o][1].solution_value() > 1e-9))
+                         for o, (y, _) in sa.items() if y is not None]
+            hint += [(n, round(b.pool[o][0].solution_value()) if o in b.pool else 0) for o, (n, _) in a.pool.items()]
+        if hint:
+            self.hint_vars = [v for v, _ in hint]
+            self.hint_values = [float(k) for _, k in hint]
 
     def served(self) -> float:
         return sum(x.solution_value() for flows in self.flows.values() for x in flows)
