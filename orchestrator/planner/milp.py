@@ -22,14 +22,16 @@ from dataclasses import dataclass, field
 from orchestrator.plan import Plan, SolverInfo
 from orchestrator.planner.assemble import assemble
 from orchestrator.planner.model import Model, StageResult
-from orchestrator.planner.naming import name_devices
+from orchestrator.planner.fresh import rename
+from orchestrator.planner.naming import flows_by_device, name_devices
 from orchestrator.planner.problem import Kind, Problem
-from orchestrator.planner.weights import Weights, weights_for
+from orchestrator.planner.weights import Weights, hosted_parts, weights_for
 
 SERVED_TOL = 1e-7  # relative: served held at its maximum up to the solver's feasibility tolerance
 # one round of root cuts: the LP bound is usually tight already; more rounds cost time (measured:
 # benchmarks/planner_bench.py); cold solves also skip presolve probing and the locks heuristic
 REPLAN_SCIP = "separating/maxroundsroot = 1\nheuristics/completesol/maxunknownrate = 1\n"
+MILP_MAX_INTEGERS = 5000  # larger re-plan MILPs do not reach their root bound in seconds (1,000 devices)
 COLD_SCIP = REPLAN_SCIP + "propagating/probing/maxprerounds = 0\nheuristics/locks/freq = -1\n"
 
 
@@ -38,9 +40,12 @@ class Solved:
     stages: list[StageResult] = field(default_factory=list)
     served: float = 0.0
     rest: float = 0.0
+    final: tuple[str, float] | None = None  # (status, gap) decided over several candidates
 
     @property
     def status(self) -> str:
+        if self.final is not None:
+            return self.final[0]
         names = {r.status for r in self.stages}
         for bad in ("INFEASIBLE", "UNBOUNDED", "ABNORMAL", "NOT_SOLVED"):
             if bad in names:
@@ -53,6 +58,8 @@ class Solved:
 
     @property
     def gap(self) -> float:
+        if self.final is not None:
+            return self.final[1]
         return self.stages[-1].gap if self.stages else 0.0
 
     def describe(self) -> str:
@@ -112,11 +119,18 @@ def solve_milp(prob: Problem) -> Plan:
 
 
 def _cold(prob: Problem, w: Weights, t0: float) -> Plan:
-    """Groups whose devices can share (two options fit) are first solved fluid (memory and
-    integrality relaxed) and poured; a group whose poured devices do not fit is solved again as a
-    kind block. A fluid solution that fits is optimal: it meets the relaxation's bound."""
+    model, solved, notes, solver = solve_cold(prob, w, t0 + prob.request.options.time_limit_s)
+    if not solved.ok:
+        return _failed(prob, solved, solver, t0)
+    return _plan(prob, w, solved, name_devices(prob, model), solver, notes=notes, t0=t0)
+
+
+def solve_cold(prob: Problem, w: Weights, deadline: float) -> tuple[Model, Solved, tuple[str, ...], str]:
+    """The best plan ignoring any plan in force. Groups whose devices can share (two options fit)
+    are first solved fluid (memory and integrality relaxed) and poured; a group whose poured
+    devices do not fit is solved again as a kind block. A fluid solution that fits is optimal:
+    it meets the relaxation's bound."""
     opts = prob.request.options
-    deadline = t0 + opts.time_limit_s
     r = shared_slots(prob)
     fluid = {id(g) for g in prob.groups if g.options and g.shareable and opts.shared_devices is None}
     tries = []
@@ -138,22 +152,22 @@ def _cold(prob: Problem, w: Weights, t0: float) -> Plan:
         model, solved = lexicographic(build, deadline, COLD_SCIP, opts.relative_gap)
         solver = "SCIP" if integer else "GLOP"
         if not solved.ok:
-            return _failed(prob, solved, solver, t0)
-        hosted = name_devices(prob, model)
+            break
         tries.append(f"{len(fluid)} fluid group(s), {model.size()}: {solved.describe()} "
                      f"({1000 * (time.perf_counter() - t1):.1f} ms)")
-        unfit = {id(g) for g in prob.groups if id(g) in fluid and not _fits(g, hosted)}
+        flows = flows_by_device(model)
+        unfit = {id(g) for g in prob.groups if id(g) in fluid and not _fits(g, flows)}
         if not unfit:
             break
         fluid -= unfit
     notes = ("cold: " + "; then ".join(tries), f"shared slots per kind: min(devices, {r})")
-    return _plan(prob, w, solved, hosted, solver, changed=False, notes=notes, t0=t0)
+    return model, solved, notes, solver
 
 
-def _fits(g, hosted) -> bool:
+def _fits(g, flows) -> bool:
     """Every device of g hosts at most one config per variant, within its memory."""
     for d in g.devices:
-        opts = [o for o, _ in hosted.get(d.id, [])]
+        opts = [o for o, rps in flows.get(d.id, {}).items() if rps > 1e-9]
         if len({o.variant for o in opts}) < len(opts) or sum(o.memory_mb for o in opts) > g.memory_mb + 1e-9:
             return False
     return True
@@ -171,44 +185,79 @@ def _replan(prob: Problem, w: Weights, t0: float) -> Plan:
         model.finish()
         return model
 
-    bound = _fluid_bound(prob, w)
-    servable = bound.solve("served", deadline - time.perf_counter()).value
+    upper = _fluid_bound(prob, w)
+    servable = upper.solve("served", deadline - time.perf_counter()).value
     keep_model, keep = lexicographic(build_keep, deadline, REPLAN_SCIP, opts.relative_gap)
     if not keep.ok:
         return _failed(prob, keep, "GLOP", t0)
     keep_hosted = name_devices(prob, keep_model)
     tol = opts.relative_gap * max(abs(keep.rest), 1.0)
     if keep.served >= servable * (1 - SERVED_TOL) - 1e-9:
-        best = bound.solve("rest", deadline - time.perf_counter(), served_floor=keep.served * (1 - SERVED_TOL)).value
+        best = upper.solve("rest", deadline - time.perf_counter(), served_floor=keep.served * (1 - SERVED_TOL)).value
         if best - w.change <= keep.rest + tol:  # no plan beats keeping by more than the threshold
             notes = (f"kept the plan in force (routes only): no change can gain more than the change threshold "
                      f"(bound {best / w.scale:.6f} - {w.change / w.scale:.6f} <= kept {keep.rest / w.scale:.6f}); "
                      f"{keep.describe()}",)
-            return _plan(prob, w, keep, keep_hosted, "GLOP", changed=False, notes=notes, t0=t0)
-    r = shared_slots(prob)
-
-    def build(balance: bool) -> Model:
-        model = Model(prob, w, integer=True, balance=balance)
-        for k in kinds:
-            model.add_kind(k, _n_slots(k, r), loads=True)
-        model.finish()
-        return model
-
+            return _plan(prob, w, keep, keep_hosted, "GLOP", notes=notes, t0=t0)
+    # a change: the best plan from scratch named onto devices with the fewest loads, and an upper
+    # bound from the LP relaxation of the MILP over kinds; the MILP itself only where that bound
+    # leaves a gap and the model is small enough to gain on it in the time left
     t1 = time.perf_counter()
-    model, solved = lexicographic(build, deadline, REPLAN_SCIP, opts.relative_gap)
-    notes = [f"re-plan: {len(kinds)} kinds, {model.size()}; {solved.describe()} ({1000 * (time.perf_counter() - t1):.1f} ms)",
-             f"shared slots per kind: min(devices, {r}); kept plan: {keep.describe()}"]
-    if solved.ok:
-        hosted = name_devices(prob, model)
-        loads = _loads(prob, hosted)
-        served_more = solved.served > keep.served * (1 + SERVED_TOL) + 1e-9
-        if served_more or (loads and solved.rest - w.change > keep.rest + tol):
-            return _plan(prob, w, solved, hosted, "SCIP", changed=True, notes=tuple(notes), t0=t0)
-        notes.append("kept the plan in force: the best change gains less than the change threshold")
-    else:
-        notes.append(f"the re-plan MILP returned {solved.status}: kept the plan in force")
-    keep.stages += solved.stages  # the kept plan is proven only as far as the MILP got
-    return _plan(prob, w, keep, keep_hosted, "SCIP", changed=False, notes=tuple(notes), t0=t0)
+    cold_model, cold, _, _ = solve_cold(prob, w, t1 + (deadline - t1) / 2)
+    candidates = [("kept", keep.served, keep.rest, keep_hosted)]
+    if cold.ok:
+        hosted = rename(prob, w, cold_model)
+        candidates.append(("fresh", *hosted_parts(prob, w, hosted), hosted))
+    most = max(c[1] for c in candidates)
+    relaxed = Model(prob, w, integer=False)
+    for k in kinds:
+        relaxed.add_kind(k, 0, loads=True, kind_balance=True)
+    relaxed.finish()
+    lp = relaxed.solve("rest", deadline - time.perf_counter(), served_floor=most * (1 - SERVED_TOL))
+    bound = lp.value - w.change if lp.status == "OPTIMAL" else float("inf")  # on every changed plan
+    t2 = time.perf_counter()
+    r = shared_slots(prob)
+    binaries = sum(_n_slots(k, r) * len(k.group.options) + len(k.group.options) for k in kinds)
+    milp_note = "MILP not run: the bound leaves no gap"
+    if _gap(candidates, keep, bound, most) > max(opts.relative_gap, 10 * SERVED_TOL):
+        if binaries > MILP_MAX_INTEGERS:
+            milp_note = f"MILP not run: {binaries} integers (> {MILP_MAX_INTEGERS})"
+        else:
+            def build(balance: bool) -> Model:
+                model = Model(prob, w, integer=True, balance=balance)
+                for k in kinds:
+                    model.add_kind(k, _n_slots(k, r), loads=True)
+                model.finish()
+                return model
+
+            model, solved = lexicographic(build, deadline, REPLAN_SCIP, opts.relative_gap)
+            if solved.ok:
+                hosted = name_devices(prob, model)
+                candidates.append(("milp", *hosted_parts(prob, w, hosted), hosted))
+                if not solved.stages[-1].unsolved:
+                    bound = min(bound, solved.stages[-1].bound - w.change)
+            milp_note = (f"MILP over {len(kinds)} kinds, {model.size()}: {solved.describe()} "
+                         f"({1000 * (time.perf_counter() - t2):.1f} ms)")
+    most = max(c[1] for c in candidates)
+    eligible = [c for c in candidates if c[1] >= most * (1 - SERVED_TOL) - 1e-9]
+    name, served, rest, hosted = max(eligible, key=lambda c: c[2])
+    gap = _gap(candidates, keep, bound, most) if cold.ok and cold.status == "OPTIMAL" else 1.0
+    # the bounds hold served at its maximum to SERVED_TOL: gaps of that order are not told apart
+    result = Solved([], served, rest, final=("OPTIMAL" if gap <= max(opts.relative_gap, 10 * SERVED_TOL) else "FEASIBLE", gap))
+    notes = (f"re-plan ({name} chosen of {', '.join(c[0] for c in candidates)}): fresh plan {cold.describe()}, "
+             f"LP bound over {len(kinds)} kinds {1000 * (t2 - t1):.1f} ms; {milp_note}; gap {gap:.1e}",
+             f"shared slots per kind: min(devices, {r}); kept plan: {keep.describe()}")
+    return _plan(prob, w, result, hosted, "SCIP", notes=notes, t0=t0)
+
+
+def _gap(candidates, keep: Solved, bound: float, most: float) -> float:
+    """Relative gap of the best candidate serving `most` to the bound on every such plan (the
+    kept plan, when it serves that much, bounds the plans that load nothing: it is their best)."""
+    eligible = [c for c in candidates if c[1] >= most * (1 - SERVED_TOL) - 1e-9]
+    best = max(c[2] for c in eligible)
+    if keep.served >= most * (1 - SERVED_TOL) - 1e-9:
+        bound = max(bound, keep.rest)
+    return max(0.0, bound - best) / max(abs(best), 1e-9)
 
 
 def _n_slots(kind: Kind, r: int) -> int:
@@ -229,9 +278,10 @@ def _loads(prob: Problem, hosted) -> int:
     return sum(1 for d, flows in hosted.items() for o, _ in flows if o.key not in prob.current.get(d, set()))
 
 
-def _plan(prob: Problem, w: Weights, solved: Solved, hosted, solver: str, changed: bool, notes, t0: float) -> Plan:
+def _plan(prob: Problem, w: Weights, solved: Solved, hosted, solver: str, notes, t0: float) -> Plan:
+    """`solved.rest`: the plan's rest objective, the change threshold included where it loads."""
     unserved = sum(prob.demand.values()) - solved.served
-    objective = (solved.rest - w.served * max(0.0, unserved) - (w.change if changed else 0.0)) / w.scale
+    objective = (solved.rest - w.served * max(0.0, unserved)) / w.scale
     status = "OPTIMAL" if solved.status == "OPTIMAL" else "FEASIBLE"
     info = SolverInfo(status=status, objective=objective, gap=solved.gap,
                       time_ms=(time.perf_counter() - t0) * 1000, solver=solver)

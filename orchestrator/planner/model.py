@@ -140,10 +140,11 @@ class Model:
         self._balance(g, [(var, 1.0 / o.capacity_rps) for o, var in x.items()], used if used is not None else n)
         self.blocks.append(FluidBlock(g, devices, x, used, keep))
 
-    def add_kind(self, kind: Kind, n_slots: int, loads: bool) -> None:
+    def add_kind(self, kind: Kind, n_slots: int, loads: bool, kind_balance: bool = False) -> None:
         """The kind's devices: `n_slots` named slots that may host several options, the rest a pool
         of one-option devices counted per option. `loads`: charge a load for every option a device
-        does not host now (a plan is in force)."""
+        does not host now (a plan is in force). `kind_balance` (a relaxation's bound): one balance
+        term N h(T / N) over the pool's total time T, below what any split of T costs (Jensen)."""
         g, s, u, w = kind.group, self.solver, self.u, self.w
         options = self._served_only([o for o in g.options if o.family in self.flows],
                                     prunable=g.roomy or not g.shareable)
@@ -209,10 +210,12 @@ class Model:
                     self._add(n, -w.load(o))
                     self.hint_vars.append(n)
                     self.hint_values.append(0.0)
-                if p > 1:
+                if p > 1 and not kind_balance:
                     self._balance(g, [(x, 1.0 / o.capacity_rps)], n)
                 block.pool[o] = (n, x)
-            if p == 1:
+            if kind_balance:
+                self._balance(g, [(x, 1.0 / o.capacity_rps) for o, (_, x) in block.pool.items()], p)
+            elif p == 1:
                 # one pool device hosts at most one option (sum n <= 1): its utilisation is the sum
                 # of the pool's time terms, priced like a named device's (K segments, not K per option)
                 self._balance(g, [(x, 1.0 / o.capacity_rps) for o, (_, x) in block.pool.items()], None)

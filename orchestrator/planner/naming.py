@@ -21,26 +21,31 @@ EPS = 1e-9
 
 def name_devices(prob: Problem, model: Model) -> dict[str, list[tuple[Option, float]]]:
     """device id -> [(option, served rps)] from the model's current solution."""
+    return keep_current(prob, model.w, flows_by_device(model))
+
+
+def flows_by_device(model: Model) -> dict[str, dict[Option, float]]:
+    """device id -> {option: rps} for every device of every block (empty: idle)."""
     out: dict[str, dict[Option, float]] = {}
-    group_of: dict[str, Group] = {}
     for block in model.blocks:
         if isinstance(block, FluidBlock):
             _pour(block, out)
-            devices = block.devices
-            group = block.group
         else:
             _kind(block, out)
-            devices = block.slot_devices + block.pool_devices
-            group = block.kind.group
-        for d in devices:
-            group_of[d.id] = group
+    return out
+
+
+def keep_current(prob: Problem, w, flows: dict[str, dict[Option, float]]) -> dict[str, list[tuple[Option, float]]]:
+    """What each device hosts: the options it serves, and what it hosts now (serving nothing) where
+    that still fits beside them and the device is used or costs nothing."""
+    group_of: dict[str, Group] = {d.id: g for g in prob.groups for d in g.devices}
     hosted: dict[str, list[tuple[Option, float]]] = {}
-    for dev, flows in out.items():
+    for dev, cell in flows.items():
         g = group_of[dev]
-        serving = {o: rps for o, rps in flows.items() if rps > EPS}
+        serving = {o: rps for o, rps in cell.items() if rps > EPS}
         kept = {o for o in g.options if o.key in prob.current.get(dev, set())}
         extra = [o for o in kept if o not in serving]
-        if extra and (serving or model.w.device_cost(g) == 0):
+        if extra and (serving or w.device_cost(g) == 0):
             together = list(serving) + extra
             if (len({o.variant for o in together}) == len(together)
                     and sum(o.memory_mb for o in together) <= g.memory_mb + EPS):

@@ -106,3 +106,24 @@ def balance_rows(solver, objective: dict, weight: float, u: float, time_terms, d
             row.SetCoefficient(devices, -width)
         objective[seg] = objective.get(seg, 0.0) - weight * slope
         total.SetCoefficient(seg, -1.0)
+
+
+def hosted_parts(prob: Problem, w: Weights, hosted) -> tuple[float, float]:
+    """(served, rest (unscaled)) of named hosting: device id -> [(option, served rps)]. Loads are
+    counted per device against what it hosts now, the change threshold once if anything loads."""
+    group_of = {d.id: g for g in prob.groups for d in g.devices}
+    served = rest = 0.0
+    loads = 0
+    for dev, flows in hosted.items():
+        g = group_of[dev]
+        now = prob.current.get(dev, set())
+        if flows:
+            rest -= w.device_cost(g)
+        for o, rps in flows:
+            served += rps
+            rest += w.flow(o) * rps
+            if prob.request.current is not None and o.key not in now:
+                rest -= w.load(o)
+                loads += 1
+        rest -= w.group_balance(g) * balance_h(sum(rps / o.capacity_rps for o, rps in flows), w.utilisation_cap)
+    return served, rest - (w.change if loads else 0.0)
