@@ -18,9 +18,8 @@ from ortools.linear_solver import pywraplp
 
 from orchestrator.planner.capacity import Option
 from orchestrator.planner.problem import Group, Problem
-from orchestrator.planner.weights import balance_h, balance_rows, weights_for
+from orchestrator.planner.weights import balance_h, balance_rows, served_floor, weights_for
 
-SERVED_TOL = 1e-7  # the planner's (milp.SERVED_TOL): served is held at its maximum up to this
 LP_TIME_LIMIT_MS = 5_000  # a normal solve here takes milliseconds
 
 
@@ -58,7 +57,7 @@ def exhaustive_parts(prob: Problem) -> tuple[float, float, dict[str, tuple[Optio
                    for d, sets in zip(g.devices, group_choice)}
         hostings.append((_lp(prob, w, hosting, None)[0], hosting))
     most = max(s for s, _ in hostings)
-    floor = most * (1 - SERVED_TOL)
+    floor = served_floor(most)
     best, best_served, best_hosting = -float("inf"), most, {}
     for served, hosting in hostings:
         if served < floor:

@@ -25,9 +25,9 @@ from orchestrator.planner.model import Model, StageResult
 from orchestrator.planner.fresh import rename
 from orchestrator.planner.naming import flows_by_device, name_devices
 from orchestrator.planner.problem import Kind, Problem
-from orchestrator.planner.weights import Weights, hosted_parts, weights_for
+from orchestrator.planner.weights import Weights, hosted_parts, served_floor, weights_for
 
-SERVED_TOL = 1e-7  # relative: served held at its maximum up to the solver's feasibility tolerance
+NOISE = 1e-6  # relative: a gap below this between a plan and a bound (served floor, tolerances) is noise
 # one round of root cuts: the LP bound is usually tight already; more rounds cost time (measured:
 # benchmarks/planner_bench.py); cold solves also skip presolve probing and the locks heuristic
 REPLAN_SCIP = "separating/maxroundsroot = 1\nheuristics/completesol/maxunknownrate = 1\n"
@@ -92,7 +92,7 @@ def lexicographic(build, deadline: float, scip: str, gap: float) -> tuple[Model,
         return model, out
     if first is not model and model.hint_vars:
         model.hint_from(first)  # a re-plan: start from keeping, completed by stage 1's plan
-    floor = r.value * (1 - SERVED_TOL)
+    floor = served_floor(r.value)
     r = model.solve("rest", deadline - time.perf_counter(), served_floor=floor, scip_params=scip, gap=gap)
     if r.status in ("OPTIMAL", "FEASIBLE"):
         out.stages.append(r)
@@ -192,8 +192,8 @@ def _replan(prob: Problem, w: Weights, t0: float) -> Plan:
         return _failed(prob, keep, "GLOP", t0)
     keep_hosted = name_devices(prob, keep_model)
     tol = opts.relative_gap * max(abs(keep.rest), 1.0)
-    if keep.served >= servable * (1 - SERVED_TOL) - 1e-9:
-        best = upper.solve("rest", deadline - time.perf_counter(), served_floor=keep.served * (1 - SERVED_TOL)).value
+    if keep.served >= served_floor(servable):
+        best = upper.solve("rest", deadline - time.perf_counter(), served_floor=served_floor(keep.served)).value
         if best - w.change <= keep.rest + tol:  # no plan beats keeping by more than the threshold
             notes = (f"kept the plan in force (routes only): no change can gain more than the change threshold "
                      f"(bound {best / w.scale:.6f} - {w.change / w.scale:.6f} <= kept {keep.rest / w.scale:.6f}); "
@@ -213,13 +213,13 @@ def _replan(prob: Problem, w: Weights, t0: float) -> Plan:
     for k in kinds:
         relaxed.add_kind(k, 0, loads=True, kind_balance=True)
     relaxed.finish()
-    lp = relaxed.solve("rest", deadline - time.perf_counter(), served_floor=most * (1 - SERVED_TOL))
+    lp = relaxed.solve("rest", deadline - time.perf_counter(), served_floor=served_floor(most))
     bound = lp.value - w.change if lp.status == "OPTIMAL" else float("inf")  # on every changed plan
     t2 = time.perf_counter()
     r = shared_slots(prob)
     binaries = sum(_n_slots(k, r) * len(k.group.options) + len(k.group.options) for k in kinds)
     milp_note = "MILP not run: the bound leaves no gap"
-    if _gap(candidates, keep, bound, most) > max(opts.relative_gap, 10 * SERVED_TOL):
+    if _gap(candidates, keep, bound, most) > max(opts.relative_gap, NOISE):
         if binaries > MILP_MAX_INTEGERS:
             milp_note = f"MILP not run: {binaries} integers (> {MILP_MAX_INTEGERS})"
         else:
@@ -239,11 +239,10 @@ def _replan(prob: Problem, w: Weights, t0: float) -> Plan:
             milp_note = (f"MILP over {len(kinds)} kinds, {model.size()}: {solved.describe()} "
                          f"({1000 * (time.perf_counter() - t2):.1f} ms)")
     most = max(c[1] for c in candidates)
-    eligible = [c for c in candidates if c[1] >= most * (1 - SERVED_TOL) - 1e-9]
+    eligible = [c for c in candidates if c[1] >= served_floor(most)]
     name, served, rest, hosted = max(eligible, key=lambda c: c[2])
     gap = _gap(candidates, keep, bound, most) if cold.ok and cold.status == "OPTIMAL" else 1.0
-    # the bounds hold served at its maximum to SERVED_TOL: gaps of that order are not told apart
-    result = Solved([], served, rest, final=("OPTIMAL" if gap <= max(opts.relative_gap, 10 * SERVED_TOL) else "FEASIBLE", gap))
+    result = Solved([], served, rest, final=("OPTIMAL" if gap <= max(opts.relative_gap, NOISE) else "FEASIBLE", gap))
     notes = (f"re-plan ({name} chosen of {', '.join(c[0] for c in candidates)}): fresh plan {cold.describe()}, "
              f"LP bound over {len(kinds)} kinds {1000 * (t2 - t1):.1f} ms; {milp_note}; gap {gap:.1e}",
              f"shared slots per kind: min(devices, {r}); kept plan: {keep.describe()}")
@@ -253,9 +252,9 @@ def _replan(prob: Problem, w: Weights, t0: float) -> Plan:
 def _gap(candidates, keep: Solved, bound: float, most: float) -> float:
     """Relative gap of the best candidate serving `most` to the bound on every such plan (the
     kept plan, when it serves that much, bounds the plans that load nothing: it is their best)."""
-    eligible = [c for c in candidates if c[1] >= most * (1 - SERVED_TOL) - 1e-9]
+    eligible = [c for c in candidates if c[1] >= served_floor(most)]
     best = max(c[2] for c in eligible)
-    if keep.served >= most * (1 - SERVED_TOL) - 1e-9:
+    if keep.served >= served_floor(most):
         bound = max(bound, keep.rest)
     return max(0.0, bound - best) / max(abs(best), 1e-9)
 

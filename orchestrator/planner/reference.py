@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from ortools.linear_solver import pywraplp
 
 from orchestrator.planner.problem import Problem
-from orchestrator.planner.weights import balance_rows, weights_for
+from orchestrator.planner.weights import balance_rows, served_floor, weights_for
 
-SERVED_TOL = 1e-7
 
 
 @dataclass
@@ -34,9 +33,14 @@ def reference_optimum(prob: Problem, gap: float = 1e-9, time_limit_s: float = 60
     served = _solve(prob, None, gap, time_limit_s)
     if served.status not in ("OPTIMAL", "FEASIBLE"):
         return served
-    rest = _solve(prob, served.served * (1 - SERVED_TOL), gap, time_limit_s)
+    rest = _solve(prob, served_floor(served.served), gap, time_limit_s)
     status = "OPTIMAL" if (served.status, rest.status) == ("OPTIMAL", "OPTIMAL") else rest.status
     return Reference(status, rest.served, rest.rest, max(served.gap, rest.gap))
+
+
+def most_served(prob: Problem, gap: float = 1e-9, time_limit_s: float = 600.0) -> Reference:
+    """The first stage alone: the most any plan serves."""
+    return _solve(prob, None, gap, time_limit_s)
 
 
 def _solve(prob: Problem, floor: float | None, gap: float, time_limit_s: float) -> Reference:

@@ -71,6 +71,13 @@ def weights_for(prob: Problem) -> Weights:
                    balance=unit * opts.balance_weight, change=scale * opts.change_threshold / 100.0)
 
 
+def served_floor(most: float) -> float:
+    """What a later stage must still serve when a stage found `most` the most served: all of it, up
+    to the solvers' feasibility tolerances (about 1e-6 per row, so a stage's maximum may exceed the
+    exact one by that much per flow): 1e-9 relative and 1e-4 rps absolute."""
+    return most * (1 - 1e-9) - 1e-4
+
+
 def balance_segments(u: float) -> list[float]:
     """Slopes of h on its segments [U k / 16, U (k+1) / 16] (each U / 16 wide): h interpolates
     v^2 there, so the slope of segment k is the sum of its ends, increasing (h convex, h(0) = 0)."""
