@@ -63,7 +63,8 @@ class Solved:
         return self.stages[-1].gap if self.stages else 0.0
 
     def describe(self) -> str:
-        return "; ".join(f"{r.stage} {r.status} gap {r.gap:.1e} {1000 * r.seconds:.1f} ms" for r in self.stages)
+        return "; ".join(f"{r.stage} {r.status} gap {r.gap:.1e} {1000 * r.seconds:.1f} ms"
+                         f"{' (retried: numerical troubles)' if r.retried else ''}" for r in self.stages)
 
 
 def shared_slots(prob: Problem) -> int:

@@ -61,6 +61,7 @@ class StageResult:
     bound: float
     seconds: float
     unsolved: bool = False  # the stage found nothing in its time: the previous stage's plan stands
+    retried: bool = False  # SoPlex gave up on numerical troubles; solved again without its stability checks
 
     @property
     def gap(self) -> float:
@@ -278,17 +279,18 @@ class Model:
         self.served_row.SetLb(served_floor if stage == "rest" and served_floor is not None else -s.infinity())
         t0 = time.perf_counter()
         status = self._run(time_limit_s, scip_params, gap, hint)
-        if status == pywraplp.Solver.ABNORMAL and self.integer:
+        retried = status == pywraplp.Solver.ABNORMAL and self.integer
+        if retried:
             # SoPlex gave up on "numerical troubles": solve again without its stability checks
             status = self._run(time_limit_s, scip_params + "lp/checkstability = FALSE\nlp/checkdualfeas = FALSE\n"
                                "lp/checkprimfeas = FALSE\n", gap, hint)
         seconds = time.perf_counter() - t0
         name = STATUS.get(status, str(status))
         if name not in ("OPTIMAL", "FEASIBLE"):
-            return StageResult(stage, name, 0.0, 0.0, seconds)
+            return StageResult(stage, name, 0.0, 0.0, seconds, retried=retried)
         value = obj.Value()
         bound = obj.BestBound() if self.integer else value
-        return StageResult(stage, name, value, bound, seconds)
+        return StageResult(stage, name, value, bound, seconds, retried=retried)
 
     def _run(self, time_limit_s: float, scip_params: str, gap: float, hint: bool) -> int:
         s = self.solver
