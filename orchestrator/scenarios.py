@@ -1,6 +1,8 @@
 """Synthetic planning scenarios built in memory (no files): a catalog, a cluster and profiles.
 
-Used by the planner's tests and benchmark, and by the simulator. **The profiles are synthetic**:
+Used by the planner's tests and benchmark, and by the simulator. `proteus_table` is built from
+Proteus's *published* profiling table and trace (orchestrator/data/, see its docstring); the other
+scenarios' **profiles are synthetic**:
 accuracies, parameter counts and FLOPs are the published torchvision figures (ImageNet-1k top-1 of
 the V1 weights, and the "GFLOPS"/params columns of torchvision's model tables); latencies are
 *derived*, not measured:
@@ -16,6 +18,7 @@ batch-1 latency with 2 threads; one thread ~1.9x slower; batching roughly linear
 
 from __future__ import annotations
 
+import csv
 import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -209,3 +212,59 @@ def small_resnet(devices: int = 2, seed: int = 0, demand_rps: float = 10.0, slo_
     return Scenario("small-resnet", catalog, Cluster(name="small-resnet", devices=devs), ProfileSet(records),
                     {"resnet": slo_ms}, {"resnet": demand_rps},
                     notes=["synthetic profiles scaled from this machine's onnxruntime batch-1 latencies"])
+
+
+DATA = Path(__file__).parent / "data"
+PROTEUS_CLASSES_TABLE = {"cpu": "cpu", "vpu": "cpu", "gpu-pascal": "gpu_pascal", "gpu-ampere": "gpu_ampere"}
+PROTEUS_BATCHES = (1, 2, 4, 8)  # Proteus's simulator (core/simulator.py allowed_batch_sizes)
+
+
+def _rows(name: str) -> list[dict[str, str]]:
+    with open(DATA / name, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(line for line in f if not line.startswith("#")))
+
+
+def proteus_table(load: float = 1.0, devices_per_class: int = 10, slo_ms: float = 300.0) -> Scenario:
+    """Proteus's own setting, from its published artifact (github.com/UMass-LIDS/Proteus):
+
+    * profiles: data/proteus_profiling.csv, the artifact's measured table (46 variants of 9
+      families on CPU, Pascal and Ampere GPUs, batch 1-16). Proteus plans with the *median*
+      latency (a batch fits when its median < SLO / 2; throughput = batch x 1000 / median), so the
+      median is entered as p50, p95 and p99: the capacity rule here (p99 <= SLO x 0.5) is then
+      Proteus's, and 42 of the 46 variants qualify at 300 ms. Batches 1-8, as its simulator.
+    * cluster: its 40 devices, 10 per accelerator type (CPU, VPU, Pascal, Ampere); like Proteus's
+      simulator, a VPU has the CPU's latencies. Each Proteus device hosts one variant: every
+      variant gets a nominal 1 GB footprint and every device 1.5 GB (the table has no sizes).
+    * accuracy: the table's accuracy normalised to the family's most accurate variant (what Proteus
+      maximises; the families' raw metrics differ: top-1, BLEU, mAP).
+    * demand: `load` x each family's peak arrival rate in its medium-normal_load trace with a
+      300-ms deadline (data/proteus_trace_peaks.csv: the most arrivals in one second); SLO 300 ms.
+    Variant names with a "/" (prajjwal1/bert-tiny) use "_" instead."""
+    rows = _rows("proteus_profiling.csv")
+    catalog = Catalog()
+    for r in rows:
+        name = r["variant"].replace("/", "_")
+        if name not in catalog.variants:
+            v = make_variant(r["family"], name, float(r["normalized_accuracy"]), 1.0, 1.0)
+            catalog.add(replace(v, accuracy_source="Proteus profiling table, normalised to the family's best",
+                                accuracy_nominal=True, params=0, flops=0, onnx_bytes=int((1000.0 - 64.0) / 1.5 * 2**20),
+                                max_batch_size=max(PROTEUS_BATCHES)))
+    records = []
+    for cls, accel in PROTEUS_CLASSES_TABLE.items():
+        for r in rows:
+            b = int(r["batch"])
+            if r["accelerator"] != accel or b not in PROTEUS_BATCHES:
+                continue
+            p50 = float(r["p50_ms"])
+            records.append(ProfileRecord(variant=r["variant"].replace("/", "_"), device_class=cls, batch_size=b,
+                                         instances=1, threads=1, p50_ms=p50, p95_ms=p50, p99_ms=p50,
+                                         throughput_rps=round(b * 1000.0 / p50, 3), samples=0, source="published",
+                                         note="Proteus profiling table (median latency)"))
+    devs = [Device(id=f"{cls}-{i:02d}", device_class=cls, kind="cpu" if cls in ("cpu", "vpu") else "gpu",
+                   memory_mb=1500.0, url=f"grpc://{cls}-{i:02d}:8001")
+            for cls in PROTEUS_CLASSES_TABLE for i in range(devices_per_class)]
+    peaks = {r["family"]: float(r["peak_rps"]) for r in _rows("proteus_trace_peaks.csv")}
+    families = catalog.families()
+    return Scenario(f"proteus-table-x{load:g}", catalog, Cluster(name="proteus-table", devices=devs), ProfileSet(records),
+                    {f: slo_ms for f in families}, {f: round(load * peaks[f], 3) for f in families},
+                    notes=["Proteus's published profiling table and trace peaks (orchestrator/data)"])

@@ -55,3 +55,12 @@ def resnet18_repo_export(tmp_path_factory) -> ExportRun:
 @pytest.fixture(scope="session")
 def resnet18_repo(resnet18_repo_export) -> Path:
     return resnet18_repo_export.path
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The planner's nightly scale table (tests/test_planner_nightly.py), when those tests ran."""
+    import sys
+
+    nightly = sys.modules.get("test_planner_nightly") or sys.modules.get("tests.test_planner_nightly")
+    if nightly is not None:
+        nightly.summary(terminalreporter.write_line)

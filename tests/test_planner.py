@@ -14,7 +14,7 @@ from orchestrator.errors import UserError
 from orchestrator.plan import Plan
 from orchestrator.planner import AccuracyFloor, PlannerOptions, build_problem, make_plan
 from orchestrator.planner.capacity import best_batch
-from orchestrator.planner.milp import BALANCE_SEGMENTS
+from orchestrator.planner.weights import BALANCE_SEGMENTS
 from orchestrator.profiles import ProfileRecord, ProfileSet
 from orchestrator.scenarios import make_variant, proteus_scale, small_resnet
 
@@ -71,7 +71,7 @@ def test_milp_mixes_variants_on_one_device_to_maximise_effective_accuracy():
     fam = plan.families["resnet"]
     assert fam.unserved_rps == pytest.approx(0.0, abs=1e-6)
     assert any(len(plan.placements_on(d.id)) == 2 for d in s.cluster.devices)  # time-shared device
-    assert plan.solver.status == "OPTIMAL" and plan.solver.solver == "SCIP"
+    assert plan.solver.status == "OPTIMAL" and plan.solver.solver in ("GLOP", "SCIP")
     for other in ("model-switching", "clipper-ha", "clipper-ht", "infaas"):
         assert fam.effective_accuracy >= make_plan(s.request(), other).families["resnet"].effective_accuracy - 1e-9
 
@@ -125,14 +125,16 @@ def test_stability_noise_leaves_the_plan_and_a_real_shift_changes_it(devices, de
 
 
 def test_switch_cost_trades_accuracy_against_reloads():
-    """Control for the stability test: re-planning 20 rps from a plan made for 26 rps. Without a
-    switching cost the planner moves to the cold optimum; with a prohibitive one it keeps what is
-    loaded (it still serves everything); the default sits between."""
+    """Control for the stability test: re-planning 20 rps from a plan made for 26 rps (no change
+    threshold, so the switching cost alone decides). Without a switching cost the planner moves to
+    the cold optimum; with a prohibitive one it keeps what is loaded (it still serves everything).
+    With the default change threshold (0.5 points) the gain (0.32 points) does not pay: it keeps."""
     s = small_resnet(devices=4, demand_rps=20.0)
     cold = solve(s)
     current = solve(s, demand_rps={"resnet": 26.0})
-    free = solve(s, current=current, options=PlannerOptions(switch_cost=0.0))
-    sticky = solve(s, current=current, options=PlannerOptions(switch_cost=10.0))
+    free = solve(s, current=current, options=PlannerOptions(switch_cost=0.0, change_threshold=0.0))
+    sticky = solve(s, current=current, options=PlannerOptions(switch_cost=10.0, change_threshold=0.0))
+    assert loaded(solve(s, current=current)) == loaded(current)
     assert free.families["resnet"].effective_accuracy == pytest.approx(cold.families["resnet"].effective_accuracy)
     assert loaded(sticky) <= loaded(current)
     assert sticky.families["resnet"].unserved_rps < 1e-6
@@ -304,7 +306,7 @@ def test_cli_prints_a_table_and_the_predicted_figures(files, capsys):
     assert _solve_cli(files, "--demand", "resnet=10") == 0
     out = capsys.readouterr().out
     assert "device" in out and "inst x thr" in out and "resnet152" in out
-    assert "predicted effective accuracy" in out and "SCIP OPTIMAL" in out
+    assert "predicted effective accuracy" in out and "OPTIMAL" in out
 
 
 def test_cli_json_is_a_plan_and_feeds_back_as_current(files, capsys, tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from orchestrator.catalog import Catalog
 from orchestrator.cluster import Cluster
-from orchestrator.commands.flags import fraction, parse_slo, positive_float
+from orchestrator.commands.flags import fraction, non_negative_float, parse_slo, positive_float
 from orchestrator.errors import UserError
 from orchestrator.plan import Plan
 from orchestrator.planner import POLICIES, AccuracyFloor, PlannerOptions, PlanRequest, make_plan
@@ -40,6 +40,9 @@ def register(sub) -> None:
                    help="a batch qualifies when its p99 <= SLO x this (default 0.5)")
     p.add_argument("--time-limit", type=positive_float, default=2.0,
                    help="solver time limit in s; past it the best plan found is returned with its gap (default 2)")
+    p.add_argument("--change-threshold", type=non_negative_float, default=0.5, metavar="POINTS",
+                   help="with --current: change placements only to gain more than this many effective-accuracy "
+                        "points (default 0.5; 0: any gain that pays its switching costs)")
     p.add_argument("--no-standby", action="store_true",
                    help="milp: do not add standby variants (spill routes) where memory allows")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
@@ -97,7 +100,7 @@ def run(args) -> int:
             raise UserError(f"{args.current}: not a plan written by `orchestrator solve --json` ({e})") from None
     options = PlannerOptions(latency_fraction=args.latency_fraction, utilisation_cap=args.utilisation_cap,
                              objective=args.objective, time_limit_s=args.time_limit,
-                             standby=not args.no_standby)
+                             change_threshold=args.change_threshold, standby=not args.no_standby)
     request = PlanRequest(catalog=catalog, cluster=cluster, profiles=profiles, slo_ms=slo, demand_rps=demand,
                           current=current, accuracy_floor=_floors(args.accuracy_floor),
                           drained=frozenset(args.drain), reserved=frozenset(args.reserve), options=options)

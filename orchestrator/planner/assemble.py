@@ -36,7 +36,7 @@ def assemble(prob: Problem, policy: str, hosted: dict[str, list[tuple[Option, fl
     families: dict[str, FamilyPlan] = {}
     for fam in sorted(req.demand_rps):
         demand = float(req.demand_rps[fam])
-        flows = [(dev, o, s) for dev, o, s in served.get(fam, []) if s > EPS * max(1.0, demand)]
+        flows = [(dev, o, s) for dev, o, s in served.get(fam, []) if s > EPS]
         total = sum(s for _, _, s in flows)
         total = min(total, demand) if total > demand * (1 + 1e-7) else total
         routes = tuple(Route(dev, o.variant, s / total) for dev, o, s in flows) if total > 0 else ()

@@ -1,121 +1,70 @@
-"""The exact planner: a linear MILP (OR-Tools, SCIP) over groups of interchangeable devices.
+"""The exact planner: which model to solve, in which order, and the plan from its solution.
 
-Formulation (docs/planner.md has it in math). Devices that share class, memory and cost form a
-group g of N_g devices. In each group:
-
-* `n[g,o]` (integer): how many devices of g are *dedicated* to option o (a variant with an
-  instance config) and `xd[g,o]` (continuous) the throughput they serve together:
-  xd <= U * cap_o * n.
-* `S_g` *shared* slots: devices that may host several options, with binaries `y[g,s,o]`, flows
-  `xs[g,s,o]`, memory sum(mem_o * y) <= M_g and time sum(xs / cap_o) <= U.
-* sum_o n[g,o] <= N_g - S_g.
-
-Why this is exact: fix which options each device hosts; what is left is a linear program in the
-flows whose rows are one time-row per device and one demand row per family (plus one row per
-average-accuracy floor). A basic optimal solution has at most as many non-zero flows as rows, so
-at most R = #families + #average floors devices carry more than one flow. Giving every group
-S_g = min(N_g, R) shared slots therefore loses no optimum, and all other devices host one option:
-for those, only the count matters. When N_g <= R the slots *are* the group's devices, by name.
-
-Objective (maximised), each term normalised so that the weights state the priority:
-  served_weight * served / D  +  sum acc_o * x / (100 D)  -  switching  -  device cost  -  balance
-(cost mode: served_weight * served / D - cost / C_total + 1e-3 * (accuracy - switching - balance)).
-Balance: sum over devices of h(utilisation), h the piecewise-linear interpolation of u^2 (convex,
-h(0) = 0). The n pool devices dedicated to o share xd evenly, so together they cost
-n h(xd / (cap_o n)): the perspective of h, linear in (xd, n) segment by segment - exact, no binaries.
-A pool of one device (sum_o n <= 1, so at most one xd is non-zero) is priced as a named device:
-h(sum_o xd / cap_o), K segment variables for the pool instead of K per option.
+* Without a plan in force (cold): roomy groups (every option fits on every device) are fluid
+  blocks, an LP; other groups are kind blocks (one-option devices counted per option, plus named
+  shared slots), a MILP (model.py).
+* With a plan in force (re-plan): first the plan in force *kept*: its placements, re-routed (an LP
+  over each kind's hosted options). An upper bound on every plan (all integers and memory
+  relaxed, no switching cost) shows whether any change could beat keeping by more than the
+  change threshold; if not, the kept plan is optimal and no MILP is solved. Otherwise the MILP
+  over kinds with switching costs is solved, and its plan replaces the kept one if it serves more,
+  or is better by more than the threshold.
+* Every solve is lexicographic: served demand first (an exact stage of its own when anything goes
+  unserved), then the rest of the objective with served held at its maximum.
+docs/planner.md states the formulation and proves it exact.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from ortools.linear_solver import pywraplp
-
-from orchestrator.errors import UserError
 from orchestrator.plan import Plan, SolverInfo
 from orchestrator.planner.assemble import assemble
-from orchestrator.planner.capacity import Option
-from orchestrator.planner.problem import Group, Problem
+from orchestrator.planner.model import Model, StageResult
+from orchestrator.planner.fresh import rename
+from orchestrator.planner.naming import flows_by_device, name_devices
+from orchestrator.planner.problem import Kind, Problem
+from orchestrator.planner.weights import Weights, hosted_parts, served_floor, weights_for
 
-COST_MODE_TIE = 1e-2  # cost mode: accuracy and switching only break ties between equally cheap plans
-_STATUS = {pywraplp.Solver.OPTIMAL: "OPTIMAL", pywraplp.Solver.FEASIBLE: "FEASIBLE",
-           pywraplp.Solver.INFEASIBLE: "INFEASIBLE", pywraplp.Solver.UNBOUNDED: "UNBOUNDED",
-           pywraplp.Solver.ABNORMAL: "ABNORMAL", pywraplp.Solver.NOT_SOLVED: "NOT_SOLVED"}
-
-
-@dataclass(frozen=True)
-class Weights:
-    """Objective coefficients shared by the MILP and the exhaustive check (so both optimise the same)."""
-
-    served: float  # per rps served
-    accuracy: float  # per (accuracy percent x rps)
-    switch: float  # per unit of `switch_penalty`
-    device: float  # per $/h of a device in use
-    switch_cost: float
-    max_memory_mb: float
-    utilisation_cap: float
-    scale: float  # the objective is reported divided by this (normalised units)
-    balance: float = 0.0  # per rps moved between devices, the most the balance term may change
-
-    def flow(self, o: Option) -> float:
-        """Objective gain per rps routed to option o."""
-        return self.served + self.accuracy * o.accuracy
-
-    def load(self, o: Option) -> float:
-        """Objective loss for loading o on one device that does not host it now."""
-        size = o.memory_mb / self.max_memory_mb if self.max_memory_mb > 0 else 1.0
-        return self.switch * self.switch_cost * size * self.utilisation_cap * o.capacity_rps * o.accuracy
-
-    def device_cost(self, g: Group) -> float:
-        return self.device * g.cost_per_hour
-
-    def group_balance(self, g: Group) -> float:
-        """Objective loss per unit of h(utilisation) on a device of g (lowest priority). h's slope
-        is at most 2U and a device's utilisation moves by rps / cap_o, so moving one rps between
-        devices changes the balance term by at most `balance`."""
-        slowest = min((o.capacity_rps for o in g.options), default=0.0)
-        return self.balance * slowest / (2 * self.utilisation_cap)
+NOISE = 1e-6  # relative: a gap below this between a plan and a bound (served floor, tolerances) is noise
+# one round of root cuts: the LP bound is usually tight already; more rounds cost time (measured:
+# benchmarks/planner_bench.py); cold solves also skip presolve probing and the locks heuristic
+REPLAN_SCIP = "separating/maxroundsroot = 1\nheuristics/completesol/maxunknownrate = 1\n"
+MILP_MAX_INTEGERS = 5000  # larger re-plan MILPs do not reach their root bound in seconds (1,000 devices)
+COLD_SCIP = REPLAN_SCIP + "propagating/probing/maxprerounds = 0\nheuristics/locks/freq = -1\n"
 
 
-BALANCE_SEGMENTS = 16  # h interpolates u^2 on [0, U] at U k / 16: ties within U / 16
+@dataclass
+class Solved:
+    stages: list[StageResult] = field(default_factory=list)
+    served: float = 0.0
+    rest: float = 0.0
+    final: tuple[str, float] | None = None  # (status, gap) decided over several candidates
 
+    @property
+    def status(self) -> str:
+        if self.final is not None:
+            return self.final[0]
+        names = {r.status for r in self.stages}
+        for bad in ("INFEASIBLE", "UNBOUNDED", "ABNORMAL", "NOT_SOLVED"):
+            if bad in names:
+                return bad
+        return "FEASIBLE" if "FEASIBLE" in names else "OPTIMAL"
 
-def balance_segments(u: float) -> list[float]:
-    """Slopes of h on its segments [U k / 16, U (k+1) / 16] (each U / 16 wide): h interpolates
-    v^2 there, so the slope of segment k is the sum of its ends, increasing (h convex, h(0) = 0)."""
-    points = [u * k / BALANCE_SEGMENTS for k in range(BALANCE_SEGMENTS + 1)]
-    return [a + b for a, b in zip(points, points[1:])]
+    @property
+    def ok(self) -> bool:
+        return self.status in ("OPTIMAL", "FEASIBLE")
 
+    @property
+    def gap(self) -> float:
+        if self.final is not None:
+            return self.final[1]
+        return self.stages[-1].gap if self.stages else 0.0
 
-def balance_h(v: float, u: float) -> float:
-    """h(v) for a utilisation v in [0, u]."""
-    width = u / BALANCE_SEGMENTS
-    return sum(slope * min(width, max(0.0, v - k * width)) for k, slope in enumerate(balance_segments(u)))
-
-
-def weights_for(prob: Problem) -> Weights:
-    """Normalised weights (served share, accuracy share, cost share) times `scale`, chosen so that
-    one accuracy point x rps is worth 1: the solver's reduced costs then separate variants whose
-    accuracies differ by a fraction of a point (normalised, they drown in its 1e-7 tolerances)."""
-    opts = prob.request.options
-    # shares are of what can be served at most (demand beyond the cluster's capacity must not
-    # dilute the served term below a device's cost)
-    servable = sum(len(g.devices) * opts.utilisation_cap * max((o.capacity_rps for o in g.options), default=0.0)
-                   for g in prob.groups)
-    demand = min(sum(prob.demand.values()), servable) or 1.0
-    total_cost = sum(d.cost_per_hour for g in prob.groups for d in g.devices)
-    max_mem = max((o.memory_mb for g in prob.groups for o in g.options), default=1.0)
-    tie = COST_MODE_TIE if opts.objective == "cost" else 1.0  # weight of accuracy and switching
-    scale = 100.0 * demand / tie
-    device = (1.0 if opts.objective == "cost" else opts.device_cost_weight)
-    return Weights(served=scale * opts.served_weight / demand, accuracy=scale * tie / (100 * demand),
-                   switch=scale * tie / (100 * demand),
-                   device=scale * device / total_cost if total_cost > 0 else 0.0, switch_cost=opts.switch_cost,
-                   max_memory_mb=max_mem, utilisation_cap=opts.utilisation_cap, scale=scale,
-                   balance=scale * tie / (100 * demand) * opts.balance_weight)
+    def describe(self) -> str:
+        return "; ".join(f"{r.stage} {r.status} gap {r.gap:.1e} {1000 * r.seconds:.1f} ms"
+                         f"{' (retried: numerical troubles)' if r.retried else ''}" for r in self.stages)
 
 
 def shared_slots(prob: Problem) -> int:
@@ -128,260 +77,219 @@ def shared_slots(prob: Problem) -> int:
     return len(prob.families) + floors
 
 
-def solve_milp(prob: Problem, lenient_lp: bool = False) -> Plan:
+def lexicographic(build, deadline: float, scip: str, gap: float) -> tuple[Model, Solved]:
+    """Served first, exactly: its own stage (a MILP's without the balance rows, which cannot change
+    it), then the rest of the objective with served held at that maximum. `build(balance)` makes a
+    model; returns the model whose solution is the plan. The served stage gets at most half the
+    time left, and its plan is the rest stage's start; if the rest stage finds nothing in its time,
+    the served stage's plan is the answer (FEASIBLE, gap 1)."""
+    out = Solved()
+    model = build(True)
+    first = build(False) if model.integer else model
+    r = first.solve("served", (deadline - time.perf_counter()) / (2 if model.integer else 1),
+                    scip_params=scip, gap=gap)
+    out.stages.append(r)
+    if not out.ok:
+        return model, out
+    if first is not model and model.hint_vars:
+        model.hint_from(first)  # a re-plan: start from keeping, completed by stage 1's plan
+    floor = served_floor(r.value)
+    r = model.solve("rest", deadline - time.perf_counter(), served_floor=floor, scip_params=scip, gap=gap)
+    if r.status in ("OPTIMAL", "FEASIBLE"):
+        out.stages.append(r)
+        out.served, out.rest = model.served(), model.rest_value()
+        return model, out
+    if first is model:
+        out.stages.append(r)
+        return model, out
+    out.stages.append(StageResult("rest", "FEASIBLE", 0.0, 0.0, r.seconds, unsolved=True))
+    out.served, out.rest = first.served(), first.rest_value()
+    return first, out
+
+
+def solve_milp(prob: Problem) -> Plan:
     t0 = time.perf_counter()
-    opts = prob.request.options
     w = weights_for(prob)
-    u = opts.utilisation_cap
-    demand = prob.demand  # a property that builds a dict: read it once
-    solver = pywraplp.Solver.CreateSolver("SCIP")
-    if solver is None:
-        raise UserError("OR-Tools was built without SCIP; the MILP planner needs it")
-    inf = solver.infinity()
-    objective = solver.Objective()
-    family_flow: dict[str, list] = {f: [] for f in prob.families}
-    floor_rows: dict[str, pywraplp.Constraint] = {}
-    for f in prob.families:
-        fl = prob.request.accuracy_floor.get(f)
-        if fl is not None and fl.kind == "average":
-            floor_rows[f] = solver.Constraint(0.0, inf, f"floor_{f}")
-    cost_on = w.device > 0
+    if not prob.families or not any(g.options for g in prob.groups):
+        info = SolverInfo(status="OPTIMAL", objective=-w.served * sum(prob.demand.values()) / w.scale,
+                          time_ms=(time.perf_counter() - t0) * 1000, solver="SCIP")
+        return assemble(prob, "milp", {}, info, notes=("nothing to place",))
+    if prob.request.current is None:
+        return _cold(prob, w, t0)
+    return _replan(prob, w, t0)
+
+
+def _cold(prob: Problem, w: Weights, t0: float) -> Plan:
+    model, solved, notes, solver = solve_cold(prob, w, t0 + prob.request.options.time_limit_s)
+    if not solved.ok:
+        return _failed(prob, solved, solver, t0)
+    return _plan(prob, w, solved, name_devices(prob, model), solver, notes=notes, t0=t0)
+
+
+def solve_cold(prob: Problem, w: Weights, deadline: float) -> tuple[Model, Solved, tuple[str, ...], str]:
+    """The best plan ignoring any plan in force. Groups whose devices can share (two options fit)
+    are first solved fluid (memory and integrality relaxed) and poured; a group whose poured
+    devices do not fit is solved again as a kind block. A fluid solution that fits is optimal:
+    it meets the relaxation's bound."""
+    opts = prob.request.options
     r = shared_slots(prob)
-    hint_vars, hint_values = [], []  # the current hosting, as a start SCIP completes (keeps re-plans stable)
-    with_current = prob.request.current is not None
-    built = []  # per group: (group, slot devices, slots [(y, xs)], pool devices, dedicated {o: (n, xd)})
-    for gi, g in enumerate(prob.groups):
-        if not g.options:
-            built.append((g, [], [], [], {}))
-            continue
-        slot_devs, pool = split_devices(prob, g, r)
-        slots = []
-        for s, dev in enumerate(slot_devs):
-            cur = prob.current.get(dev.id, set())
-            time_row = solver.Constraint(-inf, u, f"time_{gi}_{s}")
-            mem_row = solver.Constraint(-inf, g.memory_mb, f"mem_{gi}_{s}")
-            ys, xs = {}, {}
-            z = solver.BoolVar(f"z_{gi}_{s}") if cost_on else None
-            if z is not None:
-                objective.SetCoefficient(z, -w.device_cost(g))
-            for oi, o in enumerate(g.options):
-                y = solver.BoolVar(f"y_{gi}_{s}_{oi}")
-                big_m = min(u * o.capacity_rps, demand[o.family])  # tighter than capacity alone
-                x = solver.NumVar(0.0, big_m, f"xs_{gi}_{s}_{oi}")
-                ys[o], xs[o] = y, x
-                _link(solver, x, y, big_m)
-                if with_current:
-                    hint_vars.append(y)
-                    hint_values.append(1.0 if o.key in cur else 0.0)
-                time_row.SetCoefficient(x, 1.0 / o.capacity_rps)
-                mem_row.SetCoefficient(y, o.memory_mb)
-                objective.SetCoefficient(x, w.flow(o))
-                if with_current and o.key not in cur:
-                    objective.SetCoefficient(y, -w.load(o))
-                if z is not None:
-                    _link(solver, y, z, 1.0)
-                family_flow[o.family].append(x)
-                if o.family in floor_rows:
-                    floor_rows[o.family].SetCoefficient(x, o.accuracy - prob.request.accuracy_floor[o.family].value)
-            _one_config_per_variant(solver, ys)
-            balance_rows(solver, objective, w.group_balance(g), u, [(x, 1.0 / o.capacity_rps) for o, x in xs.items()],
-                     devices=None)
-            slots.append((ys, xs))
-        # slots that host the same now are interchangeable: order them by how many options they host
-        for s in range(len(slots) - 1):
-            if prob.current.get(slot_devs[s].id, set()) == prob.current.get(slot_devs[s + 1].id, set()):
-                row = solver.Constraint(0.0, inf)
-                for y in slots[s][0].values():
-                    row.SetCoefficient(y, 1.0)
-                for y in slots[s + 1][0].values():
-                    row.SetCoefficient(y, -1.0)
-        dedicated = {}
-        if pool:
-            count_row = solver.Constraint(-inf, len(pool), f"count_{gi}")
-            for oi, o in enumerate(g.options):
-                n = solver.IntVar(0, len(pool), f"n_{gi}_{oi}")
-                x = solver.NumVar(0.0, min(u * o.capacity_rps * len(pool), demand[o.family]), f"xd_{gi}_{oi}")
-                _link(solver, x, n, u * o.capacity_rps)
-                if len(pool) > 1:
-                    balance_rows(solver, objective, w.group_balance(g), u, [(x, 1.0 / o.capacity_rps)], devices=n)
-                count_row.SetCoefficient(n, 1.0)
-                objective.SetCoefficient(x, w.flow(o))
-                if cost_on:
-                    objective.SetCoefficient(n, -w.device_cost(g))
-                family_flow[o.family].append(x)
-                if o.family in floor_rows:
-                    floor_rows[o.family].SetCoefficient(x, o.accuracy - prob.request.accuracy_floor[o.family].value)
-                dedicated[o] = (n, x)
-            if len(pool) == 1:
-                # one pool device hosts at most one option (sum n <= 1): its utilisation is the sum
-                # of the pool's time terms, priced like a named device's (K segments, not K per option)
-                balance_rows(solver, objective, w.group_balance(g), u,
-                             [(x, 1.0 / o.capacity_rps) for o, (_, x) in dedicated.items()], devices=None)
-            if with_current:
-                _pool_switching(solver, objective, prob, pool, gi, dedicated, w)
-                for o, (n, _) in dedicated.items():
-                    hint_vars.append(n)
-                    hint_values.append(float(sum(1 for d in pool if o.key in prob.current.get(d.id, ()))))
-        built.append((g, slot_devs, slots, pool, dedicated))
-    for f, flows in family_flow.items():
-        # served + unserved = demand; the objective charges unserved (equivalent to paying for
-        # served, minus a constant) so that the relative gap measures the accuracy terms
-        unserved = solver.NumVar(0.0, demand[f], f"unserved_{f}")
-        row = solver.Constraint(demand[f], demand[f], f"demand_{f}")
-        row.SetCoefficient(unserved, 1.0)
-        objective.SetCoefficient(unserved, -w.served)
-        for x in flows:
-            row.SetCoefficient(x, 1.0)
-            objective.SetCoefficient(x, objective.GetCoefficient(x) - w.served)
-    objective.SetMaximization()
-    params = pywraplp.MPSolverParameters()
-    params.SetDoubleParam(pywraplp.MPSolverParameters.RELATIVE_MIP_GAP, opts.relative_gap)
-    solver.SetTimeLimit(int(opts.time_limit_s * 1000))
-    # one round of cutting planes at the root: the LP bound is usually tight already, and the
-    # default rounds cost ~20-40 % of the solve time here (measured: benchmarks/planner_bench.py);
-    # with no round, large pools (shared_devices=1) measured 1.6x slower
-    scip = "separating/maxroundsroot = 1\n"
-    if not with_current:
-        # cold solves (measured side by side; re-plans measured no faster, their hint and
-        # switching costs make these worth their time): presolve's probing of the binaries found
-        # nothing at Proteus scale (~15 % of the solve); the "locks" rounding heuristic's early
-        # plan (~0.1 % short) only delayed the root's feasibility pump (~15 %). Both only change
-        # the search; SCIP still proves the 1e-6 gap.
-        scip += "propagating/probing/maxprerounds = 0\nheuristics/locks/freq = -1\n"
-    if lenient_lp:
-        scip += "lp/checkstability = FALSE\nlp/checkdualfeas = FALSE\nlp/checkprimfeas = FALSE\n"
-    solver.SetSolverSpecificParametersAsString(scip)
-    if hint_vars:
-        solver.SetHint(hint_vars, hint_values)
+    fluid = {id(g) for g in prob.groups if g.options and g.shareable and opts.shared_devices is None}
+    tries = []
+    while True:
+        integer = any(id(g) not in fluid or w.device_cost(g) > 0 for g in prob.groups if g.options)
+
+        def build(balance: bool, fluid=frozenset(fluid), integer=integer) -> Model:
+            model = Model(prob, w, integer, balance)
+            for g in prob.groups:
+                if id(g) in fluid:
+                    model.add_fluid(g, g.devices, g.options)
+                else:
+                    kind = Kind(g, frozenset(), g.devices)
+                    model.add_kind(kind, _n_slots(kind, r), loads=False)
+            model.finish()
+            return model
+
+        t1 = time.perf_counter()
+        model, solved = lexicographic(build, deadline, COLD_SCIP, opts.relative_gap)
+        solver = "SCIP" if integer else "GLOP"
+        if not solved.ok:
+            break
+        tries.append(f"{len(fluid)} fluid group(s), {model.size()}: {solved.describe()} "
+                     f"({1000 * (time.perf_counter() - t1):.1f} ms)")
+        flows = flows_by_device(model)
+        unfit = {id(g) for g in prob.groups if id(g) in fluid and not _fits(g, flows)}
+        if not unfit:
+            break
+        fluid -= unfit
+    notes = ("cold: " + "; then ".join(tries), f"shared slots per kind: min(devices, {r})")
+    return model, solved, notes, solver
+
+
+def _fits(g, flows) -> bool:
+    """Every device of g hosts at most one config per variant, within its memory."""
+    for d in g.devices:
+        opts = [o for o, rps in flows.get(d.id, {}).items() if rps > 1e-9]
+        if len({o.variant for o in opts}) < len(opts) or sum(o.memory_mb for o in opts) > g.memory_mb + 1e-9:
+            return False
+    return True
+
+
+def _replan(prob: Problem, w: Weights, t0: float) -> Plan:
+    opts = prob.request.options
+    deadline = t0 + opts.time_limit_s
+    kinds = prob.kinds()
+
+    def build_keep(balance: bool) -> Model:  # the plan in force, re-routed over what each kind hosts
+        model = Model(prob, w, integer=any(w.device_cost(k.group) > 0 and k.hosted for k in kinds), balance=balance)
+        for k in kinds:
+            model.add_fluid(k.group, k.devices, [o for o in k.group.options if o.key in k.hosted], keep=True)
+        model.finish()
+        return model
+
+    upper = _fluid_bound(prob, w)
+    servable = upper.solve("served", deadline - time.perf_counter()).value
+    keep_model, keep = lexicographic(build_keep, deadline, REPLAN_SCIP, opts.relative_gap)
+    if not keep.ok:
+        return _failed(prob, keep, "GLOP", t0)
+    keep_hosted = name_devices(prob, keep_model)
+    tol = opts.relative_gap * max(abs(keep.rest), 1.0)
+    if keep.served >= served_floor(servable):
+        best = upper.solve("rest", deadline - time.perf_counter(), served_floor=served_floor(keep.served)).value
+        if best - w.change <= keep.rest + tol:  # no plan beats keeping by more than the threshold
+            notes = (f"kept the plan in force (routes only): no change can gain more than the change threshold "
+                     f"(bound {best / w.scale:.6f} - {w.change / w.scale:.6f} <= kept {keep.rest / w.scale:.6f}); "
+                     f"{keep.describe()}",)
+            return _plan(prob, w, keep, keep_hosted, "GLOP", notes=notes, t0=t0)
+    # a change: the best plan from scratch named onto devices with the fewest loads, and an upper
+    # bound from the LP relaxation of the MILP over kinds; the MILP itself only where that bound
+    # leaves a gap and the model is small enough to gain on it in the time left
     t1 = time.perf_counter()
-    status = solver.Solve(params)
-    if status == pywraplp.Solver.ABNORMAL and not lenient_lp:
-        # SoPlex gave up on "numerical troubles" (seen on tiny instances with a raised balance
-        # weight or 1e-9 gaps): build and solve again without its stability checks; the
-        # hypothesis tests check such solves against the exhaustive search like any other
-        return solve_milp(prob, lenient_lp=True)
+    cold_model, cold, _, _ = solve_cold(prob, w, t1 + (deadline - t1) / 2)
+    candidates = [("kept", keep.served, keep.rest, keep_hosted)]
+    if cold.ok:
+        hosted = rename(prob, w, cold_model)
+        candidates.append(("fresh", *hosted_parts(prob, w, hosted), hosted))
+    most = max(c[1] for c in candidates)
+    relaxed = Model(prob, w, integer=False)
+    for k in kinds:
+        relaxed.add_kind(k, 0, loads=True, kind_balance=True)
+    relaxed.finish()
+    lp = relaxed.solve("rest", deadline - time.perf_counter(), served_floor=served_floor(most))
+    bound = lp.value - w.change if lp.status == "OPTIMAL" else float("inf")  # on every changed plan
     t2 = time.perf_counter()
-    name = _STATUS.get(status, str(status))
-    if status not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
-        info = SolverInfo(status=name, time_ms=(t2 - t0) * 1000, solver="SCIP")
-        return assemble(prob, "milp", {}, info, notes=(f"solver returned {name}; nothing is placed",))
-    obj = objective.Value() / w.scale
-    bound = objective.BestBound() / w.scale
-    gap = abs(bound - obj) / max(abs(obj), 1e-9) if status == pywraplp.Solver.FEASIBLE else 0.0
-    hosted = {}
-    loads = 0
-    for g, slot_devs, slots, pool, dedicated in built:
-        got, n_loads = _assign(prob, g, slot_devs, slots, pool, dedicated)
-        hosted.update(got)
-        loads += n_loads
-    t3 = time.perf_counter()
-    info = SolverInfo(status=name, objective=obj, gap=gap, time_ms=(t3 - t0) * 1000, solver="SCIP")
-    n_vars = solver.NumVariables()
-    notes = (f"MILP: {n_vars} variables, {solver.NumConstraints()} constraints, "
-             f"build {1000 * (t1 - t0):.1f} ms, solve {1000 * (t2 - t1):.1f} ms, assign {1000 * (t3 - t2):.1f} ms",
-             f"shared slots per group: min(devices, {r}); new loads: {loads}")
+    r = shared_slots(prob)
+    binaries = sum(_n_slots(k, r) * len(k.group.options) + len(k.group.options) for k in kinds)
+    milp_note = "MILP not run: the bound leaves no gap"
+    if _gap(candidates, keep, bound, most) > max(opts.relative_gap, NOISE):
+        if binaries > MILP_MAX_INTEGERS:
+            milp_note = f"MILP not run: {binaries} integers (> {MILP_MAX_INTEGERS})"
+        else:
+            def build(balance: bool) -> Model:
+                model = Model(prob, w, integer=True, balance=balance)
+                for k in kinds:
+                    model.add_kind(k, _n_slots(k, r), loads=True)
+                model.finish()
+                return model
+
+            model, solved = lexicographic(build, deadline, REPLAN_SCIP, opts.relative_gap)
+            if solved.ok:
+                hosted = name_devices(prob, model)
+                candidates.append(("milp", *hosted_parts(prob, w, hosted), hosted))
+                if not solved.stages[-1].unsolved:
+                    bound = min(bound, solved.stages[-1].bound - w.change)
+            milp_note = (f"MILP over {len(kinds)} kinds, {model.size()}: {solved.describe()} "
+                         f"({1000 * (time.perf_counter() - t2):.1f} ms)")
+    most = max(c[1] for c in candidates)
+    eligible = [c for c in candidates if c[1] >= served_floor(most)]
+    name, served, rest, hosted = max(eligible, key=lambda c: c[2])
+    gap = _gap(candidates, keep, bound, most) if cold.ok and cold.status == "OPTIMAL" else 1.0
+    result = Solved([], served, rest, final=("OPTIMAL" if gap <= max(opts.relative_gap, NOISE) else "FEASIBLE", gap))
+    notes = (f"re-plan ({name} chosen of {', '.join(c[0] for c in candidates)}): fresh plan {cold.describe()}, "
+             f"LP bound over {len(kinds)} kinds {1000 * (t2 - t1):.1f} ms; {milp_note}; gap {gap:.1e}",
+             f"shared slots per kind: min(devices, {r}); kept plan: {keep.describe()}")
+    return _plan(prob, w, result, hosted, "SCIP", notes=notes, t0=t0)
+
+
+def _gap(candidates, keep: Solved, bound: float, most: float) -> float:
+    """Relative gap of the best candidate serving `most` to the bound on every such plan (the
+    kept plan, when it serves that much, bounds the plans that load nothing: it is their best)."""
+    eligible = [c for c in candidates if c[1] >= served_floor(most)]
+    best = max(c[2] for c in eligible)
+    if keep.served >= served_floor(most):
+        bound = max(bound, keep.rest)
+    return max(0.0, bound - best) / max(abs(best), 1e-9)
+
+
+def _n_slots(kind: Kind, r: int) -> int:
+    return min(len(kind.devices), r) if kind.group.shareable else 0
+
+
+def _fluid_bound(prob: Problem, w: Weights) -> Model:
+    """Every group fluid and continuous, no loads: an upper bound on what any plan serves and on
+    its objective (it relaxes memory, integrality and switching; N h(T/N) <= sum of h by Jensen)."""
+    model = Model(prob, w, integer=False)
+    for g in prob.groups:
+        model.add_fluid(g, g.devices, g.options)
+    model.finish()
+    return model
+
+
+def _loads(prob: Problem, hosted) -> int:
+    return sum(1 for d, flows in hosted.items() for o, _ in flows if o.key not in prob.current.get(d, set()))
+
+
+def _plan(prob: Problem, w: Weights, solved: Solved, hosted, solver: str, notes, t0: float) -> Plan:
+    """`solved.rest`: the plan's rest objective, the change threshold included where it loads."""
+    unserved = sum(prob.demand.values()) - solved.served
+    objective = (solved.rest - w.served * max(0.0, unserved)) / w.scale
+    status = "OPTIMAL" if solved.status == "OPTIMAL" else "FEASIBLE"
+    info = SolverInfo(status=status, objective=objective, gap=solved.gap,
+                      time_ms=(time.perf_counter() - t0) * 1000, solver=solver)
+    loads = _loads(prob, hosted) if prob.request.current is not None else 0
+    notes = tuple(notes) + (f"new loads: {loads}",)
     return assemble(prob, "milp", hosted, info, notes=notes)
 
 
-def _link(solver, x, y, scale: float) -> None:
-    """x <= scale * y"""
-    row = solver.Constraint(-solver.infinity(), 0.0)
-    row.SetCoefficient(x, 1.0)
-    row.SetCoefficient(y, -scale)
-
-
-def balance_rows(solver, objective, weight: float, u: float, time_terms, devices) -> None:
-    """Charge weight x h(utilisation): the utilisation (sum of time terms) is split into segment
-    variables s_k of width U/16 priced at h's increasing slopes, so a minimum fills them in order
-    and prices exactly h. `devices` None: one named device (s_k <= U/16). Else the count n of pool
-    devices sharing the time evenly: s_k <= n U/16 prices n h(time / n), h's perspective."""
-    if weight <= 0:
-        return
-    width = u / BALANCE_SEGMENTS
-    total = solver.Constraint(0.0, 0.0)
-    for var, per_rps in time_terms:
-        total.SetCoefficient(var, per_rps)
-    for slope in balance_segments(u):
-        seg = solver.NumVar(0.0, width if devices is None else solver.infinity(), "")
-        objective.SetCoefficient(seg, -weight * slope)
-        total.SetCoefficient(seg, -1.0)
-        if devices is not None:
-            row = solver.Constraint(-solver.infinity(), 0.0)
-            row.SetCoefficient(seg, 1.0)
-            row.SetCoefficient(devices, -width)
-
-
-def _one_config_per_variant(solver, ys: dict[Option, object]) -> None:
-    by_variant: dict[str, list] = {}
-    for o, y in ys.items():
-        by_variant.setdefault(o.variant, []).append(y)
-    for vs in by_variant.values():
-        if len(vs) > 1:
-            row = solver.Constraint(-solver.infinity(), 1.0)
-            for y in vs:
-                row.SetCoefficient(y, 1.0)
-
-
-def split_devices(prob: Problem, g: Group, r: int) -> tuple[list, list]:
-    """Which devices of g are shared slots (may host several options) and which form the pool of
-    single-option devices counted by `n`. Devices hosting several options now are always slots,
-    so every pool device hosts at most one option now and the pool's load count is exact."""
-    def current(d):
-        return prob.current.get(d.id, set())
-    multi = [d for d in g.devices if len(current(d)) >= 2]
-    n_slots = min(len(g.devices), max(r, len(multi)))
-    rest = sorted((d for d in g.devices if len(current(d)) < 2), key=lambda d: (len(current(d)), d.id))
-    slots = multi + rest[:n_slots - len(multi)]
-    slots.sort(key=lambda d: (sorted(current(d)), d.id))
-    return slots, rest[n_slots - len(multi):]
-
-
-def _pool_switching(solver, objective, prob: Problem, pool, gi: int, dedicated, w: Weights) -> None:
-    """Loads in the pool: max(0, n[o] - pool devices hosting exactly o now). Exact: each pool device
-    hosts at most one option now, so o goes to its current hosts first without conflicts."""
-    for oi, (o, (n, _)) in enumerate(dedicated.items()):
-        cur = sum(1 for d in pool if o.key in prob.current.get(d.id, ()))
-        if cur == 0:
-            objective.SetCoefficient(n, objective.GetCoefficient(n) - w.load(o))
-        else:
-            load = solver.NumVar(0.0, solver.infinity(), f"load_{gi}_{oi}")
-            row = solver.Constraint(-solver.infinity(), float(cur))  # n - load <= cur
-            row.SetCoefficient(n, 1.0)
-            row.SetCoefficient(load, -1.0)
-            objective.SetCoefficient(load, -w.load(o))
-
-
-def _assign(prob: Problem, g: Group, slot_devs, slots, pool, dedicated) -> tuple[dict, int]:
-    """Name the devices: slots are devices already; pool counts go to devices that host the option
-    now, then to devices that host nothing usable, then to the rest (stability).
-    Placements that serve nothing are kept only where the device hosts them now."""
-    out: dict[str, list] = {}
-    cur = {d.id: prob.current.get(d.id, set()) for d in g.devices}
-    for d, (ys, xs) in zip(slot_devs, slots):
-        out[d.id] = [(o, xs[o].solution_value()) for o in ys if ys[o].solution_value() > 0.5]
-    free = [d.id for d in pool]
-    order = {d: i for i, d in enumerate(free)}
-    usable = {o.key for o in g.options}
-    want = []
-    for o, (n, x) in dedicated.items():
-        k = int(round(n.solution_value()))
-        if k > 0:
-            want.append((o, k, x.solution_value() / k))
-    remaining = []
-    for o, k, per in want:
-        holders = [d for d in free if o.key in cur[d]][:k]
-        for d in holders:
-            out[d] = [(o, per)]
-            free.remove(d)
-        remaining.append((o, k - len(holders), per))
-    for o, k, per in remaining:
-        pick = sorted(free, key=lambda d: (bool(cur[d] & usable), order[d]))[:k]
-        for d in pick:
-            out[d] = [(o, per)]
-            free.remove(d)
-    loads = 0
-    for d in list(out):
-        kept = [(o, s) for o, s in out[d] if s > 1e-9 or o.key in cur[d]]
-        loads += sum(1 for o, _ in kept if o.key not in cur[d])
-        out[d] = kept
-    return out, loads
+def _failed(prob: Problem, solved: Solved, solver: str, t0: float) -> Plan:
+    info = SolverInfo(status=solved.status, time_ms=(time.perf_counter() - t0) * 1000, solver=solver)
+    return assemble(prob, "milp", {}, info, notes=(f"solver returned {solved.status}; nothing is placed",))

@@ -2,7 +2,9 @@
 usable options on each, what each device hosts now, and why a family has no option at all.
 
 Devices are *interchangeable* when they share class, memory and cost: same profiles, same packing,
-same price. A `Group` holds such devices; the MILP counts devices per group instead of naming them.
+same price. A `Group` holds such devices. With a plan in force, devices of a group that host the same
+usable options now are interchangeable too (same loads for any new hosting): a `Kind`. The MILP
+counts devices per kind instead of naming them.
 """
 
 from __future__ import annotations
@@ -28,6 +30,33 @@ class Group:
     def name(self) -> str:
         return f"{self.device_class}/{self.memory_mb:g}MB"
 
+    @property
+    def roomy(self) -> bool:
+        """Every usable option fits on one device together with all the others, and no variant has
+        two usable instance configs: any set of options can share a device (memory never binds)."""
+        return (len({o.variant for o in self.options}) == len(self.options)
+                and sum(o.memory_mb for o in self.options) <= self.memory_mb)
+
+    @property
+    def shareable(self) -> bool:
+        """Some device of the group can host two options of different variants (else a device
+        serves one option at most and the group needs no shared slots)."""
+        smallest: dict[str, float] = {}
+        for o in self.options:
+            smallest[o.variant] = min(o.memory_mb, smallest.get(o.variant, o.memory_mb))
+        two = sorted(smallest.values())[:2]
+        return len(two) == 2 and sum(two) <= self.memory_mb
+
+
+@dataclass
+class Kind:
+    """Devices of one group that host the same usable options now (`hosted`, empty without a plan
+    in force): loading an option costs the same on each of them."""
+
+    group: Group
+    hosted: frozenset[tuple[str, int, int]]
+    devices: list[Device]
+
 
 @dataclass
 class Problem:
@@ -47,6 +76,18 @@ class Problem:
 
     def options_of(self, family: str) -> list[tuple[Group, Option]]:
         return [(g, o) for g in self.groups for o in g.options if o.family == family]
+
+    def kinds(self) -> list[Kind]:
+        """Each group's devices split by the usable options they host now (one kind per group
+        without a plan in force), in a fixed order."""
+        out: list[Kind] = []
+        for g in self.groups:
+            usable = {o.key for o in g.options}
+            by_hosted: dict[frozenset, list[Device]] = {}
+            for d in g.devices:
+                by_hosted.setdefault(frozenset(self.current.get(d.id, set()) & usable), []).append(d)
+            out += [Kind(g, h, devs) for h, devs in sorted(by_hosted.items(), key=lambda kv: (sorted(kv[0]), kv[1][0].id))]
+        return out
 
 
 def build_problem(req: PlanRequest) -> Problem:

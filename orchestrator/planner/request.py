@@ -42,6 +42,7 @@ class PlannerOptions:
     objective: str = "accuracy"  # "accuracy": max effective accuracy; "cost": cheapest plan meeting the floors
     served_weight: float = 1e3  # weight of the served share over the accuracy term (priority 1 over 2)
     switch_cost: float = 0.01  # a load costs this x (size / largest size) x the accuracy-weighted output of the device
+    change_threshold: float = 0.5  # a plan in force changes (loads) only to gain more than this many effective-accuracy points
     device_cost_weight: float = 0.0  # accuracy mode: weight of normalised $/h (priority 4); cost mode ignores it
     balance_weight: float = 1e-3  # priority 5: per rps moved, balancing is worth at most this many accuracy points
     shared_devices: int | None = None  # devices per group that may host several variants; None = exact bound
@@ -56,7 +57,8 @@ class PlannerOptions:
             raise UserError(f"planner option utilisation_cap must be in (0, 1], not {self.utilisation_cap}")
         if self.objective not in OBJECTIVES:
             raise UserError(f"planner option objective must be one of {OBJECTIVES}, not {self.objective!r}")
-        if self.switch_cost < 0 or self.device_cost_weight < 0 or self.balance_weight < 0 or self.served_weight <= 0:
+        if (self.switch_cost < 0 or self.device_cost_weight < 0 or self.balance_weight < 0 or self.change_threshold < 0
+                or self.served_weight <= 0):
             raise UserError("planner weights must not be negative (served_weight must be positive)")
         if not self.time_limit_s > 0:
             raise UserError(f"planner option time_limit_s must be positive, not {self.time_limit_s}")

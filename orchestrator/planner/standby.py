@@ -19,6 +19,11 @@ finds the model loaded there: a change of routes, in milliseconds, instead of a 
 A device the objective prices (`objective = "cost"` or a device cost weight, and a cost per hour)
 stays idle: a spare would put it to use, which the plan chose not to pay for.
 
+With a plan in force, a standby or spare is loaded only on a device the plan changes anyway (it
+loads something there) or one that hosts nothing now (it joined or came back): a demand change the
+plan absorbs by re-routing alone loads no model, standbys included. Spill routes to fastest
+variants a device already hosts are added in every case (they load nothing).
+
 Standbys and spares are outside the MILP's objective: the MILP is exact on its own terms
 (tests/test_planner_properties.py, with standby off), and this layer only adds placements that
 serve nothing and routes of weight 0 (the same tests check that, with standby on).
@@ -29,7 +34,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from orchestrator.plan import Placement, Plan, Route
-from orchestrator.planner.milp import weights_for
+from orchestrator.planner.weights import weights_for
 from orchestrator.planner.problem import Problem
 
 
@@ -47,6 +52,9 @@ def add_standby(plan: Plan, prob: Problem) -> Plan:
         if g is None:  # drained or reserved: the plan hosts nothing new there
             continue
         hosted = [p for p in placements if p.device_id == device.id]
+        now = prob.current.get(device.id, set())
+        may_load = (prob.request.current is None or not now
+                    or any((p.variant, p.instances, p.threads) not in now for p in hosted))
         used = sum(memory.get((p.variant, p.instances, p.threads),
                               catalog.variants[p.variant].memory_mb * p.instances) for p in hosted)
         served_families = sorted({catalog.variants[r.variant].family for fp in plan.families.values()
@@ -63,7 +71,8 @@ def add_standby(plan: Plan, prob: Problem) -> Plan:
                 configs = [o for o in options if o.variant == best and used + o.memory_mb <= g.memory_mb]
                 fastest = max(configs or [o for o in options if o.variant == best],
                               key=lambda o: (o.capacity_rps, -o.memory_mb))
-                if not any(p.variant == fastest.variant for p in hosted) and used + fastest.memory_mb <= g.memory_mb:
+                if (may_load and not any(p.variant == fastest.variant for p in hosted)
+                        and used + fastest.memory_mb <= g.memory_mb):
                     standby = Placement(device_id=device.id, variant=fastest.variant, batch_cap=fastest.batch_cap,
                                         instances=fastest.instances, threads=fastest.threads,
                                         capacity_rps=fastest.capacity_rps, served_rps=0.0)
