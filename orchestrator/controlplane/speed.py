@@ -74,6 +74,8 @@ class ObservedSpeed:
         self._buckets: dict[Pair, list[int]] = {}  # the pair's profiled batch sizes
         self.shared_skipped = 0  # batches not counted: their device had several clients
         self.used: dict[Pair, float] = {}  # the factors the plan in force was made with (`corrected` records them)
+        self._totals: dict[tuple, list[float]] | None = None  # the sums added up per level; None: stale
+        self._pair_list: list[Pair] | None = None
 
     # --- what the data plane saw -------------------------------------------------------------
     def observe(self, client_id: str, device_id: str, variant: str, instances: int, threads: int, sent: int,
@@ -92,6 +94,7 @@ class ObservedSpeed:
             if len(senders) > 1:
                 self.shared_skipped += int(sum(n for n, _ in alone.values()))
                 return
+            self._totals = self._pair_list = None
             p50 = self._p50_model(cls, variant, instances, threads)
             if p50 is None:
                 return
@@ -134,22 +137,38 @@ class ObservedSpeed:
             return self._factor(cls, variant, batch_size)
 
     def _factor(self, cls: str, variant: str, batch_size: int | None) -> float:
-        levels = [lambda c, v, b: c == cls and v == variant,  # the variant, any batch size
-                  lambda c, v, b: c == cls]  # the class: for a variant never measured alone there
+        totals = self._level_totals()
+        levels = [(cls, variant, None), (cls, None, None)]  # the variant, any size; the class (a variant never measured alone)
         if batch_size is not None:
-            levels.insert(0, lambda c, v, b: c == cls and v == variant and b == batch_size)
+            levels.insert(0, (cls, variant, batch_size))
         for level in levels:
-            rows = [s for key, s in self._sums.items() if level(*key)]
-            batches, profiled = sum(s.batches for s in rows), sum(s.profiled_s for s in rows)
+            batches, observed, profiled = totals.get(level, (0.0, 0.0, 0.0))
             if batches >= MIN_BATCHES and profiled > 0:
-                ratio = min(BOUNDS[1], max(BOUNDS[0], sum(s.observed_s for s in rows) / profiled))
+                ratio = min(BOUNDS[1], max(BOUNDS[0], observed / profiled))
                 return 1.0 if abs(ratio - 1.0) <= BAND else ratio
         return 1.0
 
+    def _level_totals(self) -> dict[tuple, list[float]]:
+        """(batches, observed s, profiled s) summed per (class, variant, bucket), per (class,
+        variant, None) and per (class, None, None); kept until the next observation."""
+        if self._totals is None:
+            totals: dict[tuple, list[float]] = {}
+            for (c, v, b), sums in self._sums.items():
+                for key in ((c, v, b), (c, v, None), (c, None, None)):
+                    t = totals.setdefault(key, [0.0, 0.0, 0.0])
+                    t[0] += sums.batches
+                    t[1] += sums.observed_s
+                    t[2] += sums.profiled_s
+            self._totals = totals
+        return self._totals
+
     def _pairs(self) -> list[Pair]:
         """Every profiled (class, variant) of a class with observations."""
-        classes = {c for c, _, _ in self._sums}
-        return sorted({(r.device_class, r.variant) for r in self.profiles.records if r.device_class in classes})
+        if self._pair_list is None:
+            classes = {c for c, _, _ in self._sums}
+            self._pair_list = sorted({(r.device_class, r.variant) for r in self.profiles.records
+                                      if r.device_class in classes})
+        return self._pair_list
 
     def corrected(self) -> ProfileSet:
         """The profiles with each measured (class, variant) scaled by its factors; records the
@@ -183,7 +202,7 @@ class ObservedSpeed:
             return "; ".join(moved) or None
 
     def _measured(self, cls: str, variant: str) -> bool:
-        return sum(s.batches for (c, v, _), s in self._sums.items() if (c, v) == (cls, variant)) >= MIN_BATCHES
+        return self._level_totals().get((cls, variant, None), (0.0,))[0] >= MIN_BATCHES
 
     def replan_reason(self) -> tuple[str, bool] | None:
         """`change()` and whether a device got slower (re-plan at once: capacity fell)."""

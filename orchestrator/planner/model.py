@@ -13,8 +13,8 @@ Two kinds of block (docs/planner.md, "The MILP", has the exactness argument):
 
 Every block adds flows to the family demand rows; the objective is kept in two parts so that the
 solve can be lexicographic: served (the sum of flows) and `rest` (accuracy, loads, device costs,
-balance). `solve` runs one stage: "weighted" (rest - served_weight x unserved), "served" (max
-served) or "rest" (max rest with served >= a floor).
+balance). `solve` runs one stage: "served" (max served) or "rest" (max rest with served >= a
+floor).
 """
 
 from __future__ import annotations
@@ -272,9 +272,6 @@ class Model:
         else:
             for var, c in self.rest.items():
                 obj.SetCoefficient(var, c)
-            if stage == "weighted":
-                for v in self.unserved.values():
-                    obj.SetCoefficient(v, -self.w.served)
         obj.SetMaximization()
         self.served_row.SetLb(served_floor if stage == "rest" and served_floor is not None else -s.infinity())
         t0 = time.perf_counter()
