@@ -71,8 +71,16 @@ def test_override_with_two_cpu_instances_then_unload(model_repo):
         assert len(stubs) == 2, stubs
         out = infer_logits(server.grpc_url, "resnet18", np.zeros((1, 3, 224, 224), np.float32))
         assert out.shape == (1, 1000)
-        stats = ctl.statistics("resnet18")["model_stats"][0]
-        assert int(stats["inference_stats"]["success"]["count"]) == 1
+        # Triton counts a request in its statistics after it has sent the response (under load a
+        # query right after the answer can still read 0: JSON leaves the zero count out)
+        deadline = time.monotonic() + 10.0
+        while True:
+            stats = ctl.statistics("resnet18")["model_stats"][0]
+            count = int(stats["inference_stats"]["success"].get("count", 0))
+            if count or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert count == 1
         ctl.unload("resnet18")
         states = {m["name"]: m.get("state") for m in ctl.index()}
         assert states["resnet18"] == "UNAVAILABLE"
