@@ -31,7 +31,7 @@ for kill, hang and partition; the control-plane crash costs no request.
 `--soak [MINUTES]` runs no faults: MINUTES (default 10) at 80 % of the profiled capacity, with the
 memory and open fds of every process group sampled every 30 s (goal: flat).
 
-One file of about 650 lines on purpose: it runs itself again inside the namespaces (`--node` on
+One file of about 680 lines on purpose: it runs itself again inside the namespaces (`--node` on
 each node, `--inside` on the client host), so the set-up, the node process and the measured run
 stay in one script that is copied and started as it is.
 """
