@@ -158,7 +158,8 @@ def test_a_hung_server_does_not_hold_a_request_past_its_deadline(servers, catalo
 
 
 def measure_profile(url: str, model: str, image: np.ndarray, sizes=(1, 2, 4, 8), reps=3) -> ProfileSet:
-    """A quick p95 per batch size on the live server (the profiler does this properly)."""
+    """A quick profile per batch size on the live server (the profiler does this properly): the
+    median call as p50, the slowest as p95 and p99."""
     records = []
     for b in sizes:
         batch = np.repeat(image[None], b, axis=0)
@@ -168,8 +169,8 @@ def measure_profile(url: str, model: str, image: np.ndarray, sizes=(1, 2, 4, 8),
             t = time.perf_counter()
             infer_logits(url, model, batch)
             times.append((time.perf_counter() - t) * 1000)
-        worst = max(times)
-        records.append(ProfileRecord(model, "live", b, 1, 1, worst, worst, worst, b / worst * 1000, reps))
+        worst, median = max(times), float(np.median(times))
+        records.append(ProfileRecord(model, "live", b, 1, 1, median, worst, worst, b / worst * 1000, reps))
     return ProfileSet(records)
 
 
@@ -189,11 +190,13 @@ def open_loop(client: Client, image: np.ndarray, rate_rps: float, duration_s: fl
 
 
 def test_live_proteus_misses_fewer_deadlines_than_no_batching_above_capacity(servers, catalog, images):
+    """At twice batch-1 capacity (the median of a few calls measured here, so one slow call does not
+    set the load), one request at a time falls behind and its calls are cut at their deadlines, while
+    Proteus batches and drops only what cannot make it."""
     url = servers["b"].grpc_url
-    profiles = measure_profile(url, "resnet18", images[0])
-    lat1 = profiles.for_pair("resnet18", "live")[0].p95_ms
-    capacity = 1000.0 / lat1  # one request at a time
-    deadline_ms = 4 * lat1
+    profiles = measure_profile(url, "resnet18", images[0], reps=5)
+    batch1 = profiles.for_pair("resnet18", "live")[0]
+    capacity, deadline_ms = 1000.0 / batch1.p50_ms, 4 * batch1.p95_ms
     plan = static_plan({"resnet": [("b", "resnet18", 1)]}, batch_cap=8)
     miss = {}
     for policy in ("none", "proteus"):
@@ -202,7 +205,7 @@ def test_live_proteus_misses_fewer_deadlines_than_no_batching_above_capacity(ser
             results = open_loop(client, images[0], rate_rps=2.0 * capacity, duration_s=3.0, deadline_ms=deadline_ms)
         miss[policy] = sum(not r.deadline_met for r in results) / len(results)
         assert all(r.status in ("ok", "late", "dropped") for r in results)
-    print(f"\nresnet18 p95 at batch 1 {lat1:.1f} ms, load {2 * capacity:.0f} rps, deadline {deadline_ms:.0f} ms: "
+    print(f"\nresnet18 batch 1 {capacity:.0f} rps (median); load {2 * capacity:.0f} rps, deadline {deadline_ms:.0f} ms: "
           f"miss rate none {miss['none']:.2f}, proteus {miss['proteus']:.2f}")
     assert miss["proteus"] < miss["none"]
 
