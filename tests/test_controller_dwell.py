@@ -13,9 +13,10 @@ DWELL_S = 10.0
 
 
 def plans_for(levels, step_s):
-    sc = scenarios.small_resnet(devices=2, slo_ms=300.0)
-    # without the MILP's standby variants, which keep ResNet-18 loaded and so make most of these
-    # steps routes-only: the dwell rules are about changes of what is loaded
+    # 450 MB a device (ResNet-152 alone, or two smaller variants) and without the MILP's standby
+    # variants: with room for every variant, most of these steps are routes-only, and the dwell
+    # rules are about changes of what is loaded
+    sc = scenarios.small_resnet(devices=2, slo_ms=300.0, memory_mb=450.0)
     sim = Simulator(sc.catalog, sc.cluster, sc.profiles, {"resnet": 300.0},
                     SimConfig(control=ControlPlaneConfig(dwell_s=DWELL_S, estimator="window"), planner=PlannerOptions(standby=False)))
     trace = generate([FamilyLoad("resnet", StepRate(levels, step_s), 300.0)], 60, seed=2)
@@ -43,3 +44,22 @@ def test_a_routes_only_replan_does_not_start_a_dwell():
              if not (a.loads or a.unloads) and (b.loads or b.unloads) and "fell below" in b.reason
              and b.decided_s - a.decided_s < DWELL_S]
     assert quick, log
+
+
+def test_a_re_plan_that_holds_is_not_repeated_every_tick(monkeypatch):
+    """Demand a hundred times what the plan was made for, far above what the two devices serve:
+    once the plan is at capacity, a re-plan comes out as the plan in force (a hold). The band is
+    then around the demand that hold was for, and a miss-triggered re-plan that would plan for the
+    same demand is not made, so the planner does not run again every tick while nothing changes."""
+    from orchestrator.simulation.control import SimControlPort
+
+    solves = []
+    solve = SimControlPort.solve
+    monkeypatch.setattr(SimControlPort, "solve", lambda port: solves.append(port._run.now) or solve(port))
+    sc = scenarios.small_resnet(devices=2, slo_ms=300.0)
+    sim = Simulator(sc.catalog, sc.cluster, sc.profiles, {"resnet": 300.0},
+                    SimConfig(control=ControlPlaneConfig(estimator="window")))
+    trace = generate([FamilyLoad("resnet", StepRate((4.0, 400.0), 20.0), 300.0)], 45, seed=2)
+    sim.run(trace, "milp", initial_demand={"resnet": 4.0})
+    assert any(t >= 20 for t in solves), solves  # the step was planned for
+    assert len([t for t in solves if t >= 30]) <= 2, solves  # not once a tick for the steady overload

@@ -69,6 +69,7 @@ class Controller:
         self._version_seen: int | None = None  # the plan version in force at the last tick
         self._version_since = 0.0  # when this controller first saw that version
         self._own_change = False  # the next new version is the controller's own (its dwell is set already)
+        self._held: tuple[Plan | None, dict[str, float]] = (None, {})  # the plan in force at the last re-plan, and the demand it was for
         self._health_pending: list[str] = []  # health changes seen but not yet planned for (an apply was running)
         self._lacking: dict[str, frozenset[str]] = {}  # device -> planned models not READY at the last tick
         self._lacking_said: set[tuple[str, frozenset[str]]] = set()  # ... of those, already planned for
@@ -148,6 +149,13 @@ class Controller:
             else:
                 reason = self._miss_reason()
                 missed = reason is not None
+                held_plan, held_demand = self._held
+                if missed and held_plan is not None and held_plan is self.cp.plan and self.miss_family in held_demand:
+                    fam = self.miss_family  # the last re-plan held the plan in force: would this one too?
+                    target = (self.tracker.estimate(fam) or 0.0) * min(HEADROOM_MAX, self.headroom.get(fam, 1.0) * HEADROOM_STEP)
+                    low, high = self._band(held_demand[fam])
+                    if low <= target <= high:  # the same demand as that hold's: the same plan again
+                        reason, missed = None, False
         if reason is None:
             return None
         if not urgent and self.cp.plan is not None and now - self.last_change < self.cp.config.dwell_s:
@@ -284,16 +292,29 @@ class Controller:
                     not self.cp.estimates.get(f) for f in active) else ""
                 return "first plan for demand " + ", ".join(f"{f} {d:.1f} rps" for f, d in active.items()) + why
             return None
-        h = self.cp.config.hysteresis
         for fam, est in sorted(demand.items()):
-            planned = plan.families[fam].demand_rps if fam in plan.families else 0.0
-            low, high = planned * (1 - h), planned * (1 + h)
-            noise = max(MIN_BAND_RPS, NOISE_SIGMAS * planned ** 0.5)
-            if abs(est - planned) >= noise and not low <= est <= high:
+            planned = self._planned_for(plan, fam)
+            low, high = self._band(planned)
+            if not low <= est <= high:
                 self.demand_rose = est > high
                 return (f"{fam}: demand {est:.1f} rps {'rose above' if est > high else 'fell below'} the band "
                         f"{low:.1f}..{high:.1f} rps around the planned {planned:.1f} rps")
         return None
+
+    def _planned_for(self, plan: Plan, fam: str) -> float:
+        """The demand `plan` stands for: what it was made for, or what the last re-plan that came
+        out as this same plan (a hold, e.g. a plan already at capacity) was for; otherwise each tick
+        would re-plan and hold again."""
+        held_plan, held_demand = self._held
+        if held_plan is plan and fam in held_demand:
+            return held_demand[fam]
+        return plan.families[fam].demand_rps if fam in plan.families else 0.0
+
+    def _band(self, planned: float) -> tuple[float, float]:
+        """The demands that do not call for a re-plan: within the hysteresis band or the Poisson noise around `planned`."""
+        h = self.cp.config.hysteresis
+        noise = max(MIN_BAND_RPS, NOISE_SIGMAS * planned ** 0.5)
+        return min(planned * (1 - h), planned - noise), max(planned * (1 + h), planned + noise)
 
     def _miss_reason(self) -> str | None:
         """Why the miss rate calls for a re-plan (and `miss_family` names the family), or None."""
@@ -316,6 +337,9 @@ class Controller:
         """Solve and apply; True when what is loaded changed (or the attempt failed: try again later)."""
         self.cp.counters["replans"] += 1
         before = self.cp.plan.loaded_models() if self.cp.plan is not None else None
+        # the band is around what was planned for, also when the re-plan comes out as the plan in
+        # force (a hold: e.g. a plan already at capacity); or each tick would re-plan and hold again
+        self._held = (self.cp.plan, self.cp.planning_demand())
         try:
             plan = self.cp.solve()
             self._own_change = True
