@@ -44,6 +44,7 @@ log = logging.getLogger("orchestrator.controller")
 MISS_WINDOW_S = 5
 MIN_BAND_RPS = 1.0  # demand changes smaller than this never trigger a re-plan
 NOISE_SIGMAS = 2.0  # nor do changes within this many standard deviations of Poisson noise (sqrt of the rate)
+HELD_TOLERANCE = 0.05  # a re-plan for a demand this close to a hold's (relative; or MIN_BAND_RPS) is not made
 HEADROOM_STEP = 1.25  # a miss-triggered re-plan plans for this much more than the estimate ...
 HEADROOM_MAX = 1.5  # ... compounding up to this factor, and decays back to 1 while deadlines are met
 HEADROOM_DECAY = 0.97  # per tick without misses
@@ -69,7 +70,7 @@ class Controller:
         self._version_seen: int | None = None  # the plan version in force at the last tick
         self._version_since = 0.0  # when this controller first saw that version
         self._own_change = False  # the next new version is the controller's own (its dwell is set already)
-        self._held: tuple[Plan | None, dict[str, float]] = (None, {})  # the plan in force at the last re-plan, and the demand it was for
+        self._held: tuple[Plan | None, dict[str, float]] = (None, {})  # the plan in force at the last re-plan, and its demand
         self._health_pending: list[str] = []  # health changes seen but not yet planned for (an apply was running)
         self._lacking: dict[str, frozenset[str]] = {}  # device -> planned models not READY at the last tick
         self._lacking_said: set[tuple[str, frozenset[str]]] = set()  # ... of those, already planned for
@@ -149,13 +150,8 @@ class Controller:
             else:
                 reason = self._miss_reason()
                 missed = reason is not None
-                held_plan, held_demand = self._held
-                if missed and held_plan is not None and held_plan is self.cp.plan and self.miss_family in held_demand:
-                    fam = self.miss_family  # the last re-plan held the plan in force: would this one too?
-                    target = (self.tracker.estimate(fam) or 0.0) * min(HEADROOM_MAX, self.headroom.get(fam, 1.0) * HEADROOM_STEP)
-                    low, high = self._band(held_demand[fam])
-                    if low <= target <= high:  # the same demand as that hold's: the same plan again
-                        reason, missed = None, False
+            if reason is not None and self._repeats_hold(missed):
+                reason, missed = None, False
         if reason is None:
             return None
         if not urgent and self.cp.plan is not None and now - self.last_change < self.cp.config.dwell_s:
@@ -293,7 +289,7 @@ class Controller:
                 return "first plan for demand " + ", ".join(f"{f} {d:.1f} rps" for f, d in active.items()) + why
             return None
         for fam, est in sorted(demand.items()):
-            planned = self._planned_for(plan, fam)
+            planned = plan.families[fam].demand_rps if fam in plan.families else 0.0
             low, high = self._band(planned)
             if not low <= est <= high:
                 self.demand_rose = est > high
@@ -301,14 +297,19 @@ class Controller:
                         f"{low:.1f}..{high:.1f} rps around the planned {planned:.1f} rps")
         return None
 
-    def _planned_for(self, plan: Plan, fam: str) -> float:
-        """The demand `plan` stands for: what it was made for, or what the last re-plan that came
-        out as this same plan (a hold, e.g. a plan already at capacity) was for; otherwise each tick
-        would re-plan and hold again."""
+    def _repeats_hold(self, missed: bool) -> bool:
+        """Whether this re-plan would plan for the demand of the last re-plan, which came out as the
+        plan in force (a hold: e.g. a plan already at capacity under a steady overload): it would
+        hold again, so it is not made (or the planner would run, and log a hold, every tick)."""
         held_plan, held_demand = self._held
-        if held_plan is plan and fam in held_demand:
-            return held_demand[fam]
-        return plan.families[fam].demand_rps if fam in plan.families else 0.0
+        if held_plan is None or held_plan is not self.cp.plan:
+            return False
+        demand = self.cp.planning_demand()
+        if missed:  # it would plan with more headroom for the family that missed
+            fam = self.miss_family
+            demand[fam] = (self.tracker.estimate(fam) or 0.0) * min(HEADROOM_MAX, self.headroom.get(fam, 1.0) * HEADROOM_STEP)
+        return all(abs(d - held_demand.get(f, 0.0)) <= max(MIN_BAND_RPS, HELD_TOLERANCE * held_demand.get(f, 0.0))
+                   for f, d in demand.items())
 
     def _band(self, planned: float) -> tuple[float, float]:
         """The demands that do not call for a re-plan: within the hysteresis band or the Poisson noise around `planned`."""
@@ -337,8 +338,6 @@ class Controller:
         """Solve and apply; True when what is loaded changed (or the attempt failed: try again later)."""
         self.cp.counters["replans"] += 1
         before = self.cp.plan.loaded_models() if self.cp.plan is not None else None
-        # the band is around what was planned for, also when the re-plan comes out as the plan in
-        # force (a hold: e.g. a plan already at capacity); or each tick would re-plan and hold again
         self._held = (self.cp.plan, self.cp.planning_demand())
         try:
             plan = self.cp.solve()
