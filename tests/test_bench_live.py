@@ -115,18 +115,17 @@ def test_the_trace_went_through_a_gateway_and_the_answers_say_who_served(bench):
         assert set(o.variant[o.answered].tolist()) <= set(VARIANTS), policy
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "Not shown reliably on 2 cores: the trace's one long burst sits at the edge of ResNet-50's capacity on "
-    "the two cores. On a quiet machine static Clipper-HA (ResNet-50) meets nearly every deadline, and the "
-    "MILP, with the same ResNet-50 placement plus ResNet-18 standing by, ties it (0.1-0.4 points below in "
-    "four quiet runs, within a few requests' misses of it either way); under moderate contention it beats "
-    "both, and with a core taken all the time ResNet-18 alone (Clipper-HT) wins. See docs/results.md, "
-    "'The reduced live bench in CI'."))
-def test_milp_beats_single_model_baselines_on_the_bursty_trace(bench):
+def test_milp_does_at_least_as_well_as_the_worse_single_model_baseline(bench):
+    """The MILP mixes the fast and the accurate variant (ResNet-50 where it fits, ResNet-18 for the
+    rest of the burst), so it is never below both single-model plans: above Clipper-HT where the
+    cores keep up with ResNet-50, above Clipper-HA where they do not. That it beats *both* is not
+    asserted here: the trace's one long burst sits at the edge of ResNet-50's capacity on the two
+    cores, where Clipper-HA ties the MILP within a few tenths of a point either way, and with a
+    core taken all the time ResNet-18 alone wins (docs/results.md, 'The reduced live bench in
+    CI'); the 5-minute bench is where that claim is measured."""
     s = {p: summarise(r) for p, r in bench["runs"].items()}
-    assert s["milp"].effective_accuracy >= s["clipper-ha"].effective_accuracy
-    assert s["milp"].effective_accuracy >= s["clipper-ht"].effective_accuracy
-    assert s["milp"].miss_ratio <= s["clipper-ha"].miss_ratio
+    worse = min(("clipper-ha", "clipper-ht"), key=lambda p: s[p].effective_accuracy)
+    assert s["milp"].effective_accuracy >= s[worse].effective_accuracy, {p: str(v) for p, v in s.items()}
 
 
 def test_simulator_reproduces_the_live_run_within_the_margin(bench):

@@ -18,13 +18,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.planner import build_problem, make_plan
-from orchestrator.planner.exhaustive import plan_parts
-from orchestrator.planner.reference import reference_optimum
 from orchestrator.scenarios import proteus_scale, thousand_devices
 
 from tests.planner_checks import check_plan
-from tests.test_planner_properties import (_search_size, _tol, check_exact, check_standby_layer, instances, medium,
-                                           same_served)
+from tests.test_planner_properties import (_search_size, check_against_reference, check_exact, check_standby_layer,
+                                           instances, medium)
 
 pytestmark = pytest.mark.nightly
 MANY = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -91,16 +89,7 @@ def test_many_small_re_plans_equal_the_exhaustive_search(req, factor, threshold)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 10**6))
 def test_many_medium_instances_equal_the_per_device_reference_milp(seed):
-    req = medium(seed)
-    assume(req.profiles.device_classes() >= {d.device_class for d in req.cluster.devices})
-    prob = build_problem(req)
-    ref = reference_optimum(prob, time_limit_s=300.0)
-    assume(ref.status == "OPTIMAL")
-    plan = make_plan(req)
-    served, rest = plan_parts(prob, plan)
-    assert plan.solver.status == "OPTIMAL"
-    assert same_served(served, ref.served)
-    assert abs(rest - ref.rest) <= _tol(ref.rest)
+    check_against_reference(medium(seed), time_limit_s=300.0)
 
 
 # --- scale --------------------------------------------------------------------------------

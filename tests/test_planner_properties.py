@@ -252,14 +252,21 @@ def test_medium_instances_equal_the_per_device_reference_milp(seed):
     """Where the exhaustive search is out of reach: the plain per-device MILP (planner/reference.py,
     SCIP to 1e-9, nothing aggregated) agrees with the planner on served and on the rest."""
     req = medium(seed)
+    event("re-plan" if req.current is not None else "cold")
+    prob, plan = check_against_reference(req, time_limit_s=120.0)
+    check_plan(prob, plan)
+
+
+def check_against_reference(req: PlanRequest, time_limit_s: float):
+    """The planner's plan for `req` is OPTIMAL and equals the per-device reference MILP's optimum,
+    served first, then the rest (instances the reference does not prove are assumed away)."""
     assume(req.profiles.device_classes() >= {d.device_class for d in req.cluster.devices})
     prob = build_problem(req)
-    ref = reference_optimum(prob, time_limit_s=120.0)
+    ref = reference_optimum(prob, time_limit_s=time_limit_s)
     assume(ref.status == "OPTIMAL")
     plan = make_plan(req)
     served, rest = plan_parts(prob, plan)
-    event("re-plan" if req.current is not None else "cold")
     assert plan.solver.status == "OPTIMAL"
     assert same_served(served, ref.served), (served, ref.served)
     assert abs(rest - ref.rest) <= _tol(ref.rest), (rest, ref.rest)
-    check_plan(prob, plan)
+    return prob, plan
