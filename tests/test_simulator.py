@@ -161,11 +161,11 @@ def test_reusing_the_plan_of_an_equal_request_changes_no_outcome(monkeypatch):
     """Within a run, a re-plan request equal to an earlier one (same demand estimate, same
     current placements) gets that request's plan instead of a second solve; the run's outcomes
     are exactly those of solving every request afresh."""
-    # 5-s means in steps of 0.2 rps: estimates repeat; without standby variants the hosting
-    # changes with them, so equal requests recur (with standby, each device keeps ResNet-18
-    # loaded and this trace happens to repeat no (demand, hosting) pair)
-    _, sim = small(estimator="window", planner=PlannerOptions(standby=False))
-    trace = generate([FamilyLoad("resnet", MarkovModulatedRate((10.0, 40.0), (20.0, 5.0)), 300.0)], 300, seed=1)
+    # 5-s means in steps of 0.2 rps: estimates repeat, and on this trace (seed 2: 96 solves) 11
+    # requests repeat an earlier (demand, hosting) pair; a re-plan for the demand of the last
+    # hold is not even asked for (controller.py), so the repeats are of plans further back
+    _, sim = small(estimator="window")
+    trace = generate([FamilyLoad("resnet", MarkovModulatedRate((10.0, 40.0), (20.0, 5.0)), 300.0)], 300, seed=2)
     reused = sim.run(trace, "milp")
     stats = sim.last_stats
     assert stats.reused > 0 and stats.solves > stats.reused
