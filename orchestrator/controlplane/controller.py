@@ -144,14 +144,14 @@ class Controller:
                 reason, urgent = "speed changed: " + change[0], change[1]
         if reason is None:
             reason = self._demand_reason()
-            if reason is not None:
-                urgent = self.demand_rose  # scale up at once; only scaling down waits out the dwell
-                self.headroom.clear()  # headroom learned from misses under the old demand does not carry over
-            else:
+            if reason is None:
                 reason = self._miss_reason()
                 missed = reason is not None
             if reason is not None and self._repeats_hold(missed):
                 reason, missed = None, False
+            elif reason is not None and not missed:
+                urgent = self.demand_rose  # scale up at once; only scaling down waits out the dwell
+                self.headroom.clear()  # headroom learned from misses under the old demand does not carry over
         if reason is None:
             return None
         if not urgent and self.cp.plan is not None and now - self.last_change < self.cp.config.dwell_s:
