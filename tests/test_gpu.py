@@ -21,6 +21,7 @@ from orchestrator.cluster import Cluster
 from orchestrator.profiler import ProfileSettings, profile_cluster
 from orchestrator.triton.gpu import gpu_inventory
 from orchestrator.triton.runtime import ClusterRuntime
+from tests.triton_helpers import infer_logits
 
 GPUS, NVML_NOTE = gpu_inventory()
 
@@ -45,18 +46,6 @@ def gpu_cluster(repo: Path, tmp_path: Path, config: str | None = None) -> Cluste
     return Cluster.from_dict({"name": "g", "model_repository": str(repo), "device": [device]})
 
 
-def infer(url: str, model: str, x: np.ndarray) -> np.ndarray:
-    import tritonclient.grpc as grpcclient
-
-    client = grpcclient.InferenceServerClient(url)
-    try:
-        inp = grpcclient.InferInput("input", list(x.shape), "FP32")
-        inp.set_data_from_numpy(x)
-        return client.infer(model, [inp]).as_numpy("logits")
-    finally:
-        client.close()
-
-
 def test_gpu_instance_runs_on_cuda_and_answers_as_the_cpu_does(resnet18_repo, tmp_path):
     x = np.random.default_rng(3).standard_normal((8, 3, 224, 224), dtype=np.float32)
     cpu = ort.InferenceSession(str(resnet18_repo / "resnet18" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -64,7 +53,7 @@ def test_gpu_instance_runs_on_cuda_and_answers_as_the_cpu_does(resnet18_repo, tm
     with ClusterRuntime(gpu_cluster(resnet18_repo, tmp_path), run_dir=tmp_path / "triton") as runtime:
         config = runtime.load("gpu0", "resnet18", instances=2)
         assert [g["kind"] for g in config["instance_group"]] == ["KIND_GPU"]
-        got = infer(runtime.servers["gpu0"].grpc_url, "resnet18", x)
+        got = infer_logits(runtime.servers["gpu0"].grpc_url, "resnet18", x)
         log = runtime.servers["gpu0"].log_path.read_text(errors="replace")
     assert re.search(r"resnet18: onnxruntime \S+ on GPU 0, .*providers \['CUDAExecutionProvider'", log), log[-2000:]
     np.testing.assert_allclose(got, expected, rtol=0, atol=0.02 * float(np.abs(expected).max()))
@@ -95,7 +84,7 @@ def test_tensorrt_config_builds_its_engine_cache_in_the_model_directory(resnet18
     with ClusterRuntime(gpu_cluster(repo, tmp_path, config="gpu-trt"), run_dir=tmp_path / "triton") as runtime:
         runtime.load("gpu0", "resnet18")
         x = np.random.default_rng(4).standard_normal((2, 3, 224, 224), dtype=np.float32)
-        assert infer(runtime.servers["gpu0"].grpc_url, "resnet18", x).shape == (2, 1000)
+        assert infer_logits(runtime.servers["gpu0"].grpc_url, "resnet18", x).shape == (2, 1000)
         log = runtime.servers["gpu0"].log_path.read_text(errors="replace")
     assert "providers ['TensorrtExecutionProvider'" in log
     assert any((repo / "resnet18" / "tensorrt_cache").iterdir())
