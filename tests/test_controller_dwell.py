@@ -48,9 +48,9 @@ def test_a_routes_only_replan_does_not_start_a_dwell():
 
 def test_a_re_plan_that_holds_is_not_repeated_every_tick(monkeypatch):
     """Demand a hundred times what the plan was made for, far above what the two devices serve:
-    once the plan is at capacity, a re-plan comes out as the plan in force (a hold). The band is
-    then around the demand that hold was for, and a miss-triggered re-plan that would plan for the
-    same demand is not made, so the planner does not run again every tick while nothing changes."""
+    once the plan is at capacity, a re-plan comes out as the plan in force (a hold). A re-plan for
+    the demand of that hold (the miss trigger's headroom counted) is not made again, so the planner
+    does not run every tick while nothing changes."""
     from orchestrator.simulation.control import SimControlPort
 
     solves = []
