@@ -158,7 +158,7 @@ class Controller:
             return None
         if missed:  # the plan met the estimate on paper but not in practice: plan with headroom
             fam = self.miss_family
-            self.headroom[fam] = min(HEADROOM_MAX, self.headroom.get(fam, 1.0) * HEADROOM_STEP)
+            self.headroom[fam] = self._raised_headroom(fam)
             est = self.tracker.estimate(fam) or 0.0
             self.cp.estimates[fam] = round(est * self.headroom[fam], 3)
             reason += f"; planning with {self.headroom[fam]:.2f}x headroom"
@@ -307,9 +307,13 @@ class Controller:
         demand = self.cp.planning_demand()
         if missed:  # it would plan with more headroom for the family that missed
             fam = self.miss_family
-            demand[fam] = (self.tracker.estimate(fam) or 0.0) * min(HEADROOM_MAX, self.headroom.get(fam, 1.0) * HEADROOM_STEP)
+            demand[fam] = (self.tracker.estimate(fam) or 0.0) * self._raised_headroom(fam)
         return all(abs(d - held_demand.get(f, 0.0)) <= max(MIN_BAND_RPS, HELD_TOLERANCE * held_demand.get(f, 0.0))
                    for f, d in demand.items())
+
+    def _raised_headroom(self, fam: str) -> float:
+        """The headroom a miss-triggered re-plan of `fam` plans with: one step up, at most the cap."""
+        return min(HEADROOM_MAX, self.headroom.get(fam, 1.0) * HEADROOM_STEP)
 
     def _band(self, planned: float) -> tuple[float, float]:
         """The demands that do not call for a re-plan: within the hysteresis band or the Poisson noise around `planned`."""
