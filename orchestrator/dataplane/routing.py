@@ -106,6 +106,7 @@ class AccuracyFirst(Generic[K]):
         # when each tier's buckets were last refilled (a pick that looks at a tier refills all of it)
         self.filled_at: list[float | None] = [None] * len(self.tiers)
         self.picks = 0  # picks so far: a slot's `use` holds for the pick numbered its `asked`
+        self.turn_downs = 0  # `_turned_down` calls so far: a slot it turned down has `down` = its number
 
     @property
     def weights(self) -> dict[K, float]:
@@ -187,31 +188,38 @@ class AccuracyFirst(Generic[K]):
     def _turned_down(self, candidates: "list[_Slot[K]]", first: "_Slot[K]", budget_use: Callable[[K], float],
                      limit: float) -> "_Slot[K] | None":
         """`_round_robin` once its first winner is turned down: the others are asked most credit
-        first (ties in order), as they would win with the turned-down ones left out."""
-        order = sorted(range(len(candidates)), key=lambda i: candidates[i].credit + candidates[i].weight,
-                       reverse=True)
-        turned_down = {id(first)}
-        for i in order:
-            slot = candidates[i]
-            if slot is first:
-                continue
-            if self._use(slot, budget_use) <= limit:
+        first (ties in order), as they would win with the turned-down ones left out. A slot
+        turned down here is marked with this call's number (`down`), so no set or sort is built
+        (a tier has few routes: a scan per ask is cheaper than sorting them)."""
+        self.turn_downs += 1
+        mark = self.turn_downs
+        first.down = mark
+        while True:
+            best: "_Slot[K] | None" = None
+            best_credit = -math.inf
+            for slot in candidates:
+                if slot.down == mark:
+                    continue
+                c = slot.credit + slot.weight
+                if c > best_credit:  # strict: the first wins ties
+                    best, best_credit = slot, c
+            if best is None:
+                return None
+            if self._use(best, budget_use) <= limit:
                 total = 0.0
-                for c in candidates:
-                    if id(c) not in turned_down:
-                        c.credit += c.weight
-                        total += c.weight
-                slot.credit -= total
-                return slot
-            turned_down.add(id(slot))
-        return None
-
+                for other in candidates:
+                    if other.down != mark:
+                        other.credit += other.weight
+                        total += other.weight
+                best.credit -= total
+                return best
+            best.down = mark
 
 class _Slot(Generic[K]):
     """One route in an `AccuracyFirst` tier: its round-robin weight in the tier, token bucket
     (rate, size, tokens) and credit, and its `budget_use` in the pick numbered `asked`."""
 
-    __slots__ = ("key", "weight", "rate", "size", "tokens", "credit", "use", "asked")
+    __slots__ = ("key", "weight", "rate", "size", "tokens", "credit", "use", "asked", "down")
 
     def __init__(self, key: K, weight: float, rate: float, size: float):
         self.key = key
@@ -222,6 +230,7 @@ class _Slot(Generic[K]):
         self.credit = 0.0
         self.use = 0.0
         self.asked = 0
+        self.down = 0
 
 
 class DeviceHealth:
