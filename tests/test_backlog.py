@@ -7,10 +7,9 @@ import random
 import pytest
 
 from orchestrator.dataplane.backlog import CALIBRATION_RANGE, Calibration, InFlight, answer_by
+from orchestrator.dataplane.latency import LatencyModel
 
-
-def seconds(b: int) -> float:
-    return 0.010 + 0.005 * b  # 15 ms alone at batch 1, 20 ms at 2
+MODEL = LatencyModel({1: 15.0, 2: 20.0})  # 15 ms alone at batch 1, 20 ms at 2, +5 ms per request beyond
 
 
 def in_flight_s(now: float, finish_at: list[float]) -> float:
@@ -43,8 +42,8 @@ def test_in_flight_keeps_first_and_last_through_sends_and_answers():
 
 def test_the_queue_is_cut_into_batches_of_the_cap_then_the_requests_own_batch():
     # 5 queued at cap 2: two full batches (2 x 20 ms), the fifth rides with the new request (20 ms)
-    assert answer_by(1.0, 5, 2, seconds, 0.0, 0) == pytest.approx(1.0 + 0.060)
-    assert answer_by(1.0, 0, 2, seconds, 0.0, 0) == pytest.approx(1.0 + 0.015)
+    assert answer_by(1.0, 5, 2, MODEL, 0.0, 0) == pytest.approx(1.0 + 0.060)
+    assert answer_by(1.0, 0, 2, MODEL, 0.0, 0) == pytest.approx(1.0 + 0.015)
 
 
 def test_batches_in_flight_count_until_the_last_ends_plus_how_late_the_oldest_is():
@@ -56,15 +55,15 @@ def test_batches_in_flight_count_until_the_last_ends_plus_how_late_the_oldest_is
     late.add(1, 0.995)
     late.add(2, 1.030)
     assert late.seconds(1.0) == pytest.approx(0.035)
-    assert answer_by(1.0, 0, 2, seconds, flight.seconds(1.0), 0) == pytest.approx(1.0 + 0.030 + 0.015)
+    assert answer_by(1.0, 0, 2, MODEL, flight.seconds(1.0), 0) == pytest.approx(1.0 + 0.030 + 0.015)
 
 
 def test_other_busy_models_on_the_device_stretch_the_work_by_their_number():
     """Processor sharing: with k other models running a batch, this route gets 1 / (k + 1) of the
     device, so its work takes k + 1 times as long."""
-    alone = answer_by(1.0, 3, 2, seconds, 0.020, 0) - 1.0
-    assert answer_by(1.0, 3, 2, seconds, 0.020, 1) - 1.0 == pytest.approx(2 * alone)
-    assert answer_by(1.0, 3, 2, seconds, 0.020, 3) - 1.0 == pytest.approx(4 * alone)
+    alone = answer_by(1.0, 3, 2, MODEL, 0.020, 0) - 1.0
+    assert answer_by(1.0, 3, 2, MODEL, 0.020, 1) - 1.0 == pytest.approx(2 * alone)
+    assert answer_by(1.0, 3, 2, MODEL, 0.020, 3) - 1.0 == pytest.approx(4 * alone)
 
 
 def test_calibration_learns_a_device_slower_than_its_profile_from_its_batches():

@@ -28,7 +28,8 @@ The share of its time budget a request would use on a route is
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+
+from orchestrator.dataplane.latency import LatencyModel
 
 CALIBRATION_ALPHA = 0.05  # weight of the newest batch in the running actual / predicted ratio
 CALIBRATION_RANGE = (0.5, 4.0)  # the ratio stays within this (one odd batch moves it little)
@@ -86,20 +87,21 @@ class InFlight:
         return self.first if k == 0 else sorted(self.finish_at.values())[k]
 
 
-def answer_by(now: float, queued: int, batch_cap: int, seconds: Callable[[int], float],
+def answer_by(now: float, queued: int, batch_cap: int, model: LatencyModel,
               own_in_flight_s: float, busy_others: int) -> float:
     """Predicted time a request sent to the route at `now` is answered (before calibration).
 
-    `queued`: requests waiting in the route's queue (not yet sent); `seconds(b)`: the route's
-    predicted latency of a batch of b (the device to itself); `own_in_flight_s`: time left on
+    `queued`: requests waiting in the route's queue (not yet sent); `model.seconds(b)`: the
+    route's predicted latency of a batch of b (the device to itself; the model, not a callable,
+    so that the compiled form calls it directly); `own_in_flight_s`: time left on
     the route's batches in flight (`InFlight.seconds`); `busy_others`: how many of the device's
     other routes have a batch in flight."""
     if queued:
         cap = batch_cap if batch_cap > 1 else 1
         full, rest = divmod(queued, cap)
-        work = full * seconds(cap) + seconds(rest + 1) + own_in_flight_s
+        work = full * model.seconds(cap) + model.seconds(rest + 1) + own_in_flight_s
     else:  # the same sum without a queue: 0 x seconds(cap) + seconds(1) + ...
-        work = seconds(1) + own_in_flight_s
+        work = model.seconds(1) + own_in_flight_s
     return now + work * (1 + busy_others)
 
 

@@ -26,7 +26,7 @@ class LatencyModel:
         self.alpha = alpha
         self._sorted: list[tuple[int, float]] = sorted(self.points_ms.items())
         self.revision = 0  # bumped whenever the points change (users may cache predictions per revision)
-        self._seconds: dict[int, float] = {}  # batch size -> seconds(batch size), for this revision
+        self._seconds: list[float] = []  # [batch size] -> seconds(batch size), for this revision (-1: not yet)
 
     @property
     def known(self) -> bool:
@@ -49,9 +49,17 @@ class LatencyModel:
         return y1 + slope * (batch_size - b1)
 
     def seconds(self, batch_size: int) -> float:
-        s = self._seconds.get(batch_size)
-        if s is None:
-            s = self._seconds[batch_size] = self.ms(batch_size) / 1000.0
+        """`ms` in seconds, cached per batch size (asked per request by the on-time prediction)."""
+        cache = self._seconds
+        if batch_size < len(cache):
+            s = cache[batch_size]
+            if s >= 0.0:
+                return s
+        elif batch_size >= 0:
+            cache.extend([-1.0] * (batch_size + 1 - len(cache)))
+        else:
+            return self.ms(batch_size) / 1000.0
+        s = cache[batch_size] = self.ms(batch_size) / 1000.0
         return s
 
     def observe(self, batch_size: int, latency_ms: float) -> None:
@@ -62,7 +70,7 @@ class LatencyModel:
         self.points_ms[batch_size] = latency_ms if old is None else old + self.alpha * (latency_ms - old)
         self._sorted = sorted(self.points_ms.items())
         self.revision += 1
-        self._seconds = {}
+        self._seconds = []
 
     @classmethod
     def learned(cls) -> "LatencyModel":

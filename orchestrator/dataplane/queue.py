@@ -68,11 +68,12 @@ class RouteQueue:
             raise ValueError(f"request id {rid} is already queued")
         self._items[rid] = r
         self._seq += 1
-        if r.deadline_s is None:
+        deadline = r.deadline_s  # read once: a protocol attribute is a lookup by name when compiled
+        if deadline is None:
             self._key_of[rid] = None
             self.no_deadline[rid] = r
             return
-        key = (r.deadline_s, r.arrival_s, self._seq)
+        key = (deadline, r.arrival_s, self._seq)
         self._key_of[rid] = key
         keys = self.deadline_keys
         if not keys or key > keys[-1]:

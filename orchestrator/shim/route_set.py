@@ -107,7 +107,7 @@ class RouteSet:
             if w is None:
                 return math.inf
             queued, own = w.backlog(now)
-            by = answer_by(now, queued, w.batch_cap, w.latency_s, own, w.busy_peers())
+            by = answer_by(now, queued, w.batch_cap, w.model, own, w.busy_peers())
             return w.calibration.budget_use(now, by, limit)
         return budget_use
 
