@@ -80,6 +80,17 @@ def test_learned_model_follows_observations_and_profiled_one_does_not():
     assert fixed.ms(4) == 40.0
 
 
+def test_seconds_are_the_model_in_seconds_in_any_order_and_follow_what_it_learns():
+    m = LatencyModel({1: 10.0, 4: 40.0, 8: 60.0})
+    for b in (16, 3, 1, 8, 3, 0, 16):  # the cache grows on a large size first, then is read
+        assert m.seconds(b) == pytest.approx(m.ms(b) / 1000.0)
+    learned = LatencyModel.learned()
+    learned.observe(2, 20.0)
+    assert learned.seconds(2) == pytest.approx(0.020)
+    learned.observe(2, 70.0)  # new points: the cached seconds are not kept
+    assert learned.seconds(2) == pytest.approx(learned.ms(2) / 1000.0) and learned.seconds(2) > 0.020
+
+
 # --- Proteus decisions -----------------------------------------------------------------------
 
 def test_proteus_holds_a_lone_request_until_its_deadline_forces_a_send(req):

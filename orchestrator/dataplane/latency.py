@@ -50,15 +50,15 @@ class LatencyModel:
 
     def seconds(self, batch_size: int) -> float:
         """`ms` in seconds, cached per batch size (asked per request by the on-time prediction)."""
+        if batch_size < 0:
+            return self.ms(batch_size) / 1000.0
         cache = self._seconds
         if batch_size < len(cache):
             s = cache[batch_size]
             if s >= 0.0:
                 return s
-        elif batch_size >= 0:
-            cache.extend([-1.0] * (batch_size + 1 - len(cache)))
         else:
-            return self.ms(batch_size) / 1000.0
+            cache.extend([-1.0] * (batch_size + 1 - len(cache)))
         s = cache[batch_size] = self.ms(batch_size) / 1000.0
         return s
 

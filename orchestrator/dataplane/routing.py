@@ -215,9 +215,11 @@ class AccuracyFirst(Generic[K]):
                 return best
             best.down = mark
 
+
 class _Slot(Generic[K]):
     """One route in an `AccuracyFirst` tier: its round-robin weight in the tier, token bucket
-    (rate, size, tokens) and credit, and its `budget_use` in the pick numbered `asked`."""
+    (rate, size, tokens) and credit, its `budget_use` in the pick numbered `asked`, and the
+    `_turned_down` call that last turned it down (`down`)."""
 
     __slots__ = ("key", "weight", "rate", "size", "tokens", "credit", "use", "asked", "down")
 
