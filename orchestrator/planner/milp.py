@@ -193,7 +193,7 @@ def _replan(prob: Problem, w: Weights, t0: float) -> Plan:
         return _failed(prob, keep, "GLOP", t0)
     keep_hosted = name_devices(prob, keep_model)
     tol = opts.relative_gap * max(abs(keep.rest), 1.0)
-    if keep.served >= served_floor(servable):
+    if keep.served >= _serves_the_most(servable):
         best = upper.solve("rest", deadline - time.perf_counter(), served_floor=served_floor(keep.served)).value
         if best - w.change <= keep.rest + tol:  # no plan beats keeping by more than the threshold
             notes = (f"kept the plan in force (routes only): no change can gain more than the change threshold "
@@ -214,7 +214,7 @@ def _replan(prob: Problem, w: Weights, t0: float) -> Plan:
     for k in kinds:
         relaxed.add_kind(k, 0, loads=True, kind_balance=True)
     relaxed.finish()
-    lp = relaxed.solve("rest", deadline - time.perf_counter(), served_floor=served_floor(most))
+    lp = relaxed.solve("rest", deadline - time.perf_counter(), served_floor=_serves_the_most(most))
     bound = lp.value - w.change if lp.status == "OPTIMAL" else float("inf")  # on every changed plan
     t2 = time.perf_counter()
     r = shared_slots(prob)
@@ -240,7 +240,7 @@ def _replan(prob: Problem, w: Weights, t0: float) -> Plan:
             milp_note = (f"MILP over {len(kinds)} kinds, {model.size()}: {solved.describe()} "
                          f"({1000 * (time.perf_counter() - t2):.1f} ms)")
     most = max(c[1] for c in candidates)
-    eligible = [c for c in candidates if c[1] >= served_floor(most)]
+    eligible = [c for c in candidates if c[1] >= _serves_the_most(most)]
     name, served, rest, hosted = max(eligible, key=lambda c: c[2])
     gap = _gap(candidates, keep, bound, most) if cold.ok and cold.status == "OPTIMAL" else 1.0
     result = Solved([], served, rest, final=("OPTIMAL" if gap <= max(opts.relative_gap, NOISE) else "FEASIBLE", gap))
@@ -253,11 +253,21 @@ def _replan(prob: Problem, w: Weights, t0: float) -> Plan:
 def _gap(candidates, keep: Solved, bound: float, most: float) -> float:
     """Relative gap of the best candidate serving `most` to the bound on every such plan (the
     kept plan, when it serves that much, bounds the plans that load nothing: it is their best)."""
-    eligible = [c for c in candidates if c[1] >= served_floor(most)]
+    eligible = [c for c in candidates if c[1] >= _serves_the_most(most)]
     best = max(c[2] for c in eligible)
-    if keep.served >= served_floor(most):
+    if keep.served >= _serves_the_most(most):
         bound = max(bound, keep.rest)
     return max(0.0, bound - best) / max(abs(best), 1e-9)
+
+
+def _serves_the_most(most: float) -> float:
+    """The least a re-plan candidate may serve and still count as serving `most`, the most any
+    candidate serves. Each candidate's served lies between its own served stage's maximum and
+    that maximum's `served_floor` (its rest stage may give up that much for accuracy), and two
+    stages' maxima differ by up to the same tolerance; so two floors. With one, a MILP whose
+    served stage came out 3e-9 rps above the fresh plan's beat a fresh plan worth 7 % more
+    (1,000 devices, x3 demand, with the MILP run)."""
+    return served_floor(served_floor(most))
 
 
 def _n_slots(kind: Kind, r: int) -> int:
