@@ -106,7 +106,7 @@ class AccuracyFirst(Generic[K]):
         # when each tier's buckets were last refilled (a pick that looks at a tier refills all of it)
         self.filled_at: list[float | None] = [None] * len(self.tiers)
         self.picks = 0  # picks so far: a slot's `use` holds for the pick numbered its `asked`
-        self.turn_downs = 0  # `_turned_down` calls so far: a slot it turned down has `down` = its number
+        self.calls = 0  # `_round_robin` calls so far: a slot one turned down has `down` = its number
 
     @property
     def weights(self) -> dict[K, float]:
@@ -165,35 +165,12 @@ class AccuracyFirst(Generic[K]):
     def _round_robin(self, candidates: "list[_Slot[K]]", budget_use: Callable[[K], float] | None,
                      limit: float) -> "_Slot[K] | None":
         """Smooth weighted round-robin over `candidates`. With `budget_use`, a winner whose use is
-        over `limit` leaves the candidates and the next is asked (so `budget_use` is asked of as
-        few routes as possible); the credit moves for the candidates left. None when all are
-        turned down (or there are none)."""
-        if not candidates:
-            return None
-        best = candidates[0]
-        best_credit = best.credit + best.weight
-        for slot in candidates:
-            c = slot.credit + slot.weight
-            if c > best_credit:  # strict: the first wins ties
-                best, best_credit = slot, c
-        if budget_use is not None and not self._use(best, budget_use) <= limit:
-            return self._turned_down(candidates, best, budget_use, limit)
-        total = 0.0
-        for slot in candidates:
-            slot.credit += slot.weight
-            total += slot.weight
-        best.credit -= total
-        return best
-
-    def _turned_down(self, candidates: "list[_Slot[K]]", first: "_Slot[K]", budget_use: Callable[[K], float],
-                     limit: float) -> "_Slot[K] | None":
-        """`_round_robin` once its first winner is turned down: the others are asked most credit
-        first (ties in order), as they would win with the turned-down ones left out. A slot
-        turned down here is marked with this call's number (`down`), so no set or sort is built
-        (a tier has few routes: a scan per ask is cheaper than sorting them)."""
-        self.turn_downs += 1
-        mark = self.turn_downs
-        first.down = mark
+        over `limit` leaves the candidates and the next is asked, most credit first (so
+        `budget_use` is asked of as few routes as possible); the credit moves for the candidates
+        left. None when all are turned down (or there are none). A slot turned down here is
+        marked with this call's number (`down`): no set or sort (a tier has few routes)."""
+        self.calls += 1
+        mark = self.calls
         while True:
             best: "_Slot[K] | None" = None
             best_credit = -math.inf
@@ -205,7 +182,7 @@ class AccuracyFirst(Generic[K]):
                     best, best_credit = slot, c
             if best is None:
                 return None
-            if self._use(best, budget_use) <= limit:
+            if budget_use is None or self._use(best, budget_use) <= limit:
                 total = 0.0
                 for other in candidates:
                     if other.down != mark:
@@ -219,7 +196,7 @@ class AccuracyFirst(Generic[K]):
 class _Slot(Generic[K]):
     """One route in an `AccuracyFirst` tier: its round-robin weight in the tier, token bucket
     (rate, size, tokens) and credit, its `budget_use` in the pick numbered `asked`, and the
-    `_turned_down` call that last turned it down (`down`)."""
+    `_round_robin` call that last turned it down (`down`)."""
 
     __slots__ = ("key", "weight", "rate", "size", "tokens", "credit", "use", "asked", "down")
 
