@@ -275,6 +275,27 @@ def test_route_queue_keeps_arrival_order_and_deadline_order(req):
     assert len(q) == 0 and not q.by_deadline and not q.no_deadline
 
 
+def test_route_queue_take_removes_a_batch_at_the_front_or_anywhere_and_keeps_the_orders(req):
+    def queue():
+        q = RouteQueue()
+        for r in [req(1, 0.0, 0.5), req(2, 0.1, 0.2), req(3, 0.2), req(4, 0.3, 0.2), req(5, 0.4, 0.9)]:
+            q.put(r, r.id, r.arrival_s, r.deadline_s)
+        return q
+
+    q = queue()
+    assert q.deadline_ids == [2, 4, 1, 5] and q.seq(0) == 2  # put: add with the fields passed in
+    assert [r.id for r in q.take((2, 4))] == [2, 4]  # the front of the deadline order: one slice deletion
+    assert q.deadline_ids == [1, 5] and [r.id for r in q.by_deadline] == [1, 5] and len(q.deadline_keys) == 2
+    assert [r.id for r in q] == [1, 3, 5] and 2 not in q
+    q = queue()
+    assert [r.id for r in q.take((4, 3, 2))] == [4, 3, 2]  # not the front: one by one, no-deadline ones too
+    assert q.deadline_ids == [1, 5] and list(q.no_deadline) == [] and [r.id for r in q] == [1, 5]
+    q = queue()
+    with pytest.raises(KeyError):
+        q.take((2, 9))  # not queued: nothing is removed
+    assert q.deadline_ids == [2, 4, 1, 5] and len(q) == 5
+
+
 def reference_proteus_decide(p: ProteusPolicy, queue, now, can_send=True, start_s=None):
     """The decision as first written (partition the queue, sort the feasible requests by
     deadline on every call): the oracle the incremental `ProteusPolicy.decide` must equal."""

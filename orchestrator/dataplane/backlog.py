@@ -28,10 +28,11 @@ The share of its time budget a request would use on a route is
 from __future__ import annotations
 
 import math
+from typing import Final
 
 from orchestrator.dataplane.latency import LatencyModel
 
-CALIBRATION_ALPHA = 0.05  # weight of the newest batch in the running actual / predicted ratio
+CALIBRATION_ALPHA: Final = 0.05  # weight of the newest batch in the running actual / predicted ratio
 CALIBRATION_RANGE = (0.5, 4.0)  # the ratio stays within this (one odd batch moves it little)
 
 
@@ -60,8 +61,11 @@ class InFlight:
     def remove(self, key: int) -> None:
         """Forget a batch (answered or failed); a key not in flight is ignored."""
         finish_at = self.finish_at
-        f = finish_at.pop(key, None)
-        if f is not None and (f == self.first or f == self.last):
+        f = finish_at.get(key)  # get and del, not pop: compiled, pop is a method call by name
+        if f is None:
+            return
+        del finish_at[key]
+        if f == self.first or f == self.last:
             if finish_at:
                 self.first = min(finish_at.values())
                 self.last = max(finish_at.values())

@@ -39,11 +39,12 @@ import bisect
 import math
 from collections.abc import Iterable
 from itertools import islice
+from typing import Final
 
 from orchestrator.dataplane.latency import LatencyModel
-from orchestrator.dataplane.queue import EPS_S, WAKE_PAST_S, Queued, RouteQueue
+from orchestrator.dataplane.queue import EPS_S, WAKE_PAST_S, DeadlineKey, Queued, RouteQueue
 
-HOLD_FACTOR = 2.0  # Proteus sends a held batch while it could still run this many times its predicted latency
+HOLD_FACTOR: Final = 2.0  # Proteus sends a held batch while it could still run this many times its predicted latency
 
 
 class Decision:
@@ -152,6 +153,7 @@ class ProteusPolicy:
             queue = RouteQueue(queue)
         keys = queue.deadline_keys  # (deadline, arrival, insertion) of `timed`, sorted
         timed = queue.by_deadline
+        timed_ids = queue.deadline_ids  # their ids (compiled, `r.id` is a lookup by name)
         cost = self._costs  # predicted seconds + slack per batch size, for the model's current points
         if cost.revision != self.model.revision or cost.model is not self.model or cost.slack_s != self.slack_s:
             cost = self._costs = _CostTable(self.model, self.slack_s)
@@ -167,7 +169,7 @@ class ProteusPolicy:
         late: list[Queued] | None = None  # hopeless but the caller wants them served anyway
         if h:
             hopeless = sorted(range(h), key=queue.seq)  # queue (arrival) order
-            drop = tuple(timed[i].id for i in hopeless if not timed[i].serve_late)
+            drop = tuple(timed_ids[i] for i in hopeless if not timed[i].serve_late)
             late = [timed[i] for i in hopeless if timed[i].serve_late] or None
         feasible = n - h  # timed[h:] by (deadline, arrival)
         wake = keys[h][0] - cost1 + WAKE_PAST_S if feasible else None  # when the most urgent turns hopeless
@@ -184,7 +186,7 @@ class ProteusPolicy:
                 while len(batch) + extra < cap and extra < feasible and \
                         t0 + cost.at(len(batch) + extra + 1) <= d0 + EPS_S:
                     extra += 1
-                batch += [r.id for r in timed[h:h + extra]]
+                batch += timed_ids[h:h + extra]
             return Decision(send=tuple(batch), drop=drop, wake_at=wake)
 
         no_deadline = queue.no_deadline  # id -> request, queue order
@@ -194,7 +196,7 @@ class ProteusPolicy:
             return Decision(drop=drop) if drop else _NOTHING
 
         if not cost.known:  # nothing to predict with: behave like greedy batching
-            ids = [r.id for r in timed[h:h + cap]]
+            ids = timed_ids[h:h + cap]
             ids += islice(no_deadline, cap - len(ids))
             return Decision(send=tuple(ids), drop=drop)
 
@@ -205,23 +207,23 @@ class ProteusPolicy:
         else:
             best, start = self._largest_batch(keys, h, n, t0, cost)
         if best < feasible or best == cap:  # the deadline or the cap binds: send now
-            return Decision(tuple([r.id for r in timed[h + start:h + start + best]]), drop)
+            return Decision(tuple(timed_ids[h + start:h + start + best]), drop)
         # Every feasible request fits and there is room for more.
         if no_deadline:  # requests without a deadline would rather go now: fill up and send
             fill = best
             while fill < cap and fill - best < len(no_deadline) and t0 + cost.at(fill + 1) <= d0 + EPS_S:
                 fill += 1
-            ids = [r.id for r in timed[h:]]
+            ids = timed_ids[h:]
             ids += islice(no_deadline, fill - best)
             return Decision(send=tuple(ids), drop=drop)
         send_by = d0 - cost.at(best) * self.hold_factor  # hold while the batch could run hold_factor x slower
         if self.max_hold_s is not None:
             send_by = min(send_by, _earliest_arrival(timed, h) + self.max_hold_s)
         if now + EPS_S >= send_by:
-            return Decision(tuple([r.id for r in timed[h:]]), drop)
+            return Decision(tuple(timed_ids[h:]), drop)
         return Decision((), drop, send_by if wake is None or send_by < wake else wake)
 
-    def _largest_batch(self, keys: list[tuple[float, float, int]], lo: int, hi: int, now: float,
+    def _largest_batch(self, keys: list[DeadlineKey], lo: int, hi: int, now: float,
                        cost: "_CostTable") -> tuple[int, int]:
         """(size, start): the largest batch of the deadline-ordered requests ``keys[lo:hi]`` that
         all meet their deadlines if it starts running at `now` (start counts from `lo`). With
@@ -301,7 +303,7 @@ class NoBatchingPolicy:
 Policy = ProteusPolicy | AimdPolicy | NoBatchingPolicy
 
 
-SPILL_BATCHING_GAIN = 1.5  # a spill route holds to batch only if a full batch serves this much more per second
+SPILL_BATCHING_GAIN: Final = 1.5  # a spill route holds to batch only if a full batch serves this much more per second
 
 
 def max_hold_s(spill: bool, max_hold_ms: float | None, model: LatencyModel | None = None,

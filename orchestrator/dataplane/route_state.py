@@ -74,11 +74,16 @@ class RouteState:
         `device_sends`: the device's send count now (see `sent`)."""
         self.in_flight -= 1
         self.flight.remove(batch_id)
-        predicted = self.predicted.pop(batch_id, None)
+        predicted = self.predicted.get(batch_id)  # get and del, not pop: compiled, pop is a call by name
+        if predicted is not None:
+            del self.predicted[batch_id]
         self.start_s = self.flight.start_s(self.lanes)
         service_s = now - max(sent_at, self.last_done)
         self.last_done = now
-        alone = self.alone.pop(batch_id, -2) == device_sends
+        sends_then = self.alone.get(batch_id)
+        if sends_then is not None:
+            del self.alone[batch_id]
+        alone = sends_then is not None and sends_then == device_sends
         if ok:
             self.policy.observe(size, service_s)
             if predicted is not None:

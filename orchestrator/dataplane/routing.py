@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 from orchestrator.plan import FamilyPlan, Placement, Plan, Route, SolverInfo
 
@@ -63,9 +63,9 @@ class SmoothWeightedRoundRobin(Generic[K]):
         return self.pick(eligible)
 
 
-BURST_S = 0.5  # accuracy-first: a route's bucket holds this many seconds of its flow
-ON_TIME_USE = 0.8  # a route takes a request it is predicted to answer within this share of its budget
-SPARE_USE = 0.5  # past its flow, a route takes requests it answers within this share of their budget
+BURST_S: Final = 0.5  # accuracy-first: a route's bucket holds this many seconds of its flow
+ON_TIME_USE: Final = 0.8  # a route takes a request it is predicted to answer within this share of its budget
+SPARE_USE: Final = 0.5  # past its flow, a route takes requests it answers within this share of their budget
 
 
 class AccuracyFirst(Generic[K]):

@@ -204,8 +204,8 @@ class RouteWorker:
         the worker thread wakes by the time the policy asked for (also returned)."""
         state = self.state
         d = state.decide(now)
-        dropped = [cast(ShimRequest, state.queue.pop(i)) for i in d.drop]  # the worker queues only ShimRequests
-        batch = [cast(ShimRequest, state.queue.pop(i)) for i in d.send]
+        dropped = cast("list[ShimRequest]", state.queue.take(d.drop))  # the worker queues only ShimRequests
+        batch = cast("list[ShimRequest]", state.queue.take(d.send))
         if batch:
             self.device_sends[0] += 1
             state.sent(id(batch), len(batch), now, self.busy_peers(), self.device_sends[0])

@@ -21,7 +21,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 import numpy as np
 
@@ -45,7 +45,12 @@ from orchestrator.trace import Trace
 if TYPE_CHECKING:
     from orchestrator.simulator import Simulator
 
-OK, LATE, DROPPED, ERROR, UNSERVED = range(5)  # indexes into STATUS_NAMES (the Status enum's order; a test checks)
+# indexes into STATUS_NAMES (the Status enum's order; a test checks)
+OK: Final = 0
+LATE: Final = 1
+DROPPED: Final = 2
+ERROR: Final = 3
+UNSERVED: Final = 4
 
 # planner statuses whose plan is a function of the request alone (see `Simulation.solve`)
 REPRODUCIBLE = frozenset({"OPTIMAL", "HEURISTIC"})
@@ -262,15 +267,15 @@ class Simulation:
             if drop:
                 status = self.status
                 finish = self.finish
+                queue.take(drop)
                 for rid in drop:
-                    queue.pop(rid)
                     status[rid] = DROPPED
                     finish[rid] = now
                     self._miss(rid, now)
                     self.served_by[rid] = route.variant_index
                     self.served_on[rid] = route.device_index
             if send:
-                batch = [cast(Request, queue.pop(rid)) for rid in send]  # the simulator queues only Requests
+                batch = cast("list[Request]", queue.take(send))  # the simulator queues only Requests
                 route.device.sends += 1
                 route.sent(id(batch), len(batch), now, busy_others(route), route.device.sends)
                 self.stats.batches += 1
@@ -352,9 +357,11 @@ class Simulation:
             if second * cfg.control.tick_s <= self.duration_s:
                 self.clock.push(second * cfg.control.tick_s, TICK, None)
 
-        times = trace.time_s.tolist()
-        deadlines = (trace.time_s + trace.deadline_ms / 1000.0).tolist()  # absolute (same float sum as per request)
-        families = trace.family.tolist()
+        # typed locals: compiled, a comparison of untyped values (the heaps' entries are) is a
+        # generic call that boxes the float; typed, it is one machine instruction
+        times: list[float] = trace.time_s.tolist()
+        deadlines: list[float] = (trace.time_s + trace.deadline_ms / 1000.0).tolist()  # absolute (same float sum as per request)
+        families: list[str] = trace.family.tolist()
         n = len(times)
         clock = self.clock
         heap = clock.heap
@@ -366,6 +373,11 @@ class Simulation:
         slack_s = cfg.shim.slack_ms / 1000.0
         inf = math.inf
         wakes = clock.wakes
+        now: float
+        next_event: float
+        next_timed: float
+        next_wake: float
+        kind: int
         while True:
             while wakes and wakes[0][2].wake_at != wakes[0][0]:
                 pop(wakes)  # stale: its route's wake-up moved or fired
@@ -390,7 +402,8 @@ class Simulation:
                     self._miss(i, now)
                 else:
                     route = picker[1][k]
-                    route.queue.add(Request(i, now, deadlines[i]))
+                    deadline = deadlines[i]
+                    route.queue.put(Request(i, now, deadline), i, now, deadline)
                     # A busy route's policy can only drop hopeless requests (time-triggered: its
                     # wake-up and the next completion call it); skipping the call here changes no outcome.
                     if route.in_flight < route.max_in_flight:
@@ -418,7 +431,7 @@ class Simulation:
             now, _, kind, payload = pop(heap)
             events += 1
             if kind == DONE:
-                self._done(payload, now)
+                self._done(cast("tuple[Job, int]", payload), now)
             elif kind == TICK:
                 self._tick(now)
             elif kind == SWITCH:
@@ -427,7 +440,7 @@ class Simulation:
                 self.pending = None
                 self._install(p.plan, now, p.decided_s, p.loads, p.unloads, p.reason)
             elif kind == UNLOAD:
-                self._unload(payload, now)
+                self._unload(cast(SimRoute, payload), now)
         self.stats.events = events
         return self._result()
 

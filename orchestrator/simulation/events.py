@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import heapq
 import math
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from orchestrator.simulation.devices import SimRoute
 
 # event kinds (the heap orders by time, then sequence number; the kind breaks no tie)
-DONE, TICK, SWITCH, UNLOAD = range(4)
+DONE: Final = 0
+TICK: Final = 1
+SWITCH: Final = 2
+UNLOAD: Final = 3
 
 
 class Events:
@@ -23,10 +30,11 @@ class Events:
     (`flush_moved`), not at every move."""
 
     def __init__(self) -> None:
-        self.heap: list = []
+        # typed entries: compiled, reading an entry's time is then a native float, not a boxed one
+        self.heap: list[tuple[float, int, int, object]] = []
         self.seq = 0  # one sequence for both heaps: equal times keep the order they were pushed in
-        self.wakes: list = []
-        self.moved: dict = {}  # route -> None, insertion-ordered
+        self.wakes: list[tuple[float, int, SimRoute]] = []
+        self.moved: dict[SimRoute, None] = {}  # route -> None, insertion-ordered
         self.soonest_moved = math.inf
 
     def push(self, t: float, kind: int, payload: object) -> None:
@@ -36,7 +44,9 @@ class Events:
     def flush_moved(self) -> None:
         """Put the moved wake-ups on the wake-up heap."""
         for route in self.moved:
+            wake = route.wake_at
+            assert wake is not None  # a route moves here only by setting its wake-up
             self.seq += 1
-            heapq.heappush(self.wakes, (route.wake_at, self.seq, route))
+            heapq.heappush(self.wakes, (wake, self.seq, route))
         self.moved.clear()
         self.soonest_moved = math.inf
