@@ -8,7 +8,7 @@ simulated one); nothing here reads a clock.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Final, Protocol
 
 # A queued request's place in the deadline order: (deadline, arrival, insertion number), the
@@ -115,7 +115,7 @@ class RouteQueue:
             del self.deadline_ids[i]
         return r
 
-    def take(self, ids: Sequence[int]) -> list[Queued]:
+    def take(self, ids: tuple[int, ...]) -> list[Queued]:
         """Remove and return the requests with these ids, in this order (KeyError if one is not
         queued: then none is removed). When they are the front of the deadline order (a batch a
         policy sends, the hopeless requests it drops), the sorted lists lose them in one slice

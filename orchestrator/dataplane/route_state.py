@@ -21,13 +21,12 @@ class RouteState:
     """`lanes`: batches the device runs at once for this route (its Triton instances);
     `max_in_flight`: batches sent and not answered, at most (lanes plus those queued at Triton)."""
 
-    __slots__ = ("policy", "model", "seconds", "batch_cap", "lanes", "max_in_flight", "queue", "in_flight",
+    __slots__ = ("policy", "model", "batch_cap", "lanes", "max_in_flight", "queue", "in_flight",
                  "flight", "start_s", "last_done", "calibration", "predicted", "alone", "speed", "sent_batches")
 
     def __init__(self, policy: Policy, model: LatencyModel, lanes: int, max_in_flight: int):
         self.policy = policy
         self.model = model  # predicted batch latencies
-        self.seconds = model.seconds  # batch size -> predicted seconds (bound once: asked per request)
         self.batch_cap: int = getattr(policy, "batch_cap", 1)  # the policy's (kept equal at each plan)
         self.lanes = lanes
         self.max_in_flight = max_in_flight
@@ -57,7 +56,7 @@ class RouteState:
         included (-1: not counted); a batch sent with nothing else in flight there that finds the
         count unchanged when it is answered ran alone, and its time is the device's speed."""
         start = self.start_s
-        finish = (start if start is not None and start > now else now) + self.seconds(size)
+        finish = (start if start is not None and start > now else now) + self.model.seconds(size)
         if busy_others == 0 and self.in_flight == 0 and device_sends >= 0:
             self.alone[batch_id] = device_sends
         self.sent_batches += 1

@@ -14,7 +14,7 @@ as the shim's `RouteWorker` keeps one, plus its place on the modelled device; dr
 
 from __future__ import annotations
 
-import heapq
+from heapq import heappush
 import math
 import random
 from collections import deque
@@ -209,7 +209,7 @@ class Hardware:
         for j in dev.running:
             j.version += 1
             events.seq += 1
-            heapq.heappush(heap, (now + (j.work_s if j.work_s > 0.0 else 0.0) * share, events.seq, DONE, (j, j.version)))
+            heappush(heap, (now + (j.work_s if j.work_s > 0.0 else 0.0) * share, events.seq, DONE, (j, j.version)))
 
     def _gauss(self) -> float:
         """A standard normal draw: `random.Random.gauss(0, 1)` (Box-Muller, two draws per pair of

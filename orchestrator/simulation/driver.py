@@ -379,7 +379,11 @@ class Simulation:
         next_wake: float
         kind: int
         while True:
-            while wakes and wakes[0][2].wake_at != wakes[0][0]:
+            while wakes:
+                top = wakes[0]
+                w = top[2].wake_at  # (an optional float: compared once it is known to be one)
+                if w is not None and w == top[0]:
+                    break
                 pop(wakes)  # stale: its route's wake-up moved or fired
             # arrivals before the next timed event or wake-up (at equal times those go first)
             next_event = heap[0][0] if heap else inf
@@ -420,7 +424,8 @@ class Simulation:
                 next_wake = wakes[0][0]
             if next_wake < next_timed:
                 now, _, route = pop(wakes)
-                if route.wake_at == now:  # else stale
+                w = route.wake_at
+                if w is not None and w == now:  # else stale
                     route.wake_at = None
                     events += 1
                     if route.queue:

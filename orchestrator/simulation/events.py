@@ -7,7 +7,7 @@ find the next event, because that loop runs once per simulated request.
 
 from __future__ import annotations
 
-import heapq
+from heapq import heappush
 import math
 from typing import TYPE_CHECKING, Final
 
@@ -39,7 +39,7 @@ class Events:
 
     def push(self, t: float, kind: int, payload: object) -> None:
         self.seq += 1
-        heapq.heappush(self.heap, (t, self.seq, kind, payload))
+        heappush(self.heap, (t, self.seq, kind, payload))
 
     def flush_moved(self) -> None:
         """Put the moved wake-ups on the wake-up heap."""
@@ -47,6 +47,6 @@ class Events:
             wake = route.wake_at
             assert wake is not None  # a route moves here only by setting its wake-up
             self.seq += 1
-            heapq.heappush(self.wakes, (wake, self.seq, route))
+            heappush(self.wakes, (wake, self.seq, route))
         self.moved.clear()
         self.soonest_moved = math.inf
