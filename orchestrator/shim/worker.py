@@ -138,7 +138,7 @@ class RouteWorker:
 
     def latency_s(self, batch_size: int) -> float:
         """The predicted latency of a batch of `batch_size`."""
-        return self.state.seconds(batch_size)
+        return self.state.model.seconds(batch_size)
 
     @property
     def policy(self) -> Policy:
@@ -289,7 +289,7 @@ class RouteWorker:
         if any(r.deadline_s is None or r.serve_late for r in batch):
             return limit
         last = max(cast(float, r.deadline_s) for r in batch)
-        margin = max(self.config.deadline_margin_ms / 1000.0, self.state.seconds(len(batch)))
+        margin = max(self.config.deadline_margin_ms / 1000.0, self.state.model.seconds(len(batch)))
         return min(limit, max(0.0, last - now) + margin)
 
     def _done(self, batch: list[ShimRequest], started: float, outputs: dict[str, np.ndarray] | None,
