@@ -1,4 +1,5 @@
-"""How fast the simulator runs: simulated requests per second of wall time (target >= 200,000).
+"""How fast the simulator runs: simulated requests per second of wall time (goal: >= 250,000 at
+proteus-40 with the planner counted).
 
     .venv/bin/python benchmarks/simulator_bench.py [--duration 20] [--devices 40] [--repeats 2]
 
@@ -29,7 +30,7 @@ import subprocess
 import sys
 import time
 
-TARGET_RPS = 200_000
+TARGET_RPS = 250_000  # with the planner counted
 FORMS = ("interpreted", "compiled")
 
 
@@ -116,8 +117,9 @@ def main() -> None:
         for form in forms:
             r = results[form][i]
             print(f"  {form:11s} wall {r['wall_s']:6.2f} s, planner {r['planner_s']:5.2f} s | simulated req/s: "
-                  f"with the planner {rate(r, True):>9,.0f}, without {rate(r, False):>9,.0f} "
-                  f"({'meets' if rate(r, False) >= TARGET_RPS else 'below'} the {TARGET_RPS:,d} target) | "
+                  f"with the planner {rate(r, True):>9,.0f} "
+                  f"({'meets' if rate(r, True) >= TARGET_RPS else 'below'} the {TARGET_RPS:,d} goal), "
+                  f"without {rate(r, False):>9,.0f} | "
                   f"effective accuracy {r['effective_accuracy']:.2f} %, miss ratio {r['miss_ratio']:.3f}")
         if "compiled" in results:
             c = results["compiled"][i]
