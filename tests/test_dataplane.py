@@ -10,6 +10,7 @@ from orchestrator import scenarios
 from orchestrator.controlplane.planning import solve_plan
 from orchestrator.dataplane.config import ShimConfig
 from orchestrator.dataplane.routes import RouteSpec, batch_cap, plan_routes
+from orchestrator.dataplane.routing import BudgetUseOf
 from orchestrator.dataplane.status import Status
 from orchestrator.dataplane.transport import FakeTransport
 from orchestrator.plan import Placement
@@ -84,7 +85,7 @@ def test_the_shim_and_the_simulator_build_the_same_routes_and_route_alike(routin
             shim_picks = picks(lambda t: (lambda r: (r.device_id, r.variant))(
                 table.pick("resnet", now=t, budget_use=lambda route: 0.1)))
             picker, live, _ = run.pickers["resnet"]
-            sim_picks = picks(lambda t: live[picker.pick_at(t, None, lambda k: 0.1)].key)
+            sim_picks = picks(lambda t: live[picker.pick_at(t, None, BudgetUseOf(lambda k: 0.1))].key)
             assert shim_picks == sim_picks, f"plan {step}: the drivers routed differently"
     finally:
         client.close()

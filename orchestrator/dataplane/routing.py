@@ -31,6 +31,26 @@ from orchestrator.plan import FamilyPlan, Placement, Plan, Route, SolverInfo
 K = TypeVar("K", bound=Hashable)
 
 
+class BudgetUse(Generic[K]):
+    """A route's `budget_use` (see `AccuracyFirst`) for the request being routed, as an object
+    with one method, `of(key)`: compiled, a picker calls it directly, where a plain callable is a
+    call through Python's protocol that boxes the float it returns (it is asked per request). A
+    driver subclasses it (the simulator's arrivals); `BudgetUseOf` wraps a callable."""
+
+    def of(self, key: K) -> float:
+        raise NotImplementedError
+
+
+class BudgetUseOf(BudgetUse[K]):
+    """`budget_use` from a callable (key -> share of the time budget)."""
+
+    def __init__(self, fn: Callable[[K], float]):
+        self.fn = fn
+
+    def of(self, key: K) -> float:
+        return self.fn(key)
+
+
 class SmoothWeightedRoundRobin(Generic[K]):
     """Each pick adds every eligible key's weight to its credit, takes the key with the most
     credit (first in order on ties) and charges it the eligible total. Keys not eligible in a
@@ -57,7 +77,7 @@ class SmoothWeightedRoundRobin(Generic[K]):
         return best
 
     def pick_at(self, now: float, eligible: Callable[[K], bool] | None = None,
-                budget_use: Callable[[K], float] | None = None) -> K | None:
+                budget_use: BudgetUse[K] | None = None) -> K | None:
         """`pick`, with the picker interface `AccuracyFirst` shares (weighted routing keeps the
         plan's split whatever the time and the backlog, so `now` and `budget_use` are not used)."""
         return self.pick(eligible)
@@ -75,7 +95,7 @@ class AccuracyFirst(Generic[K]):
     flow, never in the weighted pick). A route's bucket fills at its flow up to `burst_s`
     seconds of it (at least one request); a pick takes one token.
 
-    `pick_at(now, eligible, budget_use)`: `budget_use(key)` is the predicted time to answer a
+    `pick_at(now, eligible, budget_use)`: `budget_use.of(key)` is the predicted time to answer a
     request sent to the route now, as a share of the request's time budget. Tiers of equal
     accuracy are taken most accurate first; in a tier, a route with a token that would use at
     most `ON_TIME_USE` of the budget, else one without a token that would use at most
@@ -114,7 +134,7 @@ class AccuracyFirst(Generic[K]):
         return self.weighted.weights
 
     def pick_at(self, now: float, eligible: Callable[[K], bool] | None = None,
-                budget_use: Callable[[K], float] | None = None) -> K | None:
+                budget_use: BudgetUse[K] | None = None) -> K | None:
         filled_at = self.filled_at
         self.picks += 1
         without_token: list[list[_Slot[K]]] = []
@@ -155,14 +175,14 @@ class AccuracyFirst(Generic[K]):
                 return best.key
         return self.weighted.pick(eligible)
 
-    def _use(self, slot: "_Slot[K]", budget_use: Callable[[K], float]) -> float:
+    def _use(self, slot: "_Slot[K]", budget_use: BudgetUse[K]) -> float:
         """`budget_use` of the slot's route, asked at most once per pick."""
         if slot.asked != self.picks:
-            slot.use = budget_use(slot.key)
+            slot.use = budget_use.of(slot.key)
             slot.asked = self.picks
         return slot.use
 
-    def _round_robin(self, candidates: "list[_Slot[K]]", budget_use: Callable[[K], float] | None,
+    def _round_robin(self, candidates: "list[_Slot[K]]", budget_use: BudgetUse[K] | None,
                      limit: float) -> "_Slot[K] | None":
         """Smooth weighted round-robin over `candidates`. With `budget_use`, a winner whose use is
         over `limit` leaves the candidates and the next is asked, most credit first (so
@@ -333,7 +353,9 @@ class RoutingTable:
         rr = self._check(family)
         routes = self._routes[family]
         excluded = set(exclude_devices)
-        use = (lambda i: budget_use(routes[i])) if budget_use is not None else None
+        use: BudgetUse[int] | None = None
+        if budget_use is not None:
+            use = BudgetUseOf(lambda i: budget_use(routes[i]))
 
         def allowed(i: int) -> bool:
             r = routes[i]

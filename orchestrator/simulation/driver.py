@@ -19,7 +19,6 @@ import gc
 import heapq
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final, cast
 
@@ -32,7 +31,7 @@ from orchestrator.dataplane.backlog import answer_by
 from orchestrator.dataplane.config import Routing
 from orchestrator.dataplane.queue import EPS_S, WAKE_PAST_S, met
 from orchestrator.dataplane.routes import RouteSpec, latency_model, plan_routes, route_policy, set_hold
-from orchestrator.dataplane.routing import AccuracyFirst, RoutingTable, SmoothWeightedRoundRobin
+from orchestrator.dataplane.routing import AccuracyFirst, BudgetUse, RoutingTable, SmoothWeightedRoundRobin
 from orchestrator.dataplane.status import STATUS_NAMES
 from orchestrator.evaluation import Outcomes, PlanEvent, Run
 from orchestrator.plan import Plan
@@ -54,6 +53,24 @@ UNSERVED: Final = 4
 
 # planner statuses whose plan is a function of the request alone (see `Simulation.solve`)
 REPRODUCIBLE = frozenset({"OPTIMAL", "HEURISTIC"})
+
+
+class ArrivalBudgetUse(BudgetUse[int]):
+    """The routing's `budget_use` over one family's routes (by index), for the arrival being
+    routed (the run's `arrival_s`, `limit_s`: its deadline less the shim's slack), as the shim's
+    client builds it: this route's queue and batches in flight, the device's other routes busy."""
+
+    def __init__(self, run: "Simulation", routes: list[SimRoute]):
+        self.run = run
+        self.routes = routes
+
+    def of(self, key: int) -> float:
+        route = self.routes[key]
+        run = self.run
+        now = run.arrival_s
+        by = answer_by(now, len(route.queue), route.batch_cap, route.model, route.flight.seconds(now),
+                       busy_others(route))
+        return route.calibration.budget_use(now, by, run.limit_s)
 
 
 @dataclass
@@ -102,7 +119,7 @@ class Simulation:
         self.table: RoutingTable | None = None  # the plan's pickers, as the shim's (routing.py)
         # family -> (its picker, the routes its keys index, budget_use or None), for arrivals
         self.pickers: dict[str, tuple[SmoothWeightedRoundRobin[int] | AccuracyFirst[int], list[SimRoute],
-                                      Callable[[int], float] | None]] = {}
+                                      ArrivalBudgetUse | None]] = {}
         self.plan: Plan | None = None
         self.pending: Pending | None = None
         self.events: list[PlanEvent] = []
@@ -197,7 +214,7 @@ class Simulation:
         for family in plan.families:
             live = [routes[(r.device_id, r.variant)] for r in table.routes(family)]
             self.pickers[family] = (table.picker(family), live,
-                                    self._budget_use(live) if accuracy is not None else None)
+                                    ArrivalBudgetUse(self, live) if accuracy is not None else None)
         self.plan = plan
         self.view.plan = plan
         if decided_s is not None and loads:
@@ -208,18 +225,6 @@ class Simulation:
             routes={f: [(r.device_id, r.variant, round(r.weight, 4)) for r in fp.routes]
                     for f, fp in plan.families.items()},
             decided_s=None if decided_s is None else round(decided_s, 6), reason=reason))
-
-    def _budget_use(self, routes: list[SimRoute]):
-        """The routing's `budget_use` over one family's routes (by index), for the arrival being
-        routed (`arrival_s`, `limit_s`: its deadline less the shim's slack), as the shim's client
-        builds it: this route's queue and batches in flight, the device's other routes busy."""
-        def budget_use(k: int) -> float:
-            route = routes[k]
-            now = self.arrival_s
-            by = answer_by(now, len(route.queue), route.batch_cap, route.model, route.flight.seconds(now),
-                           busy_others(route))
-            return route.calibration.budget_use(now, by, self.limit_s)
-        return budget_use
 
     def _new_route(self, spec: RouteSpec) -> SimRoute:
         shim = self.cfg.shim
