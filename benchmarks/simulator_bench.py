@@ -92,6 +92,13 @@ def rate(r: dict, planner: bool) -> float:
     return r["requests"] / max(r["wall_s"] - (0.0 if planner else r["planner_s"]), 1e-9)
 
 
+def verdict(r: dict) -> str:
+    """The goal is for proteus-40 (the small case's per-second controller work weighs more)."""
+    if not r["case"].startswith("proteus"):
+        return ""
+    return f" ({'meets' if rate(r, True) >= TARGET_RPS else 'below'} the {TARGET_RPS:,d} goal)"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=20.0, help="simulated seconds (default 20)")
@@ -117,8 +124,7 @@ def main() -> None:
         for form in forms:
             r = results[form][i]
             print(f"  {form:11s} wall {r['wall_s']:6.2f} s, planner {r['planner_s']:5.2f} s | simulated req/s: "
-                  f"with the planner {rate(r, True):>9,.0f} "
-                  f"({'meets' if rate(r, True) >= TARGET_RPS else 'below'} the {TARGET_RPS:,d} goal), "
+                  f"with the planner {rate(r, True):>9,.0f}{verdict(r)}, "
                   f"without {rate(r, False):>9,.0f} | "
                   f"effective accuracy {r['effective_accuracy']:.2f} %, miss ratio {r['miss_ratio']:.3f}")
         if "compiled" in results:
