@@ -29,7 +29,7 @@ from orchestrator.catalog import Catalog
 from orchestrator.cluster import Cluster
 from orchestrator.controlplane.app import HttpServer, create_app
 from orchestrator.controlplane.controller import Controller
-from orchestrator.controlplane.planning import initial_demand
+from orchestrator.controlplane.planning import floored, initial_demand
 from orchestrator.controlplane.service import ControlPlane, ControlPlaneConfig
 from orchestrator.controlplane.store import Store
 from orchestrator.errors import UserError
@@ -112,7 +112,7 @@ def run_policy(policy: str, trace: Trace, runtime: ClusterRuntime, catalog: Cata
     t0 = [time.monotonic() + 1e9]  # the trace clock starts after the first plan is in place
     recorder = _PlanRecorder(cp.executor.publish, lambda: time.monotonic() - t0[0])
     cp.executor.publish = recorder
-    demand0 = initial_demand(trace)
+    demand0 = floored(initial_demand(trace), control.demand_floor)
     started = time.monotonic()
     cp.apply(cp.solve(demand=demand0), reason=f"bench: initial plan for {demand0}")
     progress(f"{policy}: initial plan v{cp.plan.version} loaded in {time.monotonic() - started:.1f} s: "

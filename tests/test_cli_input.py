@@ -304,6 +304,10 @@ def test_serve_db_that_is_a_directory(tmp_path, capsys, embedded_cluster, no_tri
     (["--drain=-inf"], "argument --drain: must be a finite number"),
     (["--slo", "nosuch=100"], "--slo names family 'nosuch', which has no variant in"),
     (["--port", "70000"], "argument --port: must be a port number in 0..65535, not 70000"),
+    (["--demand-floor", "resnet=-2"], "--demand-floor expects FAMILY=RPS with RPS a number of requests/s in 0..1e7, "
+                                      "not 'resnet=-2'"),
+    (["--demand-floor", "resnet"], "not 'resnet'"),
+    (["--demand-floor", "nosuch=40"], "--demand-floor names family 'nosuch', which has no variant in"),
 ])
 def test_serve_refuses_bad_flag_values_before_triton(tmp_path, capsys, embedded_cluster, no_triton, flags, message):
     err = one_error(capsys, "serve", "--cluster", str(embedded_cluster), "--db", str(tmp_path / "s.sqlite"), *flags)
@@ -397,6 +401,8 @@ def test_solve_refuses_an_slo_that_is_not_a_finite_millisecond_or_more(capsys, f
     (["--hold-factor", "inf"], "argument --hold-factor: must be a finite number"),
     (["--slo", "resnet=inf"], "not 'resnet=inf'"),
     (["--slo", "nosuch=100"], "--slo names family 'nosuch', which has no variant in the small-resnet scenario"),
+    (["--demand-floor", "resnet=nan"], "--demand-floor expects FAMILY=RPS with RPS a number of requests/s in 0..1e7"),
+    (["--demand-floor", "nosuch=40"], "--demand-floor names family 'nosuch', which has no variant in the small-resnet"),
 ])
 def test_simulate_refuses_bad_numbers(tmp_path, capsys, flags, message):
     err = one_error(capsys, "simulate", "--scenario", "small-resnet", "--duration", "5", "--policies", "milp",

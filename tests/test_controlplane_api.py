@@ -217,7 +217,7 @@ def test_family_settings(url):
     status, body = call(url + "/api/v1/settings/families/resnet", "PUT",
                         {"slo_ms": 450, "accuracy_floor": {"value": 70, "kind": "variant"}, "demand_override": 12})
     assert status == 200 and body == {"slo_ms": 450.0, "accuracy_floor": {"value": 70.0, "kind": "variant"},
-                                      "demand_override": 12.0}
+                                      "demand_override": 12.0, "demand_floor": None}
     assert call(url + "/api/v1/settings")[1]["families"]["resnet"]["slo_ms"] == 450.0
     _, preview = call(url + "/api/v1/solve", "POST", {})
     assert preview["plan"]["families"]["resnet"]["demand_rps"] == 12.0
@@ -229,6 +229,28 @@ def test_family_settings(url):
     for bad in ({"slo_ms": -1}, {"accuracy_floor": 140}, {"demand_override": "lots"}, {"colour": "red"}):
         status, body = call(url + "/api/v1/settings/families/resnet", "PUT", bad)
         assert status == 400 and body["error"]
+
+
+def test_demand_floor_raises_the_planned_demand_and_an_override_still_fixes_it(url):
+    """`demand_floor` (the family's known peak): the planning demand is at least it; a demand
+    override is not raised; null removes it; a bad value is a 400 naming the field and stores nothing."""
+    status, body = call(url + "/api/v1/settings/families/resnet", "PUT", {"demand_floor": 25})
+    assert status == 200 and body["demand_floor"] == 25.0 and body["demand_override"] is None
+    assert call(url + "/api/v1/settings")[1]["families"]["resnet"]["demand_floor"] == 25.0
+    _, preview = call(url + "/api/v1/solve", "POST", {})
+    assert preview["plan"]["families"]["resnet"]["demand_rps"] == 25.0
+    call(url + "/api/v1/settings/families/resnet", "PUT", {"demand_override": 5})
+    _, preview = call(url + "/api/v1/solve", "POST", {})
+    assert preview["plan"]["families"]["resnet"]["demand_rps"] == 5.0  # the operator's fixed demand wins
+    for bad in (-1, "lots", 1e8, True):
+        status, body = call(url + "/api/v1/settings/families/resnet", "PUT", {"demand_floor": bad, "slo_ms": 900})
+        assert status == 400 and "demand_floor of 'resnet'" in body["error"], (bad, body)
+    settings = call(url + "/api/v1/settings")[1]["families"]["resnet"]
+    assert settings["demand_floor"] == 25.0 and settings["slo_ms"] != 900  # nothing half-stored
+    status, body = call(url + "/api/v1/settings/families/resnet", "PUT", {"demand_floor": None, "demand_override": None})
+    assert status == 200 and body["demand_floor"] is None and body["demand_override"] is None
+    reasons = [d["reason"] for d in call(url + "/api/v1/decisions")[1]["decisions"]]
+    assert any("plan for at least 25 rps" in r for r in reasons) and any("no demand floor" in r for r in reasons)
 
 
 def test_controller_settings(url):

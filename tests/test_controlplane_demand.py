@@ -110,3 +110,50 @@ def test_intake_lists_each_client_with_its_kind_and_request_rate():
     assert [c["id"] for c in intake.client_list(120.0)] == []  # quiet for longer than the window
     with pytest.raises(BadTelemetry, match=r"kind must be one of shim, gateway, not 'proxy'"):
         intake.add({"client_id": "x", "kind": "proxy", "seconds": []}, now=100.5)
+
+
+# -- demand floor: the family's declared peak (planning.floored) -----------------------------
+def test_the_planning_demand_is_raised_to_the_floor_and_overrides_are_not():
+    from orchestrator.controlplane.planning import planning_demand
+
+    fams = ["bert", "resnet"]
+    floors = {"resnet": 40.0, "gone": 9.0}  # a family the catalog no longer has is left out
+    assert planning_demand(fams, None, {"resnet": 12.0}, {}, floors=floors) == {"resnet": 40.0}  # calm: the floor
+    assert planning_demand(fams, None, {"resnet": 55.0}, {}, floors=floors) == {"resnet": 55.0}  # above it: the estimate
+    assert planning_demand(fams, None, {}, {}, floors=floors) == {"resnet": 40.0}  # no traffic yet: planned for its peak
+    assert planning_demand(fams, None, {"resnet": 12.0}, {"resnet": 5.0}, floors=floors) == {"resnet": 5.0}
+    assert planning_demand(fams, None, {"resnet": 12.0}, {}, {"resnet": 3.0}, floors=floors) == {"resnet": 3.0}
+    assert planning_demand(fams, None, {"resnet": 12.0}, {}) == {"resnet": 12.0}
+
+
+def test_a_controller_with_a_demand_floor_plans_for_it_first_and_calm_below_it_does_not_re_plan():
+    import sys
+    import time
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from controlplane_helpers import stub_control_plane
+
+    from orchestrator.controlplane.controller import Controller
+
+    def report(second: int, n: int) -> dict:  # one client's counts of one second: all n answered in time
+        return {"client_id": "test", "seconds": [{"family": "resnet", "second": second, "arrivals": n, "completions": n,
+                                                  "met": n, "served": {"resnet18": n}, "served_met": {"resnet18": n}}]}
+
+    cp = stub_control_plane(demand_floor={"resnet": 30.0}, dwell_s=0.0, estimator="window")
+    controller = Controller(cp)
+    reason = controller.tick()  # no traffic yet: the first plan is for the declared peak
+    assert reason and "first plan" in reason and "resnet 30.0 rps" in reason, reason
+    assert cp.plan.families["resnet"].demand_rps == 30.0
+    version = cp.plan.version
+    now = int(time.time())
+    for s in range(now - 8, now - 2):  # a calm of 6 req/s, far below the floor
+        cp.intake.add(report(s, 6), now=now)
+    assert controller.tick() is None and cp.plan.version == version
+    assert cp.estimates["resnet"] == pytest.approx(6.0)  # the estimate is what came; the plan stays at the floor
+    for s in range(now - 2, now + 4):  # a burst above the floor: planned for at once
+        cp.intake.add(report(s, 60), now=now + 6)
+    controller.clock = lambda: now + 6.5
+    reason = controller.tick()
+    assert reason and "rose above" in reason, reason
+    assert cp.plan.families["resnet"].demand_rps > 30.0

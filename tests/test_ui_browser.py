@@ -127,6 +127,12 @@ def test_dashboard_draws_and_solve_apply_from_the_page_loads_models(model_repo, 
             if sender.is_alive():
                 sender.join(60)
             gateway.close()
+        # a family's known peak, typed into the controls and saved, is the control plane's demand floor
+        peak = browser.find_element(By.CSS_SELECTOR, "#family-settings tr[data-family='resnet'] input[aria-label='peak of resnet']")
+        peak.send_keys("35")
+        browser.find_element(By.CSS_SELECTOR, "#family-settings tr[data-family='resnet'] button").click()
+        wait.until(lambda d: "resnet: settings saved" in d.find_element(By.ID, "message").text)
+        assert server.cp.demand_floor() == {"resnet": 35.0}
         assert severe_console_entries(browser) == []
 
 

@@ -13,7 +13,7 @@ from orchestrator.cluster import Cluster
 from orchestrator.dataplane.batching import HOLD_FACTOR
 from orchestrator.dataplane.config import Batching
 from orchestrator.commands.flags import (check_output_folder, check_slo_families, factor, non_negative_float,
-                                         parse_slo)
+                                         parse_demand_floor, parse_slo)
 from orchestrator.controlplane.demand import ESTIMATORS
 from orchestrator.errors import UserError
 from orchestrator.profiles import ProfileSet
@@ -56,6 +56,9 @@ def add_control_flags(p: argparse.ArgumentParser) -> None:
                         f"(default {HOLD_FACTOR:g}; 1 = the paper's last-moment hold)")
     p.add_argument("--no-observed-speed", action="store_true",
                    help="the controller plans with the profiles as measured, not scaled by the speed observed in service")
+    p.add_argument("--demand-floor", action="append", default=[], metavar="FAMILY=RPS",
+                   help="plan FAMILY for at least RPS requests/s, its known peak: the calm is routed to the most "
+                        "accurate variants with room, and the first burst meets a plan made for it (repeat)")
 
 
 def register(sub) -> None:
@@ -95,8 +98,10 @@ def run(args: argparse.Namespace) -> int:
     check_slo_families(slo, catalog.families(), repo)
     config = BenchConfig(control=ControlPlaneConfig(estimator=args.estimator, dwell_s=args.dwell,
                                                     hysteresis=args.hysteresis,
-                                                    observed_speed=not args.no_observed_speed),
+                                                    observed_speed=not args.no_observed_speed,
+                                                    demand_floor=parse_demand_floor(args.demand_floor)),
                          shim=ShimConfig(policy=args.batching, hold_factor=args.hold_factor), via=args.via)
+    check_slo_families(config.control.demand_floor, catalog.families(), repo, "--demand-floor")
     runs = run_bench(trace, cluster, catalog, profiles, policies, slo, args.out, config)
     print()
     print(markdown_table([summarise(r) for r in runs]))

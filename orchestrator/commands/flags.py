@@ -96,11 +96,28 @@ def parse_slo(items: list[str] | None) -> dict[str, float]:
     return out
 
 
-def check_slo_families(slo: dict[str, float], families: Collection[str], catalog: str | os.PathLike) -> None:
-    """Every family `--slo` names must have variants in the catalog."""
+def parse_demand_floor(items: list[str] | None) -> dict[str, float]:
+    """`--demand-floor FAMILY=RPS` (repeatable) as {family: rps}; RPS finite and >= 0."""
+    out: dict[str, float] = {}
+    for item in items or []:
+        family, sep, text = (part.strip() for part in item.partition("="))
+        try:
+            rps = float(text)
+        except ValueError:
+            rps = math.nan
+        if not sep or not family or not (math.isfinite(rps) and 0 <= rps <= 1e7):
+            raise UserError(f"--demand-floor expects FAMILY=RPS with RPS a number of requests/s in 0..1e7, "
+                            f"not {item!r}")
+        out[family] = rps
+    return out
+
+
+def check_slo_families(slo: dict[str, float], families: Collection[str], catalog: str | os.PathLike,
+                       flag: str = "--slo") -> None:
+    """Every family `flag` (--slo, --demand-floor) names must have variants in the catalog."""
     for family in slo:
         if family not in families:
-            raise UserError(f"--slo names family {family!r}, which has no variant in {catalog} "
+            raise UserError(f"{flag} names family {family!r}, which has no variant in {catalog} "
                             f"(families: {', '.join(sorted(families)) or 'none'})")
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from orchestrator.catalog import Catalog
 from orchestrator.cluster import Cluster
-from orchestrator.commands.flags import (check_output_file, check_slo_families, non_negative_float, parse_slo, port,
+from orchestrator.commands.flags import (check_output_file, check_slo_families, non_negative_float, parse_demand_floor,
+                                         parse_slo, port,
                                          positive_float)
 from orchestrator.commands.gateway import add_gateway_arguments, start_beside
 from orchestrator.controlplane.demand import ESTIMATORS
@@ -60,6 +61,9 @@ def add_control_plane_arguments(p: argparse.ArgumentParser) -> None:
                         "that clients can start (default 1; 0: wait for an operator's plan)")
     p.add_argument("--no-observed-speed", action="store_true",
                    help="plan with the profiles as measured, not scaled by the speed observed in service")
+    p.add_argument("--demand-floor", action="append", default=[], metavar="FAMILY=RPS",
+                   help="plan FAMILY for at least RPS requests/s, its known peak: the calm is routed to the most "
+                        "accurate variants with room, and the first burst meets a plan made for it (repeat)")
     add_gateway_arguments(p)
 
 
@@ -94,7 +98,8 @@ def config_from_args(args, db_path: str, token: str) -> ControlPlaneConfig:
                               drain_s=args.drain, estimator=args.estimator, policy=args.policy,
                               slo_ms=parse_slo(args.slo), auto=not args.manual,
                               initial_demand_rps=args.initial_demand or None, load_timeout_s=args.load_timeout,
-                              observed_speed=not args.no_observed_speed)
+                              observed_speed=not args.no_observed_speed,
+                              demand_floor=parse_demand_floor(args.demand_floor))
 
 
 def load_catalog(cluster: Cluster, where: str) -> tuple[Path, Catalog]:
@@ -127,6 +132,7 @@ def run(args) -> int:
     config = config_from_args(args, args.db, token)
     repo, catalog = load_catalog(cluster, args.cluster)
     check_slo_families(config.slo_ms, catalog.families(), repo)
+    check_slo_families(config.demand_floor, catalog.families(), repo, "--demand-floor")
     server = ControlPlaneServer(cluster, profiles, config, model_repository=repo, host=args.host, port=args.port,
                                 catalog=catalog)
     gateway = None

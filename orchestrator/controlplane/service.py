@@ -51,6 +51,7 @@ class ControlPlaneConfig:
     load_timeout_s: float = 120.0  # a model load Triton has not finished by then fails, and the apply rolls back
     initial_demand_rps: float | None = None  # no plan yet and no traffic: the controller's first plan serves this per family
     observed_speed: bool = True  # plan with the profiles scaled by the speed observed in service (controlplane/speed.py)
+    demand_floor: dict[str, float] = field(default_factory=dict)  # per family: plan for at least this rps (its known peak; planning.floored)
 
     def __post_init__(self) -> None:
         try:
@@ -60,6 +61,7 @@ class ControlPlaneConfig:
                              f"not {self.estimator!r}") from None
 
 
+FAMILY_SETTINGS = ("slo_ms", "accuracy_floor", "demand_override", "demand_floor")  # PUT /api/v1/settings/families/F
 MAX_RATE_RPS = 1e7  # the largest request rate a setting, a demand or a plan may name
 MAX_SLO_MS = 3_600_000.0  # an hour
 
@@ -270,26 +272,35 @@ class ControlPlane:
     def demand_override(self) -> dict[str, float]:
         return _finite_values(self.store.get_setting("demand_override", {}))
 
+    def demand_floor(self) -> dict[str, float]:
+        """Per family, the rate to plan for at least (its declared peak): the `--demand-floor`
+        flags until an operator sets one through the API, then what is stored."""
+        saved = self.store.get_setting("demand_floor", None)
+        return _finite_values(saved if isinstance(saved, dict) else self.config.demand_floor)
+
     def drained(self) -> list[str]:
         return self.store.get_setting("drained", [])
 
     def family_settings(self) -> dict[str, dict]:
-        slo, floors, override = self.slo_ms(), self.accuracy_floors(), self.demand_override()
-        return {f: {"slo_ms": slo[f], "accuracy_floor": floors.get(f), "demand_override": override.get(f)}
+        slo, floors, override, demand_floor = self.slo_ms(), self.accuracy_floors(), self.demand_override(), \
+            self.demand_floor()
+        return {f: {"slo_ms": slo[f], "accuracy_floor": floors.get(f), "demand_override": override.get(f),
+                    "demand_floor": demand_floor.get(f)}
                 for f in self.families()}
 
     def update_family(self, family: str, body: dict) -> dict:
-        """Set any of slo_ms, accuracy_floor ({value, kind} or a number, or null), demand_override (rps or null).
+        """Set any of slo_ms, accuracy_floor ({value, kind} or a number, or null), demand_override
+        (rps or null), demand_floor (rps or null).
 
         Every field is checked before anything is stored: a bad one changes nothing."""
         if family not in self.catalog.families():
             raise NotFound(f"unknown family {shown(family)}; the catalog has {self.families()}")
         if not isinstance(body, dict) or not body:
-            raise UserError("send a JSON object with any of 'slo_ms', 'accuracy_floor', 'demand_override'")
-        unknown = set(body) - {"slo_ms", "accuracy_floor", "demand_override"}
+            raise UserError(f"send a JSON object with any of {', '.join(map(repr, FAMILY_SETTINGS))}")
+        unknown = set(body) - set(FAMILY_SETTINGS)
         if unknown:
             raise UserError(f"unknown setting {shown(sorted(unknown)[0])} "
-                            f"(allowed: slo_ms, accuracy_floor, demand_override)")
+                            f"(allowed: {', '.join(FAMILY_SETTINGS)})")
         updates: dict[str, tuple[dict, object]] = {}  # setting -> (stored mapping, new value or None)
         changes = []
         if "slo_ms" in body:
@@ -324,6 +335,15 @@ class ControlPlane:
                 rate = parse_number(raw, f"demand_override of {family!r} (rps, or null for auto)", 0, MAX_RATE_RPS)
                 changes.append(f"demand fixed at {rate:g} rps")
             updates["demand_override"] = (self.demand_override(), rate)
+        if "demand_floor" in body:
+            raw = body["demand_floor"]
+            rate = None
+            if raw is None:
+                changes.append("no demand floor")
+            else:
+                rate = parse_number(raw, f"demand_floor of {family!r} (rps, or null for none)", 0, MAX_RATE_RPS)
+                changes.append(f"plan for at least {rate:g} rps")
+            updates["demand_floor"] = (self.demand_floor(), rate)
         for key, (stored, value) in updates.items():
             if value is None:
                 stored.pop(family, None)
@@ -362,11 +382,12 @@ class ControlPlane:
 
     # -- solve and apply -------------------------------------------------------------------
     def planning_demand(self, override: dict[str, float] | None = None) -> dict[str, float]:
-        """Demand to plan for: explicit override > operator's per-family override > estimate > current plan's."""
+        """Demand to plan for: explicit override > operator's per-family override > estimate (at
+        least the demand floor) > current plan's."""
         from orchestrator.controlplane.planning import planning_demand
 
         return planning_demand(self.families(), self.plan, self.estimates, self.demand_override(), override,
-                               initial_rps=self.config.initial_demand_rps)
+                               initial_rps=self.config.initial_demand_rps, floors=self.demand_floor())
 
     def solve(self, demand: dict[str, float] | None = None, slo_ms: dict[str, float] | None = None,
               policy: str | None = None) -> Plan:

@@ -80,7 +80,8 @@ class SimControlPort:
         return list(self._run.sim.devices)
 
     def planning_demand(self, override: dict[str, float] | None = None) -> dict[str, float]:
-        return planning_demand(self._families, self.plan, self.estimates, {}, override)
+        return planning_demand(self._families, self.plan, self.estimates, {}, override,
+                               floors=self.config.demand_floor)
 
     def solve(self) -> Plan:
         if not self.config.observed_speed:

@@ -26,7 +26,7 @@ import numpy as np
 
 from orchestrator.controlplane.controller import Controller
 from orchestrator.controlplane.executor import LoadedModel, compute_diff
-from orchestrator.controlplane.planning import initial_demand
+from orchestrator.controlplane.planning import floored, initial_demand
 from orchestrator.dataplane.backlog import answer_by
 from orchestrator.dataplane.config import Routing
 from orchestrator.dataplane.queue import EPS_S, WAKE_PAST_S, met
@@ -355,7 +355,8 @@ class Simulation:
 
     def _loop(self) -> Run:
         cfg, trace = self.cfg, self.trace
-        demand0 = self.initial_demand if self.initial_demand is not None else initial_demand(trace)
+        demand0 = floored(self.initial_demand if self.initial_demand is not None else initial_demand(trace),
+                          cfg.control.demand_floor)
         plan0 = self.solve(demand0, None)
         self._install(plan0, 0.0, None, len(plan0.placements), 0, "initial plan")
         for second in range(1, int(math.ceil(self.duration_s)) + 1):

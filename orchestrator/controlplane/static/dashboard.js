@@ -228,15 +228,18 @@ function drawSettings(d) {
       value: s.accuracy_floor ? s.accuracy_floor.value : "", "aria-label": `accuracy floor of ${fam}` });
     const demand = el("input", { type: "number", min: "0", step: "any", placeholder: "auto",
       value: s.demand_override === null || s.demand_override === undefined ? "" : s.demand_override, "aria-label": `demand of ${fam}` });
+    const peak = el("input", { type: "number", min: "0", step: "any", placeholder: "none",
+      value: s.demand_floor === null || s.demand_floor === undefined ? "" : s.demand_floor, "aria-label": `peak of ${fam}` });
     const save = el("button", { type: "button", class: "secondary", onclick: () => act(`save ${fam} settings`, async () => {
       await api("PUT", `/api/v1/settings/families/${fam}`, {
         slo_ms: Number(slo.value),
         accuracy_floor: floor.value === "" ? null : { value: Number(floor.value), kind: "variant" },
         demand_override: demand.value === "" ? null : Number(demand.value),
+        demand_floor: peak.value === "" ? null : Number(peak.value),
       });
       return `${fam}: settings saved` + (d.controller.auto ? " (the controller re-plans now)" : "");
     }) }, "Save");
-    body.append(el("tr", { "data-family": fam }, el("td", {}, fam), el("td", {}, slo), el("td", {}, floor), el("td", {}, demand), el("td", {}, save)));
+    body.append(el("tr", { "data-family": fam }, el("td", {}, fam), el("td", {}, slo), el("td", {}, floor), el("td", {}, demand), el("td", {}, peak), el("td", {}, save)));
   }
   fillSelect($("policy"), d.policies);
   $("auto").checked = d.controller.auto;
