@@ -80,36 +80,31 @@ def factor(text: str) -> float:
     return value
 
 
-def parse_slo(items: list[str] | None) -> dict[str, float]:
-    """`--slo FAMILY=MS` (repeatable) as {family: ms}; MS finite and at least MIN_SLO_MS."""
+def _per_family(items: list[str] | None, flag: str, what: str, low: float, high: float) -> dict[str, float]:
+    """`flag FAMILY=NUMBER` (repeatable) as {family: number}, NUMBER finite in low..high; else a
+    UserError that names the flag, what the number is, and the item."""
     out: dict[str, float] = {}
     for item in items or []:
         family, sep, text = (part.strip() for part in item.partition("="))
         try:
-            ms = float(text)
+            value = float(text)
         except ValueError:
-            ms = math.nan
-        if not sep or not family or not (math.isfinite(ms) and ms >= MIN_SLO_MS):
-            raise UserError(f"--slo expects FAMILY=MS with MS a finite number of milliseconds >= {MIN_SLO_MS:g}, "
-                            f"not {item!r}")
-        out[family] = ms
+            value = math.nan
+        if not sep or not family or not (math.isfinite(value) and low <= value <= high):
+            raise UserError(f"{flag} expects FAMILY={what}, not {item!r}")
+        out[family] = value
     return out
+
+
+def parse_slo(items: list[str] | None) -> dict[str, float]:
+    """`--slo FAMILY=MS` (repeatable) as {family: ms}; MS finite and at least MIN_SLO_MS."""
+    return _per_family(items, "--slo", f"MS with MS a finite number of milliseconds >= {MIN_SLO_MS:g}",
+                       MIN_SLO_MS, math.inf)
 
 
 def parse_demand_floor(items: list[str] | None) -> dict[str, float]:
-    """`--demand-floor FAMILY=RPS` (repeatable) as {family: rps}; RPS finite and >= 0."""
-    out: dict[str, float] = {}
-    for item in items or []:
-        family, sep, text = (part.strip() for part in item.partition("="))
-        try:
-            rps = float(text)
-        except ValueError:
-            rps = math.nan
-        if not sep or not family or not (math.isfinite(rps) and 0 <= rps <= 1e7):
-            raise UserError(f"--demand-floor expects FAMILY=RPS with RPS a number of requests/s in 0..1e7, "
-                            f"not {item!r}")
-        out[family] = rps
-    return out
+    """`--demand-floor FAMILY=RPS` (repeatable) as {family: rps}; RPS finite and in 0..1e7."""
+    return _per_family(items, "--demand-floor", "RPS with RPS a number of requests/s in 0..1e7", 0.0, 1e7)
 
 
 def check_slo_families(slo: dict[str, float], families: Collection[str], catalog: str | os.PathLike,

@@ -326,24 +326,15 @@ class ControlPlane:
                 floor = {"value": value, "kind": kind}
                 changes.append(f"accuracy floor {value:g} % ({kind})")
             updates["accuracy_floor"] = (self.accuracy_floors(), floor)
-        if "demand_override" in body:
-            raw = body["demand_override"]
-            rate = None
-            if raw is None:
-                changes.append("demand: auto")
-            else:
-                rate = parse_number(raw, f"demand_override of {family!r} (rps, or null for auto)", 0, MAX_RATE_RPS)
-                changes.append(f"demand fixed at {rate:g} rps")
-            updates["demand_override"] = (self.demand_override(), rate)
-        if "demand_floor" in body:
-            raw = body["demand_floor"]
-            rate = None
-            if raw is None:
-                changes.append("no demand floor")
-            else:
-                rate = parse_number(raw, f"demand_floor of {family!r} (rps, or null for none)", 0, MAX_RATE_RPS)
-                changes.append(f"plan for at least {rate:g} rps")
-            updates["demand_floor"] = (self.demand_floor(), rate)
+        rates = {"demand_override": (self.demand_override, "auto", "demand: auto", "demand fixed at {:g} rps"),
+                 "demand_floor": (self.demand_floor, "none", "no demand floor", "plan for at least {:g} rps")}
+        for key, (stored_now, null_means, said_null, said_set) in rates.items():
+            if key in body:  # a rate in rps, or null
+                raw = body[key]
+                rate = None if raw is None else parse_number(
+                    raw, f"{key} of {family!r} (rps, or null for {null_means})", 0, MAX_RATE_RPS)
+                changes.append(said_null if rate is None else said_set.format(rate))
+                updates[key] = (stored_now(), rate)
         for key, (stored, value) in updates.items():
             if value is None:
                 stored.pop(family, None)
