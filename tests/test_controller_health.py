@@ -74,6 +74,9 @@ class HealthPort:
         self.emptied -= {d for d, _ in target.loaded_pairs()}  # the executor loads what is missing
         self.applied.append(reason)
 
+    def recorded_arrivals(self, since_second):
+        return []
+
     def record_history(self, rows):
         pass
 

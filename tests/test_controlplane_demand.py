@@ -157,3 +157,39 @@ def test_a_controller_with_a_demand_floor_plans_for_it_first_and_calm_below_it_d
     reason = controller.tick()
     assert reason and "rose above" in reason, reason
     assert cp.plan.families["resnet"].demand_rps > 30.0
+
+
+def test_a_restarted_controller_remembers_the_recorded_burst():
+    """A new controller (a restarted control plane: same SQLite store) starts its estimators from
+    the recorded history of the last 5 minutes, so the peak estimator still plans for the burst
+    it saw before the restart instead of scaling the plan made for it down to the calm."""
+    import sys
+    import time
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from controlplane_helpers import stub_control_plane
+
+    from orchestrator.controlplane.controller import Controller
+
+    cp = stub_control_plane(dwell_s=0.0)
+    now = int(time.time())
+    rows = [{"second": s, "family": "resnet", "arrivals": 50 if now - 100 <= s < now - 94 else 10, "estimate": 0.0,
+             "capacity": 0.0, "completions": 0, "met": 0, "misses": 0, "effective_accuracy": 0.0}
+            for s in range(now - 200, now - 3)]
+    rows += [{**rows[0], "second": now - 400, "arrivals": 500}]  # older than 5 minutes: forgotten
+    cp.record_history(rows)
+    cp.apply(cp.solve(demand={"resnet": 50.0}), reason="the plan in force before the restart")
+    version = cp.plan.version
+    controller = Controller(cp)
+    assert controller.tick() is None and cp.plan.version == version
+    assert cp.estimates["resnet"] == pytest.approx(50.0)
+    cp.intake.add({"client_id": "test", "seconds": [  # calm telemetry after the restart
+        {"family": "resnet", "second": s, "arrivals": 10, "completions": 10, "met": 10, "served": {"resnet18": 10},
+         "served_met": {"resnet18": 10}} for s in range(now - 2, now + 3)]}, now=now + 5)
+    controller.clock = lambda: now + 5.5
+    assert controller.tick() is None and cp.plan.version == version  # the plan for the burst stays
+    assert cp.estimates["resnet"] == pytest.approx(50.0)
+    cp.config.estimator = "window"  # another estimator: it starts from the history too (the last 5 s: calm)
+    controller.tick()
+    assert cp.estimates["resnet"] == pytest.approx(10.0)

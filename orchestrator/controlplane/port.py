@@ -65,5 +65,10 @@ class ControlPort(Protocol):
 
     def record_history(self, rows: list[dict]) -> None: ...
 
+    def recorded_arrivals(self, since_second: int) -> list[tuple[str, int, float]]:
+        """(family, second, arrivals) of the history recorded from `since_second` on, oldest
+        first: what a controller's demand estimators start from (after a restart)."""
+        ...
+
     def record_decision(self, kind: str, reason: str, plan_version: int | None = None,
                         detail: dict | None = None, ts: float | None = None) -> object: ...

@@ -251,6 +251,10 @@ class ControlPlane:
     def record_history(self, rows: list[dict]) -> None:
         self.store.record_history(rows)
 
+    def recorded_arrivals(self, since_second: int) -> list[tuple[str, int, float]]:
+        rows = self.store.history(since=since_second, limit=1_000_000)
+        return [(r["family"], int(r["second"]), float(r["arrivals"])) for r in rows]
+
     def record_decision(self, kind: str, reason: str, plan_version: int | None = None,
                         detail: dict | None = None, ts: float | None = None) -> dict:
         return self.store.record_decision(kind, reason, plan_version, detail, ts)

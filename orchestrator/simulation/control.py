@@ -52,6 +52,9 @@ class SimControlPort:
     def record_history(self, rows: list[dict]) -> None:
         pass
 
+    def recorded_arrivals(self, since_second: int) -> list[tuple[str, int, float]]:
+        return []
+
     def record_decision(self, kind: str, reason: str, plan_version: int | None = None,
                         detail: dict | None = None, ts: float | None = None) -> None:
         pass
