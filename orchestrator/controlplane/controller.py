@@ -59,8 +59,7 @@ class Controller:
         self.cp = cp
         self.clock = clock
         self.wake = wake if wake is not None else threading.Event()  # set: tick now (a setting changed)
-        self.tracker = DemandTracker(cp.config.estimator)
-        self._tracker_fed = False  # the tracker has been given the recorded history (`_feed_from_history`)
+        self.tracker = self._new_tracker(clock())
         self._misses: dict[str, deque[tuple[int, int]]] = {}  # family -> (misses, arrivals) per second
         self._live: dict[str, tuple[bool, int]] | None = None  # device -> (live, times it has become live)
         self._capacity_plan: Plan | None = None  # the plan `_capacity_of` (family -> capacity) is for
@@ -111,8 +110,7 @@ class Controller:
         now = self.clock()
         self.ticks += 1
         if self.tracker.estimator != self.cp.config.estimator:
-            self.tracker = DemandTracker(self.cp.config.estimator)
-            self._tracker_fed = False
+            self.tracker = self._new_tracker(now)
         plan = self.cp.plan
         if plan is not None and plan.version != self._version_seen:
             if not self._own_change:
@@ -121,8 +119,6 @@ class Controller:
             self._version_seen, self._version_since = plan.version, now
         elif self._own_change and not self.cp.busy:
             self._own_change = False  # the controller's last re-plan came to no new version (a hold)
-        if not self._tracker_fed:
-            self._feed_from_history(now)
         self._ingest(now)
         self.tracker.set_horizon(max(2.0, self.cp.last_apply_s + self.cp.config.tick_s))
         self._decay_headroom()
@@ -173,13 +169,15 @@ class Controller:
             self.last_change = before  # routes only (or nothing) changed: no dwell
         return reason
 
-    def _feed_from_history(self, now: float) -> None:
-        """Start a new tracker (a restarted control plane, or another estimator chosen) from the
-        arrivals recorded over the last `MEMORY_S`: the peak estimator remembers the bursts of the
-        last 5 minutes, and would otherwise plan for the calm until the next burst shows it again."""
-        self._tracker_fed = True
+    def _new_tracker(self, now: float) -> DemandTracker:
+        """A tracker for the configured estimator, started from the arrivals recorded over the
+        last `MEMORY_S` (a restarted control plane, or another estimator chosen): the peak
+        estimator remembers the bursts of the last 5 minutes, and would otherwise plan for the
+        calm until the next burst shows it again."""
+        tracker = DemandTracker(self.cp.config.estimator)
         for family, second, arrivals in self.cp.recorded_arrivals(int(now) - self.cp.config.lateness_s - MEMORY_S):
-            self.tracker.observe(family, second, arrivals)
+            tracker.observe(family, second, arrivals)
+        return tracker
 
     def _ingest(self, now: float) -> None:
         rows = [fs for fs in map(self._sane, self.cp.flush_telemetry(int(now) - self.cp.config.lateness_s)) if fs]
