@@ -12,7 +12,7 @@ from orchestrator.catalog import Catalog
 from orchestrator.cluster import Cluster
 from orchestrator.dataplane.batching import HOLD_FACTOR
 from orchestrator.dataplane.config import Batching
-from orchestrator.commands.flags import (check_output_folder, check_slo_families, factor, non_negative_float,
+from orchestrator.commands.flags import (check_output_folder, check_flag_families, factor, non_negative_float,
                                          parse_demand_floor, parse_slo)
 from orchestrator.controlplane.demand import ESTIMATORS
 from orchestrator.errors import UserError
@@ -95,13 +95,13 @@ def run(args: argparse.Namespace) -> int:
     if not len(trace):
         raise UserError(f"{args.trace}: the trace holds no requests")
     slo = trace_slo(args.slo, trace)
-    check_slo_families(slo, catalog.families(), repo)
+    check_flag_families(slo, catalog.families(), repo)
     config = BenchConfig(control=ControlPlaneConfig(estimator=args.estimator, dwell_s=args.dwell,
                                                     hysteresis=args.hysteresis,
                                                     observed_speed=not args.no_observed_speed,
                                                     demand_floor=parse_demand_floor(args.demand_floor)),
                          shim=ShimConfig(policy=args.batching, hold_factor=args.hold_factor), via=args.via)
-    check_slo_families(config.control.demand_floor, catalog.families(), repo, "--demand-floor")
+    check_flag_families(config.control.demand_floor, catalog.families(), repo, "--demand-floor")
     runs = run_bench(trace, cluster, catalog, profiles, policies, slo, args.out, config)
     print()
     print(markdown_table([summarise(r) for r in runs]))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from orchestrator.catalog import Catalog
 from orchestrator.cluster import Cluster
-from orchestrator.commands.flags import check_slo_families, non_negative_float, positive_float
+from orchestrator.commands.flags import check_flag_families, non_negative_float, positive_float
 from orchestrator.commands.gateway import start_beside
 from orchestrator.commands.serve import (add_control_plane_arguments, check_state_file, config_from_args,
                                          resolve_token, wait_for_interrupt)
@@ -114,7 +114,7 @@ def run(args) -> int:
         stale.unlink(missing_ok=True)  # a fresh story each run
 
     catalog = ensure_exported(repo)
-    check_slo_families(config.slo_ms, catalog.families(), repo)
+    check_flag_families(config.slo_ms, catalog.families(), repo)
     runtime = ClusterRuntime(cluster, repo)
     server = client = load = gateway = None
     try:

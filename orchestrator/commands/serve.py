@@ -15,7 +15,7 @@ from pathlib import Path
 
 from orchestrator.catalog import Catalog
 from orchestrator.cluster import Cluster
-from orchestrator.commands.flags import (check_output_file, check_slo_families, non_negative_float, parse_demand_floor,
+from orchestrator.commands.flags import (check_output_file, check_flag_families, non_negative_float, parse_demand_floor,
                                          parse_slo, port,
                                          positive_float)
 from orchestrator.commands.gateway import add_gateway_arguments, start_beside
@@ -131,8 +131,8 @@ def run(args) -> int:
     token, token_note = resolve_token(args)
     config = config_from_args(args, args.db, token)
     repo, catalog = load_catalog(cluster, args.cluster)
-    check_slo_families(config.slo_ms, catalog.families(), repo)
-    check_slo_families(config.demand_floor, catalog.families(), repo, "--demand-floor")
+    check_flag_families(config.slo_ms, catalog.families(), repo)
+    check_flag_families(config.demand_floor, catalog.families(), repo, "--demand-floor")
     server = ControlPlaneServer(cluster, profiles, config, model_repository=repo, host=args.host, port=args.port,
                                 catalog=catalog)
     gateway = None

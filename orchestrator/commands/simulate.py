@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from orchestrator.commands.bench import DEFAULT_POLICIES, add_control_flags, parse_policies, trace_slo
-from orchestrator.commands.flags import (check_output_folder, check_slo_families, factor, non_negative_float,
+from orchestrator.commands.flags import (check_output_folder, check_flag_families, factor, non_negative_float,
                                          non_negative_int, parse_demand_floor, positive_float, positive_int)
 from orchestrator.errors import UserError
 
@@ -101,11 +101,11 @@ def run(args: argparse.Namespace) -> int:
     if not len(trace):
         raise UserError("the trace holds no requests")
     slo = trace_slo(args.slo, trace) if args.slo else {**default_slo, **trace_slo(None, trace)}
-    check_slo_families(slo, catalog.families(), f"the {args.scenario} scenario" if args.scenario else repo)
+    check_flag_families(slo, catalog.families(), f"the {args.scenario} scenario" if args.scenario else repo)
     control = ControlPlaneConfig(estimator=args.estimator, dwell_s=args.dwell, hysteresis=args.hysteresis,
                                  auto=not args.no_replan, observed_speed=not args.no_observed_speed,
                                  demand_floor=parse_demand_floor(args.demand_floor))
-    check_slo_families(control.demand_floor, catalog.families(),
+    check_flag_families(control.demand_floor, catalog.families(),
                        f"the {args.scenario} scenario" if args.scenario else repo, "--demand-floor")
     config = SimConfig(shim=ShimConfig(policy=args.batching, hold_factor=args.hold_factor), control=control,
                        load_fixed_s=args.load_fixed, load_s_per_gb=args.load_per_gb, noise=not args.no_noise,
