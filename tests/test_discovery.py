@@ -211,7 +211,8 @@ def test_a_device_joining_a_monitor_started_with_none_is_probed_and_one_that_lea
     monitor = HealthMonitor([], probe, on_change=lambda d, h: changes.append((d, h.live)), period_s=0.02).start()
     try:
         monitor.add("triton-10.0.0.1")
-        wait_for("the joined device probed and up", lambda: monitor.state("triton-10.0.0.1").live, 5)
+        # the monitor publishes the new state, then calls on_change outside its lock: wait for the call
+        wait_for("the joined device probed, up and reported", lambda: changes, 5)
         assert changes == [("triton-10.0.0.1", True)] and monitor.state("triton-10.0.0.1").ups == 1
         monitor.remove("triton-10.0.0.1")
         count = len(probed)
