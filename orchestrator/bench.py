@@ -150,14 +150,15 @@ def run_policy(policy: str, trace: Trace, runtime: ClusterRuntime, catalog: Cata
                 next_report += 10.0
         deadline = time.monotonic() + config.answer_timeout_s
         rows = []
-        batches: dict[tuple[str, str, int, float], ServedBatch] = {}  # the requests of one batch share these
+        batches: dict[tuple[str, str, int, float], ServedBatch] = {}
         for i, fut in enumerate(futures):
             try:
                 res = fut.result(timeout=max(0.1, deadline - time.monotonic()))
                 rows.append(outcome_row(res, times[i], families[i], deadlines[i], catalog))
-                if res.batch_size:
+                if res.batch_size:  # its batch, once: the requests of one batch share the key
                     key = (res.device_id, res.variant, res.batch_size, res.service_ms)
-                    batches.setdefault(key, ServedBatch(*key))
+                    sent_s = times[i] + (res.latency_ms - res.service_ms) / 1000.0
+                    batches.setdefault(key, ServedBatch(*key, sent_s=sent_s))
             except Exception as e:  # noqa: BLE001 - an unanswered request is an error outcome
                 rows.append(outcome_row(None, times[i], families[i], deadlines[i], catalog, str(e)))
     finally:

@@ -137,15 +137,35 @@ class PlanEvent:
 
 @dataclass(frozen=True)
 class ServedBatch:
-    """One batch a live run sent: where, how big, and its time at Triton (send to answer)."""
+    """One batch a live run sent: where, how big, its time at Triton (send to answer), and when
+    it was sent (seconds from the trace's start: its answer's time less its time at Triton; NaN
+    in files written before the column existed)."""
 
     device: str
     variant: str
     batch_size: int
     service_ms: float
+    sent_s: float = math.nan
 
 
-BATCH_COLUMNS = ("device", "variant", "batch_size", "service_ms")
+BATCH_COLUMNS = ("device", "variant", "batch_size", "service_ms", "sent_s")
+SPEED_WINDOW_S = 1.0  # `Run.speed_timeline`'s window: contention that comes and goes for seconds
+
+
+@dataclass(frozen=True)
+class SpeedTimeline:
+    """Per device, how many times its profiled time a batch took, window by window from the
+    trace's start (the last window's factor holds after it): the run's conditions where they came
+    and went. `Simulator(speed=...)` serves each batch at the factor of the window it starts in."""
+
+    window_s: float
+    factors: dict[str, list[float]]  # device id -> factor per window
+
+    def at(self, device: str, t: float) -> float:
+        f = self.factors.get(device)
+        if not f:
+            return 1.0
+        return f[min(max(int(t / self.window_s), 0), len(f) - 1)]
 
 
 @dataclass
@@ -192,12 +212,43 @@ class Run:
                 ratios.setdefault(cls, []).append(b.service_ms / ref)
         return {cls: float(np.median(ratios[cls])) if ratios.get(cls) else 1.0 for cls in set(device_classes.values())}
 
+    def speed_timeline(self, profiles: ProfileSet, device_classes: dict[str, str],
+                       window_s: float = SPEED_WINDOW_S) -> SpeedTimeline:
+        """`slowdown` per device and window of `window_s` seconds (by when each batch was sent):
+        the median of time / profiled p50 of the batches that ran alone on their device (one
+        that overlapped another was slowed by it, which a simulator models itself). A window
+        without one keeps the window before's factor (the first ones: the device's median)."""
+        p50 = {(r.variant, r.device_class, r.batch_size): r.p50_ms for r in profiles.records
+               if r.instances == 1 and r.p50_ms > 0}
+        windows = max(1, math.ceil(self.duration_s / window_s))
+        ratios: dict[str, list[list[float]]] = {d: [[] for _ in range(windows)] for d in device_classes}
+        every: dict[str, list[float]] = {d: [] for d in device_classes}  # alone or not: if none ran alone
+        for b in alone_batches(self.batches):
+            ref = p50.get((b.variant, device_classes[b.device], b.batch_size))
+            if ref is not None:
+                ratios[b.device][min(max(int(b.sent_s / window_s), 0), windows - 1)].append(b.service_ms / ref)
+        for b in self.batches:
+            ref = p50.get((b.variant, device_classes[b.device], b.batch_size))
+            if ref is not None:
+                every[b.device].append(b.service_ms / ref)
+        factors = {}
+        for device, per_window in ratios.items():
+            alone = [r for w in per_window for r in w] or every[device]
+            last = float(np.median(alone)) if alone else 1.0
+            factors[device] = out = []
+            for w in per_window:
+                if w:
+                    last = float(np.median(w))
+                out.append(last)
+        return SpeedTimeline(window_s, factors)
+
     def save(self, directory: str | os.PathLike) -> Path:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         write_atomic(d / f"{self.policy}.requests.csv", self.outcomes.to_csv())
         if self.batches:
-            rows = [",".join(BATCH_COLUMNS)] + [f"{b.device},{b.variant},{b.batch_size},{b.service_ms:.3f}"
+            rows = [",".join(BATCH_COLUMNS)] + [f"{b.device},{b.variant},{b.batch_size},{b.service_ms:.3f},"
+                                                f"{'' if math.isnan(b.sent_s) else f'{b.sent_s:.4f}'}"
                                                 for b in self.batches]
             write_atomic(d / f"{self.policy}.batches.csv", "\n".join(rows) + "\n")
         meta = {"policy": self.policy, "duration_s": self.duration_s, "mode": self.mode, "notes": self.notes,
@@ -220,7 +271,7 @@ class Run:
         if batch_file.exists():
             for row in csv.DictReader(batch_file.read_text().splitlines()):
                 batches.append(ServedBatch(row["device"], row["variant"], int(row["batch_size"]),
-                                           float(row["service_ms"])))
+                                           float(row["service_ms"]), float(row.get("sent_s") or math.nan)))
         return cls(policy, outcomes, plans, float(meta["duration_s"]), meta.get("mode", "live"), meta.get("notes", []),
                    batches)
 
@@ -345,6 +396,28 @@ def csv_table(summaries: list[Summary]) -> str:
     for s in summaries:
         w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in s.row().items()})
     return buf.getvalue()
+
+
+def alone_batches(batches: list[ServedBatch]) -> list[ServedBatch]:
+    """The batches (with a known send time) that were the only one at their device from send
+    to answer."""
+    out = []
+    by_device: dict[str, list[ServedBatch]] = {}
+    for b in batches:
+        if not math.isnan(b.sent_s):
+            by_device.setdefault(b.device, []).append(b)
+    for timed in by_device.values():
+        timed.sort(key=lambda b: b.sent_s)
+        overlapped = [False] * len(timed)
+        reach_end, reach = -math.inf, -1  # the latest end so far, and whose
+        for i, b in enumerate(timed):
+            end = b.sent_s + b.service_ms / 1000.0
+            if b.sent_s < reach_end:
+                overlapped[i] = overlapped[reach] = True
+            if end > reach_end:
+                reach_end, reach = end, i
+        out += [b for b, o in zip(timed, overlapped) if not o]
+    return out
 
 
 def scaled_profiles(profiles: ProfileSet, factor_by_class: dict[str, float]) -> ProfileSet:

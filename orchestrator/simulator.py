@@ -37,7 +37,7 @@ from orchestrator.cluster import Cluster
 from orchestrator.controlplane.planning import solve_plan
 from orchestrator.controlplane.service import ControlPlaneConfig
 from orchestrator.dataplane.config import ShimConfig
-from orchestrator.evaluation import Run
+from orchestrator.evaluation import Run, SpeedTimeline
 from orchestrator.plan import Plan
 from orchestrator.planner import PlannerOptions
 from orchestrator.profiles import ProfileSet
@@ -70,15 +70,18 @@ class Simulator:
     """Replays traces against one modelled cluster; `run(trace, policy)` returns a `Run`."""
 
     def __init__(self, catalog: Catalog, cluster: Cluster, profiles: ProfileSet, slo_ms: dict[str, float],
-                 config: SimConfig = SimConfig(), service_profiles: ProfileSet | None = None):
+                 config: SimConfig = SimConfig(), service_profiles: ProfileSet | None = None,
+                 speed: SpeedTimeline | None = None):
         """`profiles` are what the planner and the batching policy plan with (as live);
         `service_profiles`, when given, are what the modelled devices really take (e.g. a live
         run's observed service times, `Run.observed_profiles`), per (variant, device class) that
-        has records there, else `profiles`."""
+        has records there, else `profiles`; `speed`, when given, slows each device's batches by
+        its factor at the time they start (a live run's `Run.speed_timeline`)."""
         self.catalog = catalog
         self.cluster = cluster
         self.profiles = profiles
         self.service_profiles = service_profiles
+        self.speed = speed
         self.slo_ms = dict(slo_ms)
         self.config = config
         self.device_class = {d.id: d.device_class for d in cluster.devices}

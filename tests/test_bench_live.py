@@ -118,13 +118,15 @@ def test_the_trace_went_through_a_gateway_and_the_answers_say_who_served(bench):
 def test_simulator_reproduces_the_live_run_within_the_margin(bench):
     """The simulator reproduces each policy's effective accuracy and miss ratio within the stated
     margin, under the conditions the live run met. It plans with the profiles the live run used
-    (measured on both devices at once, just before) and serves with one of two models of what the
+    (measured on both devices at once, just before) and serves with one of three models of what the
     cores did during the run, so that another job on them is accounted for instead of counted as
     the simulator's error; at least one must be within the margin:
 
     * the profiles slowed by the factor the live run itself measured (`Run.slowdown`: the median of
       its batches' time at Triton over the profiled p50): right when the contention is steady,
       optimistic when it comes and goes (the median hides the slow stretches);
+    * the same, window by window (`Run.speed_timeline`: per device, the median of the batches
+      that ran alone on it, sent in each second): contention that comes and goes, where it came;
     * the live run's *observed* batch times (`Run.observed_profiles`): they carry the slow
       stretches batch by batch, but also count the data plane's own delays in answering a batch as
       device time, which the simulator then serialises, so near capacity they are pessimistic.
@@ -140,11 +142,13 @@ def test_simulator_reproduces_the_live_run_within_the_margin(bench):
         slowdown = live_run.slowdown(profiles, classes)
         lines.append(f"{policy}: batches ran {', '.join(f'{c} x{f:.2f}' for c, f in sorted(slowdown.items()))} "
                      f"of the profiled p50")
-        for label, service in (("profiles x the run's slowdown", scaled_profiles(profiles, slowdown)),
-                               ("profiles", None),
-                               ("observed service times", live_run.observed_profiles(classes))):
+        for label, service, speed in (
+                ("profiles x the run's slowdown", scaled_profiles(profiles, slowdown), None),
+                ("profiles x the run's slowdown, window by window", None, live_run.speed_timeline(profiles, classes)),
+                ("profiles", None, None),
+                ("observed service times", live_run.observed_profiles(classes), None)):
             sim = Simulator(bench["catalog"], bench["cluster"], profiles, bench["slo"], SimConfig(),
-                            service_profiles=service)
+                            service_profiles=service, speed=speed)
             simulated = summarise(sim.run(bench["trace"], policy))
             d_acc = simulated.effective_accuracy - live.effective_accuracy
             d_miss = simulated.miss_ratio - live.miss_ratio

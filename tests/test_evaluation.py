@@ -76,7 +76,32 @@ def test_observed_profiles_summarise_the_batches_per_variant_and_size(tmp_path):
     assert one.source == "observed" and one.device_class == "cpu-1t"
     assert recs[("resnet50", 2)].throughput_rps == pytest.approx(25.0)  # 2 images in 80 ms
     run.save(tmp_path)
-    assert Run.load(tmp_path, "milp").batches == batches
+    assert Run.load(tmp_path, "milp").batches == batches  # (sent_s not known: empty in the file)
+    timed = [ServedBatch("cpu0", "resnet50", 1, 40.0, sent_s=0.125)]
+    Run("milp", run.outcomes, [], 1.0, batches=timed).save(tmp_path)
+    assert Run.load(tmp_path, "milp").batches == timed
+
+
+def test_speed_timeline_is_the_slowdown_per_device_and_window():
+    """Per device, the median ratio to the profiled p50 of the batches sent in each window; a
+    window with none keeps the one before's factor, and those before the first batch take the
+    device's median over the run; batches that overlapped on their device (each slowed the
+    other) and those whose send time is unknown are left out."""
+    profiles = ProfileSet([ProfileRecord(variant="resnet50", device_class="cpu-1t", batch_size=1, instances=1,
+                                         threads=1, p50_ms=40.0, p95_ms=44.0, p99_ms=48.0, throughput_rps=25.0,
+                                         samples=30)])
+    b = lambda device, ms, t: ServedBatch(device, "resnet50", 1, ms, sent_s=t)  # noqa: E731
+    batches = [b("cpu0", 40.0, 0.5), b("cpu0", 44.0, 1.5), b("cpu0", 120.0, 4.2), b("cpu0", 400.0, 4.4),
+               b("cpu0", 80.0, 5.0), b("cpu0", 300.0, 6.0), b("cpu0", 300.0, 6.2),  # these two overlap
+               b("cpu0", 999.0, 8.5), ServedBatch("cpu0", "resnet50", 1, 999.0), b("cpu1", 60.0, 5.5)]
+    run = Run("milp", outcomes([]), [], 9.0, batches=batches)
+    timeline = run.speed_timeline(profiles, {"cpu0": "cpu-1t", "cpu1": "cpu-1t", "cpu2": "cpu-1t"}, window_s=2.0)
+    assert timeline.window_s == 2.0
+    assert timeline.factors["cpu0"] == pytest.approx([1.05, 1.05, 3.0, 3.0, 999 / 40])
+    assert timeline.factors["cpu1"] == pytest.approx([1.5] * 5)
+    assert timeline.factors["cpu2"] == [1.0] * 5
+    assert timeline.at("cpu0", 4.9) == pytest.approx(3.0) and timeline.at("cpu0", 60.0) == pytest.approx(999 / 40)
+    assert timeline.at("nosuch", 1.0) == 1.0
 
 
 def test_tables_have_one_row_per_run():

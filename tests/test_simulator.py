@@ -275,3 +275,29 @@ def test_a_demand_floor_at_the_workload_s_peak_meets_the_first_burst_and_keeps_t
         missed[floor] = int((o.status[burst] != "ok").sum())
     assert missed[40.0] < missed[0.0] / 2, missed
     assert summarise(runs[40.0]).effective_accuracy > summarise(runs[0.0]).effective_accuracy
+
+
+def test_a_speed_timeline_slows_the_batches_that_start_in_its_slow_windows():
+    """`Simulator(speed=...)` (a live run's `Run.speed_timeline`): a factor that holds all run
+    long serves exactly as profiles scaled by it do; a slow window slows the batches that start
+    in it, and leaves those before it as they were."""
+    from orchestrator.evaluation import SpeedTimeline, scaled_profiles
+
+    sc, _ = small(devices=1, noise=False)
+    (device,) = sc.cluster.devices
+    trace = constant(3.0, duration=30.0)
+
+    def run(**kw):
+        return Simulator(sc.catalog, sc.cluster, sc.profiles, SLO, SimConfig(noise=False), **kw).run(trace, "clipper-ha")
+
+    base = run()
+    everywhere = run(speed=SpeedTimeline(10.0, {device.id: [2.0]}))
+    scaled = run(service_profiles=scaled_profiles(sc.profiles, {device.device_class: 2.0}))
+    assert np.array_equal(everywhere.outcomes.latency_ms, scaled.outcomes.latency_ms)
+    assert np.nanmedian(everywhere.outcomes.latency_ms) > np.nanmedian(base.outcomes.latency_ms)
+
+    window = run(speed=SpeedTimeline(10.0, {device.id: [1.0, 3.0, 1.0], "elsewhere": [9.0]}))
+    t, lat, lat0 = trace.time_s, window.outcomes.latency_ms, base.outcomes.latency_ms
+    before, slow = t < 9.0, (t >= 10.5) & (t < 19.0)
+    assert np.array_equal(lat[before], lat0[before])
+    assert np.median(lat[slow] - lat0[slow]) > 0.5 * np.median(lat0[slow])

@@ -90,10 +90,14 @@ class Job:
 class Device:
     """A device shared by its routes' models (see the module's docstring)."""
 
-    __slots__ = ("id", "running", "sharing", "updated_at", "routes", "sends")
+    __slots__ = ("id", "running", "sharing", "updated_at", "routes", "sends", "slowdown", "window_s")
 
-    def __init__(self, device_id: str):
+    def __init__(self, device_id: str, slowdown: list[float] | None = None, window_s: float = 1.0):
         self.id = device_id
+        # a batch takes this many times its modelled time, per window of window_s seconds from
+        # the start (the last one's holds after it; empty: 1); a live run's `SpeedTimeline`
+        self.slowdown: list[float] = slowdown or []
+        self.window_s = window_s
         self.sends = 0  # batches sent to it so far (RouteState.sent: which ran alone)
         self.running: list[Job] = []
         self.sharing = 0  # routes with a batch running (the jobs' routes, counted once each)
@@ -164,21 +168,27 @@ class Hardware:
         dev.running.remove(job)
         if route.waiting:  # its lane goes to the route's next batch
             nbatch, nsent = route.waiting.popleft()
-            dev.running.append(Job(route, nbatch, nsent, self.service_s(route, len(nbatch))))
+            dev.running.append(Job(route, nbatch, nsent, self.service_s(route, len(nbatch), now)))
         else:
             route.running -= 1
             if route.running == 0:
                 dev.sharing -= 1
         self._reschedule(dev, now)
 
-    def service_s(self, route: SimRoute, b: int) -> float:
-        """A batch of b's time on the device alone: the p50 at b, or a draw around it (noise)."""
+    def service_s(self, route: SimRoute, b: int, now: float) -> float:
+        """A batch of b's time on the device alone, starting at `now`: the p50 at b, or a draw
+        around it (noise), times the device's slowdown then."""
         if b >= len(route.median_s):  # beyond the modelled cap (should not happen): extend linearly
-            return route.median_s[-1] * b / (len(route.median_s) - 1)
-        service = route.median_s[b]
-        sigma = route.sigma[b]
-        if sigma > 0:
-            service *= math.exp(sigma * self._gauss())
+            service = route.median_s[-1] * b / (len(route.median_s) - 1)
+        else:
+            service = route.median_s[b]
+            sigma = route.sigma[b]
+            if sigma > 0:
+                service *= math.exp(sigma * self._gauss())
+        slowdown = route.device.slowdown
+        if slowdown:
+            i = int(now / route.device.window_s)
+            service *= slowdown[i] if i < len(slowdown) else slowdown[-1]
         return service
 
     def _start(self, route: SimRoute, batch: list[Request], sent_at: float, now: float) -> None:
@@ -187,7 +197,7 @@ class Hardware:
         if route.running == 0:
             dev.sharing += 1
         route.running += 1
-        dev.running.append(Job(route, batch, sent_at, self.service_s(route, len(batch))))
+        dev.running.append(Job(route, batch, sent_at, self.service_s(route, len(batch), now)))
         self._reschedule(dev, now)
 
     def _share(self, dev: Device, now: float) -> None:

@@ -114,7 +114,9 @@ class Simulation:
         self.finish = [math.nan] * n
         self.served_by = [-1] * n  # route variant index
         self.served_on = [-1] * n  # device index
-        self.devices = {d: Device(d) for d in sim.devices}
+        speed = sim.speed
+        self.devices = {d: Device(d, list(speed.factors.get(d, [])), speed.window_s) if speed else Device(d)
+                        for d in sim.devices}
         self.routes: dict[tuple[str, str], SimRoute] = {}
         self.table: RoutingTable | None = None  # the plan's pickers, as the shim's (routing.py)
         # family -> (its picker, the routes its keys index, budget_use or None), for arrivals
