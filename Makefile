@@ -33,8 +33,10 @@ demo: $(STAMP)
 compile: $(STAMP)
 	$(BIN)/orchestrator compile
 
+# two workers (pytest-xdist), each taking whole test files (a file's module fixtures, such as the
+# live bench's servers, stay in one process); most tests wait on servers, so two overlap well on 2 cores
 test: system-deps $(STAMP) compile
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 nightly: $(STAMP)
 	$(BIN)/python -m pytest -q -m nightly

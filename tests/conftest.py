@@ -10,10 +10,16 @@ weights with seed 0, into a temporary folder; treat them as READ-ONLY, copy what
   one small model and a server that sees nothing else.
 - `model_repo_export` / `resnet18_repo_export` -> ExportRun: the same repositories with the
   per-variant export results and the progress lines printed while exporting them.
+
+Under pytest-xdist (`make test` runs two workers) the workers share each repository: the first
+to need it exports it, under a file lock, and the others wait for it and read its ExportRun.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,9 +43,24 @@ def _export(path: Path, names: list[str]) -> ExportRun:
     return ExportRun(path=path, results=results, log=log)
 
 
+def _session_export(tmp_path_factory, name: str, names: list[str]) -> ExportRun:
+    """The repository `name`, exported once per test run (once for all xdist workers)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return _export(tmp_path_factory.mktemp(name) / "model_repository", names)
+    shared = tmp_path_factory.getbasetemp().parent  # the run's folder, above each worker's own
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        done = shared / f"{name}.export.pickle"
+        if done.exists():
+            return pickle.loads(done.read_bytes())
+        run = _export(shared / name / "model_repository", names)
+        done.write_bytes(pickle.dumps(run))
+        return run
+
+
 @pytest.fixture(scope="session")
 def model_repo_export(tmp_path_factory) -> ExportRun:
-    return _export(tmp_path_factory.mktemp("model_repo") / "model_repository", DEFAULT_VARIANTS)
+    return _session_export(tmp_path_factory, "model_repo", DEFAULT_VARIANTS)
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +70,7 @@ def model_repo(model_repo_export) -> Path:
 
 @pytest.fixture(scope="session")
 def resnet18_repo_export(tmp_path_factory) -> ExportRun:
-    return _export(tmp_path_factory.mktemp("resnet18_repo") / "model_repository", ["resnet18"])
+    return _session_export(tmp_path_factory, "resnet18_repo", ["resnet18"])
 
 
 @pytest.fixture(scope="session")
