@@ -161,12 +161,6 @@ class SpeedTimeline:
     window_s: float
     factors: dict[str, list[float]]  # device id -> factor per window
 
-    def at(self, device: str, t: float) -> float:
-        f = self.factors.get(device)
-        if not f:
-            return 1.0
-        return f[min(max(int(t / self.window_s), 0), len(f) - 1)]
-
 
 @dataclass
 class Run:
@@ -202,14 +196,9 @@ class Run:
         median over its batches of observed time / profiled p50 at the same variant and batch
         size (1.0 where nothing can be compared). The run's conditions (other jobs on the cores)
         in one number per class, robust to the few batches the shim itself held up."""
-        p50 = {(r.variant, r.device_class, r.batch_size): r.p50_ms for r in profiles.records
-               if r.instances == 1 and r.p50_ms > 0}
         ratios: dict[str, list[float]] = {}
-        for b in self.batches:
-            cls = device_classes[b.device]
-            ref = p50.get((b.variant, cls, b.batch_size))
-            if ref is not None:
-                ratios.setdefault(cls, []).append(b.service_ms / ref)
+        for b, ratio in profiled_ratios(self.batches, profiles, device_classes):
+            ratios.setdefault(device_classes[b.device], []).append(ratio)
         return {cls: float(np.median(ratios[cls])) if ratios.get(cls) else 1.0 for cls in set(device_classes.values())}
 
     def speed_timeline(self, profiles: ProfileSet, device_classes: dict[str, str],
@@ -217,20 +206,15 @@ class Run:
         """`slowdown` per device and window of `window_s` seconds (by when each batch was sent):
         the median of time / profiled p50 of the batches that ran alone on their device (one
         that overlapped another was slowed by it, which a simulator models itself). A window
-        without one keeps the window before's factor (the first ones: the device's median)."""
-        p50 = {(r.variant, r.device_class, r.batch_size): r.p50_ms for r in profiles.records
-               if r.instances == 1 and r.p50_ms > 0}
+        without one keeps the window before's factor (the first ones: the device's median over
+        its batches that ran alone, or over all of them if none did)."""
         windows = max(1, math.ceil(self.duration_s / window_s))
         ratios: dict[str, list[list[float]]] = {d: [[] for _ in range(windows)] for d in device_classes}
-        every: dict[str, list[float]] = {d: [] for d in device_classes}  # alone or not: if none ran alone
-        for b in alone_batches(self.batches):
-            ref = p50.get((b.variant, device_classes[b.device], b.batch_size))
-            if ref is not None:
-                ratios[b.device][min(max(int(b.sent_s / window_s), 0), windows - 1)].append(b.service_ms / ref)
-        for b in self.batches:
-            ref = p50.get((b.variant, device_classes[b.device], b.batch_size))
-            if ref is not None:
-                every[b.device].append(b.service_ms / ref)
+        for b, ratio in profiled_ratios(alone_batches(self.batches), profiles, device_classes):
+            ratios[b.device][min(max(int(b.sent_s / window_s), 0), windows - 1)].append(ratio)
+        every: dict[str, list[float]] = {d: [] for d in device_classes}
+        for b, ratio in profiled_ratios(self.batches, profiles, device_classes):
+            every[b.device].append(ratio)
         factors = {}
         for device, per_window in ratios.items():
             alone = [r for w in per_window for r in w] or every[device]
@@ -396,6 +380,20 @@ def csv_table(summaries: list[Summary]) -> str:
     for s in summaries:
         w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in s.row().items()})
     return buf.getvalue()
+
+
+def profiled_ratios(batches: list[ServedBatch], profiles: ProfileSet,
+                    device_classes: dict[str, str]) -> list[tuple[ServedBatch, float]]:
+    """(batch, its time / the profiled p50 at its variant, device class and size), for the
+    batches that `profiles` has a one-instance record for."""
+    p50 = {(r.variant, r.device_class, r.batch_size): r.p50_ms for r in profiles.records
+           if r.instances == 1 and r.p50_ms > 0}
+    out = []
+    for b in batches:
+        ref = p50.get((b.variant, device_classes[b.device], b.batch_size))
+        if ref is not None:
+            out.append((b, b.service_ms / ref))
+    return out
 
 
 def alone_batches(batches: list[ServedBatch]) -> list[ServedBatch]:
