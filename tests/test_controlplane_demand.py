@@ -193,3 +193,47 @@ def test_a_restarted_controller_remembers_the_recorded_burst():
     cp.config.estimator = "window"  # another estimator: it starts from the history too (the last 5 s: calm)
     controller.tick()
     assert cp.estimates["resnet"] == pytest.approx(10.0)
+
+
+def test_a_plan_made_with_miss_headroom_is_remade_for_the_estimate_once_deadlines_are_met_again():
+    """Misses under a plan make the controller re-plan with headroom (more capacity than the
+    estimate: fast variants instead of accurate ones). Once deadlines are met long enough for the
+    headroom to decay, the plan is made again for the estimate itself, which the band around the
+    headroom's larger demand would otherwise keep out (a calm served by fast variants until the
+    next demand change)."""
+    import sys
+    import time
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from controlplane_helpers import stub_control_plane
+
+    from orchestrator.controlplane.controller import Controller
+
+    cp = stub_control_plane(dwell_s=0.0, estimator="window")
+    now = int(time.time())
+    controller = Controller(cp, clock=lambda: now)
+
+    def feed(first: int, last: int, missed: int) -> None:  # 20 req/s, `missed` of them late each second
+        cp.intake.add({"client_id": "test", "seconds": [
+            {"family": "resnet", "second": s, "arrivals": 20, "completions": 20, "met": 20 - missed,
+             "deadline_misses": missed, "served": {"resnet50": 20}, "served_met": {"resnet50": 20 - missed}}
+            for s in range(first, last)]}, now=last)
+
+    feed(now - 12, now - 2, 0)
+    assert "first plan" in (controller.tick() or "")
+    assert cp.plan.families["resnet"].demand_rps == pytest.approx(20.0)
+    feed(now - 2, now + 4, 10)  # half of each second late
+    controller.clock = lambda: now + 6.5
+    reason = controller.tick()
+    assert reason and "missed the deadline" in reason and "1.25x headroom" in reason, reason
+    assert cp.plan.families["resnet"].demand_rps == pytest.approx(25.0)
+    reasons = []
+    for t in range(now + 4, now + 24):  # deadlines met again: the headroom decays, tick by tick
+        feed(t, t + 1, 0)
+        controller.clock = lambda: t + 2.5
+        reasons.append(controller.tick())
+    spent = [r for r in reasons if r]
+    assert len(spent) == 1 and "headroom the plan was made with is spent" in spent[0], reasons
+    assert reasons.index(spent[0]) >= 7  # not before the headroom has decayed (0.97 a tick from 1.25)
+    assert cp.plan.families["resnet"].demand_rps == pytest.approx(20.0)

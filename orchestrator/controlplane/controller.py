@@ -65,6 +65,7 @@ class Controller:
         self._capacity_plan: Plan | None = None  # the plan `_capacity_of` (family -> capacity) is for
         self._capacity_of: dict[str, float] = {}
         self.headroom: dict[str, float] = {}  # family -> factor over the estimate (grows on misses)
+        self._plan_headroom: dict[str, float] = {}  # family -> the headroom the plan in force was made with
         self.miss_family = ""  # the family the last miss-triggered reason names
         self.demand_rose = False  # whether the last demand-triggered reason was a rise
         self.last_change = 0.0  # when what is loaded last changed (the dwell counts from here)
@@ -115,6 +116,7 @@ class Controller:
         if plan is not None and plan.version != self._version_seen:
             if not self._own_change:
                 self.last_change = now  # someone else's plan (an operator's) starts the dwell too
+                self._plan_headroom = {}
             self._own_change = False
             self._version_seen, self._version_since = plan.version, now
         elif self._own_change and not self.cp.busy:
@@ -306,6 +308,13 @@ class Controller:
                 self.demand_rose = est > high
                 return (f"{fam}: demand {est:.1f} rps {'rose above' if est > high else 'fell below'} the band "
                         f"{low:.1f}..{high:.1f} rps around the planned {planned:.1f} rps")
+            made_with = self._plan_headroom.get(fam, 1.0)
+            if made_with > 1.0 and self.headroom.get(fam, 1.0) <= 1.0 and est < planned - MIN_BAND_RPS:
+                # the misses that raised the headroom have stopped long enough for it to decay: the
+                # plan's extra capacity (fast variants instead of accurate ones) is no longer needed
+                self.demand_rose = False
+                return (f"{fam}: deadlines met again, so the {made_with:.2f}x headroom the plan was made with "
+                        f"is spent: planning for {est:.1f} rps instead of {planned:.1f} rps")
         return None
 
     def _repeats_hold(self, missed: bool) -> bool:
@@ -358,6 +367,7 @@ class Controller:
             plan = self.cp.solve()
             self._own_change = True
             self.cp.apply(plan, reason=f"controller: {reason}", kind="replan")
+            self._plan_headroom = {f: h for f, h in self.headroom.items() if h > 1.0}
             self._retry = None
             for window in self._misses.values():
                 window.clear()  # misses under the old plan do not count against the new one
