@@ -107,10 +107,10 @@ def parse_demand_floor(items: list[str] | None) -> dict[str, float]:
     return _per_family(items, "--demand-floor", "RPS with RPS a number of requests/s in 0..1e7", 0.0, 1e7)
 
 
-def check_flag_families(slo: dict[str, float], families: Collection[str], catalog: str | os.PathLike,
-                       flag: str = "--slo") -> None:
+def check_flag_families(per_family: dict[str, float], families: Collection[str], catalog: str | os.PathLike,
+                        flag: str = "--slo") -> None:
     """Every family `flag` (--slo, --demand-floor) names must have variants in the catalog."""
-    for family in slo:
+    for family in per_family:
         if family not in families:
             raise UserError(f"{flag} names family {family!r}, which has no variant in {catalog} "
                             f"(families: {', '.join(sorted(families)) or 'none'})")

@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
                                  auto=not args.no_replan, observed_speed=not args.no_observed_speed,
                                  demand_floor=parse_demand_floor(args.demand_floor))
     check_flag_families(control.demand_floor, catalog.families(),
-                       f"the {args.scenario} scenario" if args.scenario else repo, "--demand-floor")
+                        f"the {args.scenario} scenario" if args.scenario else repo, "--demand-floor")
     config = SimConfig(shim=ShimConfig(policy=args.batching, hold_factor=args.hold_factor), control=control,
                        load_fixed_s=args.load_fixed, load_s_per_gb=args.load_per_gb, noise=not args.no_noise,
                        seed=args.seed)
