@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from orchestrator.dataplane.backlog import CALIBRATION_RANGE, Calibration, InFlight, answer_by
+from orchestrator.dataplane.backlog import (CALIBRATION_ALPHA, CALIBRATION_IDLE_S, CALIBRATION_RANGE, Calibration, InFlight,
+                                           answer_by)
 from orchestrator.dataplane.latency import LatencyModel
 
 MODEL = LatencyModel({1: 15.0, 2: 20.0})  # 15 ms alone at batch 1, 20 ms at 2, +5 ms per request beyond
@@ -76,6 +77,23 @@ def test_calibration_learns_a_device_slower_than_its_profile_from_its_batches():
     for i in range(200):  # and back when the device is as fast as profiled again
         cal.answered(sent_s=i, predicted_s=0.020, now=i + 0.020)
     assert cal.ratio == pytest.approx(1.0, rel=1e-3)
+
+
+def test_a_route_passed_over_as_slow_is_tried_again_after_a_while():
+    """The ratio of a route with no answered batch for CALIBRATION_IDLE_S relaxes towards 1,
+    halving its distance every CALIBRATION_IDLE_S: a route judged slow during a burst (and then
+    sent nothing) is on time again for the calm, and its next batch is folded into that."""
+    cal = Calibration()
+    for i in range(200):  # every batch twice as slow as predicted; the last answered at 199.04
+        cal.answered(sent_s=i, predicted_s=0.020, now=i + 0.040)
+    assert cal.budget_use(199.04 + CALIBRATION_IDLE_S, 199.04 + CALIBRATION_IDLE_S + 0.050,
+                          199.04 + CALIBRATION_IDLE_S + 0.100) == pytest.approx(1.0, rel=1e-3)  # not yet
+    later = 199.04 + 2 * CALIBRATION_IDLE_S
+    assert cal.at(later) == pytest.approx(1.5, rel=1e-3)
+    assert cal.budget_use(later, later + 0.050, later + 0.100) == pytest.approx(0.75, rel=1e-3)
+    assert cal.at(later + 10 * CALIBRATION_IDLE_S) == pytest.approx(1.0, abs=2e-3)
+    cal.answered(sent_s=later - 0.020, predicted_s=0.020, now=later)  # as fast as profiled now
+    assert cal.ratio == pytest.approx(1.5 + CALIBRATION_ALPHA * (1.0 - 1.5), rel=1e-3)
 
 
 def test_one_odd_batch_moves_the_ratio_little_and_it_stays_in_range():

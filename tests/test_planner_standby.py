@@ -91,3 +91,29 @@ def test_the_standby_takes_the_instance_config_that_fits_where_the_fastest_one_d
     spill = [r for r in plan.families["resnet"].routes if r.weight == 0]
     assert {(r.device_id, r.variant) for r in spill} == {("cpu0", "resnet18"), ("cpu1", "resnet18")}, plan.placements
     assert all(plan.placement(r.device_id, "resnet18").instances == 1 for r in spill)
+
+
+def test_a_plan_for_a_peak_keeps_the_calm_s_accurate_variant_standing_by_for_spare_time():
+    """Re-planned for a burst, the MILP routes the fast variant, and the calm's accurate variant,
+    which the devices still host (kept, serving nothing), becomes a route of weight 0 there: the
+    shims send it requests only with spare time (dataplane/routing.py), so the calm under a plan
+    for the peak is served accurately, without a load. Nothing else changes."""
+    s = small_resnet(devices=2, demand_rps=2.0, slo_ms=600.0)
+    calm = make_plan(s.request())
+    assert {r.variant for r in calm.families["resnet"].routes if r.weight > 0} == {"resnet152"}
+    req = s.request(demand_rps={"resnet": 60.0}, current=calm)
+    without, peak = _plans(s, demand_rps={"resnet": 60.0}, current=calm)
+    routes = peak.families["resnet"].routes
+    assert {r.variant for r in routes if r.weight > 0} == {"resnet18"}
+    standing = sorted((r.device_id, r.variant) for r in routes if r.weight == 0)
+    assert standing == [("cpu0", "resnet152"), ("cpu1", "resnet152")]
+    assert all(peak.placement(d, v).served_rps == 0 for d, v in standing)
+    assert peak.loaded_pairs() == without.loaded_pairs()  # nothing loaded for them: the MILP kept them
+    assert [r for r in routes if r.weight > 0] == list(without.families["resnet"].routes)
+    assert peak.families["resnet"].effective_accuracy == without.families["resnet"].effective_accuracy
+    assert make_plan(req).families == peak.families
+    # the calm's own plan routes its most accurate variant already: only the fast spill routes
+    assert {r.variant for r in calm.families["resnet"].routes if r.weight == 0} == {"resnet18"}
+    # a plan for the peak from scratch hosts nothing more accurate: no such route
+    cold = make_plan(s.request(demand_rps={"resnet": 60.0}))
+    assert {r.variant for r in cold.families["resnet"].routes} == {"resnet18"}

@@ -74,7 +74,7 @@ def test_static_plan_normalises_weights_and_rejects_empty_families():
 
 # --- accuracy-first ----------------------------------------------------------------------------
 
-ACC = {"resnet18": 69.76, "resnet50": 76.13}
+ACC = {"resnet18": 69.76, "resnet34": 73.31, "resnet50": 76.13}
 
 
 def planned(demand_rps: float):
@@ -179,6 +179,46 @@ def test_a_spill_route_takes_only_what_the_weighted_routes_cannot_answer_in_time
         Counter({"resnet50": 60})
     # weighted routing ignores spill routes and time alike
     assert picks_with(RoutingTable(with_spill(10.0)), 30.0, 2.0, on_time=lambda r: False) == Counter({"resnet50": 60})
+
+
+def with_upgrade(demand_rps: float):
+    """resnet18 on cpu0 carries everything the plan made for `demand_rps` (a plan for a peak);
+    resnet50, still loaded on cpu0, stands by without a share (planner/standby.py)."""
+    plan = static_plan({"resnet": [("cpu0", "resnet18", 1.0), ("cpu0", "resnet50", 0.0)]})
+    from dataclasses import replace
+    return replace(plan, families={"resnet": replace(plan.families["resnet"], demand_rps=demand_rps)})
+
+
+def test_a_route_more_accurate_than_the_planned_ones_takes_spare_time_and_never_an_overflow():
+    """A weight-0 route more accurate than every route with a share takes a request only with
+    spare time (the device idle enough to answer within SPARE_USE of the budget): the calm under
+    a plan for the peak. Never as the overflow's route: that is the fastest route on time, and the
+    accurate variant's device time would slow the planned routes beside it (a burst)."""
+    # spare time: the accurate route first, whatever the planned flows
+    spare = picks_with(RoutingTable(with_upgrade(40.0), accuracy=ACC), 10.0, 10.0, on_time=lambda r: SPARE_USE / 2)
+    assert spare == Counter({"resnet50": 100})
+    # ... only while its device is idle (nothing in flight or queued on any of its routes): where
+    # requests would use little of their budget even on a busy device (a GPU), they go as planned
+    table = RoutingTable(with_upgrade(40.0), accuracy=ACC)
+    busy_device = Counter(table.pick("resnet", now=i / 10.0, budget_use=lambda r: SPARE_USE / 2,
+                                     idle=lambda r: False).variant for i in range(100))
+    assert busy_device == Counter({"resnet18": 100})
+    # no spare time (every route would use 0.8 of the budget): the planned route, within its flow
+    busy = picks_with(RoutingTable(with_upgrade(40.0), accuracy=ACC), 10.0, 10.0, on_time=lambda r: True)
+    assert busy == Counter({"resnet18": 100})
+    # past the planned flow with the planned route late and the accurate one on time but without
+    # spare time: not the accurate route (a spill route of a fast variant would take it)
+    over = picks_with(RoutingTable(with_upgrade(10.0), accuracy=ACC), 30.0, 10.0,
+                      on_time=lambda r: 0.7 if r.variant == "resnet50" else 1.5)
+    assert over == Counter({"resnet18": 300})
+    # the fast spill route still takes the overflow where the accurate one stands by too
+    both = static_plan({"resnet": [("cpu0", "resnet34", 1.0), ("cpu0", "resnet50", 0.0), ("cpu0", "resnet18", 0.0)]})
+    from dataclasses import replace
+    both = replace(both, families={"resnet": replace(both.families["resnet"], demand_rps=10.0)})
+    spilled = picks_with(RoutingTable(both, accuracy=ACC), 30.0, 10.0,
+                         on_time=lambda r: 0.8 if r.variant == "resnet34" else 0.7)
+    assert abs(spilled["resnet34"] - 10 * 10) <= 6 and spilled["resnet50"] == 0
+    assert spilled["resnet18"] == 300 - spilled["resnet34"]
 
 
 def test_a_new_spill_route_replaces_the_picker():

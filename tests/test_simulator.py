@@ -277,6 +277,38 @@ def test_a_demand_floor_at_the_workload_s_peak_meets_the_first_burst_and_keeps_t
     assert summarise(runs[40.0]).effective_accuracy > summarise(runs[0.0]).effective_accuracy
 
 
+def test_after_a_burst_the_calm_is_served_by_the_accurate_variant_the_devices_still_host():
+    """The peak estimator keeps the plan made for a burst in force through the calm after it: it
+    routes the fast variant only. The calm's accurate variant, which the devices still host, stands
+    by as a route of weight 0 that takes spare time (planner/standby.py, dataplane/routing.py), so
+    most of that calm is served by it, on time, with no model loaded. The bursty workload of
+    docs/results.md, trace seed 9 (as the demand floor's test), on devices of 600 MB: room for
+    ResNet-50 beside the two ResNet-18 instances the plan for a burst places."""
+    sc = scenarios.small_resnet(devices=2, memory_mb=600.0)
+    acc = {name: v.accuracy for name, v in sc.catalog.variants.items()}
+    trace = generate([FamilyLoad("resnet", MarkovModulatedRate((10.0, 40.0), (20.0, 5.0), initial_state=0), 300.0)],
+                     300.0, seed=9)
+    run = Simulator(sc.catalog, sc.cluster, sc.profiles, SLO, SimConfig(seed=0)).run(trace, "milp")
+    o = run.outcomes
+    per_second = np.bincount(trace.time_s.astype(int))
+    calm_second = per_second <= 15
+    under_peak_plan = np.zeros(len(o.arrival_s), dtype=bool)
+    standing: set[str] = set()
+    for plan, after in zip(run.plans, run.plans[1:] + [None]):
+        routes = plan.routes["resnet"]
+        fastest_weighted = max(acc[v] for _, v, w in routes if w > 0)
+        accurate = {v for _, v, w in routes if w == 0 and acc[v] > fastest_weighted}
+        if accurate:
+            standing |= accurate
+            end = after.time_s if after is not None else np.inf
+            under_peak_plan |= (o.arrival_s >= plan.time_s) & (o.arrival_s < end)
+    calm = under_peak_plan & calm_second[np.minimum(o.arrival_s.astype(int), len(per_second) - 1)]
+    assert calm.sum() > 200, calm.sum()  # the peak's plan was in force through a long calm
+    assert not any(p.loads for p in run.plans[1:])
+    assert np.isin(o.variant[calm], sorted(standing)).mean() > 0.5
+    assert (o.status[calm] != "ok").mean() < 0.02
+
+
 def test_a_speed_timeline_slows_the_batches_that_start_in_its_slow_windows():
     """`Simulator(speed=...)` (a live run's `Run.speed_timeline`): a factor that holds all run
     long serves exactly as profiles scaled by it do; a slow window slows the batches that start

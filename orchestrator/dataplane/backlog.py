@@ -34,6 +34,8 @@ from orchestrator.dataplane.latency import LatencyModel
 
 CALIBRATION_ALPHA: Final = 0.05  # weight of the newest batch in the running actual / predicted ratio
 CALIBRATION_RANGE = (0.5, 4.0)  # the ratio stays within this (one odd batch moves it little)
+CALIBRATION_IDLE_S: Final = 5.0  # after this long without an answered batch the ratio relaxes towards 1, halving its
+# distance every as many seconds: a route judged too slow to be sent anything would otherwise keep that judgement
 
 
 class InFlight:
@@ -111,12 +113,23 @@ def answer_by(now: float, queued: int, batch_cap: int, model: LatencyModel,
 
 class Calibration:
     """Actual / predicted time of one route's batches (sent to answered), exponentially
-    weighted; 1 until the route has answered something."""
+    weighted; 1 until the route has answered something. Without an answered batch for
+    `CALIBRATION_IDLE_S` it relaxes towards 1 (`at`): a route found slow (a burst's batches
+    shared its device) and then passed over gets no batch to show it is fast again, so after a
+    while it is tried again, and one slow batch raises the ratio again."""
 
-    __slots__ = ("ratio",)
+    __slots__ = ("ratio", "seen_s")
 
     def __init__(self) -> None:
         self.ratio = 1.0
+        self.seen_s = -math.inf  # when the last batch was answered
+
+    def at(self, now: float) -> float:
+        """The ratio at `now`: as learned, or relaxed towards 1 after `CALIBRATION_IDLE_S` idle."""
+        idle = now - self.seen_s - CALIBRATION_IDLE_S
+        if idle <= 0.0 or self.ratio == 1.0 or self.seen_s == -math.inf:
+            return self.ratio
+        return 1.0 + (self.ratio - 1.0) * 0.5 ** (idle / CALIBRATION_IDLE_S)
 
     def observe(self, actual_s: float, predicted_s: float) -> None:
         if predicted_s <= 0 or actual_s <= 0:
@@ -127,10 +140,12 @@ class Calibration:
     def answered(self, sent_s: float, predicted_s: float, now: float) -> None:
         """Fold in a batch answered at `now`, sent at `sent_s` and predicted then to take
         `predicted_s` (`sent_s` to answer: waiting for an instance, then running)."""
+        self.ratio = self.at(now)
+        self.seen_s = now
         self.observe(now - sent_s, predicted_s)
 
     def budget_use(self, arrival_s: float, predicted_by: float, limit_s: float) -> float:
         """The share of its budget (arrival to `limit_s`) a request predicted (uncalibrated) to
         be answered at `predicted_by` would use; infinite when it has no budget left."""
         budget = limit_s - arrival_s
-        return self.ratio * (predicted_by - arrival_s) / budget if budget > 0 else math.inf
+        return self.at(arrival_s) * (predicted_by - arrival_s) / budget if budget > 0 else math.inf

@@ -17,7 +17,8 @@ so tests and the simulator can count on the split. Two ways (config.Routing):
   0: the family's fastest variant, standing by where memory allowed, planner/standby.py) have no
   flow and take only those last requests: a burst above what the accurate variants can serve,
   or a device running slower than its profile, spills onto them within a request, before the
-  controller re-plans.
+  controller re-plans. A weight-0 route *more* accurate than every route with a share (a calm's
+  variant still loaded under a plan for a burst) takes only spare time, never an overflow.
 """
 
 from __future__ import annotations
@@ -40,15 +41,25 @@ class BudgetUse(Generic[K]):
     def of(self, key: K) -> float:
         raise NotImplementedError
 
+    def idle(self, key: K) -> bool:
+        """Whether the route's device has nothing to do: no batch in flight and nothing queued on
+        any of its routes (the condition for a route standing by for spare time)."""
+        return True
+
 
 class BudgetUseOf(BudgetUse[K]):
-    """`budget_use` from a callable (key -> share of the time budget)."""
+    """`budget_use` from a callable (key -> share of the time budget), and `idle` from another
+    (key -> the route's device has nothing to do; without it, always)."""
 
-    def __init__(self, fn: Callable[[K], float]):
+    def __init__(self, fn: Callable[[K], float], idle: Callable[[K], bool] | None = None):
         self.fn = fn
+        self.idle_fn = idle
 
     def of(self, key: K) -> float:
         return self.fn(key)
+
+    def idle(self, key: K) -> bool:
+        return self.idle_fn is None or self.idle_fn(key)
 
 
 class SmoothWeightedRoundRobin(Generic[K]):
@@ -102,7 +113,10 @@ class AccuracyFirst(Generic[K]):
     `SPARE_USE` (spare time, before a less accurate tier's flow). When no tier has either, the
     *fastest* route without a token within `ON_TIME_USE` (past every flow and without spare
     time the cluster is past what the plan was made for: a miss costs a whole answer, a smaller
-    variant a few points); else the weighted pick. Without `budget_use` only tokens count.
+    variant a few points), leaving out the tiers more accurate than every route with a share
+    (spill routes standing by for spare time only, which take a request only while their device
+    is idle, `budget_use.idle(key)`: their device time would slow the planned routes beside
+    them); else the weighted pick. Without `budget_use` only tokens count.
     Within a tier candidates share by smooth weighted round-robin (spill routes weigh 1); keys
     not eligible are skipped, as in `SmoothWeightedRoundRobin`. Buckets are refilled lazily,
     when a pick looks at them (the same tokens as refilling all at every pick). This runs per
@@ -123,6 +137,11 @@ class AccuracyFirst(Generic[K]):
             [_Slot(k, self.weighted.weights.get(k, 1.0), self.rate[k],
                    max(1.0, routes[k][2] * burst_s) if k not in self.spill else 0.0) for k in by_accuracy[a]]
             for a in sorted(by_accuracy, reverse=True)]
+        # tiers before this one hold only routes without a share that are more accurate than every
+        # route with one (standing by for spare time): they take a request only while their device
+        # is idle (`BudgetUse.idle`), and are never the fastest route for an overflow
+        self.first_overflow_tier = next((i for i, tier in enumerate(self.tiers)
+                                         if any(slot.key not in self.spill for slot in tier)), 0)
         # when each tier's buckets were last refilled (a pick that looks at a tier refills all of it)
         self.filled_at: list[float | None] = [None] * len(self.tiers)
         self.picks = 0  # picks so far: a slot's `use` holds for the pick numbered its `asked`
@@ -165,10 +184,13 @@ class AccuracyFirst(Generic[K]):
                     best.tokens -= 1.0
                     return best.key
             if budget_use is not None and no_token:  # spare time, before a less accurate tier's flow
+                if i < self.first_overflow_tier:  # standing by for spare time: only on an idle device
+                    no_token = [slot for slot in no_token if budget_use.idle(slot.key)]
                 best = self._round_robin(no_token, budget_use, SPARE_USE)
                 if best is not None:
                     return best.key
-                without_token.append(no_token)
+                if i >= self.first_overflow_tier:
+                    without_token.append(no_token)
         for candidates in reversed(without_token):  # past every flow and spare time: the fastest on time
             best = self._round_robin(candidates, budget_use, ON_TIME_USE)
             if best is not None:
@@ -343,19 +365,22 @@ class RoutingTable:
 
     def pick(self, family: str, healthy: Callable[[Route], bool] = lambda route: True,
              exclude_devices: Iterable[str] = (), now: float = 0.0,
-             budget_use: Callable[[Route], float] | None = None, variant: str | None = None) -> Route | None:
+             budget_use: Callable[[Route], float] | None = None, variant: str | None = None,
+             idle: Callable[[Route], bool] | None = None) -> Route | None:
         """The next route of `family` at time `now` (seconds, any origin), skipping devices in
         `exclude_devices` and, while any healthy one is left, unhealthy routes. `budget_use` (a
         route -> predicted time to answer a request sent now, as a share of its time budget)
         lets accuracy-first routing pass over late routes and use spare time and spill routes
         (`AccuracyFirst`). `variant`: only that variant's routes (a request pinned to it). None
-        when the family has no route left."""
+        when the family has no route left. `idle` (a route -> its device has nothing to do) lets
+        a route standing by for spare time take a request."""
         rr = self._check(family)
         routes = self._routes[family]
         excluded = set(exclude_devices)
         use: BudgetUse[int] | None = None
         if budget_use is not None:
-            use = BudgetUseOf(lambda i: budget_use(routes[i]))
+            use = BudgetUseOf(lambda i: budget_use(routes[i]),
+                              (lambda i: idle(routes[i])) if idle is not None else None)
 
         def allowed(i: int) -> bool:
             r = routes[i]

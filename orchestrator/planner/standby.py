@@ -1,4 +1,4 @@
-"""Standby variants: room to spill a burst the plan was not made for.
+"""Standby variants: room to spill a burst the plan was not made for, and to serve a calm accurately.
 
 After the MILP has decided, each device that serves a family also gets, where its memory still
 allows, the family's fastest usable variant on that device as a *spill route*: a placement that
@@ -11,6 +11,15 @@ profile, the overflow moves to the fast variant within a request instead of wait
 controller's next plan and the executor's loads (seconds). This is Model-Switching's mechanism
 (several variants resident, the variant chosen per request under load) on top of the MILP's
 placement. Only the MILP policy gets standbys: the baselines stay as published.
+
+A device that still hosts a variant more accurate than every one the plan gives a share of the
+family (kept by the MILP from the plan in force, serving nothing: the calm's variant under a plan
+made for a burst) gets the most accurate such variant as a route of weight 0 as well. It takes requests
+only with spare time: when the device would answer within half the request's budget (routing.py
+`SPARE_USE`), i.e. nearly idle; never a burst's overflow, which goes to the fastest variant. So
+the calm after a burst, while the peak estimator keeps the plan made for the burst, is served by
+the accurate variant again, with no model load and no re-plan; on the live 5-minute run that
+plan used to serve the whole calm with ResNet-18 (docs/results.md).
 
 A device the plan leaves idle (no weighted route: demand is low, or it just came back or joined)
 becomes a warm spare the same way: the fastest variant of each family the plan serves, busiest
@@ -86,6 +95,15 @@ def add_standby(plan: Plan, prob: Problem) -> Plan:
                 routed = {r.variant for r in plan.families[family].routes if r.device_id == device.id}
                 if fastest.variant not in routed and any(p.variant == fastest.variant for p in hosted):
                     spill.setdefault(family, []).append(Route(device.id, fastest.variant, 0.0))
+                # the most accurate variant the device still hosts (kept, serving nothing), where it
+                # is more accurate than every variant the plan gives a share: it takes spare time only
+                # (more accurate than those, it is in a tier of its own: routing.py never makes it
+                # the route of an overflow)
+                top = max((catalog.variants[r.variant].accuracy for r in plan.families[family].routes if r.weight > 0),
+                          default=-1.0)
+                accurate = _kept_upgrade(hosted, routed, top, options, catalog)
+                if accurate is not None:
+                    spill.setdefault(family, []).append(Route(device.id, accurate, 0.0))
     if not spill:
         return plan
     families = {f: replace(fp, routes=fp.routes + tuple(spill.get(f, ()))) for f, fp in plan.families.items()}
@@ -93,3 +111,13 @@ def add_standby(plan: Plan, prob: Problem) -> Plan:
     if added:
         note += f"; standby loaded for them: {', '.join(added)}"
     return replace(plan, placements=tuple(placements), families=families, notes=plan.notes + (note,))
+
+
+def _kept_upgrade(hosted: list[Placement], routed: set[str], top: float, options, catalog) -> str | None:
+    """The most accurate usable variant among `hosted` placements that serve nothing and are not
+    routed on the device yet (`routed`), if it is more accurate than `top` (the most accurate
+    variant with a share anywhere); else None."""
+    usable = {o.variant for o in options}
+    kept = [p.variant for p in hosted if p.served_rps <= 0 and p.variant in usable and p.variant not in routed
+            and catalog.variants[p.variant].accuracy > top]
+    return max(kept, key=lambda v: (catalog.variants[v].accuracy, v)) if kept else None

@@ -73,7 +73,7 @@ class RouteSet:
         assert self.table is not None
         budget_use = self._budget_use(now, deadline_s) if deadline_s is not None else None
         route = self.table.pick(family, self._healthy(now), exclude_devices=exclude_devices or (), now=now,
-                                budget_use=budget_use, variant=variant)
+                                budget_use=budget_use, variant=variant, idle=self._idle)
         return self.workers[(route.device_id, route.variant)] if route is not None else None
 
     def retry_target(self, r: ShimRequest, now: float) -> RouteWorker | None:
@@ -110,6 +110,12 @@ class RouteSet:
             by = answer_by(now, queued, w.batch_cap, w.model, own, w.busy_peers())
             return w.calibration.budget_use(now, by, limit)
         return budget_use
+
+    def _idle(self, route: Route) -> bool:
+        """Whether the route's device has nothing to do: no batch in flight, nothing queued, on
+        any of its routes (read without the workers' locks: an int and a length each)."""
+        w = self.workers.get((route.device_id, route.variant))
+        return w is not None and all(v.state.in_flight == 0 and not v.state.queue for v in (w, *w.peers))
 
     def stats(self) -> dict:
         return {"routes": {str(w.key): {"queued": w.queued(), "batches": w.batches_sent, "requests": w.requests_sent}

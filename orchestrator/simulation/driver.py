@@ -72,6 +72,15 @@ class ArrivalBudgetUse(BudgetUse[int]):
                        busy_others(route))
         return route.calibration.budget_use(now, by, run.limit_s)
 
+    def idle(self, key: int) -> bool:
+        route = self.routes[key]
+        if route.flight.last is not None or len(route.queue):
+            return False
+        for other in route.others:
+            if other.flight.last is not None or len(other.queue):
+                return False
+        return True
+
 
 @dataclass
 class Pending:
