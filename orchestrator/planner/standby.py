@@ -14,9 +14,10 @@ placement. Only the MILP policy gets standbys: the baselines stay as published.
 
 A device that still hosts a variant more accurate than every one the plan gives a share of the
 family (kept by the MILP from the plan in force, serving nothing: the calm's variant under a plan
-made for a burst) gets the most accurate such variant as a route of weight 0 as well. It takes requests
-only with spare time: when the device would answer within half the request's budget (routing.py
-`SPARE_USE`), i.e. nearly idle; never a burst's overflow, which goes to the fastest variant. So
+made for a burst) gets the most accurate such variant as a route of weight 0 as well. It takes
+requests only with spare time: while its device is idle (nothing in flight or queued there) and
+would answer within half the request's budget (routing.py `SPARE_USE`); never a burst's
+overflow, which goes to the fastest variant. So
 the calm after a burst, while the peak estimator keeps the plan made for the burst, is served by
 the accurate variant again, with no model load and no re-plan; on the live 5-minute run that
 plan used to serve the whole calm with ResNet-18 (docs/results.md).
@@ -56,6 +57,8 @@ def add_standby(plan: Plan, prob: Problem) -> Plan:
     placements = list(plan.placements)
     spill: dict[str, list[Route]] = {}
     added = []
+    top_shared = {f: max((catalog.variants[r.variant].accuracy for r in fp.routes if r.weight > 0), default=-1.0)
+                  for f, fp in plan.families.items()}  # the most accurate variant with a share, per family
     for device in prob.request.cluster.devices:
         g = group_of.get(device.id)
         if g is None:  # drained or reserved: the plan hosts nothing new there
@@ -99,9 +102,7 @@ def add_standby(plan: Plan, prob: Problem) -> Plan:
                 # is more accurate than every variant the plan gives a share: it takes spare time only
                 # (more accurate than those, it is in a tier of its own: routing.py never makes it
                 # the route of an overflow)
-                top = max((catalog.variants[r.variant].accuracy for r in plan.families[family].routes if r.weight > 0),
-                          default=-1.0)
-                accurate = _kept_upgrade(hosted, routed, top, options, catalog)
+                accurate = _kept_upgrade(hosted, routed, top_shared[family], options, catalog)
                 if accurate is not None:
                     spill.setdefault(family, []).append(Route(device.id, accurate, 0.0))
     if not spill:
