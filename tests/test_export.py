@@ -36,7 +36,12 @@ def orchestrator(*args: str, cwd: Path | None = None) -> subprocess.CompletedPro
 
 
 def files_with_mtimes(root: Path) -> dict[str, int]:
-    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in sorted(root.rglob("*"))}
+    """Every file the export wrote, with its mtime, and every folder (0: its mtime moves when
+    `__pycache__` appears in it). Not `__pycache__`: Triton's Python backend compiles a variant's
+    model.py there when it loads it, and the suite's workers share one export
+    (tests/conftest.py), so a live test on the other worker may load a variant between two looks."""
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns if p.is_file() else 0 for p in sorted(root.rglob("*"))
+            if "__pycache__" not in p.parts}
 
 
 def read_config(path: Path) -> model_config_pb2.ModelConfig:
