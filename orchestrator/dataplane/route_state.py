@@ -44,6 +44,10 @@ class RouteState:
         self.speed: dict[int, list[float]] = {}
         self.sent_batches = 0  # batches sent since the last `take_speed`
 
+    def idle(self) -> bool:
+        """Nothing in flight and nothing queued (a device is idle when all its routes are)."""
+        return self.in_flight == 0 and not len(self.queue)
+
     def decide(self, now: float) -> Decision:
         """The policy's decision at `now` over the queue (the caller pops what it drops and sends)."""
         return self.policy.decide(self.queue, now, self.in_flight < self.max_in_flight, self.start_s)

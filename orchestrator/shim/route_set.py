@@ -115,7 +115,7 @@ class RouteSet:
         """Whether the route's device has nothing to do: no batch in flight, nothing queued, on
         any of its routes (read without the workers' locks: an int and a length each)."""
         w = self.workers.get((route.device_id, route.variant))
-        return w is not None and all(v.state.in_flight == 0 and not v.state.queue for v in (w, *w.peers))
+        return w is not None and all(v.state.idle() for v in (w, *w.peers))
 
     def stats(self) -> dict:
         return {"routes": {str(w.key): {"queued": w.queued(), "batches": w.batches_sent, "requests": w.requests_sent}

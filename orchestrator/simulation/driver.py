@@ -74,10 +74,10 @@ class ArrivalBudgetUse(BudgetUse[int]):
 
     def idle(self, key: int) -> bool:
         route = self.routes[key]
-        if route.flight.last is not None or len(route.queue):
+        if not route.idle():
             return False
         for other in route.others:
-            if other.flight.last is not None or len(other.queue):
+            if not other.idle():
                 return False
         return True
 
