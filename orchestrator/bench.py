@@ -99,7 +99,12 @@ def run_policy(policy: str, trace: Trace, runtime: ClusterRuntime, catalog: Cata
                progress: Callable[[str], None] = print) -> Run:
     """One policy on the trace, on running servers; returns its Run."""
     cluster = runtime.cluster
-    # 1. a clean cluster
+    # 1. a clean cluster: an embedded server that died during the last policy's run restarted
+    #    (the run it died in is over, and so was its supervision), then every catalog model unloaded
+    for dev in cluster.devices:
+        done = runtime.recover(dev.id, 0.0)
+        if done is not None:
+            progress(f"{policy}: before the run, {done}")
     for dev in cluster.devices:
         ctl = runtime.control(dev.id)
         for name in ctl.loaded():
@@ -109,6 +114,7 @@ def run_policy(policy: str, trace: Trace, runtime: ClusterRuntime, catalog: Cata
     control = replace(config.control, policy=policy, slo_ms={**config.control.slo_ms, **slo_ms}, db_path=":memory:")
     store = Store(":memory:")
     cp = ControlPlane(cluster, catalog, profiles, runtime, store, control)
+    cp.start_health()  # probed and supervised as `orchestrator serve` does: a dead server is restarted
     t0 = [time.monotonic() + 1e9]  # the trace clock starts after the first plan is in place
     recorder = _PlanRecorder(cp.executor.publish, lambda: time.monotonic() - t0[0])
     cp.executor.publish = recorder
@@ -168,6 +174,8 @@ def run_policy(policy: str, trace: Trace, runtime: ClusterRuntime, catalog: Cata
             gateway.close()
         client.close(timeout_s=30)
         http.stop()
+        cp.close()
+        health = [d["reason"] for d in store.decisions(limit=1000) if d["kind"] == "health"]
         store.close()
     decisions = [e for e in recorder.events]
     notes = [f"open-loop sender fell behind the trace by at most {lag_max * 1000:.1f} ms, sending "
@@ -175,6 +183,9 @@ def run_policy(policy: str, trace: Trace, runtime: ClusterRuntime, catalog: Cata
              f"controller: estimator {control.estimator}, tick {control.tick_s} s, dwell {control.dwell_s} s, "
              f"hysteresis {control.hysteresis}; shim: {config.shim.policy} batching, {config.shim.percentile}, "
              f"slack {config.shim.slack_ms} ms"]
+    if health:  # first: the reader should see it before any figure
+        notes.insert(0, "device health changed during the run (it does not compare with runs on healthy devices): "
+                        + "; ".join(reversed(health)))
     duration = float(np.ceil(trace.duration_s))
     return Run(policy, Outcomes.from_rows(rows), decisions, duration, "live", notes, list(batches.values()))
 
@@ -193,10 +204,18 @@ def run_bench(trace: Trace, cluster: Cluster, catalog: Catalog, profiles: Profil
     own = runtime is None
     if own:
         runtime = ClusterRuntime(cluster).start()
-    runs = []
+    runs: list[Run] = []
     try:
         for policy in policies:
-            runs.append(run_policy(policy, trace, runtime, catalog, profiles, slo_ms, config, progress))
+            try:
+                runs.append(run_policy(policy, trace, runtime, catalog, profiles, slo_ms, config, progress))
+            except UserError as e:  # the runs before it are kept: written, and named in the error
+                kept = f"; the results of {', '.join(r.policy for r in runs)} are in {out_dir}" \
+                    if runs and out_dir is not None else ""
+                raise UserError(f"live bench: policy {policy} failed: {e}{kept}") from e
+            finally:
+                if runs and out_dir is not None:
+                    write_results(runs, out_dir, title="Live bench")
             s = summarise(runs[-1])
             progress(f"{policy}: effective accuracy {s.effective_accuracy:.2f} %, miss ratio {s.miss_ratio:.3f}, "
                      f"p99 {s.p99_ms:.0f} ms, {s.switches} switches")
@@ -204,8 +223,6 @@ def run_bench(trace: Trace, cluster: Cluster, catalog: Catalog, profiles: Profil
     finally:
         if own:
             runtime.stop()
-    if out_dir is not None:
-        write_results(runs, out_dir, title="Live bench")
     return runs
 
 

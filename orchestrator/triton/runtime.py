@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from orchestrator.cluster import Cluster, Device
@@ -71,6 +72,10 @@ class ClusterRuntime:
         self._controls: dict[str, ModelControl] = {}
         self._lock = threading.Lock()
         self._restarts: dict[str, tuple[int, float]] = {}  # device -> (restarts in a row, when the last began)
+        # restarts run on this runtime's own thread: an embedded server gets SIGTERM when the thread
+        # that started it ends (embedded.py), and the thread asking for a restart (a control plane's
+        # health probe) may end before the runtime does (the live bench runs one control plane per policy)
+        self._launcher: ThreadPoolExecutor | None = None
 
     def start(self, device_ids: list[str] | None = None, adopt: dict[str, dict] | None = None) -> "ClusterRuntime":
         """Start (or attach to) the servers, taking over the embedded runs in `adopt` (device ->
@@ -97,8 +102,11 @@ class ClusterRuntime:
             for ctl in self._controls.values():
                 ctl.close()
             self._controls.clear()
+            launcher, self._launcher = self._launcher, None
         for server in self.servers.values():
             server.stop()
+        if launcher is not None:
+            launcher.shutdown(wait=False)
 
     def __enter__(self) -> "ClusterRuntime":
         return self.start()
@@ -139,8 +147,12 @@ class ClusterRuntime:
             ctl = self._controls.pop(device_id, None)  # its key and maybe its ports change with the run
         if ctl is not None:
             ctl.close()
+        with self._lock:
+            if self._launcher is None:
+                self._launcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triton-restart")
+            launcher = self._launcher
         try:
-            server.restart()
+            launcher.submit(server.restart).result()
         except UserError as e:
             return f"{device_id}: embedded Triton {why}; restart {count + 1} failed: {e}"
         return f"{device_id}: embedded Triton {why}; restarted (restart {count + 1}, pid {server.pid})"
