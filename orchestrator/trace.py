@@ -56,6 +56,15 @@ class Trace:
     def families(self) -> list[str]:
         return sorted(set(self.family.tolist()))
 
+    def family_index(self) -> tuple[list[str], np.ndarray]:
+        """The families (sorted) and each request's index among them, in one pass over the
+        requests (comparing the object array with each family is a pass per family, and at
+        Proteus scale, 9 families and 780,000 requests, took a second of a simulation)."""
+        names = self.family.tolist()
+        families = sorted(set(names))
+        position = {f: i for i, f in enumerate(families)}
+        return families, np.fromiter(map(position.__getitem__, names), dtype=np.int64, count=len(names))
+
     def for_family(self, family: str) -> "Trace":
         keep = self.family == family
         return Trace(self.time_s[keep], self.family[keep], self.deadline_ms[keep])

@@ -281,3 +281,16 @@ def test_cli_merge_and_bad_input(tmp_path, run_cli, capsys):
                     "--out", str(tmp_path / "x.csv")]) == 2
     assert "argument --rate: must be positive, not 0" in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_family_index_and_the_initial_demand_count_each_family_s_requests():
+    from orchestrator.controlplane.planning import initial_demand
+    trace = generate([FamilyLoad("vit", ConstantRate(30.0), 100.0), FamilyLoad("resnet", ConstantRate(10.0), 300.0),
+                      FamilyLoad("bert", ConstantRate(5.0), 200.0)], 20.0, seed=3)
+    families, index = trace.family_index()
+    assert families == ["bert", "resnet", "vit"] == trace.families()
+    assert [families[i] for i in index.tolist()] == trace.family.tolist()
+    demand = initial_demand(trace, window_s=5.0)
+    for f in families:
+        assert demand[f] == np.sum((trace.family == f) & (trace.time_s < 5.0)) / 5.0
+    assert 20 < demand["vit"] < 40 and demand["bert"] < demand["resnet"] < demand["vit"]

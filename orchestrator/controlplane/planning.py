@@ -79,4 +79,6 @@ def initial_demand(trace: Trace, window_s: float = INITIAL_WINDOW_S) -> dict[str
     """Each family's rate over the trace's first `window_s` seconds: what an operator (or a
     controller watching before the run) provisions the first plan for."""
     w = min(window_s, max(trace.duration_s, 1e-9))
-    return {f: float(np.sum((trace.family == f) & (trace.time_s < w))) / w for f in trace.families()}
+    families, index = trace.family_index()
+    early = np.bincount(index[trace.time_s < w], minlength=len(families))
+    return {f: float(early[i]) / w for i, f in enumerate(families)}

@@ -135,11 +135,11 @@ class Simulation:
         self.pending: Pending | None = None
         self.events: list[PlanEvent] = []
         self.version = 0
-        families = trace.families()
+        families, index = trace.family_index()
         nsec = max(1, math.ceil(self.duration_s)) + 1
-        self.arrivals_per_second = {
-            f: np.bincount(np.minimum(trace.time_s[trace.family == f].astype(np.int64), nsec - 1), minlength=nsec)
-            for f in families}
+        second = np.minimum(trace.time_s.astype(np.int64), nsec - 1)
+        per_second = np.bincount(index * nsec + second, minlength=len(families) * nsec).reshape(len(families), nsec)
+        self.arrivals_per_second = {f: per_second[i] for i, f in enumerate(families)}
         self.family_of = trace.family.tolist()
         self.misses: dict[tuple[str, int], int] = {}  # (family, second answered) -> deadline misses + errors
         self.now = 0.0
