@@ -66,7 +66,9 @@ def test_a_server_killed_during_a_policy_s_run_is_restarted_and_the_next_policy_
     assert errors > 0, "requests sent while the server was down are error outcomes"
     health = [n for n in runs[0].notes if n.startswith("device health changed")]
     assert health and "exited" in health[0] and "restarted" in health[0], runs[0].notes
-    assert not any(n.startswith("device health changed") for n in runs[1].notes), runs[1].notes
+    # the restart is the first run's: the next one's notes do not carry it over (a probe that timed
+    # out on a loaded machine may still note a device that "went down" and "came back")
+    assert not any("exited" in n for n in runs[1].notes), runs[1].notes
     answered = [s for s in runs[1].outcomes.status if s in ("ok", "late")]
     assert "error" not in set(runs[1].outcomes.status) and len(answered) >= len(trace) / 2, \
         f"the next policy ran on the restarted server: {second}"
