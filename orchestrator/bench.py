@@ -114,7 +114,6 @@ def run_policy(policy: str, trace: Trace, runtime: ClusterRuntime, catalog: Cata
     control = replace(config.control, policy=policy, slo_ms={**config.control.slo_ms, **slo_ms}, db_path=":memory:")
     store = Store(":memory:")
     cp = ControlPlane(cluster, catalog, profiles, runtime, store, control)
-    cp.start_health()  # probed and supervised as `orchestrator serve` does: a dead server is restarted
     t0 = [time.monotonic() + 1e9]  # the trace clock starts after the first plan is in place
     recorder = _PlanRecorder(cp.executor.publish, lambda: time.monotonic() - t0[0])
     cp.executor.publish = recorder
@@ -137,6 +136,7 @@ def run_policy(policy: str, trace: Trace, runtime: ClusterRuntime, catalog: Cata
     futures: list = [None] * len(trace)
     lag_max = 0.0
     try:
+        cp.start_health()  # probed and supervised as `orchestrator serve` does: a dead server is restarted
         controller.start()
         times = trace.time_s.tolist()
         families = trace.family.tolist()
