@@ -187,7 +187,11 @@ def run_policy(policy: str, trace: Trace, runtime: ClusterRuntime, catalog: Cata
         notes.insert(0, "device health changed during the run (it does not compare with runs on healthy devices): "
                         + "; ".join(reversed(health)))
     duration = float(np.ceil(trace.duration_s))
-    return Run(policy, Outcomes.from_rows(rows), decisions, duration, "live", notes, list(batches.values()))
+    run = Run(policy, Outcomes.from_rows(rows), decisions, duration, "live", notes, list(batches.values()))
+    speed = run.speed_note(profiles, device_classes)
+    if speed is not None:
+        notes.append(speed)
+    return run
 
 
 def run_bench(trace: Trace, cluster: Cluster, catalog: Catalog, profiles: ProfileSet, policies: list[str],

@@ -150,6 +150,8 @@ class ServedBatch:
 
 BATCH_COLUMNS = ("device", "variant", "batch_size", "service_ms", "sent_s")
 SPEED_WINDOW_S = 1.0  # `Run.speed_timeline`'s window: contention that comes and goes for seconds
+NOTE_WINDOW_S = 10.0  # `Run.speed_note`'s windows (as the worst 10-s effective accuracy's)
+NOTE_MIN_BATCHES = 5  # a window's speed in the note needs this many lone batches behind it
 
 
 @dataclass(frozen=True)
@@ -225,6 +227,31 @@ class Run:
                     last = float(np.median(w))
                 out.append(last)
         return SpeedTimeline(window_s, factors)
+
+    def speed_note(self, profiles: ProfileSet, device_classes: dict[str, str],
+                   window_s: float = NOTE_WINDOW_S) -> str | None:
+        """How fast the batches that ran alone on their device ran, against `profiles`: per
+        variant the median of time / profiled p50 (variants differ: profiled with all devices
+        busy at once, a variant may run a little faster or slower alone), and the slowest window
+        of `window_s` on any device (one with at least `NOTE_MIN_BATCHES` such batches). Policies
+        benched one after the other on a machine other jobs share meet different conditions; this
+        says which. None without batches to compare."""
+        by_variant: dict[str, list[float]] = {}
+        per_window: dict[tuple[str, int], list[float]] = {}
+        for b, ratio in profiled_ratios(alone_batches(self.batches), profiles, device_classes):
+            by_variant.setdefault(b.variant, []).append(ratio)
+            per_window.setdefault((b.device, int(b.sent_s // window_s)), []).append(ratio)
+        if not by_variant:
+            return None
+        text = ("batches that ran alone took " + ", ".join(f"{v} {float(np.median(r)):.2f}x"
+                                                             for v, r in sorted(by_variant.items()))
+                + " their profiled time (median)")
+        slowest = max(((float(np.median(r)), d, w) for (d, w), r in per_window.items() if len(r) >= NOTE_MIN_BATCHES),
+                      default=None)
+        if slowest is not None:
+            f, d, w = slowest
+            text += f"; slowest {window_s:g}-s window: {d} {f:.2f}x at {w * window_s:g}-{(w + 1) * window_s:g} s"
+        return text
 
     def save(self, directory: str | os.PathLike) -> Path:
         d = Path(directory)

@@ -93,6 +93,8 @@ def test_every_request_has_one_outcome_and_results_are_written(bench):
         assert o.answered.sum() > 0.5 * len(o), f"{policy}: most requests should be answered"
         assert set(o.variant[o.answered].tolist()) <= set(VARIANTS)
         assert run.plans and run.plans[0].time_s == 0.0
+        speed = [n for n in run.notes if n.startswith("batches that ran alone took ")]  # the conditions it met
+        assert len(speed) == 1 and any(v in speed[0] for v in VARIANTS), (policy, run.notes)
     out: Path = bench["out"]
     table = (out / "results.md").read_text()
     for policy in POLICIES:

@@ -102,6 +102,25 @@ def test_speed_timeline_is_the_slowdown_per_device_and_window():
     assert timeline.factors["cpu2"] == [1.0] * 5
 
 
+def test_the_speed_note_gives_each_variant_s_median_and_the_slowest_window_backed_by_enough_batches():
+    """What the live bench adds to each policy's notes: policies run one after the other on a
+    shared machine meet different conditions. Lone batches only; a window needs five of them."""
+    profiles = ProfileSet([ProfileRecord(variant=v, device_class="cpu-1t", batch_size=1, instances=1, threads=1,
+                                         p50_ms=ms, p95_ms=ms, p99_ms=ms, throughput_rps=1000 / ms, samples=30)
+                           for v, ms in (("resnet50", 100.0), ("resnet18", 50.0))])
+    b = lambda device, ms, t, v="resnet50": ServedBatch(device, v, 1, ms, sent_s=t)  # noqa: E731
+    batches = ([b("cpu0", 100.0, 0.5 + i) for i in range(6)]  # 0-10 s: as profiled
+               + [b("cpu0", 150.0, 10.5 + i) for i in range(8)]  # 10-20 s: 1.5x
+               + [b("cpu0", 900.0, 25.0 + 0.3 * i) for i in range(4)]  # 20-30 s: these overlap: left out
+               + [b("cpu1", 55.0, 0.5 + i, "resnet18") for i in range(9)]  # 1.1x
+               + [b("cpu1", 500.0, 12.0, "resnet18"), b("cpu1", 500.0, 22.0, "resnet18")])  # 10x, two only
+    classes = {"cpu0": "cpu-1t", "cpu1": "cpu-1t"}
+    note = Run("milp", outcomes([]), [], 30.0, batches=batches).speed_note(profiles, classes)
+    assert note == ("batches that ran alone took resnet18 1.10x, resnet50 1.50x their profiled time (median); "
+                    "slowest 10-s window: cpu0 1.50x at 10-20 s")
+    assert Run("milp", outcomes([]), [], 30.0).speed_note(profiles, classes) is None  # nothing to compare
+
+
 def test_tables_have_one_row_per_run():
     o = outcomes([(0.1, "ok", 10.0, "resnet50", 76.0)])
     runs = [summarise(Run(p, o, duration_s=1.0)) for p in ("milp", "clipper-ha")]
