@@ -3,12 +3,13 @@
 One thread per device asks its Triton `ServerLive` and the repository index every `period_s`,
 each call bounded by `timeout_s`. A device whose server refuses the connection is down at once; one
 that stops answering (hung: SIGSTOP, a wedged process, a partitioned link) is down once it has not
-answered for `down_after_s`; either is up again at its first answer. A probe that times out on a device that clients saw answer
-inference lately (`answered_at`: the latest telemetry report of answered batches, once a second)
-is forgiven while that is within `busy_window_s`: a saturated server that is slow to answer a probe
-is busy, not hung, and is neither planned around nor restarted. The controller, `/readyz`
-and `/api/v1/cluster` read the latest `DeviceHealth` and never wait on a Triton; a change calls
-`on_change(device_id, health)` (the control plane wakes its controller, which re-plans at once).
+answered for `down_after_s`; either is up again at its first answer. A probe that times out
+(`TimedOut`) on a device that clients saw answer inference lately (`answered_at`: the latest
+telemetry report of answered batches, once a second) is forgiven while that is within
+`busy_window_s`: a saturated server that is slow to answer a probe is busy, not hung, and is
+neither planned around nor restarted. The controller, `/readyz` and `/api/v1/cluster` read the
+latest `DeviceHealth` and never wait on a Triton; a change calls `on_change(device_id, health)`
+(the control plane wakes its controller, which re-plans at once).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from orchestrator.errors import UserError
-from orchestrator.triton.control import Unreachable  # what ModelControl raises for a refused connection
+from orchestrator.triton.control import TimedOut, Unreachable  # a refused connection; a probe past its timeout
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ class HealthMonitor:
             old = self._states.get(device_id)
             if old is None:
                 return
-            self._states[device_id] = replace(old, live=False, error=error, since=self.clock(), models=())
+            self._states[device_id] = replace(old, live=False, busy=False, error=error, since=self.clock(), models=())
         if old.live:
             self.on_change(device_id, self._states[device_id])
 
@@ -165,12 +166,13 @@ class HealthMonitor:
         start = self.clock()
         try:
             models = tuple(self.probe(device_id, self.timeout_s))
-            error, refused = None, False
+            error, refused, timed_out = None, False, False
         except Unreachable as e:
-            models, error, refused = (), str(e), True
+            models, error, refused, timed_out = (), str(e), True, False
         except UserError as e:
-            models, error, refused = (), str(e), False
+            models, error, refused, timed_out = (), str(e), False, isinstance(e, TimedOut)
         now = self.clock()
+        answered = self.answered_at(device_id) if timed_out else None  # read outside the lock
         with self._lock:
             old = self._states.get(device_id)
             if old is None:
@@ -181,8 +183,7 @@ class HealthMonitor:
                                    models=models, ups=old.ups if old.live else old.ups + 1)
             else:
                 self._first_failure.setdefault(device_id, start)
-                answered = self.answered_at(device_id)
-                busy = not refused and answered is not None and now - answered <= self.busy_window_s
+                busy = answered is not None and now - answered <= self.busy_window_s
                 silent_s = now - (old.last_ok if old.last_ok is not None else self._first_failure[device_id])
                 down = refused or not old.live or (silent_s >= self.down_after_s and not busy)
                 if down:

@@ -159,6 +159,7 @@ class ControlPlane:
         if endpoint is not None and plan is not None and plan.placements_on(device_id):
             self.departed[device_id] = endpoint
         self.health.remove(device_id)
+        self.answered.pop(device_id, None)
         self.runtime.remove_device(device_id)
         self.store.record_decision("discovery", f"{device_id} left (no longer in DNS)")
         self.wake.set()

@@ -116,6 +116,15 @@ class Unreachable(UserError):
     """The server refused the connection or is not there (not merely slow)."""
 
 
+class TimedOut(UserError):
+    """The server did not answer within the call's timeout: hung, cut off, or only busy."""
+
+
+def _is_timeout(e: BaseException) -> bool:
+    """A transport's timeout (HTTP: a socket timeout, which is an OSError, or gevent's)."""
+    return isinstance(e, TimeoutError) or "timeout" in type(e).__name__.lower()
+
+
 class ModelControl:
     """Load/unload/inspect models on one Triton server (gRPC by default).
 
@@ -165,11 +174,15 @@ class ModelControl:
                 raise Unreachable(f"{self.name}: {what} failed: Triton at {self.url} does not answer ({message})") \
                     from None
             if status == "StatusCode.DEADLINE_EXCEEDED" or silent:  # a hung server or a cut link: silence
-                message = f"Triton at {self.url} did not answer within {timeout_s:g} s"
+                raise TimedOut(f"{self.name}: {what} failed: Triton at {self.url} did not answer within "
+                               f"{timeout_s:g} s") from None
             raise UserError(f"{self.name}: {what} failed: {message}") from None
-        except (ConnectionError, OSError) as e:  # HTTP: refused, reset, no route
-            raise Unreachable(f"{self.name}: {what} failed: Triton at {self.url} does not answer ({e})") from None
-        except Exception as e:  # a timeout and the like, raised by the transport
+        except Exception as e:  # HTTP: refused, reset, no route (OSError), or a timeout
+            if _is_timeout(e):
+                raise TimedOut(f"{self.name}: {what} failed: Triton at {self.url} did not answer within "
+                               f"{timeout_s:g} s") from None
+            if isinstance(e, (ConnectionError, OSError)):
+                raise Unreachable(f"{self.name}: {what} failed: Triton at {self.url} does not answer ({e})") from None
             raise UserError(f"{self.name}: {what} failed: Triton at {self.url} does not answer ({e})") from None
 
     def _json(self, fn, *args, **kwargs):
@@ -187,7 +200,8 @@ class ModelControl:
 
     def probe(self, timeout_s: float, index: bool = True) -> list[dict]:
         """Liveness and (with `index`) the repository index, each call within `timeout_s`;
-        `Unreachable` when the server is not there, UserError when it does not answer in time.
+        `Unreachable` when the server is not there, `TimedOut` when it does not answer in time,
+        UserError for any other failure (it says it is not live, the index fails).
         Over gRPC the probe has a channel of its own, made anew after a failed probe, with its own
         connection (PROBE_CHANNEL_ARGS): a channel that broke while the server hung keeps
         reconnecting with a growing backoff, and gRPC shares a process's connections to one
