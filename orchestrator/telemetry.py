@@ -129,14 +129,13 @@ class Telemetry:
                 self._served_routes[key] = self._served_routes.get(key, 0) + 1
 
     def record_batches(self, device_id: str, variant: str, instances: int, threads: int, sent: int,
-                       alone: dict[int, list[float]], answered: int = 0) -> None:
+                       alone: dict[int, list[float]]) -> None:
         """A route's batches since its last report (RouteState.take_speed)."""
-        if not sent and not alone and not answered:
+        if not sent and not alone:
             return
         with self._lock:
-            entry = self._batches.setdefault((device_id, variant, instances, threads), [0, {}, 0])
+            entry = self._batches.setdefault((device_id, variant, instances, threads), [0, {}])
             entry[0] += sent
-            entry[2] += answered
             for size, (n, seconds) in alone.items():
                 seen = entry[1].setdefault(size, [0, 0.0])
                 seen[0] += int(n)
@@ -169,9 +168,8 @@ class Telemetry:
         return {"client_id": client_id, "kind": kind, "sent_at": round(now, 3), "interval_s": 1,
                 "latency_buckets_ms": list(LATENCY_BUCKETS_MS), "seconds": self.drain(now),
                 "batches": [{"device_id": d, "variant": v, "instances": i, "threads": t, "sent": sent,
-                             "answered": answered,
                              "alone": [[size, n, round(secs, 6)] for size, (n, secs) in sorted(alone.items())]}
-                            for (d, v, i, t), (sent, alone, answered) in sorted(batches.items())]}
+                            for (d, v, i, t), (sent, alone) in sorted(batches.items())]}
 
     @staticmethod
     def _row(key: tuple[str, int], c: Counts) -> dict:

@@ -114,14 +114,13 @@ def test_each_profiled_batch_size_gets_its_own_factor_where_enough_batches_back_
 def test_bad_batch_reports_are_refused_naming_the_field():
     families = {"resnet": {"resnet18", "resnet50"}}
     good = {"batches": [{"device_id": "cpu0", "variant": "resnet18", "instances": 1, "threads": 1, "sent": 3,
-                         "answered": 2, "alone": [[1, 2, 0.05]]}]}
+                         "alone": [[1, 2, 0.05]]}]}
     assert parse_batches(good, families) == good["batches"]
     for bad, field in ((["x"], "batches[0] must be an object"),
                        ([{"device_id": "", "variant": "resnet18"}], "batches[0].device_id"),
                        ([{"device_id": "cpu0", "variant": "vgg"}], "batches[0].variant 'vgg'"),
                        ([{"device_id": "cpu0", "variant": "resnet18", "instances": 0}], "batches[0].instances"),
                        ([{"device_id": "cpu0", "variant": "resnet18", "sent": -1}], "batches[0].sent"),
-                       ([{"device_id": "cpu0", "variant": "resnet18", "answered": 1.5}], "batches[0].answered"),
                        ([{"device_id": "cpu0", "variant": "resnet18", "alone": [[0, 1, 0.1]]}], "batches[0].alone[0]"),
                        ([{"device_id": "cpu0", "variant": "resnet18", "alone": [[1, 1, float("nan")]]}],
                         "batches[0].alone[0]"),

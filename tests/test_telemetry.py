@@ -81,31 +81,3 @@ def test_prometheus_text_exposition():
 def test_unknown_status_is_rejected():
     with pytest.raises(ValueError, match="is not a valid Status"):
         Telemetry().record_result("resnet", 1.0, "deadline_miss", latency_ms=1.0)
-
-
-def test_a_route_s_answered_batches_reach_the_report_and_pass_the_intake():
-    """The control plane's health monitor forgives a device slow to answer its probes while the
-    clients' reports say it answers inference: the count goes route -> telemetry -> intake."""
-    from orchestrator.controlplane.intake import parse_batches
-    from orchestrator.dataplane.batching import NoBatchingPolicy
-    from orchestrator.dataplane.latency import LatencyModel
-    from orchestrator.dataplane.route_state import RouteState
-
-    route = RouteState(NoBatchingPolicy(), LatencyModel({1: 15.0}), lanes=1, max_in_flight=2)
-    for batch_id in (1, 2, 3):
-        route.sent(batch_id, 1, now=0.0, busy_others=0)
-    route.answered(1, 1, 0.0, 0.02)
-    route.answered(2, 1, 0.0, 0.04, ok=False)  # a failed call is no sign of life
-    route.answered(3, 1, 0.0, 0.06)
-    sent, answered, _alone = route.take_speed()
-    assert (sent, answered) == (3, 2)
-    assert route.take_speed()[:2] == (0, 0)  # counted afresh
-
-    t = Telemetry()
-    t.record_batches("cpu0", "resnet18", 1, 1, sent, {}, answered=answered)
-    t.record_batches("cpu0", "resnet18", 1, 1, 0, {}, answered=1)  # the next collection, before the report
-    body = t.report(102.0, "c1")
-    assert body["batches"] == [{"device_id": "cpu0", "variant": "resnet18", "instances": 1, "threads": 1,
-                                "sent": 3, "answered": 3, "alone": []}]
-    assert parse_batches(json.loads(json.dumps(body)), {"resnet": {"resnet18"}}) == body["batches"]
-    assert t.report(103.0, "c1")["batches"] == []

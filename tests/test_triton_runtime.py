@@ -229,3 +229,31 @@ def test_override_sets_the_thread_parameter_each_backend_reads():
     assert ort_cfg["instance_group"] == [{"kind": "KIND_GPU", "count": 1, "gpus": [1]}]
     with pytest.raises(UserError, match="exceeds the repository's max_batch_size 32"):
         apply_instance_config({"name": "m", "max_batch_size": 32}, InstanceConfig(max_batch_size=64))
+
+
+def test_a_probe_tells_a_silent_server_from_a_closed_port_over_http():
+    """Over HTTP as over gRPC, a socket that accepts and never answers (a hung server) is
+    `TimedOut`: the health monitor calls it down after 0.7 s of silence. A port nobody listens on
+    is `Unreachable`: down at once. (An HTTP socket timeout is an OSError, and was once taken for
+    a refused connection.)"""
+    from orchestrator.triton.control import ModelControl, TimedOut, Unreachable
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+    closed.close()
+    try:
+        for port, kind in ((silent.getsockname()[1], TimedOut), (closed_port, Unreachable)):
+            control = ModelControl(f"127.0.0.1:{port}", protocol="http", name="cpu0")
+            try:
+                control.probe(0.3)
+            except UserError as e:
+                assert type(e) is kind, (port, e)
+            else:
+                raise AssertionError("the probe answered")
+            finally:
+                control.close()
+    finally:
+        silent.close()

@@ -3,13 +3,9 @@
 One thread per device asks its Triton `ServerLive` and the repository index every `period_s`,
 each call bounded by `timeout_s`. A device whose server refuses the connection is down at once; one
 that stops answering (hung: SIGSTOP, a wedged process, a partitioned link) is down once it has not
-answered for `down_after_s`; either is up again at its first answer. A probe that times out
-(`TimedOut`) on a device that clients saw answer inference lately (`answered_at`: the latest
-telemetry report of answered batches, once a second) is forgiven while that is within
-`busy_window_s`: a saturated server that is slow to answer a probe is busy, not hung, and is
-neither planned around nor restarted. The controller, `/readyz` and `/api/v1/cluster` read the
-latest `DeviceHealth` and never wait on a Triton; a change calls `on_change(device_id, health)`
-(the control plane wakes its controller, which re-plans at once).
+answered for `down_after_s`; either is up again at its first answer. The controller, `/readyz`
+and `/api/v1/cluster` read the latest `DeviceHealth` and never wait on a Triton; a change calls
+`on_change(device_id, health)` (the control plane wakes its controller, which re-plans at once).
 """
 
 from __future__ import annotations
@@ -21,14 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from orchestrator.errors import UserError
-from orchestrator.triton.control import TimedOut, Unreachable  # a refused connection; a probe past its timeout
+from orchestrator.triton.control import Unreachable  # what ModelControl raises for a refused connection
 
 log = logging.getLogger(__name__)
 
 PERIOD_S = 0.2
 TIMEOUT_S = 0.3
 DOWN_AFTER_S = 0.7  # with the 0.2-s period and 0.3-s probes, silence is seen within ~0.7-1.0 s
-BUSY_WINDOW_S = 2.5  # inference answers reported this recently make a timed-out probe "busy" (reports: 1/s)
 
 
 @dataclass(frozen=True)
@@ -40,14 +35,12 @@ class DeviceHealth:
     last_ok: float | None = None  # wall time of the last probe that answered
     models: tuple[dict, ...] = field(default_factory=tuple)  # the index at the last answer: name, version, state, reason
     ups: int = 0  # how many times it has become live (a restart between two looks shows here)
-    busy: bool = False  # live, its probes time out, but clients reported its inference answers lately
 
 
 LEFT = DeviceHealth(live=False, checked=True, error="left the cluster")  # a device no longer probed
 
 Probe = Callable[[str, float], list[dict]]  # (device_id, timeout_s) -> repository index; raises UserError
 Recover = Callable[[str, float], None]  # (device_id, seconds it has not answered), after each failed probe
-AnsweredAt = Callable[[str], "float | None"]  # device_id -> wall time of the latest report of its inference answers
 
 
 class HealthMonitor:
@@ -56,11 +49,9 @@ class HealthMonitor:
     def __init__(self, device_ids: list[str], probe: Probe,
                  on_change: Callable[[str, DeviceHealth], None] = lambda d, h: None,
                  recover: Recover = lambda d, silent_s: None, period_s: float = PERIOD_S,
-                 timeout_s: float = TIMEOUT_S, down_after_s: float = DOWN_AFTER_S, clock: Callable[[], float] = time.time,
-                 answered_at: AnsweredAt = lambda d: None, busy_window_s: float = BUSY_WINDOW_S):
-        self.probe, self.on_change, self.recover, self.answered_at = probe, on_change, recover, answered_at
+                 timeout_s: float = TIMEOUT_S, down_after_s: float = DOWN_AFTER_S, clock: Callable[[], float] = time.time):
+        self.probe, self.on_change, self.recover = probe, on_change, recover
         self.period_s, self.timeout_s, self.down_after_s = period_s, timeout_s, down_after_s
-        self.busy_window_s = busy_window_s
         self.clock = clock
         self._states = {d: DeviceHealth(live=False, error="not probed yet") for d in device_ids}
         self._first_failure: dict[str, float] = {}  # device -> when it began failing (while still live)
@@ -142,7 +133,7 @@ class HealthMonitor:
             old = self._states.get(device_id)
             if old is None:
                 return
-            self._states[device_id] = replace(old, live=False, busy=False, error=error, since=self.clock(), models=())
+            self._states[device_id] = replace(old, live=False, error=error, since=self.clock(), models=())
         if old.live:
             self.on_change(device_id, self._states[device_id])
 
@@ -152,27 +143,23 @@ class HealthMonitor:
             try:
                 health = self.check(device_id)
                 if health is not None and health.error is not None and not self._stop.is_set():
-                    self.recover(device_id, self.clock() - self._alive_at(device_id, health.last_ok))
+                    silent_from = health.last_ok if health.last_ok is not None else self._first_failure.get(
+                        device_id, self.clock())
+                    self.recover(device_id, self.clock() - silent_from)
             except Exception:  # noqa: BLE001 - the probe loop must survive; the log has it
                 log.exception("health probe of %s failed", device_id)
-
-    def _alive_at(self, device_id: str, last_ok: float | None) -> float:
-        """The last sign of life: an answered probe or a reported inference answer (else when it began failing)."""
-        signs = [t for t in (last_ok, self.answered_at(device_id)) if t is not None]
-        return max(signs) if signs else self._first_failure.get(device_id, self.clock())
 
     def check(self, device_id: str) -> DeviceHealth | None:
         """One probe of one device; returns (and keeps) its new state (None: it left meanwhile)."""
         start = self.clock()
         try:
             models = tuple(self.probe(device_id, self.timeout_s))
-            error, refused, timed_out = None, False, False
+            error, refused = None, False
         except Unreachable as e:
-            models, error, refused, timed_out = (), str(e), True, False
+            models, error, refused = (), str(e), True
         except UserError as e:
-            models, error, refused, timed_out = (), str(e), False, isinstance(e, TimedOut)
+            models, error, refused = (), str(e), False
         now = self.clock()
-        answered = self.answered_at(device_id) if timed_out else None  # read outside the lock
         with self._lock:
             old = self._states.get(device_id)
             if old is None:
@@ -182,15 +169,14 @@ class HealthMonitor:
                 new = DeviceHealth(live=True, checked=True, since=old.since if old.live else now, last_ok=now,
                                    models=models, ups=old.ups if old.live else old.ups + 1)
             else:
-                self._first_failure.setdefault(device_id, start)
-                busy = answered is not None and now - answered <= self.busy_window_s
-                silent_s = now - (old.last_ok if old.last_ok is not None else self._first_failure[device_id])
-                down = refused or not old.live or (silent_s >= self.down_after_s and not busy)
+                failing_since = self._first_failure.setdefault(device_id, start)
+                silent_s = now - (old.last_ok if old.last_ok is not None else failing_since)
+                down = refused or not old.live or silent_s >= self.down_after_s
                 if down:
                     new = DeviceHealth(live=False, checked=True, error=error, since=now if old.live else old.since,
                                        last_ok=old.last_ok, ups=old.ups)
-                else:  # a missed answer: still live, until silent for down_after_s and not seen serving
-                    new = replace(old, checked=True, error=error, busy=busy and silent_s >= self.down_after_s)
+                else:  # one missed answer: still live, until it has been silent for down_after_s
+                    new = replace(old, checked=True, error=error)
             self._states[device_id] = new
         if new.live != old.live and old.checked:
             log.warning("device %s %s", device_id, "answers again" if new.live else f"is down: {error}")

@@ -7,7 +7,7 @@ Body (orchestrator/telemetry.py `Telemetry.report`, documented in docs/shim.md):
                   "latency_ms_hist": [...], "latency_ms_sum": 812.5, "served": {"resnet18": 39},
                   "served_met": {"resnet18": 38}}],
      "batches": [{"device_id": "cpu0", "variant": "resnet18", "instances": 1, "threads": 1, "sent": 20,
-                  "answered": 19, "alone": [[1, 12, 0.251], [2, 5, 0.183]]}]}
+                  "alone": [[1, 12, 0.251], [2, 5, 0.183]]}]}
 Seconds are kept until the controller flushes them (a little after they end, so reports that
 arrive late from several shims still add up). `kind` says what reports: an embedded "shim" or a
 "gateway" (orchestrator/gateway); the dashboard shows each client's kind and request rate.
@@ -125,9 +125,8 @@ MAX_THREADS = 256
 
 
 def parse_batches(body: dict, families: dict[str, set[str]] | None = None) -> list[dict]:
-    """The report's optional `batches` (per route: batches sent, batches answered with a result,
-    and the service times of those that ran alone, by batch size), checked; BadTelemetry naming
-    the first bad field."""
+    """The report's optional `batches` (per route: batches sent, and the service times of those
+    that ran alone, by batch size), checked; BadTelemetry naming the first bad field."""
     batches = body.get("batches", [])
     if not isinstance(batches, list) or len(batches) > MAX_ROWS:
         raise BadTelemetry(f"batches must be a list of at most {MAX_ROWS} routes")
@@ -147,9 +146,8 @@ def parse_batches(body: dict, families: dict[str, set[str]] | None = None) -> li
             v = row.get(key, 1)
             if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= high:
                 raise BadTelemetry(f"{where}.{key} must be an integer in 1..{high}, not {_shown(v)}")
-        for key in ("sent", "answered"):
-            if not _count(row.get(key, 0)):
-                raise BadTelemetry(f"{where}.{key} must be an integer in 0..{MAX_COUNT}, not {_shown(row.get(key))}")
+        if not _count(row.get("sent", 0)):
+            raise BadTelemetry(f"{where}.sent must be an integer in 0..{MAX_COUNT}, not {_shown(row.get('sent'))}")
         alone = row.get("alone", [])
         if not isinstance(alone, list) or len(alone) > MAX_BATCH_SIZE:
             raise BadTelemetry(f"{where}.alone must be a list of [batch size, batches, seconds]")

@@ -112,8 +112,7 @@ class ControlPlane:
         self.intake = TelemetryIntake({f: {v.name for v in vs} for f, vs in catalog.families().items()})
         self._classes: tuple[list | None, dict[str, str]] = (None, {})  # (device list, id -> class) cache
         self.speed = ObservedSpeed(profiles, self.device_class)
-        self.answered: dict[str, float] = {}  # device -> when a client last reported inference answers from it
-        self.intake.on_batches = self._observe_batches
+        self.intake.on_batches = self.speed.observe_report
         self.executor = PlanExecutor(runtime, self._publish, managed=set(catalog.variants),
                                      drain_s=self.config.drain_s,
                                      is_down=lambda device_id: self.health.running and not self.health.state(device_id).live)
@@ -126,7 +125,7 @@ class ControlPlane:
         self.down: set[str] = set()  # devices whose Triton does not answer (the controller checks)
         # probed off the controller's thread once started (`start_health`); until then each read probes
         self.health = HealthMonitor(self.device_ids(), self._probe, lambda device_id, health: self.wake.set(),
-                                    self._recover, answered_at=self.answered.get)
+                                    self._recover)
         self._closed = False
         self.on_restart: Callable[[], None] | None = None  # after supervision restarted a server (its record changed)
         self._applying = 0  # applies in progress, their decision records included (guarded by _applies)
@@ -159,7 +158,6 @@ class ControlPlane:
         if endpoint is not None and plan is not None and plan.placements_on(device_id):
             self.departed[device_id] = endpoint
         self.health.remove(device_id)
-        self.answered.pop(device_id, None)
         self.runtime.remove_device(device_id)
         self.store.record_decision("discovery", f"{device_id} left (no longer in DNS)")
         self.wake.set()
@@ -192,13 +190,6 @@ class ControlPlane:
             if self.on_restart is not None:
                 self.on_restart()
             self.wake.set()
-
-    def _observe_batches(self, client_id: str, batches: list[dict], now: float) -> None:
-        """A report's `batches`: the devices' observed speed, and which devices answered inference."""
-        for row in batches:
-            if row.get("answered", 0) > 0 and self.device_class(row["device_id"]) is not None:  # bounded: known ids
-                self.answered[row["device_id"]] = now
-        self.speed.observe_report(client_id, batches, now)
 
     def _probe(self, device_id: str, timeout_s: float) -> list[dict]:
         return self.runtime.control(device_id).probe(timeout_s)
@@ -367,7 +358,7 @@ class ControlPlane:
         for d in self.cluster.devices:
             h: DeviceHealth = self.health.current(d.id)
             out.append({"id": d.id, "class": d.device_class, "kind": d.kind, "memory_mb": d.memory_mb,
-                        "remote": d.is_remote, "pool": d.pool, "live": h.live, "busy": h.busy, "error": h.error,
+                        "remote": d.is_remote, "pool": d.pool, "live": h.live, "error": h.error,
                         "models": [{"name": m.get("name"), "version": m.get("version", ""),
                                     "state": m.get("state", ""), "reason": m.get("reason", "")}
                                    for m in h.models if m.get("state")],

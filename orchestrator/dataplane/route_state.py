@@ -22,8 +22,7 @@ class RouteState:
     `max_in_flight`: batches sent and not answered, at most (lanes plus those queued at Triton)."""
 
     __slots__ = ("policy", "model", "batch_cap", "lanes", "max_in_flight", "queue", "in_flight",
-                 "flight", "start_s", "last_done", "calibration", "predicted", "alone", "speed", "sent_batches",
-                 "answered_batches")
+                 "flight", "start_s", "last_done", "calibration", "predicted", "alone", "speed", "sent_batches")
 
     def __init__(self, policy: Policy, model: LatencyModel, lanes: int, max_in_flight: int):
         self.policy = policy
@@ -44,7 +43,6 @@ class RouteState:
         # `take_speed` (what the control plane compares with the profile: the device's real speed)
         self.speed: dict[int, list[float]] = {}
         self.sent_batches = 0  # batches sent since the last `take_speed`
-        self.answered_batches = 0  # batches answered with a result since then (the device is alive)
 
     def idle(self) -> bool:
         """Nothing in flight and nothing queued (a device is idle when all its routes are)."""
@@ -90,7 +88,6 @@ class RouteState:
             del self.alone[batch_id]
         alone = sends_then is not None and sends_then == device_sends
         if ok:
-            self.answered_batches += 1
             self.policy.observe(size, service_s)
             if predicted is not None:
                 self.calibration.answered(predicted[0], predicted[1], now)
@@ -103,10 +100,9 @@ class RouteState:
                     seen[1] += service_s
         return service_s
 
-    def take_speed(self) -> tuple[int, int, dict[int, list[float]]]:
-        """Since the last call: the batches sent, those answered with a result, and of those that
-        ran alone on the device, batch size -> [batches, service seconds]; the route starts
-        counting afresh."""
-        sent, answered, speed = self.sent_batches, self.answered_batches, self.speed
-        self.sent_batches, self.answered_batches, self.speed = 0, 0, {}
-        return sent, answered, speed
+    def take_speed(self) -> tuple[int, dict[int, list[float]]]:
+        """Since the last call: the batches sent, and of those that ran alone on the device,
+        batch size -> [batches, service seconds]; the route starts counting afresh."""
+        sent, speed = self.sent_batches, self.speed
+        self.sent_batches, self.speed = 0, {}
+        return sent, speed

@@ -292,15 +292,14 @@ class Client:
             self._answers.failed(key, r, now, message)
 
     def _collect_batches(self) -> None:
-        """Move each route's batch counts and lone batch times into the telemetry (reported with it:
-        the control plane learns the devices' speed from them, and that a device answers)."""
+        """Move each route's batch counts and lone batch times into the telemetry (reported with it)."""
         with self._lock:
             workers = self._routes.everything()
         for w in workers:
-            sent, answered, alone = w.take_speed()
+            sent, alone = w.take_speed()
             placement = w.spec.placement
             self.telemetry.record_batches(w.key.device_id, w.key.variant, placement.instances, placement.threads,
-                                          sent, alone, answered=answered)
+                                          sent, alone)
 
     # --- state, shutdown --------------------------------------------------------------------
 

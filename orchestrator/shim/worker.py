@@ -178,7 +178,7 @@ class RouteWorker:
     def batch_cap(self) -> int:
         return self.state.batch_cap
 
-    def take_speed(self) -> tuple[int, int, dict[int, list[float]]]:
+    def take_speed(self) -> tuple[int, dict[int, list[float]]]:
         """The route's batches since the last call (RouteState.take_speed), under its lock."""
         with self._cond:
             return self.state.take_speed()

@@ -70,7 +70,7 @@ class SimControlPort:
                                          deadline_misses=run.misses.pop((f, second), 0)))
         self._flushed = max(self._flushed, before_second)
         for (device_id, variant), route in run.routes.items():  # what the shims' reports carry, live
-            sent, _answered, alone = route.take_speed()
+            sent, alone = route.take_speed()
             if sent or alone:
                 self.speed.observe("sim", device_id, variant, route.placement.instances, route.placement.threads,
                                    sent, {size: (n, seconds) for size, (n, seconds) in alone.items()}, run.now)

@@ -129,12 +129,12 @@ function drawDevices(d) {
       chips.append(chip);
     }
     if (!chips.children.length) chips.append(el("span", { class: "muted" }, dev.live ? "nothing loaded" : ""));
-    const status = !dev.live ? "down" : dev.busy ? "busy: slow to answer probes, serving" : "up";
+    const status = dev.live ? "up" : "down";
     box.append(el("div", { class: "device", "data-device": dev.id },
       el("div", { class: "head" }, el("span", { class: "dot" + (dev.live ? " up" : ""), title: status }),
         el("strong", {}, dev.id), el("span", { class: "muted" },
           `${dev.kind} · ${dev.class} · ${dev.memory_mb.toFixed(0)} MB` + (dev.drained ? " · drained" : "") +
-          (!dev.live ? " · does not answer" : dev.busy ? " · busy (slow to answer probes, serving)" : ""))),
+          (dev.live ? "" : " · does not answer"))),
       chips));
   }
   fillSelect($("load-device"), d.devices.map(x => x.id));
