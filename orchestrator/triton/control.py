@@ -163,6 +163,7 @@ class ModelControl:
 
     def _call(self, what: str, fn, *args, timeout_s: float | None = None, **kwargs):
         timeout_s = timeout_s or self.call_timeout_s
+        silence = f"{self.name}: {what} failed: Triton at {self.url} did not answer within {timeout_s:g} s"
         if self.protocol == "grpc":
             kwargs["client_timeout"] = timeout_s
         try:
@@ -174,13 +175,11 @@ class ModelControl:
                 raise Unreachable(f"{self.name}: {what} failed: Triton at {self.url} does not answer ({message})") \
                     from None
             if status == "StatusCode.DEADLINE_EXCEEDED" or silent:  # a hung server or a cut link: silence
-                raise TimedOut(f"{self.name}: {what} failed: Triton at {self.url} did not answer within "
-                               f"{timeout_s:g} s") from None
+                raise TimedOut(silence) from None
             raise UserError(f"{self.name}: {what} failed: {message}") from None
         except Exception as e:  # HTTP: refused, reset, no route (OSError), or a timeout
             if _is_timeout(e):
-                raise TimedOut(f"{self.name}: {what} failed: Triton at {self.url} did not answer within "
-                               f"{timeout_s:g} s") from None
+                raise TimedOut(silence) from None
             if isinstance(e, (ConnectionError, OSError)):
                 raise Unreachable(f"{self.name}: {what} failed: Triton at {self.url} does not answer ({e})") from None
             raise UserError(f"{self.name}: {what} failed: Triton at {self.url} does not answer ({e})") from None
