@@ -184,6 +184,10 @@ class EmbeddedServer:
         return f"{self._connect_host}:{self.grpc_port}"
 
     @property
+    def metrics_url(self) -> str:
+        return f"{self._connect_host}:{self.metrics_port}"
+
+    @property
     def control_key(self) -> str:
         """The key that opens this server run's restricted APIs (model control); made at each start."""
         return self._control_key
@@ -276,13 +280,19 @@ class EmbeddedServer:
                                 f"log tail: {self.log_tail(8, one_line=True)}")
             try:
                 with urllib.request.urlopen(url, timeout=1) as r:
-                    if r.status == 200 and self._models_settled():
+                    if r.status == 200 and self._models_settled() and self._metrics_up():
                         return
             except (urllib.error.URLError, ConnectionError, OSError):
                 pass
             time.sleep(0.1)
         raise UserError(f"{self.name}: tritonserver not live after {self.startup_timeout_s:.0f} s; "
                         f"log tail: {self.log_tail(8, one_line=True)}")
+
+    def _metrics_up(self) -> bool:
+        """True once the metrics endpoint answers: tritonserver opens it after HTTP and gRPC, so
+        a server live over HTTP may still refuse its metrics port for a moment."""
+        with urllib.request.urlopen(f"http://{self.metrics_url}/metrics", timeout=2) as r:
+            return r.status == 200
 
     def _models_settled(self) -> bool:
         """True once the models asked for at start-up are no longer loading."""
