@@ -223,6 +223,41 @@ def test_a_device_whose_loads_fail_is_planned_around_until_the_retry():
     assert port.plan.placements_on(dev) and "retry of a failed re-plan" in port.applied[-1], port.decisions
 
 
+def test_a_device_restarted_between_two_probes_is_routed_around_before_its_loads():
+    """Its index told the restart (a new run, `ups`, while it never looked down): the plan in
+    force stops routing to it at once, before the re-plan that loads its models again, so a load
+    that never ends costs no request sent to the models it lost. Restarted once more (mended), it
+    gets a fresh try at once instead of waiting for the retry."""
+    port = HealthPort()
+    clock = [100.0]
+    controller = Controller(port, clock=lambda: clock[0])
+    controller.tick()
+    dev = next(p.device_id for p in port.plan.placements if p.served_rps > 0)
+    plans, first = [], len(port.applied)
+    apply = port.apply
+
+    def recording_apply(target, reason, kind="apply"):
+        apply(target, reason, kind)
+        plans.append(port.plan)
+    port.apply = recording_apply
+
+    port.emptied.add(dev)
+    port.failing.add(dev)  # its load never ends (the executor's timeout fails it)
+    port.ups[dev] += 1
+    clock[0] += 1
+    reason = controller.tick()
+    assert reason is not None and f"{dev} came back" in reason, port.decisions
+    assert plans and not plans[0].placements_on(dev), port.applied  # routed around before any load there
+    assert port.applied[first].startswith(f"controller: {dev} restarted (empty)"), port.applied
+    assert all(not p.placements_on(dev) for p in plans) and not port.plan.placements_on(dev), port.decisions[-3:]
+
+    port.failing.clear()  # mended, and its server restarted again: back in the plan at once
+    port.ups[dev] += 1
+    clock[0] += 1
+    assert f"{dev} came back" in (controller.tick() or ""), port.decisions[-3:]
+    assert port.plan.placements_on(dev), port.decisions[-3:]
+
+
 def test_a_new_controller_plans_once_for_live_devices_the_resumed_plan_leaves_out():
     """A control plane restarted on its state file resumes a plan made while a device was down or
     planned around (the retry that would have taken it back was lost with the old process)."""

@@ -257,3 +257,31 @@ def test_a_probe_tells_a_silent_server_from_a_closed_port_over_http():
                 control.close()
     finally:
         silent.close()
+
+
+def test_a_server_restarted_between_two_probes_is_a_new_run_and_an_unload_is_not(resnet18_repo):
+    """No probe meets the gap (the monitor is not running; each `check` is one probe): the index
+    tells the new run, because a model the old run had tried (READY) has no state on a fresh
+    server. An unload leaves the model UNAVAILABLE: the same run."""
+    from orchestrator.controlplane.health import HealthMonitor
+    from orchestrator.triton.control import ModelControl
+    server = EmbeddedServer(resnet18_repo, name="rerun", control_key="fixed-key-for-this-test").start()
+    control = ModelControl(server.grpc_url, "grpc", name="rerun", control_key="fixed-key-for-this-test")
+    changes = []
+    monitor = HealthMonitor(["rerun"], lambda d, timeout_s: control.probe(timeout_s),
+                            on_change=lambda d, h: changes.append(h.ups))
+    try:
+        control.load("resnet18")
+        first = monitor.check("rerun")
+        assert first.live and first.ups == 1
+        control.unload("resnet18")
+        assert monitor.check("rerun").ups == 1 and changes == []  # UNAVAILABLE: unloaded, same run
+        control.load("resnet18")
+        monitor.check("rerun")
+        server.restart()  # the same ports and key; nothing loaded
+        again = monitor.check("rerun")
+        assert again.live and again.ups == 2 and changes == [2], (again, changes)
+        assert monitor.check("rerun").ups == 2  # told once
+    finally:
+        control.close()
+        server.stop()

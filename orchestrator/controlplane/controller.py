@@ -8,7 +8,9 @@ Every tick (default 1 s) it
        - a family's estimated demand left the hysteresis band around what the plan was made for,
        - the deadline-miss rate over the last seconds exceeds the trigger,
        - a device went down, came back, joined or left (node discovery), or lacks a model the
-         plan in force has there (its Triton restarted between two probes, or someone unloaded it),
+         plan in force has there (someone unloaded it); a device whose server restarted between
+         two probes (health.py tells it from the index) came back: a plan without it is applied
+         first, so no traffic goes to the models it lost while they load again,
        - the speed observed in service of a (device class, variant) the plan relies on moved by
          more than 15 % since the plan was made (controlplane/speed.py),
        - the operator changed a setting (SLO, floor, demand override);
@@ -78,6 +80,7 @@ class Controller:
         self._lacking_said: set[tuple[str, frozenset[str]]] = set()  # ... of those, already planned for
         self._retry: tuple[float, float, str] | None = None  # after a failed re-plan: (when, backoff, its reason)
         self._quarantine: set[str] = set()  # devices whose loads failed: planned around until the retry
+        self._restarted: set[str] = set()  # devices the plan in force uses that restarted between two looks
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.ticks = 0
@@ -132,6 +135,9 @@ class Controller:
             return None  # a health change seen meanwhile stays pending: it is planned for once the apply ends
         health_reason = "device health changed: " + "; ".join(self._health_pending) if self._health_pending else None
         self._health_pending = []
+        restarted, self._restarted = self._restarted, set()
+        if restarted:
+            self._route_around(restarted)
         reason = health_reason or ("operator changed a setting" if settings_changed else None)
         if reason is not None and self.cp.plan is None and not any(v > 0 for v in self.cp.planning_demand().values()):
             reason = None  # nothing to plan for yet: an empty plan would only unload models
@@ -260,6 +266,9 @@ class Controller:
         # a device live at both looks but with a new run between them (restarted) came back too
         changed = [f"{d} {('is up' if ups == 1 else 'came back') if ok else 'went down'}" for d, (ok, ups) in live.items()
                    if d in before and (before[d][0] != ok or (ok and before[d][1] != ups))]
+        plan = self.cp.plan
+        self._restarted |= {d for d, (ok, ups) in live.items() if d in before and ok and before[d][0]
+                            and before[d][1] != ups and plan is not None and plan.placements_on(d)}
         changed += [f"{d} joined" for d, (ok, _) in live.items() if d not in before and ok]  # live at its first look
         changed += [f"{d} left" for d in before if d not in live]  # node discovery: no longer in DNS
         changed += self._lacking_models(live)
@@ -386,6 +395,29 @@ class Controller:
             if failed:
                 self._plan_around(failed, backoff)
             return True
+
+    def _route_around(self, restarted: set[str]) -> None:
+        """Devices whose server restarted between two probes (live at both looks) came back empty
+        while the plan in force still routes to them: first apply a plan without them (as if they
+        had been seen down: no load where the others host the models), so no traffic goes to
+        models they no longer have while the re-plan that follows loads them again."""
+        plan = self.cp.plan
+        restarted = {d for d in restarted if plan is not None and plan.placements_on(d)}
+        if not restarted:
+            return
+        names = ", ".join(sorted(restarted))
+        down = self.cp.down
+        self.cp.down = down | restarted
+        try:
+            target = self.cp.solve()
+            self._own_change = True
+            self.cp.apply(target, reason=f"controller: {names} restarted (empty): routing around it while its "
+                                         "models load again", kind="replan")
+        except (ApplyBusy, ApplyFailed, UserError) as e:
+            self._own_change = False
+            self.cp.record_decision("error", f"controller: the plan around the restarted {names} failed: {e}")
+        finally:
+            self.cp.down = down
 
     def _plan_around(self, failed: frozenset[str], backoff: float) -> None:
         """After loads failed on `failed`: plan without those devices until the retry. Applied at

@@ -3,7 +3,10 @@
 One thread per device asks its Triton `ServerLive` and the repository index every `period_s`,
 each call bounded by `timeout_s`. A device whose server refuses the connection is down at once; one
 that stops answering (hung: SIGSTOP, a wedged process, a partitioned link) is down once it has not
-answered for `down_after_s`; either is up again at its first answer. The controller, `/readyz`
+answered for `down_after_s`; either is up again at its first answer. A server restarted between
+two probes (no probe met the gap) is told by its index: a model that had a state (READY, LOADING,
+UNAVAILABLE: the server had tried it) has none, as on a fresh server; that counts as a new run
+(`ups`) as if it had been down in between. The controller, `/readyz`
 and `/api/v1/cluster` read the latest `DeviceHealth` and never wait on a Triton; a change calls
 `on_change(device_id, health)` (the control plane wakes its controller, which re-plans at once).
 """
@@ -166,8 +169,9 @@ class HealthMonitor:
                 return None
             if error is None:
                 self._first_failure.pop(device_id, None)
-                new = DeviceHealth(live=True, checked=True, since=old.since if old.live else now, last_ok=now,
-                                   models=models, ups=old.ups if old.live else old.ups + 1)
+                restarted = old.live and new_run(old.models, models)
+                new = DeviceHealth(live=True, checked=True, since=old.since if old.live else now,
+                                   last_ok=now, models=models, ups=old.ups if old.live and not restarted else old.ups + 1)
             else:
                 failing_since = self._first_failure.setdefault(device_id, start)
                 silent_s = now - (old.last_ok if old.last_ok is not None else failing_since)
@@ -181,4 +185,15 @@ class HealthMonitor:
         if new.live != old.live and old.checked:
             log.warning("device %s %s", device_id, "answers again" if new.live else f"is down: {error}")
             self.on_change(device_id, new)
+        elif new.ups != old.ups and old.checked:
+            log.warning("device %s restarted between two probes (its index lost the models' states)", device_id)
+            self.on_change(device_id, new)
         return new
+
+
+def new_run(before: tuple[dict, ...], now: tuple[dict, ...]) -> bool:
+    """Whether index `now` comes from a new server run than index `before`: a model that had a
+    state then has none now (Triton gives a model a state from its first load on, and an unload
+    leaves UNAVAILABLE; only a fresh server lists a model without one)."""
+    had = {m.get("name") for m in before if m.get("state")}
+    return any(m.get("name") in had and not m.get("state") for m in now)
