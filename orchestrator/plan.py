@@ -100,6 +100,28 @@ class Plan:
         return Plan(version=version, policy=self.policy, placements=self.placements, families=self.families,
                     solver=self.solver, created_at=created_at or self.created_at, notes=self.notes)
 
+    def without(self, pairs: set[tuple[str, str]]) -> "Plan | None":
+        """This plan with the placements `pairs` (device_id, variant) taken out and each family's
+        other routes scaled up to carry their share: a routing revision, made without the planner,
+        for models a device lost (its server restarted) until a re-plan loads them again. The
+        served and accuracy figures stay this plan's (a note says so). None when a family would
+        be left with no route that carries traffic."""
+        families = {}
+        for name, fp in self.families.items():
+            kept = tuple(r for r in fp.routes if (r.device_id, r.variant) not in pairs)
+            carried = sum(r.weight for r in kept)
+            if carried <= 0 and any(r.weight > 0 for r in fp.routes):
+                return None
+            routes = tuple(Route(r.device_id, r.variant, r.weight / carried) for r in kept) if carried > 0 else kept
+            families[name] = FamilyPlan(**{**asdict(fp), "routes": routes})
+        gone = ", ".join(f"{v}@{d}" for d, v in sorted(pairs))
+        return Plan(version=self.version, policy=self.policy,
+                    placements=tuple(p for p in self.placements if (p.device_id, p.variant) not in pairs),
+                    families=families, solver=self.solver, created_at=self.created_at,
+                    notes=self.notes + (f"routing revision of v{self.version}: routes to {gone} taken out (not "
+                                        "loaded there any more), the other routes scaled up; served and accuracy "
+                                        f"figures are v{self.version}'s",))
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -258,6 +258,29 @@ def test_a_device_restarted_between_two_probes_is_routed_around_before_its_loads
     assert port.plan.placements_on(dev), port.decisions[-3:]
 
 
+def test_a_routing_revision_takes_out_only_the_lost_models_and_keeps_every_family_routed():
+    """`Plan.without`: the routes to the lost (device, variant) go, the family's other routes
+    carry their share (weights sum to 1 again), every other placement stays as it was (so the
+    executor loads and unloads nothing); a family left with no route is not revised."""
+    port = HealthPort()
+    plan = solve_plan(port.catalog, port.sc.cluster, port.sc.profiles, slo_ms={"resnet": 300.0},
+                      demand_rps={"resnet": 20.0}, current=None, policy="milp")
+    routed = [r for r in plan.families["resnet"].routes if r.weight > 0]
+    assert len(routed) >= 2, plan.families["resnet"].routes
+    lost = (routed[0].device_id, routed[0].variant)
+    revised = plan.without({lost})
+    routes = revised.families["resnet"].routes
+    assert lost not in {(r.device_id, r.variant) for r in routes}
+    assert abs(sum(r.weight for r in routes) - 1.0) < 1e-9
+    scale = 1.0 / (1.0 - routed[0].weight)
+    for r in routes:
+        before = next(b for b in plan.families["resnet"].routes if (b.device_id, b.variant) == (r.device_id, r.variant))
+        assert abs(r.weight - before.weight * scale) < 1e-9
+    assert set(revised.placements) == {p for p in plan.placements if (p.device_id, p.variant) != lost}
+    assert revised.version == plan.version and "routing revision" in revised.notes[-1]
+    assert plan.without({(r.device_id, r.variant) for r in routed}) is None
+
+
 def test_a_new_controller_plans_once_for_live_devices_the_resumed_plan_leaves_out():
     """A control plane restarted on its state file resumes a plan made while a device was down or
     planned around (the retry that would have taken it back was lost with the old process)."""

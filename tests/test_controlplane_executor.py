@@ -196,6 +196,22 @@ def test_restart_loads_only_what_the_servers_lost(model_repo, clean, tmp_path):
         assert "load resnet18@cpu1" in s.cp.store.decisions(1)[0]["reason"]
 
 
+def test_a_routing_revision_for_a_lost_model_loads_and_unloads_nothing(model_repo, clean):
+    """What the controller puts in force when a server restarted unseen (`Plan.without`): on real
+    servers the apply only moves the routes; the device that still hosts its model keeps it."""
+    with running_control_plane(model_repo, runtime=clean) as s:
+        s.cp.apply(plan_of(("cpu0", "resnet18"), ("cpu1", "resnet18")), reason="test")
+        clean.unload("cpu1", "resnet18")  # as after a restart: cpu1 has nothing loaded
+        kept = loads_logged(clean, "cpu0", "resnet18")
+        result = s.cp.apply(s.cp.plan.without({("cpu1", "resnet18")}), reason="test: route around")
+        assert result.changed and not result.diff.changes_models, result.diff.summary()
+        assert result.diff.routes_changed and result.diff.keep == [("cpu0", "resnet18")]
+        routes = s.cp.plan.families["resnet"].routes
+        assert [(r.device_id, r.variant, r.weight) for r in routes] == [("cpu0", "resnet18", 1.0)]
+        assert loaded(clean) == {"cpu0": {"resnet18"}, "cpu1": set()}
+        assert loads_logged(clean, "cpu0", "resnet18") == kept
+
+
 class BlockingRuntime:
     """A runtime whose loads on `hung` never return (a node that stopped answering mid-load); the
     executor's logic, not Triton, is under test here (the real node is tests/test_faults.py's)."""

@@ -9,8 +9,9 @@ Every tick (default 1 s) it
        - the deadline-miss rate over the last seconds exceeds the trigger,
        - a device went down, came back, joined or left (node discovery), or lacks a model the
          plan in force has there (someone unloaded it); a device whose server restarted between
-         two probes (health.py tells it from the index) came back: a plan without it is applied
-         first, so no traffic goes to the models it lost while they load again,
+         two probes (health.py tells it from the index) came back: the plan in force without the
+         models it lost (routes only) is put in force first, so no traffic goes to them while
+         they load again,
        - the speed observed in service of a (device class, variant) the plan relies on moved by
          more than 15 % since the plan was made (controlplane/speed.py),
        - the operator changed a setting (SLO, floor, demand override);
@@ -132,6 +133,8 @@ class Controller:
         if changed:
             self._health_pending.append(changed)
         if not self.cp.config.auto or self.cp.busy:
+            if not self.cp.config.auto:
+                self._restarted.clear()  # an operator plans by hand: nothing to route around for them
             return None  # a health change seen meanwhile stays pending: it is planned for once the apply ends
         health_reason = "device health changed: " + "; ".join(self._health_pending) if self._health_pending else None
         self._health_pending = []
@@ -398,26 +401,30 @@ class Controller:
 
     def _route_around(self, restarted: set[str]) -> None:
         """Devices whose server restarted between two probes (live at both looks) came back empty
-        while the plan in force still routes to them: first apply a plan without them (as if they
-        had been seen down: no load where the others host the models), so no traffic goes to
-        models they no longer have while the re-plan that follows loads them again."""
+        while the plan in force still routes to them: first put in force that plan without the
+        placements whose models they no longer have (`Plan.without`: routes only, no load, no
+        unload), so no traffic goes there while the re-plan that follows loads them again (or
+        while that load fails: a stuck or broken model). Skipped where a family would be left
+        with no route; the re-plan then loads what it needs."""
         plan = self.cp.plan
-        restarted = {d for d in restarted if plan is not None and plan.placements_on(d)}
-        if not restarted:
+        if plan is None:
             return
-        names = ", ".join(sorted(restarted))
-        down = self.cp.down
-        self.cp.down = down | restarted
+        lost: set[tuple[str, str]] = set()
+        for d in sorted(restarted):
+            ready = self.cp.device_ready_models(d, 0.0)
+            if ready is not None:  # None: it did not answer its last probe (down: planned around as such)
+                lost |= {(d, p.variant) for p in plan.placements_on(d) if p.variant not in ready}
+        target = plan.without(lost) if lost else None
+        if target is None:
+            return
+        names = ", ".join(sorted({d for d, _ in lost}))
         try:
-            target = self.cp.solve()
-            self._own_change = True
-            self.cp.apply(target, reason=f"controller: {names} restarted (empty): routing around it while its "
-                                         "models load again", kind="replan")
+            self.cp.apply(target, reason=f"controller: {names} restarted (empty): routing around the models it lost "
+                                         "while they load again", kind="replan")
         except (ApplyBusy, ApplyFailed, UserError) as e:
-            self._own_change = False
-            self.cp.record_decision("error", f"controller: the plan around the restarted {names} failed: {e}")
-        finally:
-            self.cp.down = down
+            self.cp.record_decision("error", f"controller: routing around the restarted {names} failed: {e}")
+            return
+        self._version_seen, self._version_since = self.cp.plan.version, self.clock()  # the controller's own
 
     def _plan_around(self, failed: frozenset[str], backoff: float) -> None:
         """After loads failed on `failed`: plan without those devices until the retry. Applied at
