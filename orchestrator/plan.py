@@ -102,16 +102,22 @@ class Plan:
 
     def without(self, pairs: set[tuple[str, str]]) -> "Plan | None":
         """This plan with the placements `pairs` (device_id, variant) taken out and each family's
-        other routes scaled up to carry their share: a routing revision, made without the planner,
-        for models a device lost (its server restarted) until a re-plan loads them again. The
-        served and accuracy figures stay this plan's (a note says so). None when a family would
-        be left with no route that carries traffic."""
+        other routes scaled up to carry their share (where only spill routes, weight 0, are left:
+        those, in proportion to their placements' capacity): a routing revision, made without the
+        planner, for models a device lost (its server restarted) until a re-plan loads them again.
+        The served and accuracy figures stay this plan's (a note says so). None when a family
+        that carries traffic would be left with no route at all."""
         families = {}
         for name, fp in self.families.items():
             kept = tuple(r for r in fp.routes if (r.device_id, r.variant) not in pairs)
             carried = sum(r.weight for r in kept)
-            if carried <= 0 and any(r.weight > 0 for r in fp.routes):
-                return None
+            if carried <= 0 and any(r.weight > 0 for r in fp.routes):  # only spill routes are left
+                if not kept:
+                    return None
+                cap = [max(getattr(self.placement(r.device_id, r.variant), "capacity_rps", 0.0), 0.0) for r in kept]
+                total = sum(cap)
+                kept = tuple(Route(r.device_id, r.variant, c if total > 0 else 1.0) for r, c in zip(kept, cap))
+                carried = total if total > 0 else float(len(kept))
             routes = tuple(Route(r.device_id, r.variant, r.weight / carried) for r in kept) if carried > 0 else kept
             families[name] = FamilyPlan(**{**asdict(fp), "routes": routes})
         gone = ", ".join(f"{v}@{d}" for d, v in sorted(pairs))

@@ -6,11 +6,14 @@ loads failed meanwhile; a device whose Triton lost the plan's models without loo
 Driven with the real `Controller.tick` and the real planner over a port whose devices the
 test takes down and brings back (`ControlPort`, controlplane/port.py)."""
 
+from types import SimpleNamespace
+
 from orchestrator import scenarios
 from orchestrator.controlplane.controller import RETRY_FIRST_S, RETRY_MAX_S, Controller
-from orchestrator.controlplane.executor import ApplyFailed
+from orchestrator.controlplane.executor import ApplyFailed, NotRoutesOnly
 from orchestrator.controlplane.planning import planning_demand, solve_plan
 from orchestrator.controlplane.service import ControlPlaneConfig
+from orchestrator.plan import FamilyPlan, Placement, Plan, Route, SolverInfo
 
 
 class HealthPort:
@@ -64,15 +67,18 @@ class HealthPort:
                           demand_rps=self.planning_demand(), current=self.plan, drained=sorted(self.down),
                           policy="milp")
 
-    def apply(self, target, reason, kind="apply"):
+    def apply(self, target, reason, kind="apply", routes_only=False):
         before = self.plan.loaded_pairs() if self.plan is not None else set()
         to_load = {(d, v) for d, v in target.loaded_pairs() if (d, v) not in before or d in self.emptied}
+        if routes_only and (to_load or before - target.loaded_pairs() - {(d, v) for d, v in before if d in self.emptied}):
+            raise NotRoutesOnly(f"it would load {sorted(to_load)}")
         bad = sorted({d for d, _ in to_load if d in self.failing})
         if bad:
             raise ApplyFailed(f"load on {', '.join(bad)} failed; rolled back", frozenset(bad))
         self.plan = target
         self.emptied -= {d for d, _ in target.loaded_pairs()}  # the executor loads what is missing
         self.applied.append(reason)
+        return SimpleNamespace(plan=target)  # as the executor's ApplyResult
 
     def recorded_arrivals(self, since_second):
         return []
@@ -236,9 +242,10 @@ def test_a_device_restarted_between_two_probes_is_routed_around_before_its_loads
     plans, first = [], len(port.applied)
     apply = port.apply
 
-    def recording_apply(target, reason, kind="apply"):
-        apply(target, reason, kind)
+    def recording_apply(target, reason, kind="apply", routes_only=False):
+        result = apply(target, reason, kind, routes_only)
         plans.append(port.plan)
+        return result
     port.apply = recording_apply
 
     port.emptied.add(dev)
@@ -278,7 +285,22 @@ def test_a_routing_revision_takes_out_only_the_lost_models_and_keeps_every_famil
         assert abs(r.weight - before.weight * scale) < 1e-9
     assert set(revised.placements) == {p for p in plan.placements if (p.device_id, p.variant) != lost}
     assert revised.version == plan.version and "routing revision" in revised.notes[-1]
-    assert plan.without({(r.device_id, r.variant) for r in routed}) is None
+    assert plan.without({(r.device_id, r.variant) for r in plan.families["resnet"].routes}) is None
+
+
+def test_a_routing_revision_gives_the_traffic_to_the_warm_spares_by_their_capacity():
+    """The lost placement carried the family alone, beside warm spares (weight 0): the spares
+    carry it now, in proportion to their capacity (the two-node chaos bench's case)."""
+    def placement(d, cap):
+        return Placement(d, "resnet18", batch_cap=4, capacity_rps=cap, served_rps=0.0)
+    plan = Plan(version=3, policy="milp", placements=(placement("a", 40.0), placement("b", 10.0), placement("c", 30.0)),
+                families={"resnet": FamilyPlan("resnet", 300.0, 20.0, 20.0, 0.0,
+                                               (Route("a", "resnet18", 1.0), Route("b", "resnet18", 0.0),
+                                                Route("c", "resnet18", 0.0)), 69.0)},
+                solver=SolverInfo("OPTIMAL"))
+    routes = plan.without({("a", "resnet18")}).families["resnet"].routes
+    assert [(r.device_id, r.weight) for r in routes] == [("b", 0.25), ("c", 0.75)]
+    assert plan.without({("a", "resnet18"), ("b", "resnet18"), ("c", "resnet18")}) is None
 
 
 def test_a_new_controller_plans_once_for_live_devices_the_resumed_plan_leaves_out():

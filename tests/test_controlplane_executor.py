@@ -17,7 +17,7 @@ from controlplane_helpers import call, cluster_for, copy_repository, running_con
 
 from orchestrator.controlplane.store import Store  # noqa: E402
 
-from orchestrator.controlplane.executor import ApplyFailed  # noqa: E402
+from orchestrator.controlplane.executor import ApplyFailed, NotRoutesOnly  # noqa: E402
 from orchestrator.plan import FamilyPlan, Placement, Plan, Route, SolverInfo  # noqa: E402
 from orchestrator.triton.runtime import ClusterRuntime  # noqa: E402
 
@@ -203,7 +203,10 @@ def test_a_routing_revision_for_a_lost_model_loads_and_unloads_nothing(model_rep
         s.cp.apply(plan_of(("cpu0", "resnet18"), ("cpu1", "resnet18")), reason="test")
         clean.unload("cpu1", "resnet18")  # as after a restart: cpu1 has nothing loaded
         kept = loads_logged(clean, "cpu0", "resnet18")
-        result = s.cp.apply(s.cp.plan.without({("cpu1", "resnet18")}), reason="test: route around")
+        with pytest.raises(NotRoutesOnly, match="load resnet18@cpu1"):  # the plan in force would load it again
+            s.cp.apply(s.cp.plan, reason="test: routes only", routes_only=True)
+        assert loaded(clean)["cpu1"] == set()
+        result = s.cp.apply(s.cp.plan.without({("cpu1", "resnet18")}), reason="test: route around", routes_only=True)
         assert result.changed and not result.diff.changes_models, result.diff.summary()
         assert result.diff.routes_changed and result.diff.keep == [("cpu0", "resnet18")]
         routes = s.cp.plan.families["resnet"].routes

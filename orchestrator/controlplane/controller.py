@@ -36,7 +36,7 @@ import time
 from collections import deque
 
 from orchestrator.controlplane.demand import DemandTracker
-from orchestrator.controlplane.executor import ApplyBusy, ApplyFailed
+from orchestrator.controlplane.executor import ApplyBusy, ApplyFailed, NotRoutesOnly
 from orchestrator.controlplane.intake import COUNTERS, FamilySecond
 from orchestrator.controlplane.port import ControlPort
 from orchestrator.errors import UserError
@@ -402,10 +402,10 @@ class Controller:
     def _route_around(self, restarted: set[str]) -> None:
         """Devices whose server restarted between two probes (live at both looks) came back empty
         while the plan in force still routes to them: first put in force that plan without the
-        placements whose models they no longer have (`Plan.without`: routes only, no load, no
-        unload), so no traffic goes there while the re-plan that follows loads them again (or
-        while that load fails: a stuck or broken model). Skipped where a family would be left
-        with no route; the re-plan then loads what it needs."""
+        placements whose models they no longer have (`Plan.without`), as a change of routes only
+        (not made if it would load or unload anything), so no traffic goes there while the re-plan
+        that follows loads them again (or while that load fails: a stuck or broken model). Skipped
+        where a family would be left with no route; the re-plan then loads what it needs."""
         plan = self.cp.plan
         if plan is None:
             return
@@ -419,12 +419,15 @@ class Controller:
             return
         names = ", ".join(sorted({d for d, _ in lost}))
         try:
-            self.cp.apply(target, reason=f"controller: {names} restarted (empty): routing around the models it lost "
-                                         "while they load again", kind="replan")
+            result = self.cp.apply(target, reason=f"controller: {names} restarted (empty): routing around the models "
+                                                  "it lost while they load again", kind="replan", routes_only=True)
+        except NotRoutesOnly as e:  # another device lacks a model too: the re-plan that follows sees to all
+            log.info("no routing revision around %s: %s", names, e)
+            return
         except (ApplyBusy, ApplyFailed, UserError) as e:
             self.cp.record_decision("error", f"controller: routing around the restarted {names} failed: {e}")
             return
-        self._version_seen, self._version_since = self.cp.plan.version, self.clock()  # the controller's own
+        self._version_seen, self._version_since = result.plan.version, self.clock()  # the controller's own
 
     def _plan_around(self, failed: frozenset[str], backoff: float) -> None:
         """After loads failed on `failed`: plan without those devices until the retry. Applied at

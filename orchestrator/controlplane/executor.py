@@ -36,6 +36,10 @@ class ApplyBusy(Exception):
     """Another apply is in progress."""
 
 
+class NotRoutesOnly(Exception):
+    """An apply asked to move routes only would load or unload a model; nothing was done."""
+
+
 class ApplyFailed(Exception):
     """A load failed; the executor rolled back and the previous plan stays. `devices`: where a load
     failed (the controller plans around them until it tries again)."""
@@ -201,23 +205,25 @@ class PlanExecutor:
         return compute_diff(target, self.loaded(device_ids), current, self.managed)
 
     def apply(self, target: Plan, current: Plan | None, device_ids: list[str],
-              next_version: Callable[[], int] | None = None) -> ApplyResult:
+              next_version: Callable[[], int] | None = None, routes_only: bool = False) -> ApplyResult:
         """Carry `target` out. When anything changes it is published as version `next_version()`
         (or its own version when that is None). When nothing changes (the same models loaded the
         same way, the same routes), nothing happens and the current plan stays. Raises ApplyBusy
-        or ApplyFailed."""
+        or ApplyFailed; with `routes_only`, NotRoutesOnly when a model would load or unload."""
         if not self._lock.acquire(blocking=False):
             raise ApplyBusy("another apply is in progress; try again when it has finished")
         try:
-            return self._apply(target, current, device_ids, next_version)
+            return self._apply(target, current, device_ids, next_version, routes_only)
         finally:
             self._lock.release()
 
     def _apply(self, target: Plan, current: Plan | None, device_ids: list[str],
-               next_version: Callable[[], int] | None) -> ApplyResult:
+               next_version: Callable[[], int] | None, routes_only: bool) -> ApplyResult:
         diff = self.diff(target, current, device_ids)
         if diff.is_empty and current is not None:
             return ApplyResult(plan=current, diff=diff, changed=False)
+        if routes_only and diff.changes_models:
+            raise NotRoutesOnly(f"not a change of routes only: it would {diff.summary()}")
         started = time.monotonic()
         self._load_all(diff, current)
         if next_version is not None:

@@ -423,18 +423,19 @@ class ControlPlane:
     def diff(self, target: Plan) -> PlanDiff:
         return self.executor.diff(target, self.plan, self.live_device_ids())
 
-    def apply(self, target: Plan, reason: str, kind: str = "apply") -> ApplyResult:
-        """Carry out `target`; records the decision (and the rollback, on failure)."""
+    def apply(self, target: Plan, reason: str, kind: str = "apply", routes_only: bool = False) -> ApplyResult:
+        """Carry out `target`; records the decision (and the rollback, on failure). With
+        `routes_only`, NotRoutesOnly (and nothing done) when a model would load or unload."""
         with self._applies:
             self._applying += 1
         try:
-            return self._apply(target, reason, kind)
+            return self._apply(target, reason, kind, routes_only)
         finally:
             with self._applies:
                 self._applying -= 1
                 self._applies.notify_all()
 
-    def _apply(self, target: Plan, reason: str, kind: str) -> ApplyResult:
+    def _apply(self, target: Plan, reason: str, kind: str, routes_only: bool) -> ApplyResult:
         from orchestrator.controlplane.executor import ApplyBusy, ApplyFailed
 
         for p in target.placements:
@@ -443,7 +444,7 @@ class ControlPlane:
         current = self.plan
         try:
             result = self.executor.apply(target, current, self.live_device_ids(),
-                                         next_version=self.store.next_plan_version)
+                                         next_version=self.store.next_plan_version, routes_only=routes_only)
         except ApplyBusy:
             raise
         except ApplyFailed as e:
