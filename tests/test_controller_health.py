@@ -265,6 +265,83 @@ def test_a_device_restarted_between_two_probes_is_routed_around_before_its_loads
     assert port.plan.placements_on(dev), port.decisions[-3:]
 
 
+def _planned_around(port, controller, clock):
+    """A first plan on both devices, then one of them loses its model and its load fails:
+    planned around. Returns (that device, the other)."""
+    controller.tick()
+    devices = {p.device_id for p in port.plan.placements if p.served_rps > 0}
+    dev = port.plan.placements[0].device_id
+    other = next(d for d in devices if d != dev)
+    port.emptied.add(dev)
+    port.failing.add(dev)
+    for _ in range(3):
+        clock[0] += 1
+        controller.tick()
+    assert not port.plan.placements_on(dev) and port.plan.placements_on(other), port.decisions[-3:]
+    return dev, other
+
+
+def test_a_re_plan_for_another_reason_does_not_cancel_the_retry_of_a_device_planned_around():
+    """A plan made meanwhile (here: a setting changed) leaves the device out too; the retry that
+    tries it again still comes, and takes it back once it is mended. (A chaos run once left a
+    mended node out for 37 s: a hold made between two retries had cancelled them.)"""
+    port, clock = HealthPort(), [100.0]
+    controller = Controller(port, clock=lambda: clock[0])
+    dev, _ = _planned_around(port, controller, clock)
+    clock[0] += 1
+    assert controller.tick(settings_changed=True) == "operator changed a setting"
+    assert not port.plan.placements_on(dev)
+    port.failing.clear()  # mended
+    for _ in range(int(2 * RETRY_FIRST_S) + 1):
+        clock[0] += 1
+        controller.tick()
+    assert port.plan.placements_on(dev), port.decisions[-4:]
+
+
+def test_when_no_other_device_serves_a_family_the_devices_planned_around_are_tried_again_at_once():
+    """The device planned around (its load failed) was mended meanwhile; the only other one goes
+    down: rather than a plan that routes the family nowhere until the retry, it is tried now. If
+    its load fails again, it is planned around again with the next backoff."""
+    port, clock = HealthPort(), [100.0]
+    controller = Controller(port, clock=lambda: clock[0])
+    dev, other = _planned_around(port, controller, clock)
+    port.failing.clear()
+    port.live[other] = False
+    clock[0] += 1
+    reason = controller.tick()
+    assert f"{other} went down" in reason and f"trying {dev} again at once" in port.applied[-1], port.applied[-1]
+    assert port.plan.placements_on(dev) and not port.plan.placements_on(other)
+
+    port.live[other], port.ups[other] = True, 2  # the other comes back; then the first is lost again, for good
+    clock[0] += 1
+    controller.tick()
+    port.emptied.add(dev)
+    port.failing.add(dev)
+    for _ in range(3):
+        clock[0] += 1
+        controller.tick()
+    port.live[other] = False
+    clock[0] += 1
+    controller.tick()
+    assert "trying again in 10 s" in [r for k, r in port.decisions if k == "error"][-1], port.decisions[-3:]
+
+
+def test_a_failed_retry_that_rolled_back_a_good_load_is_followed_by_the_plan_without_the_failing_device():
+    """A retry loads two devices: one loads (mended), the other's load fails, and the apply rolls
+    back both. The plan in force routes to neither; the plan around the failing device loads the
+    good one at once instead of waiting for the next retry."""
+    port, clock = HealthPort(), [100.0]
+    controller = Controller(port, clock=lambda: clock[0])
+    dev, other = _planned_around(port, controller, clock)
+    port.emptied.add(other)  # the other device lost its model too, and its load never ends
+    port.failing.add(other)
+    port.failing.discard(dev)  # while the first was mended
+    for _ in range(int(2 * RETRY_FIRST_S) + 2):
+        clock[0] += 1
+        controller.tick()
+    assert port.plan.placements_on(dev) and not port.plan.placements_on(other), port.decisions[-4:]
+
+
 def test_a_routing_revision_takes_out_only_the_lost_models_and_keeps_every_family_routed():
     """`Plan.without`: the routes to the lost (device, variant) go, the family's other routes
     carry their share (weights sum to 1 again), every other placement stays as it was (so the

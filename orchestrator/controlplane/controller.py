@@ -25,7 +25,10 @@ Every tick (default 1 s) it
      a device that came back with a broken or stuck model gets traffic once it is mended, without
      waiting for demand to move. Until then the devices where a load failed are planned around
      (as if down): when the plan in force routes to one of them (it lost its models, or they
-     never loaded), a plan without them is applied at once, so no traffic waits for the retry.
+     never loaded), or the failed apply's rollback undid loads that succeeded elsewhere, a plan
+     without them is applied at once, so no traffic waits for the retry. A re-plan made
+     meanwhile leaves them out and does not cancel the retry; one that would route a family
+     nowhere without them tries them again at once.
 """
 
 from __future__ import annotations
@@ -376,11 +379,13 @@ class Controller:
         before = self.cp.plan.loaded_models() if self.cp.plan is not None else None
         self._held = (self.cp.plan, self.cp.planning_demand())
         try:
-            plan = self.cp.solve()
+            plan, again = self._solve()
+            reason += again
             self._own_change = True
             self.cp.apply(plan, reason=f"controller: {reason}", kind="replan")
             self._plan_headroom = {f: h for f, h in self.headroom.items() if h > 1.0}
-            self._retry = None
+            if not self._quarantine:  # a re-plan that left devices out (loads failed there) does not
+                self._retry = None    # replace the retry that tries them again
             for window in self._misses.values():
                 window.clear()  # misses under the old plan do not count against the new one
             return before is None or plan.loaded_models() != before
@@ -432,18 +437,43 @@ class Controller:
     def _plan_around(self, failed: frozenset[str], backoff: float) -> None:
         """After loads failed on `failed`: plan without those devices until the retry. Applied at
         once when the plan in force routes to one of them (their models are missing or broken
-        there); otherwise that plan stands (it does not use them)."""
+        there), or when the plan without them loads other models than the plan in force (the
+        failed apply was rolled back as a whole, loads that succeeded elsewhere too: e.g. a device
+        mended meanwhile); otherwise that plan stands."""
         self._quarantine |= failed
         self.cp.down |= failed
         plan = self.cp.plan
-        if plan is None or not any(plan.placements_on(d) for d in failed):
+        if plan is None:
             return
         names = ", ".join(sorted(failed))
         try:
-            target = self.cp.solve()
+            target, again = self._solve(keep_out=failed)
+            if not any(plan.placements_on(d) for d in failed) and target.loaded_models() == plan.loaded_models():
+                return
             self._own_change = True
             self.cp.apply(target, reason=f"controller: planning around {names} (its loads failed) until the retry "
-                                         f"in {backoff:g} s", kind="replan")
+                                         f"in {backoff:g} s{again}", kind="replan")
         except (ApplyBusy, ApplyFailed, UserError) as e:
             self._own_change = False
+            self._quarantine |= getattr(e, "devices", frozenset())  # tried again above, and failed again
+            self.cp.down |= self._quarantine
             self.cp.record_decision("error", f"controller: the plan around {names} failed too: {e}")
+
+    def _solve(self, keep_out: frozenset[str] = frozenset()) -> tuple[Plan, str]:
+        """A plan without the quarantined devices; but where it routes a family with demand
+        nowhere, those devices (bar `keep_out`, whose loads just failed) are tried again at once:
+        nothing else would serve it until the retry. Returns the plan and what to add to the reason."""
+        plan = self.cp.solve()
+        others = self._quarantine - keep_out
+        unrouted = _unrouted(plan)
+        if not others or not unrouted:
+            return plan, ""
+        self._quarantine -= others
+        self.cp.down = {d for d, (ok, _) in (self._live or {}).items() if not ok} | self._quarantine
+        return self.cp.solve(), (f"; trying {', '.join(sorted(others))} again at once (no other device serves "
+                                 f"{', '.join(unrouted)})")
+
+
+def _unrouted(plan: Plan) -> list[str]:
+    """The families with demand that the plan routes nowhere."""
+    return sorted(f for f, fp in plan.families.items() if fp.demand_rps > 0 and not any(r.weight > 0 for r in fp.routes))
