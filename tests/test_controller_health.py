@@ -38,6 +38,7 @@ class HealthPort:
         self.decisions: list[tuple[str, str]] = []
         self.failing: set[str] = set()  # devices whose loads fail (a corrupt or stuck model there)
         self.emptied: set[str] = set()  # devices whose Triton has nothing READY (restarted unseen)
+        self.slo_ms = 300.0
 
     def flush_telemetry(self, before_second):
         return []
@@ -63,7 +64,7 @@ class HealthPort:
         return planning_demand(["resnet"], self.plan, {"resnet": 20.0}, {}, override)
 
     def solve(self):
-        return solve_plan(self.catalog, self.sc.cluster, self.sc.profiles, slo_ms={"resnet": 300.0},
+        return solve_plan(self.catalog, self.sc.cluster, self.sc.profiles, slo_ms={"resnet": self.slo_ms},
                           demand_rps=self.planning_demand(), current=self.plan, drained=sorted(self.down),
                           policy="milp")
 
@@ -324,6 +325,21 @@ def test_when_no_other_device_serves_a_family_the_devices_planned_around_are_tri
     clock[0] += 1
     controller.tick()
     assert "trying again in 10 s" in [r for k, r in port.decisions if k == "error"][-1], port.decisions[-3:]
+
+
+def test_devices_planned_around_are_not_tried_early_when_they_would_not_route_the_family_either():
+    """A family no plan can route (no variant meets a 1-ms SLO): the re-plans it causes do not
+    let the device planned around out early (each try of a broken load can hold the controller
+    for the load timeout); the retry's backoff still decides."""
+    port, clock = HealthPort(), [100.0]
+    controller = Controller(port, clock=lambda: clock[0])
+    dev, _ = _planned_around(port, controller, clock)
+    errors = sum(k == "error" for k, _ in port.decisions)
+    port.slo_ms = 1.0
+    clock[0] += 1
+    controller.tick(settings_changed=True)
+    assert not any("again at once" in r for r in port.applied), port.applied[-1]
+    assert sum(k == "error" for k, _ in port.decisions) == errors, port.decisions[-2:]
 
 
 def test_a_failed_retry_that_rolled_back_a_good_load_is_followed_by_the_plan_without_the_failing_device():

@@ -84,6 +84,7 @@ class Controller:
         self._lacking_said: set[tuple[str, frozenset[str]]] = set()  # ... of those, already planned for
         self._retry: tuple[float, float, str] | None = None  # after a failed re-plan: (when, backoff, its reason)
         self._quarantine: set[str] = set()  # devices whose loads failed: planned around until the retry
+        self._released: frozenset[str] = frozenset()  # quarantined devices the last `_solve` let out
         self._restarted: set[str] = set()  # devices the plan in force uses that restarted between two looks
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -391,9 +392,12 @@ class Controller:
             return before is None or plan.loaded_models() != before
         except ApplyBusy:
             self._own_change = False
+            self._unrelease()
             return False  # an operator's apply is running; the next tick looks again
         except (ApplyFailed, UserError) as e:
             self._own_change = False
+            if not isinstance(e, ApplyFailed):
+                self._unrelease()  # nothing was loaded: the devices let out were not tried
             backoff = RETRY_FIRST_S if self._retry is None else min(RETRY_MAX_S, 2 * self._retry[1])
             first = reason if self._retry is None else self._retry[2]  # a retry's reason names the first
             self._retry = (self.clock() + backoff, backoff, first)
@@ -405,12 +409,9 @@ class Controller:
             return True
 
     def _route_around(self, restarted: set[str]) -> None:
-        """Devices whose server restarted between two probes (live at both looks) came back empty
-        while the plan in force still routes to them: first put in force that plan without the
-        placements whose models they no longer have (`Plan.without`), as a change of routes only
-        (not made if it would load or unload anything), so no traffic goes there while the re-plan
-        that follows loads them again (or while that load fails: a stuck or broken model). Skipped
-        where a family would be left with no route; the re-plan then loads what it needs."""
+        """Devices restarted between two probes came back empty while the plan in force routes to
+        them: put in force that plan without the models they lost (`Plan.without`, routes only),
+        so no traffic goes there while the re-plan that follows loads them (or fails to)."""
         plan = self.cp.plan
         if plan is None:
             return
@@ -455,23 +456,42 @@ class Controller:
                                          f"in {backoff:g} s{again}", kind="replan")
         except (ApplyBusy, ApplyFailed, UserError) as e:
             self._own_change = False
-            self._quarantine |= getattr(e, "devices", frozenset())  # tried again above, and failed again
-            self.cp.down |= self._quarantine
+            if isinstance(e, ApplyFailed):
+                self._quarantine |= e.devices  # tried again above, and failed again
+                self.cp.down |= e.devices
+            else:
+                self._unrelease()
             self.cp.record_decision("error", f"controller: the plan around {names} failed too: {e}")
 
     def _solve(self, keep_out: frozenset[str] = frozenset()) -> tuple[Plan, str]:
-        """A plan without the quarantined devices; but where it routes a family with demand
-        nowhere, those devices (bar `keep_out`, whose loads just failed) are tried again at once:
-        nothing else would serve it until the retry. Returns the plan and what to add to the reason."""
+        """A plan without the quarantined devices, or, where that routes a family with demand
+        nowhere and a plan with the live ones (bar `keep_out`) routes fewer, that plan: they are
+        tried again at once. Returns it and what to add to the reason; `_released`: who was let out."""
+        self._released = frozenset()
         plan = self.cp.solve()
-        others = self._quarantine - keep_out
+        live = {d for d, (ok, _) in (self._live or {}).items() if ok}
+        others = frozenset((self._quarantine - keep_out) & live)
         unrouted = _unrouted(plan)
         if not others or not unrouted:
             return plan, ""
         self._quarantine -= others
         self.cp.down = {d for d, (ok, _) in (self._live or {}).items() if not ok} | self._quarantine
-        return self.cp.solve(), (f"; trying {', '.join(sorted(others))} again at once (no other device serves "
-                                 f"{', '.join(unrouted)})")
+        self._released = others
+        try:
+            again = self.cp.solve()
+        except UserError:
+            self._unrelease()
+            raise
+        if not set(_unrouted(again)) < set(unrouted):  # they would not help (no variant meets the SLO, ...)
+            self._unrelease()
+            return plan, ""
+        return again, f"; trying {', '.join(sorted(others))} again at once (no other device serves {', '.join(unrouted)})"
+
+    def _unrelease(self) -> None:
+        """Put the devices `_solve` let out back into quarantine (they were not tried)."""
+        self._quarantine |= self._released
+        self.cp.down |= self._released
+        self._released = frozenset()
 
 
 def _unrouted(plan: Plan) -> list[str]:
