@@ -92,7 +92,9 @@ class SimControlPort:
         profiles = self.speed.corrected()
         return self._run.solve(self.planning_demand(), self.plan, profiles, tuple(sorted(self.speed.used.items())))
 
-    def apply(self, target: Plan, reason: str, kind: str = "apply") -> None:
+    def apply(self, target: Plan, reason: str, kind: str = "apply", routes_only: bool = False) -> None:
+        """`routes_only` comes only with a routing revision around a restarted device, which the
+        simulator's devices never are."""
         self._run.start_apply(target, self._run.now, reason)
 
 
