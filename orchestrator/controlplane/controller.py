@@ -151,7 +151,7 @@ class Controller:
         if reason is None and self._retry is not None and now >= self._retry[0]:
             reason = f"retry of a failed re-plan ({self._retry[2]})"
             self._quarantine.clear()  # the retry plans with them again
-            self.cp.down = {d for d, (ok, _) in (self._live or {}).items() if not ok}
+            self._mark_down()
         urgent = reason is not None
         missed = False
         if reason is None:
@@ -259,7 +259,7 @@ class Controller:
         if before is not None:  # a device that restarted or joined gets a fresh try at its loads
             self._quarantine -= {d for d, (ok, ups) in live.items() if ok and (d not in before or before[d][1] != ups)}
         self._quarantine &= set(live)
-        self.cp.down = {d for d, (ok, _) in live.items() if not ok} | self._quarantine
+        self._mark_down()
         if before is None:  # the first look: a plan made before this controller ran may leave out
             # devices that were down or failing then (it does not say why): plan with them once
             plan = self.cp.plan
@@ -442,7 +442,7 @@ class Controller:
         failed apply was rolled back as a whole, loads that succeeded elsewhere too: e.g. a device
         mended meanwhile); otherwise that plan stands."""
         self._quarantine |= failed
-        self.cp.down |= failed
+        self._mark_down()
         plan = self.cp.plan
         if plan is None:
             return
@@ -456,11 +456,8 @@ class Controller:
                                          f"in {backoff:g} s{again}", kind="replan")
         except (ApplyBusy, ApplyFailed, UserError) as e:
             self._own_change = False
-            if isinstance(e, ApplyFailed):
-                self._quarantine |= e.devices  # tried again above, and failed again
-                self.cp.down |= e.devices
-            else:
-                self._unrelease()
+            self._quarantine |= e.devices if isinstance(e, ApplyFailed) else self._released  # failed again, or not tried
+            self._mark_down()
             self.cp.record_decision("error", f"controller: the plan around {names} failed too: {e}")
 
     def _solve(self, keep_out: frozenset[str] = frozenset()) -> tuple[Plan, str]:
@@ -475,7 +472,7 @@ class Controller:
         if not others or not unrouted:
             return plan, ""
         self._quarantine -= others
-        self.cp.down = {d for d, (ok, _) in (self._live or {}).items() if not ok} | self._quarantine
+        self._mark_down()
         self._released = others
         try:
             again = self.cp.solve()
@@ -487,10 +484,14 @@ class Controller:
             return plan, ""
         return again, f"; trying {', '.join(sorted(others))} again at once (no other device serves {', '.join(unrouted)})"
 
+    def _mark_down(self) -> None:
+        """What the planner treats as down: the devices not live at the last look, and those planned around."""
+        self.cp.down = {d for d, (ok, _) in (self._live or {}).items() if not ok} | self._quarantine
+
     def _unrelease(self) -> None:
         """Put the devices `_solve` let out back into quarantine (they were not tried)."""
         self._quarantine |= self._released
-        self.cp.down |= self._released
+        self._mark_down()
         self._released = frozenset()
 
 
