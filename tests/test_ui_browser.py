@@ -29,7 +29,15 @@ selenium = pytest.importorskip("selenium")
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait as _WebDriverWait  # noqa: E402
+
+
+def WebDriverWait(browser, timeout_s: float, poll_frequency: float) -> _WebDriverWait:  # noqa: N802
+    """Selenium's wait, looking again when the page re-drew an element between finding it and
+    reading it (the dashboard re-renders its panels every poll)."""
+    return _WebDriverWait(browser, timeout_s, poll_frequency=poll_frequency,
+                          ignored_exceptions=(StaleElementReferenceException,))
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
