@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 from orchestrator import scenarios
 from orchestrator.controlplane.controller import RETRY_FIRST_S, RETRY_MAX_S, Controller
-from orchestrator.controlplane.executor import ApplyFailed, NotRoutesOnly
+from orchestrator.controlplane.executor import ApplyBusy, ApplyFailed, NotRoutesOnly
 from orchestrator.controlplane.planning import planning_demand, solve_plan
 from orchestrator.controlplane.service import ControlPlaneConfig
 from orchestrator.plan import FamilyPlan, Placement, Plan, Route, SolverInfo
@@ -39,6 +39,7 @@ class HealthPort:
         self.failing: set[str] = set()  # devices whose loads fail (a corrupt or stuck model there)
         self.emptied: set[str] = set()  # devices whose Triton has nothing READY (restarted unseen)
         self.slo_ms = 300.0
+        self.refuse = 0  # applies to refuse with ApplyBusy
 
     def flush_telemetry(self, before_second):
         return []
@@ -69,6 +70,9 @@ class HealthPort:
                           policy="milp")
 
     def apply(self, target, reason, kind="apply", routes_only=False):
+        if self.refuse:  # an operator's apply started between the controller's look and its apply
+            self.refuse -= 1
+            raise ApplyBusy("another apply is in progress")
         before = self.plan.loaded_pairs() if self.plan is not None else set()
         to_load = {(d, v) for d, v in target.loaded_pairs() if (d, v) not in before or d in self.emptied}
         if routes_only and (to_load or before - target.loaded_pairs() - {(d, v) for d, v in before if d in self.emptied}):
@@ -117,6 +121,21 @@ def test_a_device_that_comes_back_during_an_apply_is_planned_for_after_it():
     assert reason is not None and f"{gone} came back" in reason, port.applied
     clock[0] += 1
     assert controller.tick() is None  # planned for once, not again
+
+
+def test_a_health_change_whose_re_plan_met_another_apply_is_planned_for_at_the_next_tick():
+    port, clock = HealthPort(), [100.0]
+    controller = Controller(port, clock=lambda: clock[0])
+    controller.tick()
+    gone = port.plan.placements[0].device_id
+    port.live[gone] = False
+    port.refuse = 1
+    clock[0] += 1
+    assert "went down" in controller.tick()
+    assert port.plan.placements_on(gone)  # not applied: the other apply came first
+    clock[0] += 1
+    assert f"{gone} went down" in (controller.tick() or ""), port.decisions[-2:]
+    assert not port.plan.placements_on(gone)
 
 
 def test_a_failed_re_plan_is_tried_again_with_a_backoff_until_it_succeeds():

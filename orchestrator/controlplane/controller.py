@@ -85,6 +85,7 @@ class Controller:
         self._retry: tuple[float, float, str] | None = None  # after a failed re-plan: (when, backoff, its reason)
         self._quarantine: set[str] = set()  # devices whose loads failed: planned around until the retry
         self._released: frozenset[str] = frozenset()  # quarantined devices the last `_solve` let out
+        self._busy = False  # the last `_replan` met another apply in progress (nothing was tried)
         self._restarted: set[str] = set()  # devices the plan in force uses that restarted between two looks
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -141,7 +142,7 @@ class Controller:
                 self._restarted.clear()  # an operator plans by hand: nothing to route around for them
             return None  # a health change seen meanwhile stays pending: it is planned for once the apply ends
         health_reason = "device health changed: " + "; ".join(self._health_pending) if self._health_pending else None
-        self._health_pending = []
+        pending, self._health_pending = self._health_pending, []
         restarted, self._restarted = self._restarted, set()
         if restarted:
             self._route_around(restarted)
@@ -182,6 +183,8 @@ class Controller:
         self.last_change = now
         if not self._replan(reason):
             self.last_change = before  # routes only (or nothing) changed: no dwell
+            if self._busy and health_reason:  # an operator's apply came first: plan for it after that
+                self._health_pending = pending + self._health_pending
         return reason
 
     def _new_tracker(self, now: float) -> DemandTracker:
@@ -377,6 +380,7 @@ class Controller:
     def _replan(self, reason: str) -> bool:
         """Solve and apply; True when what is loaded changed (or the attempt failed: try again later)."""
         self.cp.counters["replans"] += 1
+        self._busy = False
         before = self.cp.plan.loaded_models() if self.cp.plan is not None else None
         self._held = (self.cp.plan, self.cp.planning_demand())
         try:
@@ -393,6 +397,7 @@ class Controller:
         except ApplyBusy:
             self._own_change = False
             self._unrelease()
+            self._busy = True
             return False  # an operator's apply is running; the next tick looks again
         except (ApplyFailed, UserError) as e:
             self._own_change = False
@@ -436,11 +441,9 @@ class Controller:
         self._version_seen, self._version_since = result.plan.version, self.clock()  # the controller's own
 
     def _plan_around(self, failed: frozenset[str], backoff: float) -> None:
-        """After loads failed on `failed`: plan without those devices until the retry. Applied at
-        once when the plan in force routes to one of them (their models are missing or broken
-        there), or when the plan without them loads other models than the plan in force (the
-        failed apply was rolled back as a whole, loads that succeeded elsewhere too: e.g. a device
-        mended meanwhile); otherwise that plan stands."""
+        """After loads failed on `failed`: plan without them until the retry, applied at once when
+        the plan in force routes to one of them or loads other models (the failed apply's rollback
+        undid loads that had succeeded elsewhere)."""
         self._quarantine |= failed
         self._mark_down()
         plan = self.cp.plan
