@@ -86,7 +86,7 @@ class Controller:
         self._quarantine: set[str] = set()  # devices whose loads failed: planned around until the retry
         self._released: frozenset[str] = frozenset()  # quarantined devices the last `_solve` let out
         self._busy = False  # the last `_replan` met another apply in progress (nothing was tried)
-        self._restarted: set[str] = set()  # devices the plan in force uses that restarted between two looks
+        self._restarted: set[str] = set()  # devices live at two looks with a new run between them
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.ticks = 0
@@ -276,9 +276,8 @@ class Controller:
         # a device live at both looks but with a new run between them (restarted) came back too
         changed = [f"{d} {('is up' if ups == 1 else 'came back') if ok else 'went down'}" for d, (ok, ups) in live.items()
                    if d in before and (before[d][0] != ok or (ok and before[d][1] != ups))]
-        plan = self.cp.plan
         self._restarted |= {d for d, (ok, ups) in live.items() if d in before and ok and before[d][0]
-                            and before[d][1] != ups and plan is not None and plan.placements_on(d)}
+                            and before[d][1] != ups}
         changed += [f"{d} joined" for d, (ok, _) in live.items() if d not in before and ok]  # live at its first look
         changed += [f"{d} left" for d in before if d not in live]  # node discovery: no longer in DNS
         changed += self._lacking_models(live)
@@ -295,8 +294,7 @@ class Controller:
         lacking: dict[str, frozenset[str]] = {}
         if plan is not None and not self.cp.busy:
             for d, (ok, _) in live.items():
-                ready = self.cp.device_ready_models(d, self._version_since) if ok else None
-                missing = frozenset(p.variant for p in plan.placements_on(d)) - ready if ready is not None else None
+                missing = self._missing(plan, d, self._version_since) if ok else None
                 if missing:
                     lacking[d] = missing
         seen, self._lacking = self._lacking, lacking
@@ -308,6 +306,12 @@ class Controller:
                 out.append(f"{d} lacks {', '.join(sorted(missing))} (not READY there: its Triton restarted, "
                            f"or the model was unloaded outside the plan)")
         return out
+
+    def _missing(self, plan: Plan, device_id: str, since: float) -> frozenset[str] | None:
+        """The variants the plan places on the device that its index (answered after `since`) does
+        not have READY; None without such an answer."""
+        ready = self.cp.device_ready_models(device_id, since)
+        return None if ready is None else frozenset(p.variant for p in plan.placements_on(device_id)) - ready
 
     def _demand_reason(self) -> str | None:
         plan = self.cp.plan
@@ -420,11 +424,7 @@ class Controller:
         plan = self.cp.plan
         if plan is None:
             return
-        lost: set[tuple[str, str]] = set()
-        for d in sorted(restarted):
-            ready = self.cp.device_ready_models(d, 0.0)
-            if ready is not None:  # None: it did not answer its last probe (down: planned around as such)
-                lost |= {(d, p.variant) for p in plan.placements_on(d) if p.variant not in ready}
+        lost = {(d, v) for d in restarted for v in self._missing(plan, d, 0.0) or ()}  # None: not answering
         target = plan.without(lost) if lost else None
         if target is None:
             return
