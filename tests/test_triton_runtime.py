@@ -285,3 +285,49 @@ def test_a_server_restarted_between_two_probes_is_a_new_run_and_an_unload_is_not
     finally:
         control.close()
         server.stop()
+
+
+def test_a_silent_server_whose_processes_work_is_down_only_after_the_longer_silence(tmp_path):
+    """A one-core server saturated by inference can miss its probes; its processes (here a real
+    process group spinning on the CPU, standing in for a server and its stubs, as the runtime
+    sees them through /proc) show that it works, so the monitor waits `busy_down_after_s` before
+    calling it down. Stopped (SIGSTOP), the same group is down after the usual `down_after_s`;
+    an idle silent one is too."""
+    from orchestrator.controlplane.health import HealthMonitor
+    runtime = ClusterRuntime(one_cpu_cluster(tmp_path, tmp_path))  # not started: its server stands for our group
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    answers = iter([True])
+
+    def probe(device_id, timeout_s):
+        if next(answers, False):
+            return []
+        raise UserError(f"{device_id}: did not answer within {timeout_s} s")
+
+    def silent_for(monitor, seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            time.sleep(0.2)
+            state = monitor.check("cpu0")
+        return state
+
+    try:
+        server = runtime.servers["cpu0"]
+        server._adopted = spin.pid  # what `adopt` sets for a run this process did not start
+        monitor = HealthMonitor(["cpu0"], probe, busy=runtime.busy, down_after_s=0.7, busy_down_after_s=3.0)
+        assert monitor.check("cpu0").live
+        state = silent_for(monitor, 1.6)  # past down_after_s, working all along
+        assert state.live and "busy working" in state.error, state
+        os.killpg(spin.pid, signal.SIGSTOP)
+        state = silent_for(monitor, 0.9)
+        assert not state.live and "busy" not in state.error, state
+
+        answers = iter([True])
+        server._adopted = idle.pid
+        monitor = HealthMonitor(["cpu0"], probe, busy=runtime.busy, down_after_s=0.7, busy_down_after_s=3.0)
+        assert monitor.check("cpu0").live
+        assert not silent_for(monitor, 0.9).live
+    finally:
+        for proc in (spin, idle):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

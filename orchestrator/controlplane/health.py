@@ -3,7 +3,10 @@
 One thread per device asks its Triton `ServerLive` and the repository index every `period_s`,
 each call bounded by `timeout_s`. A device whose server refuses the connection is down at once; one
 that stops answering (hung: SIGSTOP, a wedged process, a partitioned link) is down once it has not
-answered for `down_after_s`; either is up again at its first answer. A server restarted between
+answered for `down_after_s`, or for `busy_down_after_s` while `busy(device_id)` says its server is
+working (an embedded one whose processes use the CPU and are not stopped: saturated by
+inference on a shared core, it answers probes late but serves); either is up again at its
+first answer. A server restarted between
 two probes (no probe met the gap) is told by its index: a model that had a state (READY, LOADING,
 UNAVAILABLE: the server had tried it) has none, as on a fresh server; that counts as a new run
 (`ups`) as if it had been down in between. The controller, `/readyz`
@@ -27,6 +30,7 @@ log = logging.getLogger(__name__)
 PERIOD_S = 0.2
 TIMEOUT_S = 0.3
 DOWN_AFTER_S = 0.7  # with the 0.2-s period and 0.3-s probes, silence is seen within ~0.7-1.0 s
+BUSY_DOWN_AFTER_S = 3.0  # the silence a device whose server is busy working may keep before it is down
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ LEFT = DeviceHealth(live=False, checked=True, error="left the cluster")  # a dev
 
 Probe = Callable[[str, float], list[dict]]  # (device_id, timeout_s) -> repository index; raises UserError
 Recover = Callable[[str, float], None]  # (device_id, seconds it has not answered), after each failed probe
+Busy = Callable[[str], bool]  # device_id -> its server is working (asked after each unanswered probe)
 
 
 class HealthMonitor:
@@ -52,9 +57,11 @@ class HealthMonitor:
     def __init__(self, device_ids: list[str], probe: Probe,
                  on_change: Callable[[str, DeviceHealth], None] = lambda d, h: None,
                  recover: Recover = lambda d, silent_s: None, period_s: float = PERIOD_S,
-                 timeout_s: float = TIMEOUT_S, down_after_s: float = DOWN_AFTER_S, clock: Callable[[], float] = time.time):
-        self.probe, self.on_change, self.recover = probe, on_change, recover
+                 timeout_s: float = TIMEOUT_S, down_after_s: float = DOWN_AFTER_S, clock: Callable[[], float] = time.time,
+                 busy: Busy = lambda d: False, busy_down_after_s: float = BUSY_DOWN_AFTER_S):
+        self.probe, self.on_change, self.recover, self.busy = probe, on_change, recover, busy
         self.period_s, self.timeout_s, self.down_after_s = period_s, timeout_s, down_after_s
+        self.busy_down_after_s = busy_down_after_s
         self.clock = clock
         self._states = {d: DeviceHealth(live=False, error="not probed yet") for d in device_ids}
         self._first_failure: dict[str, float] = {}  # device -> when it began failing (while still live)
@@ -162,6 +169,7 @@ class HealthMonitor:
             models, error, refused = (), str(e), True
         except UserError as e:
             models, error, refused = (), str(e), False
+        working = error is not None and not refused and self.busy(device_id)
         now = self.clock()
         with self._lock:
             old = self._states.get(device_id)
@@ -175,12 +183,13 @@ class HealthMonitor:
             else:
                 failing_since = self._first_failure.setdefault(device_id, start)
                 silent_s = now - (old.last_ok if old.last_ok is not None else failing_since)
-                down = refused or not old.live or silent_s >= self.down_after_s
+                down = refused or not old.live or silent_s >= (self.busy_down_after_s if working else self.down_after_s)
                 if down:
                     new = DeviceHealth(live=False, checked=True, error=error, since=now if old.live else old.since,
                                        last_ok=old.last_ok, ups=old.ups)
-                else:  # one missed answer: still live, until it has been silent for down_after_s
-                    new = replace(old, checked=True, error=error)
+                else:  # missed answers: still live, until it has been silent for down_after_s (busy: longer)
+                    new = replace(old, checked=True, error=error + (" (its server is busy working: not down yet)"
+                                                                    if working else ""))
             self._states[device_id] = new
         if new.live != old.live and old.checked:
             log.warning("device %s %s", device_id, "answers again" if new.live else f"is down: {error}")

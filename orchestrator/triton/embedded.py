@@ -79,6 +79,23 @@ def _proc_stat(pid: int) -> list[str] | None:
         return None
 
 
+def group_activity(pgid: int) -> tuple[bool, float] | None:
+    """(stopped, CPU seconds) of process group `pgid`: whether its leader is stopped (SIGSTOP,
+    a debugger), and the user + system time its live members have used (a python-backend stub
+    doing inference included). None when the leader is gone."""
+    leader = _proc_stat(pgid)
+    if leader is None:
+        return None
+    ticks = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        fields = _proc_stat(int(entry.name))
+        if fields is not None and len(fields) > 12 and fields[2] == str(pgid):
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime (stat fields 14 and 15)
+    return leader[0] in ("T", "t"), ticks / os.sysconf("SC_CLK_TCK")
+
+
 def _alive(pid: int) -> bool:
     fields = _proc_stat(pid)
     return fields is not None and fields[0] != "Z"

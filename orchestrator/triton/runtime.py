@@ -16,11 +16,13 @@ from pathlib import Path
 from orchestrator.cluster import Cluster, Device
 from orchestrator.errors import UserError
 from orchestrator.triton.control import InstanceConfig, ModelControl
-from orchestrator.triton.embedded import EmbeddedServer
+from orchestrator.triton.embedded import EmbeddedServer, group_activity
 from orchestrator.triton.remote import RemoteServer
 
 Server = EmbeddedServer | RemoteServer
 
+BUSY_SHARE = 0.25  # an embedded server whose processes used this share of a core since the last look is working
+BUSY_LOOK_S = 3.0  # ... where that look is at most this old (an older one starts the measure over)
 HANG_RESTART_S = 10.0  # an embedded server silent this long (alive but not answering) is restarted
 RESTART_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)  # the least time between restarts, growing per restart
 BACKOFF_RESET_S = 300.0  # restarts further apart than this start the backoff over
@@ -71,6 +73,7 @@ class ClusterRuntime:
         self.adopted: list[str] = []  # devices whose running server `start` took over
         self._controls: dict[str, ModelControl] = {}
         self._lock = threading.Lock()
+        self._activity: dict[str, tuple[float, float]] = {}  # device -> (when, CPU seconds) at the last `busy` look
         self._restarts: dict[str, tuple[int, float]] = {}  # device -> (restarts in a row, when the last began)
         # restarts run on this runtime's own thread: an embedded server gets SIGTERM when the thread
         # that started it ends (embedded.py), and the thread asking for a restart (a control plane's
@@ -123,6 +126,25 @@ class ClusterRuntime:
                     raise UserError(f"unknown device {device_id!r}; the cluster has {sorted(self.servers)}")
                 self._controls[device_id] = server.control(self.model_repository, timeout_s=self.load_timeout_s)
             return self._controls[device_id]
+
+    def busy(self, device_id: str) -> bool:
+        """Whether a device's embedded server is working: not stopped, and its process group
+        (server and python-backend stubs) used at least `BUSY_SHARE` of a core since the last look
+        (the health monitor asks after each unanswered probe: a server saturated by inference
+        answers late but is not down; a stopped or idle silent one is). Remote servers: False."""
+        server = self.servers.get(device_id)
+        pid = server.pid if isinstance(server, EmbeddedServer) else None
+        activity = group_activity(pid) if pid is not None else None
+        now = time.monotonic()
+        if activity is None:
+            self._activity.pop(device_id, None)
+            return False
+        stopped, cpu_s = activity
+        last = self._activity.get(device_id)
+        self._activity[device_id] = (now, cpu_s)
+        if stopped or last is None or now - last[0] > BUSY_LOOK_S or now <= last[0]:
+            return False
+        return cpu_s - last[1] >= BUSY_SHARE * (now - last[0])
 
     def recover(self, device_id: str, silent_s: float, now: float | None = None) -> str | None:
         """Supervise one device that does not answer: restart its embedded server when it has
