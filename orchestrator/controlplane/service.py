@@ -124,9 +124,8 @@ class ControlPlane:
         self.wake = threading.Event()  # set to make the controller tick now (a setting or a device's health changed)
         self.down: set[str] = set()  # devices whose Triton does not answer (the controller checks)
         # probed off the controller's thread once started (`start_health`); until then each read probes
-        busy = getattr(runtime, "busy", None)  # embedded servers: saturated is not down
         self.health = HealthMonitor(self.device_ids(), self._probe, lambda device_id, health: self.wake.set(),
-                                    self._recover, busy=busy if busy is not None else lambda device_id: False)
+                                    self._recover, busy=getattr(runtime, "busy", lambda device_id: False))
         self._closed = False
         self.on_restart: Callable[[], None] | None = None  # after supervision restarted a server (its record changed)
         self._applying = 0  # applies in progress, their decision records included (guarded by _applies)
