@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from orchestrator.activity import ActivityRecorder
 from orchestrator.catalog import Catalog
 from orchestrator.cluster import Cluster
 from orchestrator.controlplane.app import HttpServer, create_app
@@ -135,6 +136,7 @@ def run_policy(policy: str, trace: Trace, runtime: ClusterRuntime, catalog: Cata
     image = np.random.default_rng(0).standard_normal((3, 224, 224)).astype(np.float32)
     futures: list = [None] * len(trace)
     lag_max = 0.0
+    activity = ActivityRecorder(runtime, clock=lambda: time.monotonic() - t0[0])
     try:
         cp.start_health()  # probed and supervised as `orchestrator serve` does: a dead server is restarted
         controller.start()
@@ -142,6 +144,7 @@ def run_policy(policy: str, trace: Trace, runtime: ClusterRuntime, catalog: Cata
         families = trace.family.tolist()
         deadlines = trace.deadline_ms.tolist()
         t0[0] = time.monotonic()
+        activity.start()
         next_report = 10.0
         for i, t in enumerate(times):  # open loop: send at the arrival time, never wait for answers
             delay = t0[0] + t - time.monotonic()
@@ -168,6 +171,7 @@ def run_policy(policy: str, trace: Trace, runtime: ClusterRuntime, catalog: Cata
             except Exception as e:  # noqa: BLE001 - an unanswered request is an error outcome
                 rows.append(outcome_row(None, times[i], families[i], deadlines[i], catalog, str(e)))
     finally:
+        activity.stop()
         controller.stop()
         if gateway is not None:
             sender.close()
@@ -187,10 +191,11 @@ def run_policy(policy: str, trace: Trace, runtime: ClusterRuntime, catalog: Cata
         notes.insert(0, "device health changed during the run (it does not compare with runs on healthy devices): "
                         + "; ".join(reversed(health)))
     duration = float(np.ceil(trace.duration_s))
-    run = Run(policy, Outcomes.from_rows(rows), decisions, duration, "live", notes, list(batches.values()))
-    speed = run.speed_note(profiles, device_classes)
-    if speed is not None:
-        notes.append(speed)
+    run = Run(policy, Outcomes.from_rows(rows), decisions, duration, "live", notes, list(batches.values()),
+              activity.to_csv())
+    for note in (run.speed_note(profiles, device_classes), activity.summary()):
+        if note is not None:
+            notes.append(note)
     return run
 
 

@@ -176,6 +176,7 @@ class Run:
     mode: str = "live"  # live | simulated
     notes: list[str] = field(default_factory=list)
     batches: list[ServedBatch] = field(default_factory=list)  # live runs: the batches sent, in answer order
+    activity_csv: str = ""  # live runs: the machine's activity per second (activity.ActivityRecorder)
 
     def observed_profiles(self, device_classes: dict[str, str]) -> ProfileSet:
         """The run's own service times as profile records, one per (variant, device class, batch
@@ -262,6 +263,8 @@ class Run:
                                                 f"{'' if math.isnan(b.sent_s) else f'{b.sent_s:.4f}'}"
                                                 for b in self.batches]
             write_atomic(d / f"{self.policy}.batches.csv", "\n".join(rows) + "\n")
+        if self.activity_csv:
+            write_atomic(d / f"{self.policy}.activity.csv", self.activity_csv)
         meta = {"policy": self.policy, "duration_s": self.duration_s, "mode": self.mode, "notes": self.notes,
                 "plans": [asdict(p) for p in self.plans]}
         write_atomic(d / f"{self.policy}.plans.json", json.dumps(meta, indent=1) + "\n")

@@ -105,6 +105,27 @@ def test_every_request_has_one_outcome_and_results_are_written(bench):
     print("\n" + table)
 
 
+def test_the_machine_activity_of_each_second_is_recorded_beside_the_batches(bench):
+    """<policy>.activity.csv: one row a second over the run; each device's server process group
+    used CPU, and Triton's compute time on a device is part of the time the bench saw its
+    batches take there (compute <= service), most of it on these idle-network devices."""
+    import csv
+
+    for policy, run in bench["runs"].items():
+        rows = list(csv.DictReader((bench["out"] / f"{policy}.activity.csv").read_text().splitlines()))
+        assert len(rows) >= 0.8 * bench["trace"].duration_s, (policy, len(rows))
+        note = next(n for n in run.notes if n.startswith("machine ("))
+        for dev in ("cpu0", "cpu1"):
+            assert f"server {dev} " in note, note
+            served = [b for b in run.batches if b.device == dev]
+            if not served:
+                continue
+            assert max(float(r[f"{dev}_server_cores"] or 0) for r in rows) > 0.2, (policy, dev)
+            compute = sum(float(r[f"{dev}_compute_ms"] or 0) for r in rows)
+            service = sum(b.service_ms for b in served)
+            assert 0.3 * service < compute <= 1.02 * service + 50, (policy, dev, compute, service)
+
+
 def test_the_trace_went_through_a_gateway_and_the_answers_say_who_served(bench):
     """`via="gateway"`: each request of the trace was sent with tritonclient to a gateway on the
     control plane's plan; the gateway's answers name the variant and the batch that served them

@@ -279,8 +279,9 @@ class ModelControl:
         cfg = self._call(f"config of {model!r}", self._json, self._client.get_model_config, model)
         return cfg.get("config", cfg)
 
-    def statistics(self, model: str = "") -> dict:
-        return self._call("statistics", self._json, self._client.get_inference_statistics, model)
+    def statistics(self, model: str = "", timeout_s: float | None = None) -> dict:
+        """Triton's inference statistics of `model` (every model when empty)."""
+        return self._call("statistics", self._json, self._client.get_inference_statistics, model, timeout_s=timeout_s)
 
     def close(self) -> None:
         self._client.close()

@@ -79,21 +79,28 @@ def _proc_stat(pid: int) -> list[str] | None:
         return None
 
 
-def group_activity(pgid: int) -> tuple[bool, float] | None:
-    """(stopped, CPU seconds) of process group `pgid`: whether its leader is stopped (SIGSTOP,
-    a debugger), and the user + system time its live members have used (a python-backend stub
-    doing inference included). None when the leader is gone."""
-    leader = _proc_stat(pgid)
-    if leader is None:
-        return None
-    ticks = 0
+def group_cpu_seconds(pgids: Iterable[int]) -> dict[int, float]:
+    """User + system CPU seconds the live members of each process group in `pgids` have used
+    (tritonserver and its python-backend stubs doing inference), from one scan of /proc."""
+    ticks = {pgid: 0 for pgid in pgids}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         fields = _proc_stat(int(entry.name))
-        if fields is not None and len(fields) > 12 and fields[2] == str(pgid):
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime (stat fields 14 and 15)
-    return leader[0] in ("T", "t"), ticks / os.sysconf("SC_CLK_TCK")
+        if fields is not None and len(fields) > 12 and int(fields[2]) in ticks:
+            ticks[int(fields[2])] += int(fields[11]) + int(fields[12])  # utime, stime (stat fields 14, 15)
+    hz = os.sysconf("SC_CLK_TCK")
+    return {pgid: t / hz for pgid, t in ticks.items()}
+
+
+def group_activity(pgid: int) -> tuple[bool, float] | None:
+    """(stopped, CPU seconds) of process group `pgid`: whether its leader is stopped (SIGSTOP,
+    a debugger), and the CPU seconds of its live members (`group_cpu_seconds`). None when the
+    leader is gone."""
+    leader = _proc_stat(pgid)
+    if leader is None:
+        return None
+    return leader[0] in ("T", "t"), group_cpu_seconds([pgid])[pgid]
 
 
 def _alive(pid: int) -> bool:
