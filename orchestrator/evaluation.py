@@ -286,8 +286,9 @@ class Run:
             for row in csv.DictReader(batch_file.read_text().splitlines()):
                 batches.append(ServedBatch(row["device"], row["variant"], int(row["batch_size"]),
                                            float(row["service_ms"]), float(row.get("sent_s") or math.nan)))
+        activity = d / f"{policy}.activity.csv"
         return cls(policy, outcomes, plans, float(meta["duration_s"]), meta.get("mode", "live"), meta.get("notes", []),
-                   batches)
+                   batches, activity.read_text() if activity.exists() else "")
 
 
 # --- metrics --------------------------------------------------------------------------------

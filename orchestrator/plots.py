@@ -4,7 +4,10 @@
                    variant mix stacked underneath and plan changes as ticks (Model-Switching Fig. 4,
                    Proteus's timelines);
 * accuracy.png  -- effective accuracy over time (10-s windows), one line per policy;
-* latency_cdf.png -- CDF of the latency of answered requests, one line per policy.
+* latency_cdf.png -- CDF of the latency of answered requests, one line per policy;
+* machine.png   -- live runs: per policy, the cores each part of the machine used each second
+                   (each device's server, the bench process, other processes, stolen time) under
+                   the requests that missed their deadline.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from orchestrator.activity import cores_by_part, read_activity  # noqa: E402
 from orchestrator.evaluation import Run, per_second, variant_mix  # noqa: E402
 
 WINDOW_S = 10
@@ -108,8 +112,43 @@ def plot_latency_cdf(runs: list[Run], path: Path) -> Path:
     return path
 
 
+def plot_machine(runs: list[Run], path: Path) -> Path | None:
+    """Stacked cores used per second by each part of the machine, one panel per live run, with
+    the requests that missed their deadline per second on the right axis. None without activity."""
+    runs = [r for r in runs if r.activity_csv]
+    if not runs:
+        return None
+    fig, axes = plt.subplots(len(runs), 1, figsize=(10, 2.2 * len(runs) + 0.6), sharex=True, squeeze=False)
+    for ax, run in zip(axes[:, 0], runs):
+        columns = read_activity(run.activity_csv)
+        if not columns:
+            continue
+        parts = cores_by_part(columns)
+        t = columns["t_s"]
+        ax.stackplot(t, *parts.values(), labels=list(parts), step="pre", alpha=0.7)
+        ax.set_ylabel("cores")
+        d = _duration(run)
+        ax.set_xlim(0, d)
+        bins = per_second(run.outcomes, d, 1.0)
+        missed = ax.twinx()
+        late = bins["arrivals"] - bins["met"]
+        missed.step(np.arange(len(late)) + 1.0, late, where="pre", color="black", lw=0.9, label="missed/s")
+        missed.set_ylabel("missed req/s")
+        missed.set_ylim(0, max(1.0, 1.1 * float(late.max(initial=0.0))))
+        ax.set_title(f"{run.policy}: cores used (stacked) and requests missed", fontsize=10, loc="left")
+        ax.legend(fontsize=7, loc="upper left", ncol=len(parts))
+        missed.legend(fontsize=7, loc="upper right")
+    axes[-1, 0].set_xlabel("time (s)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_runs(runs: list[Run], out_dir: str | Path, prefix: str = "") -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return [plot_timeline(runs, out / f"{prefix}timeline.png"), plot_accuracy(runs, out / f"{prefix}accuracy.png"),
-            plot_latency_cdf(runs, out / f"{prefix}latency_cdf.png")]
+    paths = [plot_timeline(runs, out / f"{prefix}timeline.png"), plot_accuracy(runs, out / f"{prefix}accuracy.png"),
+             plot_latency_cdf(runs, out / f"{prefix}latency_cdf.png")]
+    machine = plot_machine(runs, out / f"{prefix}machine.png")
+    return paths + ([machine] if machine is not None else [])

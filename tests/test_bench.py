@@ -86,3 +86,23 @@ def test_timeline_plot_with_many_variants_drops_the_variant_legend(tmp_path):
                  device=np.full(n, "d", dtype=object), accuracy=60.0 + pick)
     paths = plot_runs([Run("milp", o, duration_s=20.0, mode="simulated")], tmp_path)
     assert all(p.stat().st_size > 5_000 for p in paths)
+    assert not (tmp_path / "machine.png").exists()  # no activity recorded: no machine plot
+
+
+def test_a_live_run_s_activity_is_plotted_as_the_machine_s_cores(tmp_path):
+    from orchestrator.evaluation import Outcomes, Run
+    from orchestrator.plots import plot_runs
+
+    n = 100
+    o = Outcomes(arrival_s=np.linspace(0, 9.9, n), family=np.full(n, "f", dtype=object),
+                 deadline_ms=np.full(n, 100.0), status=np.array(["ok", "late"] * 50, dtype=object),
+                 latency_ms=np.full(n, 50.0), variant=np.full(n, "v", dtype=object),
+                 device=np.full(n, "d0", dtype=object), accuracy=np.full(n, 70.0))
+    rows = "".join(f"{t}.0,0.1,0.9,0.0,0.5,0.01,0.8,4,700,3\n" for t in range(1, 11))
+    activity = ("t_s,bench_cores,cpu0_busy,cpu0_steal,cpu1_busy,cpu1_steal,d0_server_cores,d0_executions,"
+                "d0_compute_ms,d0_queue_ms\n" + rows)
+    paths = plot_runs([Run("milp", o, duration_s=10.0, activity_csv=activity)], tmp_path)
+    assert tmp_path / "machine.png" in paths and (tmp_path / "machine.png").stat().st_size > 10_000
+    run = Run("milp", o, duration_s=10.0, activity_csv=activity)
+    run.save(tmp_path)
+    assert Run.load(tmp_path, "milp").activity_csv == activity

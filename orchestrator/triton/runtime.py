@@ -177,6 +177,11 @@ class ClusterRuntime:
             launcher.submit(server.restart).result()
         except UserError as e:
             return f"{device_id}: embedded Triton {why}; restart {count + 1} failed: {e}"
+        finally:
+            with self._lock:  # a control made during the restart (another thread asked) has the old key
+                ctl = self._controls.pop(device_id, None)
+            if ctl is not None:
+                ctl.close()
         return f"{device_id}: embedded Triton {why}; restarted (restart {count + 1}, pid {server.pid})"
 
     def add_device(self, device: Device) -> None:
