@@ -6,7 +6,7 @@ second, on its own thread:
 
 - per CPU (/proc/stat): the time it was busy and the time the hypervisor stole from it;
 - per embedded device: the CPU time of its server's process group (tritonserver and its
-  python-backend stubs, `embedded.group_cpu_seconds`);
+  python-backend stubs, each member's own since the last look, `embedded.group_processes`);
 - this process's CPU time, all threads;
 - per device (gRPC), Triton's statistics summed over the models loaded at both looks:
   executions, their compute time (`compute_infer`, once per execution) and the time requests
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from orchestrator.triton.embedded import EmbeddedServer, group_cpu_seconds
+from orchestrator.triton.embedded import EmbeddedServer, group_processes
 
 if TYPE_CHECKING:
     from orchestrator.triton.runtime import ClusterRuntime
@@ -87,6 +87,13 @@ def counters_between(before: dict[str, tuple[int, float, float]],
             continue
         executions, compute, queue = executions + e1 - e0, compute + c1 - c0, queue + q1 - q0
     return executions, compute, queue
+
+
+def seconds_between(before: dict[tuple[int, int], float], after: dict[tuple[int, int], float]) -> float:
+    """CPU seconds a process group used between two looks (`embedded.group_processes`), member by
+    member: one that started since the first look counts from zero; one that exited in between
+    (an unloaded model's stub) is left out, its last moments lost, rather than counted as negative."""
+    return sum(cpu - before.get(member, 0.0) for member, cpu in after.items())
 
 
 def read_activity(text: str) -> dict[str, np.ndarray]:
@@ -154,7 +161,7 @@ class ActivityRecorder:
             if pid is not None:
                 pids[d] = pid
         sample = {"mono": time.monotonic(), "t": self.clock(), "bench": process_cpu_seconds(), "cpus": cpu_times()}
-        groups = group_cpu_seconds(pids.values())
+        groups = group_processes(pids.values())
         sample["servers"] = {d: (p, groups[p]) for d, p in pids.items()}
         sample["triton"] = {}
         for d in self.devices:
@@ -174,9 +181,9 @@ class ActivityRecorder:
             (busy0, steal0), (busy1, steal1) = a["cpus"].get(c, (0, 0)), b["cpus"].get(c, (0, 0))
             row[f"{c}_busy"], row[f"{c}_steal"] = (busy1 - busy0) / dt, (steal1 - steal0) / dt
         for d in self.devices:
-            (p0, s0), (p1, s1) = a["servers"].get(d, (None, 0.0)), b["servers"].get(d, (None, 0.0))
+            (p0, s0), (p1, s1) = a["servers"].get(d, (None, {})), b["servers"].get(d, (None, {}))
             # a restarted server is a new process group: its seconds do not continue the old one's
-            row[f"{d}_server_cores"] = (s1 - s0) / dt if p0 is not None and p0 == p1 else math.nan
+            row[f"{d}_server_cores"] = seconds_between(s0, s1) / dt if p0 is not None and p0 == p1 else math.nan
             for name in ("executions", "compute_ms", "queue_ms"):
                 row[f"{d}_{name}"] = math.nan
             now = b["triton"].get(d)
@@ -211,7 +218,10 @@ class ActivityRecorder:
                 last = now
             except Exception:  # noqa: BLE001 - a failed look costs that sample, not the record
                 self.errors += 1
-            k = max(k + 1, int((time.monotonic() - start) / self.interval_s) + 1)  # a fixed grid: no drift
+            # the next point of a fixed grid (no drift) at least half an interval away: a look
+            # that overran (a slow statistics call) must not be followed by one a moment later,
+            # whose CPU figures would be a tick or two over a few milliseconds
+            k = max(k + 1, math.ceil((time.monotonic() + self.interval_s / 2 - start) / self.interval_s))
             if self._stop.wait(max(0.0, start + k * self.interval_s - time.monotonic())):
                 return
 

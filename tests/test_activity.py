@@ -5,12 +5,16 @@ servers is exercised by the reduced live bench (tests/test_bench_live.py)."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
 
 from orchestrator.activity import (cores_by_part, counters_between, cpu_times, process_cpu_seconds, read_activity,
-                                   triton_counters)
+                                   seconds_between, triton_counters)
+from orchestrator.triton.embedded import group_processes
 
 
 def test_cpu_time_this_process_spends_shows_in_its_own_and_the_machines_counters():
@@ -23,6 +27,38 @@ def test_cpu_time_this_process_spends_shows_in_its_own_and_the_machines_counters
     busy = sum(cpus1[c][0] - cpus0[c][0] for c in cpus0)
     assert busy >= 0.25, busy  # the machine's busy time includes ours (tick accounting: +-1 tick per CPU)
     assert set(cpus0) == set(cpus1) and len(cpus0) == os.cpu_count()
+
+
+def test_a_member_that_exits_between_two_looks_does_not_count_negative(tmp_path):
+    """A real process group (a session, as a tritonserver with its stubs is one): a member spins
+    0.3 s and exits between two looks; the group's CPU between them is what the others used (next
+    to nothing), not minus the exited member's seconds, as the sum over live members would say (a
+    model unloaded takes its stub's seconds with it)."""
+    go = tmp_path / "go"
+    spin = (f"import os, time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\n"
+            f"while not os.path.exists({str(go)!r}): time.sleep(0.01)\n")
+    (tmp_path / "spin.py").write_text(spin)
+    leader = subprocess.Popen(["sh", "-c", f"{sys.executable} {tmp_path / 'spin.py'}; exec sleep 30"],
+                              start_new_session=True)
+    try:
+        def look_until(ok):
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                members = group_processes([leader.pid])[leader.pid]
+                if ok(members):
+                    return members
+                time.sleep(0.02)
+            raise AssertionError(f"the process group never got there: {members}")
+
+        before = look_until(lambda m: len(m) == 2 and sum(m.values()) >= 0.28)  # the spinner is done spinning
+        go.write_text("")
+        after = look_until(lambda m: len(m) == 1)  # ... and has exited
+        assert sum(after.values()) - sum(before.values()) < -0.25  # what a sum over live members says
+        assert 0.0 <= seconds_between(before, after) < 0.05
+        assert seconds_between({}, before) == sum(before.values())  # members new since the first look count whole
+    finally:
+        os.killpg(leader.pid, signal.SIGKILL)
+        leader.wait()
 
 
 def test_triton_counters_count_each_execution_once_and_each_request_s_queueing():

@@ -79,18 +79,25 @@ def _proc_stat(pid: int) -> list[str] | None:
         return None
 
 
-def group_cpu_seconds(pgids: Iterable[int]) -> dict[int, float]:
-    """User + system CPU seconds the live members of each process group in `pgids` have used
-    (tritonserver and its python-backend stubs doing inference), from one scan of /proc."""
-    ticks = {pgid: 0 for pgid in pgids}
+def group_processes(pgids: Iterable[int]) -> dict[int, dict[tuple[int, int], float]]:
+    """Per process group in `pgids`, the CPU seconds (user + system) of each live member, keyed
+    by (pid, start time): tritonserver and its python-backend stubs, from one scan of /proc. A
+    member that exits (a model unloaded: its stub) takes its seconds with it."""
+    found: dict[int, dict[tuple[int, int], float]] = {pgid: {} for pgid in pgids}
+    hz = os.sysconf("SC_CLK_TCK")
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         fields = _proc_stat(int(entry.name))
-        if fields is not None and len(fields) > 12 and int(fields[2]) in ticks:
-            ticks[int(fields[2])] += int(fields[11]) + int(fields[12])  # utime, stime (stat fields 14, 15)
-    hz = os.sysconf("SC_CLK_TCK")
-    return {pgid: t / hz for pgid, t in ticks.items()}
+        if fields is not None and len(fields) > 19 and int(fields[2]) in found:
+            # utime, stime, starttime: stat fields 14, 15 and 22
+            found[int(fields[2])][(int(entry.name), int(fields[19]))] = (int(fields[11]) + int(fields[12])) / hz
+    return found
+
+
+def group_cpu_seconds(pgids: Iterable[int]) -> dict[int, float]:
+    """CPU seconds the live members of each process group in `pgids` have used."""
+    return {pgid: sum(members.values()) for pgid, members in group_processes(pgids).items()}
 
 
 def group_activity(pgid: int) -> tuple[bool, float] | None:
