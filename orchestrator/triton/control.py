@@ -204,28 +204,38 @@ class ModelControl:
         Over gRPC the probe has a channel of its own, made anew after a failed probe, with its own
         connection (PROBE_CHANNEL_ARGS): a channel that broke while the server hung keeps
         reconnecting with a growing backoff, and gRPC shares a process's connections to one
-        address between channels, so without that the server answered again and still looked down."""
+        address between channels, so without that the server answered again and still looked down.
+        A channel that had answered before and finds nobody (a server restarted on the same port
+        closed its connection: "Socket closed") is replaced and asked once more at once."""
         key = 0.0 if self.protocol == "grpc" else timeout_s
-        client = self._probe_clients.get(key)
-        if client is None:
-            client = self._probe_clients[key] = (
-                self._module.InferenceServerClient(url=self.url, channel_args=PROBE_CHANNEL_ARGS)
-                if self.protocol == "grpc" else
-                self._module.InferenceServerClient(url=self.url, connection_timeout=timeout_s, network_timeout=timeout_s))
-        try:
-            if not self._call("liveness probe", client.is_server_live, timeout_s=timeout_s):
-                raise UserError(f"{self.name}: Triton at {self.url} says it is not live")
-            if not index:
-                return []
-            idx = self._call("repository index", self._json, client.get_model_repository_index, timeout_s=timeout_s)
-        except UserError:
-            if self._probe_clients.pop(key, None) is client:
-                try:
-                    client.close()
-                except Exception:  # noqa: BLE001 - a broken channel may fail to close; it is dropped anyway
-                    pass
-            raise
-        return list(idx.get("models", [])) if isinstance(idx, dict) else list(idx)
+        for attempt in range(2):
+            client = self._probe_clients.get(key)
+            fresh = client is None
+            if client is None:
+                client = self._probe_clients[key] = (
+                    self._module.InferenceServerClient(url=self.url, channel_args=PROBE_CHANNEL_ARGS)
+                    if self.protocol == "grpc" else
+                    self._module.InferenceServerClient(url=self.url, connection_timeout=timeout_s,
+                                                       network_timeout=timeout_s))
+            try:
+                if not self._call("liveness probe", client.is_server_live, timeout_s=timeout_s):
+                    raise UserError(f"{self.name}: Triton at {self.url} says it is not live")
+                if not index:
+                    return []
+                idx = self._call("repository index", self._json, client.get_model_repository_index,
+                                 timeout_s=timeout_s)
+                return list(idx.get("models", [])) if isinstance(idx, dict) else list(idx)
+            except UserError as e:
+                if self._probe_clients.pop(key, None) is client:
+                    try:
+                        client.close()
+                    except Exception:  # noqa: BLE001 - a broken channel may fail to close; it is dropped anyway
+                        pass
+                # a channel whose connection the server closed (it restarted on the same port) fails
+                # its next call at once ("Socket closed"): asked once more on a new channel
+                if fresh or attempt or not isinstance(e, Unreachable):
+                    raise
+        raise AssertionError("probe: the second attempt neither returned nor raised")
 
     def server_version(self) -> str:
         meta = self._call("server metadata", self._json, self._client.get_server_metadata)
