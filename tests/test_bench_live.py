@@ -107,8 +107,10 @@ def test_every_request_has_one_outcome_and_results_are_written(bench):
 
 def test_the_machine_activity_of_each_second_is_recorded_beside_the_batches(bench):
     """<policy>.activity.csv: one row a second over the run; each device's server process group
-    used CPU, and Triton's compute time on a device is part of the time the bench saw its
-    batches take there (compute <= service), most of it on these idle-network devices."""
+    used CPU, and Triton's compute time on a device is most of the time the bench saw its
+    batches take there, counted once per execution (per request, batches of two and more would
+    count several times over). A little above it is possible: a batch whose call was cut at the
+    deadline was computed but is not among the bench's batches."""
     import csv
 
     for policy, run in bench["runs"].items():
@@ -123,7 +125,7 @@ def test_the_machine_activity_of_each_second_is_recorded_beside_the_batches(benc
             assert max(float(r[f"{dev}_server_cores"] or 0) for r in rows) > 0.2, (policy, dev)
             compute = sum(float(r[f"{dev}_compute_ms"] or 0) for r in rows)
             service = sum(b.service_ms for b in served)
-            assert 0.3 * service < compute <= 1.02 * service + 50, (policy, dev, compute, service)
+            assert 0.3 * service < compute <= 1.25 * service + 1000, (policy, dev, compute, service)
 
 
 def test_the_trace_went_through_a_gateway_and_the_answers_say_who_served(bench):
