@@ -251,7 +251,8 @@ class ActivityRecorder:
         if not self.rows:
             return None
         parts = []
-        for name, values in cores_by_part(read_activity(self.to_csv()), blank_as_zero=False).items():
+        columns = {c: np.array([r[c] for r in self.rows]) for c in self.columns()}
+        for name, values in cores_by_part(columns, blank_as_zero=False).items():
             values = values[~np.isnan(values)]
             if len(values):
                 parts.append(f"{name} {float(values.mean()):.2f} / {float(values.max()):.2f}")

@@ -166,10 +166,6 @@ class ClusterRuntime:
                else f"did not answer for {silent_s:.1f} s (hung)")
         self._restarts[device_id] = (count + 1, now)
         with self._lock:
-            ctl = self._controls.pop(device_id, None)  # its key and maybe its ports change with the run
-        if ctl is not None:
-            ctl.close()
-        with self._lock:
             if self._launcher is None:
                 self._launcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triton-restart")
             launcher = self._launcher
@@ -178,7 +174,9 @@ class ClusterRuntime:
         except UserError as e:
             return f"{device_id}: embedded Triton {why}; restart {count + 1} failed: {e}"
         finally:
-            with self._lock:  # a control made during the restart (another thread asked) has the old key
+            # the cached control has the old run's key and maybe its ports (also one another thread
+            # made while the restart ran): the next `control()` makes one for the new run
+            with self._lock:
                 ctl = self._controls.pop(device_id, None)
             if ctl is not None:
                 ctl.close()
