@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from orchestrator.triton.embedded import EmbeddedServer, group_processes
+from orchestrator.triton.embedded import EmbeddedServer, cpu_seconds_between, group_processes
 
 if TYPE_CHECKING:
     from orchestrator.triton.runtime import ClusterRuntime
@@ -87,13 +87,6 @@ def counters_between(before: dict[str, tuple[int, float, float]],
             continue
         executions, compute, queue = executions + e1 - e0, compute + c1 - c0, queue + q1 - q0
     return executions, compute, queue
-
-
-def seconds_between(before: dict[tuple[int, int], float], after: dict[tuple[int, int], float]) -> float:
-    """CPU seconds a process group used between two looks (`embedded.group_processes`), member by
-    member: one that started since the first look counts from zero; one that exited in between
-    (an unloaded model's stub) is left out, its last moments lost, rather than counted as negative."""
-    return sum(cpu - before.get(member, 0.0) for member, cpu in after.items())
 
 
 def read_activity(text: str) -> dict[str, np.ndarray]:
@@ -183,7 +176,7 @@ class ActivityRecorder:
         for d in self.devices:
             (p0, s0), (p1, s1) = a["servers"].get(d, (None, {})), b["servers"].get(d, (None, {}))
             # a restarted server is a new process group: its seconds do not continue the old one's
-            row[f"{d}_server_cores"] = seconds_between(s0, s1) / dt if p0 is not None and p0 == p1 else math.nan
+            row[f"{d}_server_cores"] = cpu_seconds_between(s0, s1) / dt if p0 is not None and p0 == p1 else math.nan
             for name in ("executions", "compute_ms", "queue_ms"):
                 row[f"{d}_{name}"] = math.nan
             now = b["triton"].get(d)

@@ -13,8 +13,8 @@ import time
 import numpy as np
 
 from orchestrator.activity import (cores_by_part, counters_between, cpu_times, process_cpu_seconds, read_activity,
-                                   seconds_between, triton_counters)
-from orchestrator.triton.embedded import group_processes
+                                   triton_counters)
+from orchestrator.triton.embedded import cpu_seconds_between, group_processes
 
 
 def test_cpu_time_this_process_spends_shows_in_its_own_and_the_machines_counters():
@@ -54,8 +54,8 @@ def test_a_member_that_exits_between_two_looks_does_not_count_negative(tmp_path)
         go.write_text("")
         after = look_until(lambda m: len(m) == 1)  # ... and has exited
         assert sum(after.values()) - sum(before.values()) < -0.25  # what a sum over live members says
-        assert 0.0 <= seconds_between(before, after) < 0.05
-        assert seconds_between({}, before) == sum(before.values())  # members new since the first look count whole
+        assert 0.0 <= cpu_seconds_between(before, after) < 0.05
+        assert cpu_seconds_between({}, before) == sum(before.values())  # members new since the first look count whole
     finally:
         os.killpg(leader.pid, signal.SIGKILL)
         leader.wait()

@@ -95,19 +95,21 @@ def group_processes(pgids: Iterable[int]) -> dict[int, dict[tuple[int, int], flo
     return found
 
 
-def group_cpu_seconds(pgids: Iterable[int]) -> dict[int, float]:
-    """CPU seconds the live members of each process group in `pgids` have used."""
-    return {pgid: sum(members.values()) for pgid, members in group_processes(pgids).items()}
+def cpu_seconds_between(before: dict[tuple[int, int], float], after: dict[tuple[int, int], float]) -> float:
+    """CPU seconds a process group used between two looks (`group_processes`), member by member:
+    one that started since the first look counts from zero; one that exited in between (an
+    unloaded model's stub) is left out, its last moments lost, rather than counted as negative."""
+    return sum(cpu - before.get(member, 0.0) for member, cpu in after.items())
 
 
-def group_activity(pgid: int) -> tuple[bool, float] | None:
-    """(stopped, CPU seconds) of process group `pgid`: whether its leader is stopped (SIGSTOP,
-    a debugger), and the CPU seconds of its live members (`group_cpu_seconds`). None when the
-    leader is gone."""
+def group_activity(pgid: int) -> tuple[bool, dict[tuple[int, int], float]] | None:
+    """(stopped, members) of process group `pgid`: whether its leader is stopped (SIGSTOP, a
+    debugger), and the CPU seconds of each live member (`group_processes`). None when the leader
+    is gone."""
     leader = _proc_stat(pgid)
     if leader is None:
         return None
-    return leader[0] in ("T", "t"), group_cpu_seconds([pgid])[pgid]
+    return leader[0] in ("T", "t"), group_processes([pgid])[pgid]
 
 
 def _alive(pid: int) -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 from orchestrator.cluster import Cluster, Device
 from orchestrator.errors import UserError
 from orchestrator.triton.control import InstanceConfig, ModelControl
-from orchestrator.triton.embedded import EmbeddedServer, group_activity
+from orchestrator.triton.embedded import EmbeddedServer, cpu_seconds_between, group_activity
 from orchestrator.triton.remote import RemoteServer
 
 Server = EmbeddedServer | RemoteServer
@@ -73,7 +73,8 @@ class ClusterRuntime:
         self.adopted: list[str] = []  # devices whose running server `start` took over
         self._controls: dict[str, ModelControl] = {}
         self._lock = threading.Lock()
-        self._activity: dict[str, tuple[float, float]] = {}  # device -> (when, CPU seconds) at the last `busy` look
+        # device -> (when, CPU seconds of each member of its server's process group) at the last `busy` look
+        self._activity: dict[str, tuple[float, dict[tuple[int, int], float]]] = {}
         self._restarts: dict[str, tuple[int, float]] = {}  # device -> (restarts in a row, when the last began)
         # restarts run on this runtime's own thread: an embedded server gets SIGTERM when the thread
         # that started it ends (embedded.py), and the thread asking for a restart (a control plane's
@@ -139,12 +140,12 @@ class ClusterRuntime:
         if activity is None:
             self._activity.pop(device_id, None)
             return False
-        stopped, cpu_s = activity
+        stopped, members = activity
         last = self._activity.get(device_id)
-        self._activity[device_id] = (now, cpu_s)
+        self._activity[device_id] = (now, members)
         if stopped or last is None or now - last[0] > BUSY_LOOK_S or now <= last[0]:
             return False
-        return cpu_s - last[1] >= BUSY_SHARE * (now - last[0])
+        return cpu_seconds_between(last[1], members) >= BUSY_SHARE * (now - last[0])
 
     def recover(self, device_id: str, silent_s: float, now: float | None = None) -> str | None:
         """Supervise one device that does not answer: restart its embedded server when it has
