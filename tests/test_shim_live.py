@@ -238,3 +238,53 @@ def test_live_spill_route_takes_what_the_planned_route_would_answer_late(servers
     assert variants[False].keys() == {"resnet50"}
     assert variants[True]["resnet18"] > 0 and variants[True]["resnet50"] > 0
     assert miss[True] < miss[False]
+
+
+def test_triton_rejects_a_batch_still_queued_past_its_queue_timeout_and_runs_the_rest(servers, catalog, images):
+    """The repository's queue policy (exporters/triton_config.py) lets each call set how long it
+    may wait at Triton. Behind a long batch, a batch whose queue timeout passes is rejected unrun
+    (QueueTimeout, not an unreachable server), while one with time to spare runs: Triton's own
+    statistics count one failure and two executions."""
+    import threading
+
+    import tritonclient.grpc as grpcclient
+
+    from orchestrator.dataplane.transport import QueueTimeout
+    from orchestrator.shim.transport import TritonTransport
+
+    url = servers["b"].grpc_url
+    var = catalog.variants["resnet18"]
+    stats = grpcclient.InferenceServerClient(url)
+
+    def counts():
+        s = stats.get_inference_statistics("resnet18", as_json=True)["model_stats"][0]
+        inf = s["inference_stats"]
+        return (int(s.get("execution_count", 0)), int(inf.get("success", {}).get("count", 0)),
+                int(inf.get("fail", {}).get("count", 0)))
+
+    transport = TritonTransport(url, "resnet18", var.inputs, var.outputs, timeout_s=60.0)
+    answers: dict[str, tuple] = {}
+    done = threading.Event()
+
+    def answered(name):
+        def record(outputs, error):
+            answers[name] = (outputs, error)
+            if len(answers) == 3:
+                done.set()
+        return record
+    try:
+        before = counts()
+        transport.infer_async({"input": np.repeat(images[:1], 16, axis=0)}, answered("long"), 60.0)
+        time.sleep(0.3)  # the long batch is running: the next two wait behind it
+        transport.infer_async({"input": images[1:2]}, answered("expired"), 60.0, queue_timeout_s=0.01)
+        transport.infer_async({"input": images[2:3]}, answered("spare"), 60.0, queue_timeout_s=30.0)
+        assert done.wait(120)
+        after = counts()
+    finally:
+        transport.close()
+        stats.close()
+    assert answers["long"][1] is None and answers["long"][0]["logits"].shape == (16, 1000)
+    assert isinstance(answers["expired"][1], QueueTimeout), answers["expired"]
+    assert answers["spare"][1] is None and answers["spare"][0]["logits"].shape == (1, 1000)
+    executions, success, fail = (a - b for a, b in zip(after, before))
+    assert (executions, success, fail) == (2, 2, 1), (after, before)
