@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orchestrator.triton.control import QUEUE_TIMEOUT_CEILING_US, THREADS_PARAMETER  # read by 1/model.py
+from orchestrator.triton.control import THREADS_PARAMETER  # read by 1/model.py
 
 ACCELERATOR_PARAMETER = "gpu_accelerator"  # read by 1/model.py: "cuda" (default) | "tensorrt"
 
@@ -63,9 +63,6 @@ output [
   {{ name: "logits" data_type: TYPE_FP32 dims: [ {s.num_classes} ] }}
 ]
 instance_group [ {{ kind: {kind} count: 1 }} ]
-dynamic_batching {{
-  max_queue_delay_microseconds: {s.queue_delay_us}
-  default_queue_policy {{ timeout_action: REJECT default_timeout_microseconds: {QUEUE_TIMEOUT_CEILING_US} allow_timeout_override: true }}
-}}
+dynamic_batching {{ max_queue_delay_microseconds: {s.queue_delay_us} }}
 {params}
 """

@@ -99,9 +99,6 @@ def test_configs_cpu_by_default_gpu_and_onnxruntime_under_configs(model_repo):
         assert [g.kind for g in cpu.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_CPU]
         assert cpu.parameters["intra_op_threads"].string_value == "1"
         assert cpu.dynamic_batching.max_queue_delay_microseconds == 0
-        queue = cpu.dynamic_batching.default_queue_policy  # a call may lower its queue timeout (the shim's start-by)
-        assert queue.allow_timeout_override and queue.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT
-        assert queue.default_timeout_microseconds == 3_600_000_000
         assert [(t.name, t.data_type, list(t.dims)) for t in cpu.input] == [("input", model_config_pb2.TYPE_FP32, [3, 224, 224])]
         assert [(t.name, t.data_type, list(t.dims)) for t in cpu.output] == [("logits", model_config_pb2.TYPE_FP32, [1000])]
         gpu = read_config(d / "configs" / "gpu.pbtxt")

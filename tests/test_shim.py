@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator.catalog import Catalog, TensorSpec, Variant
 from orchestrator.dataplane.routing import static_plan
-from orchestrator.dataplane.transport import FakeTransport, QueueTimeout
+from orchestrator.dataplane.transport import FakeTransport
 from orchestrator.shim import Client
 from orchestrator.shim.inputs import check_inputs
 from orchestrator.shim.plan_source import Endpoint, NoPlanYet, parse_endpoints
@@ -93,40 +93,6 @@ def test_a_failed_call_is_retried_on_a_warm_spare_when_only_spill_routes_are_lef
     for r in results:  # answered, on time or late as measured
         assert r.status == ("ok" if r.latency_ms <= 1000 else "late"), r
     assert client.stats()["counts"]["retries"] >= 1
-
-
-def test_a_batch_triton_did_not_start_in_time_is_a_deadline_miss_not_a_device_failure():
-    """Each batch goes out with the time by which it must start to meet its last deadline
-    (dataplane/route_state.py, `start_by`), none for a request to be served late. A batch Triton
-    rejected unrun past it (QueueTimeout) is answered at once as dropped: no retry elsewhere,
-    no mark against the device, which serves the next request."""
-    plan = static_plan({"resnet": [("cpu0", "resnet18", 1), ("cpu1", "resnet18", 0)]}, batch_cap=4, slo_ms=1000)
-    transports = {}
-
-    def transport(key, var):
-        transports[key.device_id] = FakeTransport(var.outputs, latency_s=lambda n: 0.01)
-        return transports[key.device_id]
-    client = Client(plan, {"cpu0": "127.0.0.1:1", "cpu1": "127.0.0.1:2"}, catalog=CATALOG, transport=transport,
-                    policy="none")
-    try:
-        transports["cpu0"].fail = QueueTimeout("Request timeout expired")
-        expired = client.infer("resnet", IMAGE, deadline_ms=1000)
-        transports["cpu0"].fail = None
-        served = client.infer("resnet", IMAGE, deadline_ms=1000)
-        late_ok = client.infer("resnet", IMAGE, deadline_ms=1000, serve_late=True)
-    finally:
-        client.close()
-    assert expired.status == "dropped" and expired.device_id == "cpu0", expired
-    assert "Triton's queue timeout" in expired.error
-    assert served.device_id == "cpu0" and served.status in ("ok", "late"), served
-    assert late_ok.device_id == "cpu0"
-    first, second, third = transports["cpu0"].queue_timeouts
-    assert 0.0 < first < 1.0 and 0.0 < second < 1.0  # the deadline less the predicted batch time
-    assert third is None
-    counts = client.stats()["counts"]
-    assert counts["expired_calls"] == 1
-    assert "retries" not in counts and "failed_calls" not in counts
-    assert transports["cpu1"].batches == []
 
 
 def test_unknown_family_and_bad_deadline_are_value_errors(dead_client):

@@ -333,32 +333,3 @@ def test_a_speed_timeline_slows_the_batches_that_start_in_its_slow_windows():
     before, slow = t < 9.0, (t >= 10.5) & (t < 19.0)
     assert np.array_equal(lat[before], lat0[before])
     assert np.median(lat[slow] - lat0[slow]) > 0.5 * np.median(lat0[slow])
-
-
-def test_a_batch_still_waiting_when_it_can_no_longer_meet_its_deadline_is_rejected_unrun():
-    """As Triton's queue timeout does for the shim (dataplane/route_state.py, `start_by`). The
-    device runs 3x slower than profiled. A (no hurry) runs; B waits behind it, sent because A was
-    predicted to finish in time for it; when A finishes, B could only finish after its deadline,
-    so it is rejected without running and C, arriving just then, runs at once: one service time,
-    not two."""
-    from orchestrator.evaluation import scaled_profiles
-    from orchestrator.trace import Trace
-
-    sc = scenarios.small_resnet(devices=1, slo_ms=300.0)
-    slow = scaled_profiles(sc.profiles, {"cpu-1t": 3.0})
-    config = SimConfig(shim=ShimConfig(policy="none"), noise=False, control=ControlPlaneConfig(auto=False))
-    sim = Simulator(sc.catalog, sc.cluster, sc.profiles, SLO, config, service_profiles=slow)
-    plan = sim.plan_for("clipper-ha", {"resnet": 1.0}, None)
-    (p,) = plan.placements
-    records = sc.profiles.for_pair(p.variant, "cpu-1t")
-    p95_s = LatencyModel.from_profiles(records, "p95", instances=p.instances, threads=p.threads).seconds(1)
-    service_s = 3 * LatencyModel.from_profiles(records, "p50", instances=p.instances, threads=p.threads).seconds(1)
-    c_at = service_s + 0.001
-    trace = Trace(time_s=[0.0, 0.001, c_at], family=["resnet"] * 3,
-                  deadline_ms=[10_000.0, 2.5 * p95_s * 1000.0, 10_000.0])
-    run = sim.run(trace, "clipper-ha", initial_demand={"resnet": 1.0})
-    status, latency = run.outcomes.status.tolist(), run.outcomes.latency_ms
-    assert status == ["ok", "dropped", "ok"], (status, latency)
-    assert latency[1] == pytest.approx((service_s - 0.001) * 1000.0, rel=1e-6)  # answered when A finished
-    assert latency[2] == pytest.approx(service_s * 1000.0, rel=1e-6)  # not behind B
-    assert "(1 rejected unrun" in run.notes[0]

@@ -231,28 +231,6 @@ def test_override_sets_the_thread_parameter_each_backend_reads():
         apply_instance_config({"name": "m", "max_batch_size": 32}, InstanceConfig(max_batch_size=64))
 
 
-def test_a_dynamically_batched_model_is_loaded_with_a_queue_policy_its_calls_may_lower():
-    """So that a batch the shim sent with a queue timeout is rejected unrun past it (a
-    repository's own policy is kept; a model Triton does not batch has no queue to time out)."""
-    from google.protobuf import json_format
-    from tritonclient.grpc import model_config_pb2
-
-    from orchestrator.triton.control import QUEUE_POLICY, apply_instance_config
-
-    cfg = apply_instance_config({"name": "m", "backend": "python", "max_batch_size": 32,
-                                 "dynamic_batching": {"max_queue_delay_microseconds": "0"}}, InstanceConfig())
-    assert cfg["dynamic_batching"]["default_queue_policy"] == QUEUE_POLICY
-    parsed = json_format.ParseDict(cfg, model_config_pb2.ModelConfig())  # what Triton reads from the load call
-    policy = parsed.dynamic_batching.default_queue_policy
-    assert policy.allow_timeout_override and policy.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT
-    assert policy.default_timeout_microseconds == 3_600_000_000
-    own = {"timeout_action": "DELAY", "default_timeout_microseconds": "5"}
-    cfg = apply_instance_config({"name": "m", "max_batch_size": 32, "dynamic_batching": {"default_queue_policy": own}},
-                                InstanceConfig())
-    assert cfg["dynamic_batching"]["default_queue_policy"] == own
-    assert "dynamic_batching" not in apply_instance_config({"name": "m", "max_batch_size": 32}, InstanceConfig())
-
-
 def test_a_probe_tells_a_silent_server_from_a_closed_port_over_http():
     """Over HTTP as over gRPC, a socket that accepts and never answers (a hung server) is
     `TimedOut`: the health monitor calls it down after 0.7 s of silence. A port nobody listens on

@@ -1,7 +1,6 @@
 """One route's data-plane state: its queue, batching policy, batches in flight, calibration and
 the service times of the batches that ran alone on the device (its observed speed), with the
-three things a driver does to it (`decide`, `sent`, `answered`), and `start_by`: when a batch
-sent to Triton must have started to be of use (Triton rejects it if still queued then).
+three things a driver does to it (`decide`, `sent`, `answered`).
 
 Written once for the shim's route workers (shim/worker.py: threads, under the worker's lock)
 and the simulator's routes (simulation/devices.py); no clock, no I/O, not thread-safe.
@@ -15,25 +14,7 @@ import math
 from orchestrator.dataplane.backlog import Calibration, InFlight
 from orchestrator.dataplane.batching import Decision, Policy
 from orchestrator.dataplane.latency import LatencyModel
-from orchestrator.dataplane.queue import Queued, RouteQueue
-
-
-def start_by(batch: list, model: LatencyModel, now: float) -> float:
-    """The latest time `batch` (of `Queued`), sent at `now`, can start and still answer its last
-    deadline at its predicted time: a batch still queued at Triton then is of use to nobody, and
-    Triton rejects it instead of computing it (the shim gives it as the call's queue timeout; the
-    simulator's devices do the same). Infinite where a request has no deadline or is to be served
-    late, or where that time is not after `now` (a batch sent hopeless waits as it must)."""
-    last = -math.inf
-    for r in batch:
-        q: Queued = r
-        d = q.deadline_s
-        if d is None or q.serve_late:
-            return math.inf
-        if d > last:
-            last = d
-    latest = last - model.seconds(len(batch))
-    return latest if latest > now else math.inf
+from orchestrator.dataplane.queue import RouteQueue
 
 
 class RouteState:

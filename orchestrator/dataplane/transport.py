@@ -19,39 +19,29 @@ Done = Callable[[Outputs | None, Exception | None], None]
 class Transport(Protocol):
     """Sends batches to one model on one device. `inputs` are batched arrays by input name;
     outputs come back by output name, batch first. A call not answered within `timeout_s`
-    seconds fails. A batch not started within `queue_timeout_s` seconds (None: no limit) is not
-    run: the call fails with `QueueTimeout` (the route worker passes its batch's `start_by`)."""
+    seconds fails (the route worker passes its batch's deadline)."""
 
-    def infer(self, inputs: dict[str, np.ndarray], timeout_s: float, queue_timeout_s: float | None = None) -> Outputs:
+    def infer(self, inputs: dict[str, np.ndarray], timeout_s: float) -> Outputs:
         """Send and wait; raises on failure."""
         ...
 
-    def infer_async(self, inputs: dict[str, np.ndarray], done: Done, timeout_s: float,
-                    queue_timeout_s: float | None = None) -> None:
+    def infer_async(self, inputs: dict[str, np.ndarray], done: Done, timeout_s: float) -> None:
         """Send; `done(outputs, None)` or `done(None, error)` is called once, from any thread."""
         ...
 
     def close(self) -> None: ...
 
 
-class QueueTimeout(Exception):
-    """The batch waited at the device past its queue timeout and was not run (Triton's queue
-    policy rejected it): its requests missed their deadlines; the device is not at fault."""
-
-
 class FakeTransport:
     """Answers every batch with zeros of the outputs' shapes after `latency_s(batch size)`
     seconds (0: at once, in the sending thread), and records the batch sizes it was sent.
     `fail`, when set, is raised for every batch instead; a call slower than its timeout fails
-    with `TimeoutError` once the timeout has passed, as a gRPC deadline does. It has no queue
-    (every batch starts at once), so a queue timeout never expires; `queue_timeouts` records
-    the ones it was given."""
+    with `TimeoutError` once the timeout has passed, as a gRPC deadline does."""
 
     def __init__(self, outputs: tuple[TensorSpec, ...], latency_s: Callable[[int], float] = lambda n: 0.0):
         self.outputs = outputs
         self.latency_s = latency_s
         self.batches: list[int] = []
-        self.queue_timeouts: list[float | None] = []
         self.fail: Exception | None = None
         self._lock = threading.Lock()
 
@@ -61,15 +51,14 @@ class FakeTransport:
         return {s.name: np.zeros((n, *(d if d > 0 else 1 for d in s.shape)), dtype=np.float32)
                 for s in self.outputs}
 
-    def _batch_size(self, inputs: dict[str, np.ndarray], queue_timeout_s: float | None) -> int:
+    def _batch_size(self, inputs: dict[str, np.ndarray]) -> int:
         n = len(next(iter(inputs.values())))
         with self._lock:
             self.batches.append(n)
-            self.queue_timeouts.append(queue_timeout_s)
         return n
 
-    def infer(self, inputs: dict[str, np.ndarray], timeout_s: float, queue_timeout_s: float | None = None) -> Outputs:
-        n = self._batch_size(inputs, queue_timeout_s)
+    def infer(self, inputs: dict[str, np.ndarray], timeout_s: float) -> Outputs:
+        n = self._batch_size(inputs)
         delay = self.latency_s(n)
         if delay > 0:
             threading.Event().wait(min(delay, timeout_s))
@@ -77,9 +66,8 @@ class FakeTransport:
             raise TimeoutError(f"Deadline Exceeded: no answer within {timeout_s * 1000:.0f} ms")
         return self._answer(n)
 
-    def infer_async(self, inputs: dict[str, np.ndarray], done: Done, timeout_s: float,
-                    queue_timeout_s: float | None = None) -> None:
-        n = self._batch_size(inputs, queue_timeout_s)
+    def infer_async(self, inputs: dict[str, np.ndarray], done: Done, timeout_s: float) -> None:
+        n = self._batch_size(inputs)
         delay = self.latency_s(n)
 
         def answer() -> None:

@@ -64,13 +64,6 @@ class Answers:
         self.finish(r.future, r.family, Result(Status.DROPPED, None, key.variant, key.device_id,
                                                (now - r.arrival_s) * 1000.0, error, r.id, r.plan_version))
 
-    def expired(self, key: RouteKey, r: ShimRequest, now: float, waited_s: float) -> None:
-        """Its batch waited at Triton until it could no longer meet its deadline, and was not run."""
-        error = (f"dropped: {key.variant} on {key.device_id} had not started the batch after "
-                 f"{waited_s * 1000:.0f} ms, too late for its deadlines (Triton's queue timeout)")
-        self.finish(r.future, r.family, Result(Status.DROPPED, None, key.variant, key.device_id,
-                                               (now - r.arrival_s) * 1000.0, error, r.id, r.plan_version))
-
     def dropped(self, key: RouteKey, r: ShimRequest, now: float) -> None:
         """The route's policy found the request can no longer meet its deadline."""
         left_ms = (r.deadline_s - now) * 1000.0 if r.deadline_s is not None else 0.0

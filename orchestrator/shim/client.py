@@ -265,13 +265,6 @@ class Client:
         for r in batch:
             self._answers.cut(worker.key, r, now, waited_s)
 
-    def batch_expired(self, worker: RouteWorker, batch: list[ShimRequest], now: float, waited_s: float) -> None:
-        """Triton did not start the batch before its last deadline could be met and rejected it
-        unrun: each request missed its deadline (dropped); the device is not at fault."""
-        self._answers.count("expired_calls")
-        for r in batch:
-            self._answers.expired(worker.key, r, now, waited_s)
-
     def batch_failed(self, worker: RouteWorker, batch: list[ShimRequest], error: Exception) -> None:
         """Retry each request once on another device of its family if its deadline allows; answer
         the rest with an error naming the device."""

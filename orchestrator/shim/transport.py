@@ -7,33 +7,12 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from orchestrator.catalog import TensorSpec
-from orchestrator.dataplane.transport import Done, Outputs, QueueTimeout
-
-EXPIRED_MESSAGE = "Request timeout expired"  # Triton's answer to a request its queue policy timed out
-
-
-def queue_timeout_us(queue_timeout_s: float | None) -> int | None:
-    """Triton's per-request timeout (microseconds, at least 1; 0 would mean none) for a batch
-    that must start within `queue_timeout_s`; None: no limit. The model's queue policy must allow
-    the override (triton/control.py, `apply_instance_config`)."""
-    if queue_timeout_s is None or queue_timeout_s == float("inf"):
-        return None
-    return max(1, int(queue_timeout_s * 1e6))
-
-
-def as_queue_timeout(error: Exception) -> Exception:
-    """`QueueTimeout` for Triton's rejection of a request that waited past its timeout (gRPC
-    UNAVAILABLE, which must not pass for an unreachable server); any other error as it is."""
-    text = error.message() if hasattr(error, "message") and callable(error.message) else str(error)
-    if text and EXPIRED_MESSAGE in text:
-        return QueueTimeout(text.strip())
-    return error
+from orchestrator.dataplane.transport import Done, Outputs
 
 
 class TritonTransport:
     """Batches to `model` at `url` (host:port, gRPC); a call fails (gRPC DEADLINE_EXCEEDED) when
-    not answered within the timeout it is given, `timeout_s` at most, and with `QueueTimeout`
-    when Triton had not started it within its queue timeout."""
+    not answered within the timeout it is given, `timeout_s` at most."""
 
     def __init__(self, url: str, model: str, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...],
                  timeout_s: float):
@@ -54,20 +33,15 @@ class TritonTransport:
     def _outputs(self, result) -> Outputs:
         return {s.name: result.as_numpy(s.name) for s in self.output_specs}
 
-    def infer(self, inputs: dict[str, np.ndarray], timeout_s: float, queue_timeout_s: float | None = None) -> Outputs:
-        try:
-            result = self._client.infer(self.model, self._inputs(inputs), outputs=self._requested,
-                                        client_timeout=min(timeout_s, self.timeout_s),
-                                        timeout=queue_timeout_us(queue_timeout_s))
-        except Exception as e:  # noqa: BLE001 - re-raised, as a QueueTimeout where it is one
-            raise as_queue_timeout(e) from None
+    def infer(self, inputs: dict[str, np.ndarray], timeout_s: float) -> Outputs:
+        result = self._client.infer(self.model, self._inputs(inputs), outputs=self._requested,
+                                    client_timeout=min(timeout_s, self.timeout_s))
         return self._outputs(result)
 
-    def infer_async(self, inputs: dict[str, np.ndarray], done: Done, timeout_s: float,
-                    queue_timeout_s: float | None = None) -> None:
+    def infer_async(self, inputs: dict[str, np.ndarray], done: Done, timeout_s: float) -> None:
         def callback(result, error) -> None:
             if error is not None:
-                done(None, as_queue_timeout(error))
+                done(None, error)
                 return
             try:
                 outputs = self._outputs(result)
@@ -76,8 +50,7 @@ class TritonTransport:
                 return
             done(outputs, None)
         self._client.async_infer(self.model, self._inputs(inputs), callback=callback, outputs=self._requested,
-                                 client_timeout=min(timeout_s, self.timeout_s),
-                                 timeout=queue_timeout_us(queue_timeout_s))
+                                 client_timeout=min(timeout_s, self.timeout_s))
 
     def close(self) -> None:
         self._client.close()

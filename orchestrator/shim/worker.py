@@ -28,9 +28,9 @@ from orchestrator.dataplane.backlog import Calibration
 from orchestrator.dataplane.batching import Policy
 from orchestrator.dataplane.config import ShimConfig
 from orchestrator.dataplane.latency import LatencyModel
-from orchestrator.dataplane.route_state import RouteState, start_by
+from orchestrator.dataplane.route_state import RouteState
 from orchestrator.dataplane.routes import RouteSpec, route_policy, set_hold
-from orchestrator.dataplane.transport import QueueTimeout, Transport
+from orchestrator.dataplane.transport import Transport
 
 
 class RouteStopped(RuntimeError):
@@ -76,8 +76,6 @@ class RouteOwner(Protocol):
     def batch_failed(self, worker: "RouteWorker", batch: list[ShimRequest], error: Exception) -> None: ...
 
     def batch_cut(self, worker: "RouteWorker", batch: list[ShimRequest], now: float, waited_s: float) -> None: ...
-
-    def batch_expired(self, worker: "RouteWorker", batch: list[ShimRequest], now: float, waited_s: float) -> None: ...
 
 
 class RouteWorker:
@@ -263,13 +261,11 @@ class RouteWorker:
                         self._cond.notify()
                 wait = False  # the caller is answered at the cut, if it comes first: not from this call
             timeout_s = self.config.call_timeout_s
-            queue_timeout_s = start_by(batch, self.state.model, started) - started
-            queue_timeout = queue_timeout_s if queue_timeout_s < timeout_s else None
             if wait:
-                outputs = self._transport.infer(inputs, timeout_s, queue_timeout)
+                outputs = self._transport.infer(inputs, timeout_s)
             else:
                 self._transport.infer_async(inputs, lambda outputs, error: self._done(batch, started, outputs, error),
-                                            timeout_s, queue_timeout)
+                                            timeout_s)
                 return
         except Exception as e:  # the call failed, or could not even start
             self._done(batch, started, None, e)
@@ -325,7 +321,5 @@ class RouteWorker:
             return
         if error is None:
             self.owner.answer_served(self, batch, outputs, now, service_s)
-        elif isinstance(error, QueueTimeout):
-            self.owner.batch_expired(self, batch, now, now - started)
         else:
             self.owner.batch_failed(self, batch, error)

@@ -4,8 +4,7 @@ batch takes.
 A batch of b takes the profiled p50 latency at b on the device alone, or, with noise, a lognormal
 draw whose median is p50 and whose 99th percentile is p99 (both interpolated in b by
 `LatencyModel`). Each route runs at most `lanes` batches at once (its Triton instances; more wait
-in its own line, FIFO, and one still waiting past its `start_by` is rejected unrun, as Triton's
-queue timeout does); the routes with a batch running share the device equally (processor
+in its own line, FIFO); the routes with a batch running share the device equally (processor
 sharing, as concurrent models time-slice a CPU's cores or a GPU), so a small variant's batch is
 slowed, not queued, by a large one beside it. One route alone runs at full speed, as profiled.
 
@@ -22,7 +21,7 @@ from collections import deque
 
 from orchestrator.dataplane.batching import Policy
 from orchestrator.dataplane.latency import LatencyModel
-from orchestrator.dataplane.route_state import RouteState, start_by
+from orchestrator.dataplane.route_state import RouteState
 from orchestrator.plan import Placement
 from orchestrator.profiles import ProfileSet
 from orchestrator.simulation.events import DONE, Events
@@ -133,8 +132,7 @@ class SimRoute(RouteState):
         self.wake_at: float | None = None
         self.retired = False
         self.running = 0  # batches of this route running on the device (at most `lanes`)
-        # (batch, sent_at, start by) sent while every lane was busy
-        self.waiting: deque[tuple[list[Request], float, float]] = deque()
+        self.waiting: deque[tuple[list[Request], float]] = deque()  # (batch, sent_at) sent while every lane was busy
         self.others: tuple[SimRoute, ...] = ()  # the device's other routes, in its order (`Device.routes_changed`)
 
 
@@ -149,39 +147,29 @@ def busy_others(route: SimRoute) -> int:
 
 class Hardware:
     """The devices' time: batches start on a free lane or wait for one, run at the device's
-    shared speed, and finish with a `DONE` event on `events` (payload: (job, version)). A waiting
-    batch whose `start_by` has passed when a lane frees is rejected: it goes to `expired`
-    (batch, sent at) for the driver to answer, and the lane goes to the next one."""
+    shared speed, and finish with a `DONE` event on `events` (payload: (job, version))."""
 
     def __init__(self, events: Events, seed: int):
         self.events = events
         self.rng = random.Random(seed)
         self.gauss_next: float | None = None  # `_gauss`'s second draw, kept for its next call
-        self.expired: list[tuple[list[Request], float]] = []
 
     def submit(self, route: SimRoute, batch: list[Request], now: float) -> None:
         if route.running < route.lanes:
             self._start(route, batch, now, now)
         else:
-            route.waiting.append((batch, now, start_by(batch, route.model, now)))
+            route.waiting.append((batch, now))
 
     def finish(self, job: Job, now: float) -> None:
-        """`job`'s completion event fired: free its lane for the route's next batch, if one waits
-        and may still start (else it is rejected: `expired`)."""
+        """`job`'s completion event fired: free its lane for the route's next batch, if one waits."""
         route = job.route
         dev = route.device
         self._share(dev, now)
         dev.running.remove(job)
-        started = False
-        while route.waiting:  # its lane goes to the route's next batch
-            nbatch, nsent, nstart_by = route.waiting.popleft()
-            if now > nstart_by:
-                self.expired.append((nbatch, nsent))
-                continue
+        if route.waiting:  # its lane goes to the route's next batch
+            nbatch, nsent = route.waiting.popleft()
             dev.running.append(Job(route, nbatch, nsent, self.service_s(route, len(nbatch), now)))
-            started = True
-            break
-        if not started:
+        else:
             route.running -= 1
             if route.running == 0:
                 dev.sharing -= 1

@@ -97,7 +97,6 @@ class Pending:
 class SimStats:
     events: int = 0
     batches: int = 0
-    expired_batches: int = 0  # rejected unrun: still waiting at their device past their start-by
     solves: int = 0  # plans asked of the planner, the initial one included
     reused: int = 0  # of those, answered with the plan of an equal request earlier in the run
     time_limited: int = 0  # of those, solves that stopped at the planner's time limit (FEASIBLE)
@@ -316,22 +315,10 @@ class Simulation:
         if version != job.version:
             return  # rescheduled since: a newer event stands for it
         route, batch, sent_at = job.route, job.batch, job.sent_at
-        hardware = self.hardware
-        hardware.finish(job, now)
+        self.hardware.finish(job, now)
         route.answered(id(batch), len(batch), sent_at, now, True, route.device.sends)
         status, finish, by, on = self.status, self.finish, self.served_by, self.served_on
         vi, di = route.variant_index, route.device_index
-        if hardware.expired:  # waited past their start-by: rejected unrun, as Triton's queue timeout does
-            for xbatch, xsent in hardware.expired:
-                route.answered(id(xbatch), len(xbatch), xsent, now, False, route.device.sends)
-                self.stats.expired_batches += 1
-                for r in xbatch:
-                    status[r.id] = DROPPED
-                    finish[r.id] = now
-                    by[r.id] = vi
-                    on[r.id] = di
-                    self._miss(r.id, now)
-            hardware.expired.clear()
         for r in batch:
             rid = r.id
             if met(now, r.deadline_s):
@@ -496,8 +483,7 @@ class Simulation:
                             latency_ms=(finish - arrival) * 1000.0,
                             variant=names[by], device=devs[on], accuracy=np.where(answered, acc[by], 0.0))
         s = self.stats
-        notes = [f"simulated: {s.events} events, {s.batches} batches ({s.expired_batches} rejected unrun, "
-                 f"past their start-by), {s.solves} plans solved "
+        notes = [f"simulated: {s.events} events, {s.batches} batches, {s.solves} plans solved "
                  f"({s.reused} of them equal to an earlier request's, {s.time_limited} stopped at the time limit; "
                  f"{s.solve_s:.2f} s in the planner)"]
         return Run(self.policy, outcomes, self.events, float(self.duration_s), "simulated", notes)

@@ -29,13 +29,6 @@ CONTROL_KEY_ENV = "ORCHESTRATOR_TRITON_KEY"
 
 THREADS_PARAMETER = "intra_op_threads"  # read by our python-backend model.py
 ORT_BACKEND_THREADS_PARAMETER = "intra_op_thread_count"  # read by Triton's onnxruntime backend
-# The dynamic batcher's queue policy: a request may set its own queue timeout (the shim gives each
-# batch the time by which it must start to meet its deadlines) and is rejected unrun past it. The
-# default is a ceiling a request may only lower (Triton ignores a timeout above the default, and a
-# default of 0, no timeout, cannot be overridden); an hour: requests without one never meet it.
-QUEUE_TIMEOUT_CEILING_US = 3_600_000_000
-QUEUE_POLICY = {"timeout_action": "REJECT", "default_timeout_microseconds": str(QUEUE_TIMEOUT_CEILING_US),
-                "allow_timeout_override": True}
 
 
 # a probe's own TCP connection (not the process-wide pool's, shared with the model-control calls),
@@ -84,8 +77,7 @@ def read_repository_config(model_repository: str | os.PathLike, model: str, conf
 
 
 def apply_instance_config(base: dict, inst: InstanceConfig) -> dict:
-    """A full model config: `base` with the instance group, threads and batching set from `inst`,
-    and, where it batches dynamically and has no queue policy, `QUEUE_POLICY`."""
+    """A full model config: `base` with the instance group, threads and batching set from `inst`."""
     cfg = json.loads(json.dumps(base))  # deep copy
     group: dict = {"kind": "KIND_GPU" if inst.kind == "gpu" else "KIND_CPU", "count": inst.count}
     if inst.kind == "gpu" and inst.gpus:
@@ -104,8 +96,6 @@ def apply_instance_config(base: dict, inst: InstanceConfig) -> dict:
         cfg["max_batch_size"] = inst.max_batch_size
     if inst.queue_delay_us is not None:
         cfg.setdefault("dynamic_batching", {})["max_queue_delay_microseconds"] = str(inst.queue_delay_us)
-    if "dynamic_batching" in cfg:  # a repository's own queue policy stays as it is
-        cfg["dynamic_batching"].setdefault("default_queue_policy", dict(QUEUE_POLICY))
     return cfg
 
 
