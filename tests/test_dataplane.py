@@ -108,6 +108,28 @@ def test_requests_through_the_fake_transport_are_answered_once_on_the_routes_pic
     assert {p: n for p, n in sent.items() if n} == served  # every request went out once, on its route
 
 
+def test_a_request_late_on_every_route_is_answered_dropped_at_once_unless_it_asks_to_be_served_late():
+    """Load shedding (routing.py): a deadline no route can meet by its predicted answer time (5 ms,
+    where the profiles give ResNet-18 tens of ms) is answered dropped at once and sent nowhere;
+    with serve_late it is sent to the route that would answer soonest."""
+    transports: dict = {}
+    client = shim_driver("accuracy-first", transports)
+    image = np.zeros((3, 224, 224), np.float32)
+    try:
+        shed = client.infer("resnet", image, deadline_ms=5.0)
+        sent_before = sum(sum(t.batches) for t in transports.values())
+        served = client.infer_async("resnet", image, deadline_ms=5.0, serve_late=True).result(timeout=30)
+        counts = client.stats()["counts"]
+    finally:
+        client.close()
+    assert shed.status is Status.DROPPED and not shed.outputs and shed.variant == ""
+    assert "would answer after the 5 ms deadline" in shed.error and shed.latency_ms == 0.0
+    assert sent_before == 0  # nothing went to a device
+    assert served.status in (Status.OK, Status.LATE) and served.variant == "resnet18"  # the fastest route
+    assert sum(sum(t.batches) for t in transports.values()) == 1
+    assert counts["dropped"] == 1 and counts["answered"] == 2
+
+
 def test_a_failed_batch_is_an_error_result_not_a_hang():
     transports: dict = {}
     plan = static_plan({"resnet": [("cpu0", "resnet18", 1)]}, batch_cap=4)

@@ -128,13 +128,14 @@ def with_spill(demand_rps: float):
 
 def picks_with(table, rate_rps: float, seconds: float, on_time) -> Counter:
     """Picks with a time prediction: `on_time(route)` True -> uses 0.8 of the budget (on time,
-    no spare time), False -> 1.5 (late); or a float, used as is."""
+    no spare time), False -> 1.5 (late); or a float, used as is. A request shed counts as "shed"."""
     n = int(rate_rps * seconds)
 
     def use(route):
         v = on_time(route)
         return v if not isinstance(v, bool) else (0.8 if v else 1.5)
-    return Counter(table.pick("resnet", now=i / rate_rps, budget_use=use).variant for i in range(n))
+    picked = (table.pick("resnet", now=i / rate_rps, budget_use=use) for i in range(n))
+    return Counter(r.variant if r is not None else "shed" for r in picked)
 
 
 def test_with_on_time_planned_flows_come_first_then_the_fastest_route_on_time():
@@ -174,11 +175,32 @@ def test_a_spill_route_takes_only_what_the_weighted_routes_cannot_answer_in_time
     # beyond the planned 10 rps: the overflow too
     beyond = picks_with(RoutingTable(with_spill(10.0), accuracy=ACC), 30.0, 10.0, on_time=lambda r: True)
     assert abs(beyond["resnet50"] - 10 * 10) <= 6 and beyond["resnet18"] == 300 - beyond["resnet50"]
-    # nothing in time: the weighted pick (the plan's split), never the spill route
-    assert picks_with(RoutingTable(with_spill(10.0), accuracy=ACC), 30.0, 2.0, on_time=lambda r: False) == \
-        Counter({"resnet50": 60})
     # weighted routing ignores spill routes and time alike
     assert picks_with(RoutingTable(with_spill(10.0)), 30.0, 2.0, on_time=lambda r: False) == Counter({"resnet50": 60})
+
+
+def test_a_request_late_on_every_route_goes_where_it_is_answered_soonest_or_is_shed():
+    """No route on time (within ON_TIME_USE): the route predicted to answer soonest while that is
+    before the deadline (LATE_USE), whatever the weights; past it on every route, the request is
+    shed (None, `shed_last`), unless the caller asks for an answer anyway (`shed=False`)."""
+    soon = {"resnet50": 0.95, "resnet18": 0.9}  # both past ON_TIME_USE, resnet18 before the deadline
+    table = RoutingTable(with_spill(10.0), accuracy=ACC)
+    picked = [table.pick("resnet", now=i / 30.0, budget_use=lambda r: soon[r.variant]) for i in range(60)]
+    assert Counter(r.variant for r in picked) == Counter({"resnet18": 60})  # not the plan's resnet50
+    assert not table.shed_last
+    late = {"resnet50": 1.6, "resnet18": 1.2}  # past the deadline everywhere
+    assert [table.pick("resnet", now=3.0 + i / 30.0, budget_use=lambda r: late[r.variant]) for i in range(5)] == [None] * 5
+    assert table.shed_last and table.picker("resnet").shed == 5
+    anyway = table.pick("resnet", now=4.0, budget_use=lambda r: late[r.variant], shed=False)
+    assert anyway is not None and anyway.variant == "resnet18" and not table.shed_last
+    # the next pick that finds a route on time clears the mark; weighted routing never sheds
+    assert table.pick("resnet", now=5.0, budget_use=lambda r: 0.3).variant == "resnet50" and not table.shed_last
+    weighted = RoutingTable(with_spill(10.0))
+    assert weighted.pick("resnet", now=5.0, budget_use=lambda r: late[r.variant]).variant == "resnet50"
+    assert not weighted.shed_last
+    # every device marked unhealthy: tried anyway, but a shed request stays shed
+    assert table.pick("resnet", lambda r: False, now=6.0, budget_use=lambda r: late[r.variant]) is not None
+    assert table.pick("resnet", now=7.0, budget_use=lambda r: late[r.variant]) is None and table.shed_last
 
 
 def with_upgrade(demand_rps: float):
@@ -207,9 +229,13 @@ def test_a_route_more_accurate_than_the_planned_ones_takes_spare_time_and_never_
     busy = picks_with(RoutingTable(with_upgrade(40.0), accuracy=ACC), 10.0, 10.0, on_time=lambda r: True)
     assert busy == Counter({"resnet18": 100})
     # past the planned flow with the planned route late and the accurate one on time but without
-    # spare time: not the accurate route (a spill route of a fast variant would take it)
+    # spare time: not the accurate route (a spill route of a fast variant would take it); the
+    # planned route would answer after the deadline, so the request is shed
     over = picks_with(RoutingTable(with_upgrade(10.0), accuracy=ACC), 30.0, 10.0,
                       on_time=lambda r: 0.7 if r.variant == "resnet50" else 1.5)
+    assert over == Counter({"shed": 300})
+    over = picks_with(RoutingTable(with_upgrade(10.0), accuracy=ACC), 30.0, 10.0,
+                      on_time=lambda r: 0.7 if r.variant == "resnet50" else 0.95)
     assert over == Counter({"resnet18": 300})
     # the fast spill route still takes the overflow where the accurate one stands by too
     both = static_plan({"resnet": [("cpu0", "resnet34", 1.0), ("cpu0", "resnet50", 0.0), ("cpu0", "resnet18", 0.0)]})

@@ -68,6 +68,21 @@ def test_overload_misses_deadlines_and_accuracy_scaling_serves_more():
     assert milp.effective_accuracy > ha.effective_accuracy
 
 
+def test_a_request_late_on_every_route_is_shed_at_arrival():
+    """Far above what two one-core devices serve (120 rps against about 45 of ResNet-18), the
+    routing sheds the requests that every route would answer after their deadline: dropped at
+    arrival, sent nowhere (no variant, no device, latency 0), while the requests it sends are
+    still answered; the light load before the step sheds nothing."""
+    _, sim = small(noise=False)
+    trace = generate([FamilyLoad("resnet", StepRate((4.0, 120.0), 10.0), 300.0)], 20, seed=4)
+    o = sim.run(trace, "milp").outcomes
+    shed = (o.status == "dropped") & (o.variant == "")
+    assert shed.sum() > 100 and np.all(o.arrival_s[shed] >= 10.0)
+    assert np.all(o.latency_ms[shed] == 0.0) and np.all(o.device[shed] == "")
+    sent = ~shed
+    assert np.all(o.variant[sent] != "") and (o.status[sent] == "ok").sum() > 0.5 * sent.sum()
+
+
 def test_standby_variants_take_a_step_at_once_and_miss_less():
     """With the MILP's standby variants (spill routes) the overflow of a demand step goes to the
     fast variant before any re-plan, with no model load; without them it waits for the re-plan."""

@@ -19,6 +19,12 @@ so tests and the simulator can count on the split. Two ways (config.Routing):
   or a device running slower than its profile, spills onto them within a request, before the
   controller re-plans. A weight-0 route *more* accurate than every route with a share (a calm's
   variant still loaded under a plan for a burst) takes only spare time, never an overflow.
+  When no route would answer within `ON_TIME_USE`, the request goes to the route predicted to
+  answer soonest if that is still before its deadline; if none is, it is *shed*: the picker
+  returns None with `shed_last` set, and the driver answers it `dropped` at once (load
+  shedding), because queued where it would be late anyway it only delays the requests behind
+  it, and on a shared device slows the batches beside it (a request that asked for late answers
+  is not shed: `pick_at(..., shed=False)`).
 """
 
 from __future__ import annotations
@@ -70,6 +76,7 @@ class SmoothWeightedRoundRobin(Generic[K]):
     def __init__(self, weights: Mapping[K, float]):
         self.weights = {k: float(w) for k, w in weights.items() if w > 0}
         self.credit = {k: 0.0 for k in self.weights}
+        self.shed_last = False  # (the picker interface: weighted routing never sheds)
 
     def pick(self, eligible: Callable[[K], bool] | None = None) -> K | None:
         # One pass (this runs per request, in the shim and in the simulator's inner loop).
@@ -88,15 +95,17 @@ class SmoothWeightedRoundRobin(Generic[K]):
         return best
 
     def pick_at(self, now: float, eligible: Callable[[K], bool] | None = None,
-                budget_use: BudgetUse[K] | None = None) -> K | None:
+                budget_use: BudgetUse[K] | None = None, shed: bool = True) -> K | None:
         """`pick`, with the picker interface `AccuracyFirst` shares (weighted routing keeps the
-        plan's split whatever the time and the backlog, so `now` and `budget_use` are not used)."""
+        plan's split whatever the time and the backlog, so `now`, `budget_use` and `shed` are
+        not used; it never sheds)."""
         return self.pick(eligible)
 
 
 BURST_S: Final = 0.5  # accuracy-first: a route's bucket holds this many seconds of its flow
 ON_TIME_USE: Final = 0.8  # a route takes a request it is predicted to answer within this share of its budget
 SPARE_USE: Final = 0.5  # past its flow, a route takes requests it answers within this share of their budget
+LATE_USE: Final = 1.0  # predicted past this share of its budget on every route, a request is shed
 
 
 class AccuracyFirst(Generic[K]):
@@ -116,7 +125,12 @@ class AccuracyFirst(Generic[K]):
     variant a few points), leaving out the tiers more accurate than every route with a share
     (spill routes standing by for spare time only, which take a request only while their device
     is idle, `budget_use.idle(key)`: their device time would slow the planned routes beside
-    them); else the weighted pick. Without `budget_use` only tokens count.
+    them); else, of those same routes, the one predicted to answer soonest, if it would use at
+    most `LATE_USE` of the budget (or `shed` is False); else None, with `shed_last` True: the
+    request would be late everywhere and is shed (the weighted pick would send it by the plan's
+    split, mostly to the slow accurate variants, where it queues late and, in processor sharing,
+    makes the batches beside it late too). Without `budget_use` only tokens count, and when no
+    route has room the weighted pick decides.
     Within a tier candidates share by smooth weighted round-robin (spill routes weigh 1); keys
     not eligible are skipped, as in `SmoothWeightedRoundRobin`. Buckets are refilled lazily,
     when a pick looks at them (the same tokens as refilling all at every pick). This runs per
@@ -146,6 +160,8 @@ class AccuracyFirst(Generic[K]):
         self.filled_at: list[float | None] = [None] * len(self.tiers)
         self.picks = 0  # picks so far: a slot's `use` holds for the pick numbered its `asked`
         self.calls = 0  # `_round_robin` calls so far: a slot one turned down has `down` = its number
+        self.shed_last = False  # the last pick shed its request (None: late on every route)
+        self.shed = 0  # requests shed so far
 
     @property
     def weights(self) -> dict[K, float]:
@@ -153,9 +169,10 @@ class AccuracyFirst(Generic[K]):
         return self.weighted.weights
 
     def pick_at(self, now: float, eligible: Callable[[K], bool] | None = None,
-                budget_use: BudgetUse[K] | None = None) -> K | None:
+                budget_use: BudgetUse[K] | None = None, shed: bool = True) -> K | None:
         filled_at = self.filled_at
         self.picks += 1
+        self.shed_last = False
         without_token: list[list[_Slot[K]]] = []
         for i, tier in enumerate(self.tiers):
             with_token: list[_Slot[K]] = []
@@ -195,7 +212,25 @@ class AccuracyFirst(Generic[K]):
             best = self._round_robin(candidates, budget_use, ON_TIME_USE)
             if best is not None:
                 return best.key
-        return self.weighted.pick(eligible)
+        if budget_use is None:
+            return self.weighted.pick(eligible)
+        # nothing on time: the route that would answer soonest, while that is before the deadline
+        soonest: "_Slot[K] | None" = None
+        soonest_use = math.inf
+        for tier in self.tiers[self.first_overflow_tier:]:  # the routes that may take an overflow
+            for slot in tier:
+                if eligible is not None and not eligible(slot.key):
+                    continue
+                use = self._use(slot, budget_use)  # (each was asked in this pick already)
+                if use < soonest_use:
+                    soonest, soonest_use = slot, use
+        if soonest is None:
+            return self.weighted.pick(eligible)
+        if soonest_use <= LATE_USE or not shed:
+            return soonest.key
+        self.shed_last = True
+        self.shed += 1
+        return None
 
     def _use(self, slot: "_Slot[K]", budget_use: BudgetUse[K]) -> float:
         """`budget_use` of the slot's route, asked at most once per pick."""
@@ -332,6 +367,7 @@ class RoutingTable:
     def __init__(self, plan: Plan, previous: "RoutingTable | None" = None,
                  accuracy: Mapping[str, float] | None = None):
         self.plan = plan
+        self.shed_last = False  # the last `pick` shed its request
         self._rr: dict[str, SmoothWeightedRoundRobin[int] | AccuracyFirst[int]] = {}
         self._routes: dict[str, list[Route]] = {}
         for family, fp in plan.families.items():
@@ -366,14 +402,16 @@ class RoutingTable:
     def pick(self, family: str, healthy: Callable[[Route], bool] = lambda route: True,
              exclude_devices: Iterable[str] = (), now: float = 0.0,
              budget_use: Callable[[Route], float] | None = None, variant: str | None = None,
-             idle: Callable[[Route], bool] | None = None) -> Route | None:
+             idle: Callable[[Route], bool] | None = None, shed: bool = True) -> Route | None:
         """The next route of `family` at time `now` (seconds, any origin), skipping devices in
         `exclude_devices` and, while any healthy one is left, unhealthy routes. `budget_use` (a
         route -> predicted time to answer a request sent now, as a share of its time budget)
         lets accuracy-first routing pass over late routes and use spare time and spill routes
         (`AccuracyFirst`). `variant`: only that variant's routes (a request pinned to it). None
-        when the family has no route left. `idle` (a route -> its device has nothing to do) lets
-        a route standing by for spare time take a request."""
+        when the family has no route left, or when the request is shed (late on every healthy
+        route, `shed` True): then `shed_last` is True. `idle` (a route -> its device has nothing
+        to do) lets a route standing by for spare time take a request."""
+        self.shed_last = False
         rr = self._check(family)
         routes = self._routes[family]
         excluded = set(exclude_devices)
@@ -385,7 +423,10 @@ class RoutingTable:
         def allowed(i: int) -> bool:
             r = routes[i]
             return r.device_id not in excluded and (variant is None or r.variant == variant)
-        i = rr.pick_at(now, lambda i: allowed(i) and healthy(routes[i]), use)
+        i = rr.pick_at(now, lambda i: allowed(i) and healthy(routes[i]), use, shed)
+        if i is None and rr.shed_last:
+            self.shed_last = True
+            return None
         if i is None:  # every remaining device is marked unhealthy: try them anyway
             i = rr.pick_at(now, allowed)
         return routes[i] if i is not None else None

@@ -71,6 +71,14 @@ class Answers:
         self.finish(r.future, r.family, Result(Status.DROPPED, None, key.variant, key.device_id,
                                                (now - r.arrival_s) * 1000.0, error, r.id, r.plan_version))
 
+    def shed(self, future: Future, family: str, budget_ms: float, request_id: int,
+             plan_version: int) -> None:
+        """Routing found every route of the family would answer after the deadline (load
+        shedding, dataplane/routing.py): answered dropped at once, sent nowhere."""
+        error = (f"dropped: every route of {family!r} would answer after the {budget_ms:g} ms deadline "
+                 f"(predicted from their queues and batches in flight, plan version {plan_version})")
+        self.finish(future, family, Result(Status.DROPPED, None, "", "", 0.0, error, request_id, plan_version))
+
     def failed(self, key: RouteKey, r: ShimRequest, now: float, message: str) -> None:
         tried = f" (devices tried: {', '.join(r.tried)})" if len(r.tried) > 1 else ""
         self.finish(r.future, r.family, Result(Status.ERROR, None, key.variant, key.device_id,

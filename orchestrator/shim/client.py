@@ -205,7 +205,8 @@ class Client:
             slo = table.plan.families[family].slo_ms
             budget_ms = deadline_ms if deadline_ms is not None else (slo if slo > 0 else None)
             deadline_s = now + budget_ms / 1000.0 if budget_ms is not None else None
-            worker = self._routes.pick(family, now, deadline_s, variant=variant)
+            worker = self._routes.pick(family, now, deadline_s, variant=variant, shed=not serve_late)
+            shed = worker is None and table.shed_last
             future: Future = Future()
             request_id = next(self._ids)
             self._answers.count("submitted")
@@ -216,7 +217,9 @@ class Client:
                     arrays, batched = check_inputs(worker.key.variant, variants[worker.key.variant].inputs, inputs)
                 request = ShimRequest(request_id, family, arrays, batched, now, deadline_s,
                                       serve_late, future, table.plan.version, blocking=blocking, variant=variant)
-        if worker is None:
+        if shed:
+            self._answers.shed(future, family, budget_ms or 0.0, request_id, version)
+        elif worker is None:
             what = f"family {family!r}" + (f" has no route to {variant!r}" if variant else " has no route")
             self._answers.unserved(future, family, 0.0, f"{what} in plan version {version}", request_id, version)
         else:

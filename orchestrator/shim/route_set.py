@@ -66,14 +66,17 @@ class RouteSet:
         return list(self.workers.values()) + self.draining
 
     def pick(self, family: str, now: float, deadline_s: float | None = None,
-             exclude_devices: list[str] | None = None, variant: str | None = None) -> RouteWorker | None:
+             exclude_devices: list[str] | None = None, variant: str | None = None,
+             shed: bool = True) -> RouteWorker | None:
         """The worker of the route a request of `family` arriving at `now` goes to (None: the
-        plan has no route for it). With a deadline, routing weighs each route's predicted answer
-        time against it (accuracy-first); `variant` pins the request to that variant's routes."""
+        plan has no route for it, or, with `shed`, the request would be late on every route:
+        `table.shed_last` tells which). With a deadline, routing weighs each route's predicted
+        answer time against it (accuracy-first); `variant` pins the request to that variant's
+        routes."""
         assert self.table is not None
         budget_use = self._budget_use(now, deadline_s) if deadline_s is not None else None
         route = self.table.pick(family, self._healthy(now), exclude_devices=exclude_devices or (), now=now,
-                                budget_use=budget_use, variant=variant, idle=self._idle)
+                                budget_use=budget_use, variant=variant, idle=self._idle, shed=shed)
         return self.workers[(route.device_id, route.variant)] if route is not None else None
 
     def retry_target(self, r: ShimRequest, now: float) -> RouteWorker | None:

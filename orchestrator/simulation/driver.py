@@ -417,8 +417,8 @@ class Simulation:
                         self.arrival_s = now
                         self.limit_s = deadlines[i] - slack_s
                     k = picker[0].pick_at(now, None, picker[2])
-                if picker is None or k is None:
-                    status[i] = UNSERVED
+                if picker is None or k is None:  # no route, or shed: late on every route (routing.py)
+                    status[i] = DROPPED if picker is not None and picker[0].shed_last else UNSERVED
                     self.finish[i] = now
                     self._miss(i, now)
                 else:
