@@ -236,7 +236,7 @@ def test_live_spill_route_takes_what_the_planned_route_would_answer_late(servers
         variants[spill] = Counter(r.variant for r in results)
     print(f"\nresnet50 p95 at batch 1 {lat1:.1f} ms, load {2 * capacity:.0f} rps, deadline {deadline_ms:.0f} ms: "
           f"miss rate with spill {miss[True]:.2f} {dict(variants[True])}, without {miss[False]:.2f}")
-    assert variants[False].keys() == {"resnet50"}
+    assert set(variants[False]) <= {"resnet50", ""} and variants[False]["resnet50"] > 0  # "": shed, sent nowhere
     assert variants[True]["resnet18"] > 0 and variants[True]["resnet50"] > 0
     assert miss[True] < miss[False]
 
