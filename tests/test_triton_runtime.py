@@ -66,21 +66,25 @@ def test_override_with_two_cpu_instances_then_unload(model_repo):
         assert config["parameters"]["intra_op_threads"]["string_value"] == "1"
         # The repository's other fields survive the override (an override replaces the whole config).
         assert config["backend"] == "python" and int(config["max_batch_size"]) >= 16
+        # Triton warmed the model up before it was ready: one random sample of batch 1
+        [warmup] = config["model_warmup"]
+        assert int(warmup["batch_size"]) == 1 and warmup["inputs"]["input"]["random_data"]
         # Each python-backend instance is a stub process of its own: two instances, two stubs.
         stubs = [cmd for _, cmd in group_processes(server.pid) if "triton_python_backend_stub" in cmd and "resnet18" in cmd]
         assert len(stubs) == 2, stubs
         out = infer_logits(server.grpc_url, "resnet18", np.zeros((1, 3, 224, 224), np.float32))
         assert out.shape == (1, 1000)
         # Triton counts a request in its statistics after it has sent the response (under load a
-        # query right after the answer can still read 0: JSON leaves the zero count out)
+        # query right after the answer can still read the warmups only); each instance ran the
+        # warmup sample once before the model was ready, and they count as inferences too
         deadline = time.monotonic() + 10.0
         while True:
             stats = ctl.statistics("resnet18")["model_stats"][0]
             count = int(stats["inference_stats"]["success"].get("count", 0))
-            if count or time.monotonic() > deadline:
+            if count > 2 or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
-        assert count == 1
+        assert count == 2 + 1
         ctl.unload("resnet18")
         states = {m["name"]: m.get("state") for m in ctl.index()}
         assert states["resnet18"] == "UNAVAILABLE"
@@ -229,6 +233,25 @@ def test_override_sets_the_thread_parameter_each_backend_reads():
     assert ort_cfg["instance_group"] == [{"kind": "KIND_GPU", "count": 1, "gpus": [1]}]
     with pytest.raises(UserError, match="exceeds the repository's max_batch_size 32"):
         apply_instance_config({"name": "m", "max_batch_size": 32}, InstanceConfig(max_batch_size=64))
+
+
+def test_override_asks_for_a_warmup_sample_where_every_input_has_a_fixed_numeric_shape():
+    from orchestrator.triton.control import apply_instance_config
+
+    image = {"name": "input", "data_type": "TYPE_FP32", "dims": ["3", "224", "224"]}
+    cfg = apply_instance_config({"name": "m", "max_batch_size": 8, "input": [image]}, InstanceConfig())
+    assert cfg["model_warmup"] == [{"name": "orchestrator-warmup", "batch_size": 1, "inputs": {
+        "input": {"data_type": "TYPE_FP32", "dims": ["3", "224", "224"], "random_data": True}}}]
+    # the model's own warmup samples stay as they are
+    own = [{"name": "mine", "batch_size": 4, "inputs": {"input": {"data_type": "TYPE_FP32", "dims": ["3", "224", "224"],
+                                                                  "zero_data": True}}}]
+    cfg = apply_instance_config({"name": "m", "input": [image], "model_warmup": own}, InstanceConfig())
+    assert cfg["model_warmup"] == own
+    # no sample where an input's shape varies or holds strings: random data of what shape?
+    for other in ({"name": "len", "data_type": "TYPE_INT64", "dims": ["-1"]},
+                  {"name": "text", "data_type": "TYPE_STRING", "dims": ["1"]}):
+        cfg = apply_instance_config({"name": "m", "input": [image, other]}, InstanceConfig())
+        assert "model_warmup" not in cfg
 
 
 def test_a_probe_tells_a_silent_server_from_a_closed_port_over_http():

@@ -4,7 +4,10 @@ A load-time config override *replaces* the model's whole configuration, so the o
 from the repository's own config (`config.pbtxt`, or `configs/<name>.pbtxt`), with only the
 instance group, thread parameter and batching changed. Where the repository is not readable from
 here (a remote server's own disk), the model is loaded once with its default config, which is then
-read back from the server and used as the base.
+read back from the server and used as the base. The override also asks Triton to warm the model
+up (`model_warmup`: one request of random data, run before the model is marked ready), unless the
+config has warmup samples of its own: a model's first inference after a load pays onnxruntime's
+lazy set-up, and a standby model's first request is a burst's overflow (docs/shim.md).
 """
 
 from __future__ import annotations
@@ -96,7 +99,26 @@ def apply_instance_config(base: dict, inst: InstanceConfig) -> dict:
         cfg["max_batch_size"] = inst.max_batch_size
     if inst.queue_delay_us is not None:
         cfg.setdefault("dynamic_batching", {})["max_queue_delay_microseconds"] = str(inst.queue_delay_us)
+    if "model_warmup" not in cfg:
+        warmup = warmup_sample(cfg)
+        if warmup is not None:
+            cfg["model_warmup"] = [warmup]
     return cfg
+
+
+def warmup_sample(cfg: dict) -> dict | None:
+    """One `model_warmup` sample for `cfg` (Triton's JSON form): a batch of 1 of random data for
+    every input; None where an input's shape is not fixed (a dim of -1) or its type is not numeric."""
+    inputs = {}
+    for spec in cfg.get("input", []):
+        dims = [str(d) for d in spec.get("dims", [])]
+        data_type = spec.get("data_type", "")
+        if not dims or any(int(d) < 1 for d in dims) or data_type in ("", "TYPE_STRING", "TYPE_INVALID"):
+            return None
+        inputs[spec["name"]] = {"data_type": data_type, "dims": dims, "random_data": True}
+    if not inputs:
+        return None
+    return {"name": "orchestrator-warmup", "batch_size": 1, "inputs": inputs}
 
 
 def one_line(message: str) -> str:
