@@ -7,7 +7,7 @@ here (a remote server's own disk), the model is loaded once with its default con
 read back from the server and used as the base. The override also asks Triton to warm the model
 up (`model_warmup`: one request of random data, run before the model is marked ready), unless the
 config has warmup samples of its own: a model's first inference after a load pays onnxruntime's
-lazy set-up, and a standby model's first request is a burst's overflow (docs/shim.md).
+lazy set-up, and a standby model's first request is a burst's overflow (docs/control-plane.md).
 """
 
 from __future__ import annotations
