@@ -47,12 +47,10 @@ def table(runs: list[tuple[str, Outcomes]], window_s: float, start_s: float = 0.
         lo = i * window_s
         if lo + window_s <= start_s or lo >= end_s:
             continue
-        cells = []
+        cells = []  # (requests, missed, effective accuracy) per run: every run has the same bins
         for b in bins:
-            n = b["arrivals"][i] if i < len(b["arrivals"]) else 0.0
-            met = b["met"][i] if i < len(b["met"]) else 0.0
-            eff = b["effective_sum"][i] / n if n else 0.0
-            cells.append((int(n), int(n - met), eff))
+            n = b["arrivals"][i]
+            cells.append((int(n), int(n - b["met"][i]), b["effective_sum"][i] / n if n else 0.0))
         if changed and len({(c[1], round(c[2], 2)) for c in cells}) == 1:
             continue
         lines.append(f"{lo:5.0f}-{lo + window_s:<6.0f} {cells[0][0]:8d}  "
